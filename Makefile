@@ -1,0 +1,34 @@
+# filterd: `make run` serves on the embedded default config; `make test` runs the whole suite.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) deploy/install-system-packages.sh
+	bash deploy/install-system-packages.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(PY) -m pip install -q -e "$$p" || true; done
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/filterd run
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check filterd plugins tests bench
+	$(VENV)/bin/ruff format --check filterd plugins tests bench
+	$(VENV)/bin/mypy filterd
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages filterd's tests and `make run` need. Idempotent; needs root.
+# Daemons that the packages would start are kept down (the tests start their own private instances).
+set -euo pipefail
+PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "install-system-packages: need root to install:$missing" >&2
+  exit 1
+fi
+# Never let a package's postinst start a system-wide daemon.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+fi
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,58 @@
+"""The command line: ``filterd run``, ``filterd check-config``, ``filterd --version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from filterd import __version__
+from filterd.config.load import load_config, render_config
+from filterd.config.schema import Config
+from filterd.errors import ConfigError
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+"""Exit status for a configuration error (and for a bad command line, as argparse does)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filterd", description="A pluggable mail content filter for Postfix."
+    )
+    parser.add_argument("--version", action="version", version=f"filterd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "configuration file (default: the embedded default configuration)"
+    run = commands.add_parser("run", help="serve until stopped (SIGTERM, SIGINT)")
+    run.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    check = commands.add_parser(
+        "check-config", help="validate the configuration and print the effective settings"
+    )
+    check.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        sys.stdout.write(render_config(config))
+        return 0
+    return _serve(config)
+
+
+def _serve(config: Config) -> int:
+    # Imported here so that check-config never loads trio and the serving machinery.
+    from filterd.serve.supervisor import main as serve_main  # type: ignore[import-not-found, unused-ignore]
+
+    status: int = serve_main(config)
+    return status

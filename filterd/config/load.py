@@ -1,0 +1,421 @@
+"""Load the TOML configuration into a ``Config``, and render a ``Config`` back to TOML.
+
+Every problem becomes a ``ConfigError`` naming the file, the line, the key and the fix; all the
+problems pydantic finds are reported at once, in file order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUndefined
+
+from filterd.config.locate import KeyLines, KeyPath
+from filterd.config.schema import Config
+from filterd.config.types import show_value
+from filterd.errors import ConfigError
+
+__all__ = ["EMBEDDED_SOURCE", "format_key", "load_config", "parse_config", "render_config"]
+
+EMBEDDED_SOURCE = "<embedded default>"
+"""``Config.source`` of the configuration embedded in the package (``defaults.toml``)."""
+
+_LOADER_ONLY_KEYS = frozenset({"source"})  # Config fields that never come from TOML
+_TOML_SPEC = "https://toml.io/en/v1.0.0"
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a configuration file; ``None`` means the embedded default.
+
+    Raises ``ConfigError`` (with every problem found in ``.problems``).
+    """
+    if path is None:
+        text = resources.files("filterd.config").joinpath("defaults.toml").read_text("utf-8")
+        return parse_config(text, source=EMBEDDED_SOURCE)
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            source,
+            None,
+            "",
+            f"cannot read the configuration file: {exc.strerror or exc}",
+            "check the path given with -c/--config",
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            source, line, "", "the file is not valid UTF-8 text", "save it as UTF-8"
+        ) from None
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str = "<string>") -> Config:
+    """Validate configuration TOML text; ``source`` names it in errors and in ``Config.source``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(exc, text, source) from None
+    lines = KeyLines(text)
+    errors = [
+        ConfigError(source, lines.line((key,)), key, *_unknown_key(key, Config, at_top=True))
+        for key in sorted(_LOADER_ONLY_KEYS & data.keys())
+    ]
+    data = {key: value for key, value in data.items() if key not in _LOADER_ONLY_KEYS}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_convert(exc.errors(), lines, source))
+    if errors:
+        errors.sort(key=lambda error: (error.line is None, error.line or 0))
+        raise ConfigError.collect(errors)
+    return config.model_copy(update={"source": source})
+
+
+# --- TOML syntax errors -------------------------------------------------------------------------
+
+_POSITION_RE = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
+_SYNTAX_HINTS = (
+    ("Invalid value", 'quote strings, durations and addresses: address = "127.0.0.1:10025"'),
+    ("Cannot overwrite", "define each key and table once; repeat tables with [[name]]"),
+    ("Cannot declare", "define each key and table once; repeat tables with [[name]]"),
+    ("Expected '=' after a key", "write one key = value per line"),
+    (
+        "Expected newline or end of document after a statement",
+        'write one key = value per line, and quote strings: address = "127.0.0.1:10025"',
+    ),
+    ("Unclosed", "close the string, array or table that starts here"),
+    ("Unterminated", "close the string that starts here"),
+)
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> ConfigError:
+    message = str(exc)
+    line: int | None = None
+    match = _POSITION_RE.search(message)
+    if match is not None:
+        message = message[: match.start()]
+        if match.group(1) is not None:
+            line = int(match.group(1))
+            message = f"{message} (column {match.group(2)})"
+        else:
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)
+            message = f"{message} (at the end of the file)"
+    hint = next((fix for start, fix in _SYNTAX_HINTS if message.startswith(start)), "")
+    return ConfigError(source, line, "", f"invalid TOML: {message}", hint or f"see {_TOML_SPEC}")
+
+
+# --- validation errors --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A pydantic error location resolved against the schema."""
+
+    loc: KeyPath  # as written in TOML (a discriminated union's tag removed)
+    model: type[BaseModel] | None = None  # the model owning the last key, when known
+    info: FieldInfo | None = None  # that key's field, when it is one
+    tags: Mapping[str, type[BaseModel]] = field(default_factory=dict)  # union at loc, if any
+
+
+def _unwrap(annotation: object) -> object:
+    """Strip ``Annotated`` and ``| None`` from an annotation."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _union_tags(annotation: object, discriminator: str) -> dict[str, type[BaseModel]]:
+    tags: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(_unwrap(annotation)):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            tag_field = member.model_fields.get(discriminator)
+            if tag_field is not None and typing.get_origin(tag_field.annotation) is Literal:
+                for tag in typing.get_args(tag_field.annotation):
+                    tags[str(tag)] = member
+    return tags
+
+
+def _resolve(loc: Sequence[str | int]) -> _Where:
+    clean: list[str | int] = []
+    node: object = Config
+    model: type[BaseModel] | None = None
+    info: FieldInfo | None = None
+    tags: dict[str, type[BaseModel]] = {}
+    for item in loc:
+        if tags:  # a discriminated union: pydantic's loc names the tag, TOML does not
+            node, tags = tags.get(str(item)), {}
+            continue
+        clean.append(item)
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            model, info = node, node.model_fields.get(str(item))
+            node = None if info is None else info.annotation
+            if info is not None and isinstance(info.discriminator, str):
+                tags = _union_tags(info.annotation, info.discriminator)
+        elif typing.get_origin(node) in (tuple, list) and isinstance(item, int):
+            node = typing.get_args(node)[0]
+        else:
+            node = None
+    return _Where(tuple(clean), model, info, tags)
+
+
+def format_key(loc: Sequence[str | int]) -> str:
+    """``("listen", 1, "address")`` → ``listen[1].address``."""
+    text = ""
+    for item in loc:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        else:
+            name = item if item and set(item) <= _BARE else _toml_string(item)
+            text += f".{name}" if text else name
+    return text
+
+
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _valid_keys(model: type[BaseModel], *, at_top: bool) -> list[str]:
+    return [name for name in model.model_fields if not (at_top and name in _LOADER_ONLY_KEYS)]
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _unknown_key(key: str, model: type[BaseModel] | None, *, at_top: bool) -> tuple[str, str]:
+    message = f"unknown key {show_value(key)}"
+    if model is None:
+        return message, "remove it"
+    valid = _valid_keys(model, at_top=at_top)
+    return message, f"{_suggest(key, valid)}valid keys here: {', '.join(valid)}"
+
+
+def _table_name(loc: KeyPath) -> str:
+    if not loc:
+        return "the top level"
+    return format_key(loc) if isinstance(loc[-1], int) else f"[{format_key(loc)}]"
+
+
+def _example(info: FieldInfo | None) -> object | None:
+    if info is None:
+        return None
+    if info.examples:
+        example: object = info.examples[0]
+        return example
+    default = info.default
+    if default is PydanticUndefined or not isinstance(default, bool | int | str):
+        return None
+    return default
+
+
+def _assignment(name: str, info: FieldInfo | None) -> str:
+    example = _example(info)
+    return "" if example is None else f"{name} = {_toml_value(example)}"
+
+
+def _quoted_choices(ctx_text: object) -> list[str]:
+    return re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx_text))
+
+
+def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
+    """(message, hint) for one pydantic error."""
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    value = error.get("input")
+    loc = where.loc
+    name = str(loc[-1]) if loc else ""
+    got = f"got {show_value(value)}"
+    if "reason" in ctx and "hint" in ctx:  # our own types and rules
+        return str(ctx["reason"]), str(ctx["hint"])
+    match kind:
+        case "extra_forbidden":
+            return _unknown_key(name, where.model, at_top=len(loc) == 1)
+        case "missing":
+            return _missing(loc, where)
+        case "union_tag_not_found":
+            choices = " or ".join(_toml_string(tag) for tag in where.tags)
+            return f"missing required key {show_value(name)}", f"set {name} = {choices}"
+        case "union_tag_invalid":
+            tags = _quoted_choices(ctx.get("expected_tags", ""))
+            return _not_one_of(name, ctx.get("tag", value), tags)
+        case "literal_error":
+            return _not_one_of(name, value, _quoted_choices(ctx.get("expected", "")))
+        case "int_type" | "int_parsing" | "int_from_float":
+            return f"expected a whole number, {got}", _for_example(name, where.info, quotes=True)
+        case "bool_type" | "bool_parsing":
+            return f"expected true or false, {got}", f"write {name} = true or {name} = false"
+        case "string_type":
+            return f"expected a string, {got}", _for_example(name, where.info, quotes=False)
+        case "path_type":
+            return f"expected a path string, {got}", f'write {name} = "/some/path"'
+        case "greater_than_equal":
+            return f"must be at least {ctx.get('ge')}, {got}", f"use {ctx.get('ge')} or more"
+        case "too_short" if name == "listen":
+            return "at least one [[listen]] table is required", _listen_hint()
+        case "model_type" | "model_attributes_type" | "dict_type":
+            return f"expected a table, {got}", f"write it as a {_table_name(loc)} table"
+        case "tuple_type" | "list_type" if name == "listen":
+            return f"expected [[listen]] tables, {got}", _listen_hint()
+        case "tuple_type" | "list_type":
+            return f"expected an array, {got}", f"write {name} = [ ... ]"
+        case _:
+            return error["msg"], ""
+
+
+def _listen_hint() -> str:
+    return 'add a [[listen]] table with address = "127.0.0.1:10025"'
+
+
+def _missing(loc: KeyPath, where: _Where) -> tuple[str, str]:
+    name = str(loc[-1])
+    message = f"missing required key {show_value(name)}"
+    if name == "listen" and len(loc) == 1:
+        return message, _listen_hint()
+    if where.tags:
+        choices = " or ".join(f"method = {_toml_string(tag)}" for tag in where.tags)
+        return message, f"add a {_table_name(loc)} table with {choices}"
+    what = _assignment(name, where.info) or name
+    hint = f"add {what} to {_table_name(loc[:-1])}"
+    description = where.info.description if where.info else None
+    if description:
+        if description[1:2].islower():
+            description = description[0].lower() + description[1:]
+        hint = f"{hint}: {description.removesuffix('.')}"
+    return message, hint
+
+
+def _not_one_of(name: str, value: object, choices: list[str]) -> tuple[str, str]:
+    shown = [_toml_string(choice) for choice in choices]
+    expected = " or ".join(shown) if len(shown) <= 2 else f"one of {', '.join(shown)}"
+    suggestion = _suggest(value, choices) if isinstance(value, str) else ""
+    return (
+        f"expected {expected}, got {show_value(value)}",
+        f"{suggestion}valid values for {name}: {', '.join(choices)}",
+    )
+
+
+def _for_example(name: str, info: FieldInfo | None, *, quotes: bool) -> str:
+    assignment = _assignment(name, info)
+    if not assignment:
+        return "write the value without quotes" if quotes else 'put the value in "double quotes"'
+    return f"for example {assignment}" + (" (no quotes)" if quotes else "")
+
+
+def _convert(errors: list[ErrorDetails], lines: KeyLines, source: str) -> list[ConfigError]:
+    located: list[tuple[_Where, ErrorDetails]] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        extra = error.get("ctx", {}).get("loc", ())
+        if isinstance(extra, tuple):
+            loc = (*loc, *extra)
+        where = _resolve(loc)
+        if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            discriminator = _quoted_choices(error.get("ctx", {}).get("discriminator", ""))
+            if discriminator:
+                where = _Where((*where.loc, discriminator[0]), where.model, where.info, where.tags)
+        located.append((where, error))
+    problems: list[ConfigError] = []
+    for where, error in located:
+        if error["type"] == "too_short" and any(
+            other.loc[: len(where.loc)] == where.loc and len(other.loc) > len(where.loc)
+            for other, _ in located
+        ):
+            continue  # "0 items after validation" only because every item failed
+        message, hint = _describe(error, where)
+        problems.append(
+            ConfigError(source, lines.line(where.loc), format_key(where.loc), message, hint)
+        )
+    return problems
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML that ``parse_config``/``load_config`` accept again."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    out = [f"# filterd: effective configuration, from {show_value(config.source)}"]
+    _emit_table(out, (), data)
+    return "\n".join(out) + "\n"
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _emit_table(out: list[str], path: tuple[str, ...], table: Mapping[str, object]) -> None:
+    for key, value in table.items():
+        if not isinstance(value, dict) and not _is_table_array(value):
+            out.append(f"{format_key((key,))} = {_toml_value(value)}")
+    for key, value in table.items():
+        sub = (*path, key)
+        if isinstance(value, dict):
+            out.extend(("", f"[{format_key(sub)}]"))
+            _emit_table(out, sub, value)
+        elif isinstance(value, list) and _is_table_array(value):
+            for item in value:
+                out.extend(("", f"[[{format_key(sub)}]]"))
+                _emit_table(out, sub, item)
+
+
+def _toml_value(value: object) -> str:
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case int():
+            return str(value)
+        case float():
+            return repr(value)  # "nan", "inf" and "-inf" are TOML too
+        case str():
+            return _toml_string(value)
+        case list() | tuple():
+            return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        case dict():
+            items = (f"{format_key((str(k),))} = {_toml_value(v)}" for k, v in value.items())
+            return "{" + ", ".join(items) + "}"
+        case _:
+            raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_string(text: str) -> str:
+    chars = (
+        _ESCAPES.get(char)
+        or (f"\\u{ord(char):04x}" if ord(char) < 0x20 or char == "\x7f" else char)
+        for char in text
+    )
+    return '"' + "".join(chars) + '"'

@@ -1,0 +1,302 @@
+"""The configuration schema: every setting, once, with its default and what it means.
+
+Models are frozen and refuse unknown keys. ``config.load`` turns a TOML file into a ``Config`` and
+pydantic's errors into ``ConfigError``s. Rules spanning several keys raise ``rule_error``: its
+context names the offending key (``loc``, relative to the model) and the fix (``hint``).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from filterd.config.types import ByteSize, Duration, HostName, IPNetwork, SocketAddress
+
+__all__ = [
+    "Config",
+    "DeliveryConfig",
+    "LimitsConfig",
+    "ListenConfig",
+    "LogConfig",
+    "MaildirDelivery",
+    "RelayDelivery",
+    "rule_error",
+]
+
+Count = Annotated[int, Field(strict=True)]
+"""An integer as TOML writes it: ``true``, ``"100"`` and ``100.0`` are refused."""
+Flag = Annotated[bool, Field(strict=True)]
+"""A TOML boolean: ``true`` or ``false``, nothing else."""
+
+
+def rule_error(loc: tuple[str | int, ...], reason: str, hint: str) -> PydanticCustomError:
+    """An error for a rule pydantic cannot express, located at ``loc`` below the current model."""
+    return PydanticCustomError(
+        "config_rule", "{reason}", {"reason": reason, "hint": hint, "loc": loc}
+    )
+
+
+def _at_least(value: int, minimum: int, why: str) -> int:
+    if value < minimum:
+        raise rule_error((), f"must be at least {minimum}, got {value}", why)
+    return value
+
+
+def _existing_file(path: Path | None, what: str) -> Path | None:
+    if path is not None and not path.is_file():
+        state = "is not a regular file" if path.exists() else "does not exist"
+        raise rule_error((), f'{what} "{path}" {state}', f"give the path of an existing {what}")
+    return path
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogConfig(_Section):
+    """``[log]``: how much filterd logs."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged: debug, info, warning or error."
+    )
+
+
+class ListenConfig(_Section):
+    """``[[listen]]``: one listening socket speaking SMTP or LMTP to Postfix."""
+
+    address: SocketAddress = Field(
+        description='Where to listen: "host:port", "[ipv6]:port" or "unix:/path".',
+        examples=["127.0.0.1:10025"],
+    )
+    protocol: Literal["smtp", "lmtp"] = Field(
+        default="smtp", description="Protocol spoken to clients on this socket: smtp or lmtp."
+    )
+    hostname: HostName = Field(
+        default="localhost",
+        description='Our name in the greeting, the EHLO reply and the "by" clause of our '
+        "Received header.",
+    )
+    max_connections: Count = Field(
+        default=100, ge=1, description="Concurrent connections; more are answered 421 and closed."
+    )
+    xforward_hosts: tuple[IPNetwork, ...] = Field(
+        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
+    )
+    add_received_header: Flag = Field(
+        default=True, description="Prepend a Received header to each message accepted here."
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate chain for STARTTLS; STARTTLS is offered iff tls_cert and "
+        "tls_key are both set.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert.")
+
+    @field_validator("tls_cert")
+    @classmethod
+    def _cert_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "certificate file")
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "key file")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ListenConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            present = "tls_cert" if self.tls_key is None else "tls_key"
+            raise rule_error(
+                (present,),
+                f"{present} is set but {missing} is not",
+                "set both tls_cert and tls_key to offer STARTTLS, or neither",
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when STARTTLS is offered (both tls_cert and tls_key set)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+
+class LimitsConfig(_Section):
+    """``[limits]``: time, size and abuse limits on inbound sessions."""
+
+    command_timeout: Duration = Field(
+        default=300.0, description="Time allowed for each command (Postfix smtpd_timeout)."
+    )
+    data_timeout: Duration = Field(
+        default=300.0,
+        description="Deadline for each block of DATA, extended by the bytes received at "
+        "min_data_rate.",
+    )
+    min_data_rate: Count = Field(
+        default=500,
+        ge=1,
+        description="Bytes per second that extend the DATA deadline (Postfix smtpd_min_data_rate).",
+    )
+    tls_handshake_timeout: Duration = Field(
+        default=30.0, description="Time allowed for the TLS handshake after STARTTLS."
+    )
+    max_message_size: ByteSize = Field(
+        default=52_428_800, description="Largest message accepted, in bytes; 0 means unlimited."
+    )
+    max_recipients: Count = Field(
+        default=1000, description="Recipients per transaction; more get 452 4.5.3."
+    )
+    max_command_line: Count = Field(
+        default=512, description="Longest command line in bytes, CRLF included."
+    )
+    max_text_line: Count = Field(
+        default=1000, description="Longest line of message text in bytes, CRLF included."
+    )
+    max_errors: Count = Field(
+        default=20, ge=1, description="Bad commands tolerated before 421 and disconnect."
+    )
+    bare_newline: Literal["reject", "normalize"] = Field(
+        default="reject",
+        description="A bare LF or CR in a command or in DATA: reject it, or normalize it to CRLF.",
+    )
+    spool_memory: ByteSize = Field(
+        default=1_048_576,
+        description="Message bytes kept in memory before spooling to a temporary file.",
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Directory for spooled messages; unset means the system temporary directory.",
+    )
+    shutdown_grace: Duration = Field(
+        default=30.0,
+        description="On shutdown, time sessions in the middle of a message get to finish it.",
+    )
+
+    @field_validator("max_recipients")
+    @classmethod
+    def _rfc_recipients(cls, value: int) -> int:
+        return _at_least(value, 100, "RFC 5321 §4.5.3.1.8 requires accepting at least 100")
+
+    @field_validator("max_command_line")
+    @classmethod
+    def _rfc_command_line(cls, value: int) -> int:
+        return _at_least(value, 512, "RFC 5321 §4.5.3.1.4 allows command lines of 512 bytes")
+
+    @field_validator("max_text_line")
+    @classmethod
+    def _rfc_text_line(cls, value: int) -> int:
+        return _at_least(value, 1000, "RFC 5321 §4.5.3.1.6 allows text lines of 1000 bytes")
+
+
+class RelayDelivery(_Section):
+    """``[delivery] method = "relay"``: pass accepted mail to a next hop over SMTP or LMTP."""
+
+    method: Literal["relay"] = Field(default="relay", description='Delivery method: "relay".')
+    next_hop: SocketAddress = Field(
+        description="The SMTP or LMTP server that receives filtered mail (Postfix's "
+        "re-injection smtpd, usually).",
+        examples=["127.0.0.1:10026"],
+    )
+    protocol: Literal["smtp", "lmtp"] = Field(
+        default="smtp", description="Protocol spoken to the next hop: smtp or lmtp."
+    )
+    helo_name: HostName = Field(default="localhost", description="Our name in EHLO/LHLO.")
+    connect_timeout: Duration = Field(
+        default=30.0, description="Time allowed to connect and read the greeting."
+    )
+    command_timeout: Duration = Field(
+        default=300.0, description="Time allowed for each command's reply."
+    )
+    data_timeout: Duration = Field(
+        default=600.0, description="Time allowed for sending the message and its final reply."
+    )
+    pool_size: Count = Field(default=20, ge=1, description="Most connections open to the next hop.")
+    pool_idle_timeout: Duration = Field(
+        default=60.0, description="Idle pooled connections are closed after this long."
+    )
+    starttls: Literal["never", "opportunistic", "required"] = Field(
+        default="never",
+        description="Use STARTTLS with the next hop: never, opportunistic, required.",
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle to verify the next hop; unset means the system store.",
+    )
+    tls_verify: Flag = Field(default=True, description="Verify the next hop's certificate.")
+    send_xforward: Flag = Field(
+        default=True,
+        description="Forward the original client's name and address with XFORWARD when offered.",
+    )
+
+    @field_validator("next_hop")
+    @classmethod
+    def _real_port(cls, value: SocketAddress) -> SocketAddress:
+        if value.kind == "tcp" and value.port == 0:
+            raise rule_error((), "port 0 cannot be connected to", "give the next hop's real port")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "CA file")
+
+
+class MaildirDelivery(_Section):
+    """``[delivery] method = "maildir"``: write accepted mail to Maildirs (tests, local use)."""
+
+    method: Literal["maildir"] = Field(default="maildir", description='Delivery method: "maildir".')
+    root: Path = Field(
+        default=Path("./var/mail"),
+        description="Mail for user@domain goes to root/domain/user/{tmp,new,cur}; a relative "
+        "root is relative to the directory filterd starts in.",
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_a_file(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise rule_error(
+                (), f'"{value}" exists and is not a directory', "give a directory for the Maildirs"
+            )
+        return value
+
+
+DeliveryConfig = Annotated[RelayDelivery | MaildirDelivery, Field(discriminator="method")]
+
+
+class Config(_Section):
+    """The whole configuration: one TOML file."""
+
+    log: LogConfig = Field(default=LogConfig(), description="Logging.")
+    listen: tuple[ListenConfig, ...] = Field(
+        min_length=1, description="Listening sockets, one [[listen]] table each."
+    )
+    limits: LimitsConfig = Field(default=LimitsConfig(), description="Inbound session limits.")
+    delivery: RelayDelivery | MaildirDelivery = Field(
+        discriminator="method", description="Where accepted mail goes."
+    )
+    source: str = Field(
+        default="<embedded default>",
+        exclude=True,
+        description="The file this configuration came from (set by the loader, not from TOML).",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_listeners(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, listener in enumerate(self.listen):
+            address = listener.address
+            if address.kind == "tcp" and address.port == 0:
+                continue  # each port-0 listener gets its own ephemeral port
+            first = seen.setdefault(str(address), index)
+            if first != index:
+                raise rule_error(
+                    ("listen", index, "address"),
+                    f'"{address}" is already used by listen[{first}]',
+                    "give each [[listen]] table its own address",
+                )
+        return self

@@ -1,0 +1,346 @@
+"""Typed configuration values: durations, sizes, socket addresses, networks, host names.
+
+Each is a pydantic ``Annotated`` type that parses what an admin writes in TOML into the value code
+uses (``Duration`` → float seconds, ``ByteSize`` → int bytes, ``SocketAddress`` → ``Endpoint``) and
+serialises back, in JSON mode, to the form the admin would write. Parse errors are
+``PydanticCustomError``s whose context carries a ``hint`` (the fix), which ``config.load`` shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Literal
+
+from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "ByteSize",
+    "Duration",
+    "Endpoint",
+    "HostName",
+    "IPNetwork",
+    "SocketAddress",
+    "format_duration",
+    "parse_byte_size",
+    "parse_duration",
+    "parse_endpoint",
+    "parse_network",
+    "show_value",
+]
+
+
+def show_value(value: object) -> str:
+    """Show a configuration input the way it looks in TOML: ``"thirty"``, ``true``, ``12``."""
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case str():
+            return json.dumps(value, ensure_ascii=False)
+        case dict():
+            return "a table"
+        case list() | tuple():
+            return "an array"
+        case _:
+            return str(value)
+
+
+def _invalid(error_type: str, reason: str, hint: str) -> PydanticCustomError:
+    return PydanticCustomError(error_type, "{reason}", {"reason": reason, "hint": hint})
+
+
+# --- durations ----------------------------------------------------------------------------------
+
+_DURATION_UNITS: dict[str, int] = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)"
+_DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+_DURATION_HINT = (
+    'write a number with a unit ms, s, m, h or d ("500ms", "30s", "5m", "1h", "1h30m"), '
+    "or a plain number of seconds"
+)
+
+
+def parse_duration(value: object) -> float:
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``, or seconds → seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _invalid(
+            "duration_type",
+            f'expected a duration such as "30s", got {show_value(value)}',
+            _DURATION_HINT,
+        )
+    if isinstance(value, int | float):
+        seconds = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        text = value.strip()
+        if _NUMBER_RE.fullmatch(text):
+            seconds = float(text)
+        elif _DURATION_RE.fullmatch(text):
+            millis = Decimal(0)
+            for number, unit in re.findall(_DURATION_PART, text, re.IGNORECASE):
+                millis += Decimal(number) * _DURATION_UNITS[unit.lower()]
+            seconds = float(millis / 1000)
+        else:
+            raise _invalid(
+                "duration_parsing",
+                f'expected a duration such as "30s", got {show_value(value)}',
+                _DURATION_HINT,
+            )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _invalid(
+            "duration_range",
+            f"expected a duration of zero or more seconds, got {show_value(value)}",
+            _DURATION_HINT,
+        )
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact form: 300.0 → ``"5m"``, 0.5 → ``"500ms"``, 90.0 → ``"90s"``."""
+    if seconds.is_integer():
+        whole = int(seconds)
+        for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+            if whole and whole % size == 0:
+                return f"{whole // size}{unit}"
+        return f"{whole}s"
+    millis = round(seconds * 1000)
+    if millis / 1000 == seconds:
+        return f"{millis}ms"
+    return f"{seconds!r}s"
+
+
+Duration = Annotated[
+    float,
+    PlainValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "examples": ["500ms", "30s", "5m", "1h"]}),
+]
+"""A span of time, in float seconds."""
+
+
+# --- sizes --------------------------------------------------------------------------------------
+
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
+_SIZE_HINT = (
+    'write a whole number of bytes, or a number with a unit: "10k"/"10KB" (1000s), "10KiB" '
+    '(1024s), "50MB", "50MiB", "1GB", "1GiB"'
+)
+
+
+def parse_byte_size(value: object) -> int:
+    """Bytes from ``512``, ``"512"``, ``"10k"``/``"10KB"`` (1000s), ``"10KiB"`` (1024s), MB, MiB….
+
+    Units are case-insensitive: k, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _invalid(
+            "byte_size_type",
+            f'expected a size such as "10MB", got {show_value(value)}',
+            _SIZE_HINT,
+        )
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not value.is_integer():
+            raise _invalid(
+                "byte_size_fraction",
+                f"expected a whole number of bytes, got {show_value(value)}",
+                _SIZE_HINT,
+            )
+        if value < 0:
+            raise _invalid(
+                "byte_size_range",
+                f"expected a size of zero or more bytes, got {show_value(value)}",
+                _SIZE_HINT,
+            )
+        return int(value)
+    match = _SIZE_RE.fullmatch(value.strip())
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise _invalid(
+            "byte_size_parsing",
+            f'expected a size such as "10MB", got {show_value(value)}',
+            _SIZE_HINT,
+        )
+    try:
+        size = Decimal(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise _invalid("byte_size_parsing", f"bad size {show_value(value)}", _SIZE_HINT) from exc
+    if size != size.to_integral_value():
+        raise _invalid(
+            "byte_size_fraction",
+            f"{show_value(value)} is not a whole number of bytes",
+            _SIZE_HINT,
+        )
+    return int(size)
+
+
+ByteSize = Annotated[
+    int,
+    PlainValidator(parse_byte_size),
+    WithJsonSchema({"type": "integer", "examples": [1048576, "10MB", "50MiB"]}),
+]
+"""A number of bytes."""
+
+
+# --- host names and socket addresses ------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _is_hostname(text: str) -> bool:
+    return len(text) <= 253 and _HOSTNAME_RE.fullmatch(text) is not None
+
+
+def parse_hostname(value: object) -> str:
+    """A DNS host name (letters, digits, ``-``, ``_``, dots): what we say in greetings and HELO."""
+    if not isinstance(value, str) or not _is_hostname(value):
+        raise _invalid(
+            "hostname",
+            f"expected a host name such as {show_value('mail.example.org')}, "
+            f"got {show_value(value)}",
+            "use letters, digits, hyphens and dots only (no spaces, no brackets)",
+        )
+    return value
+
+
+HostName = Annotated[
+    str,
+    PlainValidator(parse_hostname),
+    WithJsonSchema({"type": "string", "examples": ["mail.example.org"]}),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where to listen or connect: a TCP host and port, or a unix-domain socket path.
+
+    For ``kind == "tcp"`` ``path`` is ``""``; for ``kind == "unix"`` ``host`` is ``""`` and
+    ``port`` is 0. ``str()`` gives the canonical form ``parse_endpoint`` accepts.
+    """
+
+    kind: Literal["tcp", "unix"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+_ENDPOINT_EXAMPLES = '"127.0.0.1:10025", "[::1]:10025", "localhost:25" or "unix:/run/filterd.sock"'
+_ENDPOINT_HINT = f"write host:port or unix:/path, e.g. {_ENDPOINT_EXAMPLES}"
+
+
+def _bad_endpoint(value: object, why: str, hint: str = _ENDPOINT_HINT) -> PydanticCustomError:
+    return _invalid("socket_address", f"{why}, got {show_value(value)}", hint)
+
+
+def _parse_port(value: str, port: str) -> int:
+    if not port.isdigit() or not port.isascii() or int(port) > 65535:
+        raise _bad_endpoint(value, "expected a port number 0-65535 after the last colon")
+    return int(port)
+
+
+def parse_endpoint(value: object) -> Endpoint:
+    """``"127.0.0.1:10025"``, ``"[::1]:10025"``, ``"localhost:25"``, ``"unix:/path"`` → Endpoint."""
+    if isinstance(value, Endpoint):
+        return value
+    if not isinstance(value, str):
+        raise _bad_endpoint(value, "expected a socket address string")
+    if value.startswith("unix:"):
+        path = value.removeprefix("unix:")
+        if not path or "\0" in path:
+            raise _bad_endpoint(value, "expected a socket path after unix:")
+        return Endpoint("unix", path=path)
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _bad_endpoint(value, "expected an IPv6 address in brackets") from None
+        if not rest.startswith(":"):
+            raise _bad_endpoint(value, "expected a port after the brackets, as in [::1]:25")
+        return Endpoint("tcp", host=str(address), port=_parse_port(value, rest[1:]))
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise _bad_endpoint(value, "expected host:port")
+    if ":" in host:
+        raise _bad_endpoint(value, "an IPv6 address needs brackets", 'write it as "[::1]:10025"')
+    try:
+        host = str(ipaddress.IPv4Address(host))
+    except ValueError:
+        if not _is_hostname(host):
+            raise _bad_endpoint(
+                value, f"{show_value(host)} is not a host name or address"
+            ) from None
+        host = host.lower()
+    return Endpoint("tcp", host=host, port=_parse_port(value, port))
+
+
+SocketAddress = Annotated[
+    Endpoint,
+    PlainValidator(parse_endpoint),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "examples": ["127.0.0.1:10025", "unix:/run/filterd.sock"]}),
+]
+
+
+# --- networks -----------------------------------------------------------------------------------
+
+
+def parse_network(value: object) -> IPv4Network | IPv6Network:
+    """``"10.0.0.0/8"``, ``"::1/128"``, or a single address (``"192.0.2.1"`` → a /32)."""
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    hint = 'write an address or network such as "192.0.2.7", "10.0.0.0/8" or "::1/128"'
+    if not isinstance(value, str):
+        raise _invalid(
+            "ip_network", f"expected an IP network string, got {show_value(value)}", hint
+        )
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise _invalid(
+                "ip_network", f"expected an IP network, got {show_value(value)}", hint
+            ) from exc
+        raise _invalid(
+            "ip_network",
+            f"{show_value(value)} has host bits set",
+            f"did you mean {show_value(str(loose))}?",
+        ) from exc
+
+
+IPNetwork = Annotated[
+    IPv4Network | IPv6Network,
+    PlainValidator(parse_network),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "examples": ["127.0.0.0/8", "::1/128"]}),
+]

@@ -1,0 +1,80 @@
+"""Postfix-style log lines: ``filterd/<component>[pid]: QUEUEID: what, key=value, ...``.
+
+One line per event. The queue id lives in a context variable (trio tasks copy the context), so
+every line written while a transaction is open carries it. Peer-supplied text is escaped.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="NOQUEUE")
+
+_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F]}
+
+
+def sanitize(text: object) -> str:
+    """Make peer-controlled text safe for one log line (no CR/LF/controls)."""
+    return str(text).translate(_ESCAPES)
+
+
+class _QueueIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.queue_id = queue_id_var.get()
+        return True
+
+
+def setup_logging(level: str = "info", stream: object = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s filterd/%(component)s[%(process)d]: %(message)s",
+            defaults={"component": "main"},
+        )
+    )
+    handler.addFilter(_QueueIdFilter())
+    root = logging.getLogger("filterd")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class MailLog:
+    """A logger for one component (smtpd, relay, maildir, chain, main)."""
+
+    def __init__(self, component: str) -> None:
+        self._logger = logging.getLogger(f"filterd.{component}")
+        self._extra = {"component": component}
+
+    def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        if fields:
+            message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
+        self._logger.log(level, "%s: %s", queue_id_var.get(), message, extra=self._extra)
+
+    def plain(self, message: str, **fields: object) -> None:
+        """A line without the queue id prefix (connect/disconnect, start-up)."""
+        if fields:
+            message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
+        self._logger.info("%s", message, extra=self._extra)
+
+    def info(self, message: str, **fields: object) -> None:
+        self._log(logging.INFO, message, fields)
+
+    def warning(self, message: str, **fields: object) -> None:
+        self._log(logging.WARNING, message, fields)
+
+    def error(self, message: str, **fields: object) -> None:
+        self._log(logging.ERROR, message, fields)
+
+    def debug(self, message: str, **fields: object) -> None:
+        self._log(logging.DEBUG, message, fields)
+
+    def exception(self, message: str, **fields: object) -> None:
+        """An unexpected failure: one line at ERROR, the traceback at DEBUG only."""
+        self._log(logging.ERROR, message, fields)
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._logger.debug("traceback", exc_info=True, extra=self._extra)

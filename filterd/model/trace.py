@@ -1,0 +1,36 @@
+"""The Received: trace header a relay adds (RFC 5321 §4.4), Postfix-shaped."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email.utils import format_datetime
+
+from filterd.model.envelope import Transaction
+
+_UNSAFE = re.compile(r"[\x00-\x20\x7f()\[\];]")
+
+
+def _safe(text: str) -> str:
+    """Peer-supplied names (HELO, XFORWARD values) may hold anything: never let them shape the
+    header (no CR/LF, spaces, comments or brackets)."""
+    return _UNSAFE.sub("_", text)[:255] or "unknown"
+
+
+def received_header(t: Transaction, hostname: str, protocol: str, now: datetime) -> bytes:
+    client = t.client
+    helo = _safe(client.helo or client.address)
+    source = f"{helo} ({_safe(client.name)} [{_safe(client.address)}])"
+    single = len(t.accepted) == 1
+    lines = [
+        f"Received: from {source}",
+        f"\tby {hostname} (filterd) with {protocol} id {t.queue_id}",
+    ]
+    if single:
+        rcpt = _UNSAFE.sub("_", t.accepted[0].address.replace(" ", "_"))
+        lines.append(f"\tfor <{rcpt}>; {format_datetime(now)}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{format_datetime(now)}")
+    text = "\r\n".join(lines) + "\r\n"
+    return text.encode("utf-8", "surrogateescape")

@@ -1,0 +1,498 @@
+"""Sans-I/O SMTP/LMTP server codec.
+
+Bytes go in with ``receive_data``; ``next_event`` returns one event at a time, or ``NEED_DATA``.
+Every command event must be answered with ``send`` before the next event is produced (the codec
+"pauses"), because the next command's meaning depends on the answer. Replies are returned as
+bytes; the caller batches them and flushes whenever it needs to read (RFC 2920 pipelining).
+
+The codec owns every SMTP rule and limit: command order, line lengths, recipient count, error
+budget, message size, CRLF.CRLF as the only end of data, bare CR/LF handling, the pipelining
+synchronisation rule, and discarding plaintext pipelined behind STARTTLS (CVE-2011-0411).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+from filterd.model import replies
+from filterd.model.reply import Reply
+from filterd.protocols.smtp import events as ev
+from filterd.protocols.smtp.commands import (
+    CommandSyntaxError,
+    check_mail_params,
+    check_rcpt_params,
+    parse_xforward,
+    split_path_argument,
+    validate_mailbox,
+)
+from filterd.protocols.smtp.common import NEED_DATA, LocalProtocolError, NeedData
+
+# Extra room for MAIL/RCPT lines carrying ESMTP parameters (SIZE, BODY, ENVID ≤100, ORCPT ≤500,
+# NOTIFY, SMTPUTF8): RFC 5321 §4.5.3.1.4 lets extensions raise the 512-octet command limit.
+PARAMETER_ALLOWANCE = 1024
+
+# RFC 2920 §3.1: these must be the last command in a pipelined group. Bytes already received
+# behind them were sent before our reply could be seen: a synchronisation error (Postfix
+# smtpd_forbid_unauth_pipelining). For STARTTLS it is the CVE-2011-0411 injection.
+_MUST_BE_LAST = frozenset({"EHLO", "HELO", "LHLO", "DATA", "NOOP", "QUIT", "STARTTLS", "VRFY"})
+
+_NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "AUTH", "BDAT", "ATRN", "SEND", "SOML"})
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"  # greeting sent, no HELO yet
+    GREETED = "greeted"  # HELO/EHLO accepted, no transaction
+    MAIL = "mail"  # MAIL accepted
+    RCPT = "rcpt"  # at least one RCPT accepted
+    DATA = "data"  # receiving content
+    TLS_PENDING = "tls-pending"  # 220 to STARTTLS sent; waiting for start_tls()
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_command_line: int = 512
+    max_text_line: int = 1000
+    max_message_size: int = 0  # 0 = unlimited
+    max_recipients: int = 1000
+    max_errors: int = 20
+    bare_newline: Literal["reject", "normalize"] = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the server offers in its EHLO reply (besides the fixed set)."""
+
+    hostname: str
+    starttls: bool = False
+    xforward: bool = False
+
+
+class SmtpServer:
+    def __init__(
+        self,
+        limits: ServerLimits,
+        capabilities: Capabilities,
+        *,
+        lmtp: bool = False,
+    ) -> None:
+        self.limits = limits
+        self.capabilities = capabilities
+        self.lmtp = lmtp
+        self.state = State.CONNECTED
+        self.tls_active = False
+        self.esmtp = False
+        self.errors = 0
+        self.accepted_recipients = 0
+        self._buf = b""
+        self._eof = False
+        self._pending: ev.ServerEvent | None = None
+        self._replies_owed = 0
+        self._discarding_line = False  # inside an over-long command line
+        self._data: _DataReader | None = None
+        self._end_pending: ev.EndOfData | None = None
+        self._smtputf8 = False
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; ``b""`` means the client closed its side."""
+        if data:
+            if self._eof:
+                raise LocalProtocolError("data received after EOF")
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> ev.ServerEvent | NeedData:
+        """The next event, ``NEED_DATA`` to read more. Raises if a reply is still owed."""
+        if self._pending is not None:
+            raise LocalProtocolError(f"reply owed to {type(self._pending).__name__}")
+        if self.state is State.CLOSED:
+            return self._closed()
+        if self.state is State.TLS_PENDING:
+            raise LocalProtocolError("call start_tls() after the 220 reply")
+        if self.state is State.DATA:
+            return self._next_data_event()
+        return self._next_command_event()
+
+    # ----------------------------------------------------------------- output
+    def greeting(self) -> bytes:
+        proto = "LMTP" if self.lmtp else "ESMTP"
+        return Reply(220, "", f"{self.capabilities.hostname} {proto} filterd").to_bytes()
+
+    def ehlo_reply(self) -> Reply:
+        """The 250 reply to EHLO/LHLO: our name and extensions."""
+        lines = [self.capabilities.hostname, "PIPELINING"]
+        size = self.limits.max_message_size
+        lines.append(f"SIZE {size}" if size else "SIZE")
+        lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
+        if self.capabilities.starttls and not self.tls_active:
+            lines.append("STARTTLS")
+        if self.capabilities.xforward:
+            lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
+        return Reply(250, "", "\n".join(lines))
+
+    def send(self, reply: Reply) -> bytes:
+        """Answer the pending event. A 421 may also be sent unprompted; it closes the session."""
+        pending = self._pending
+        if pending is None:
+            if reply.code != 421:
+                raise LocalProtocolError("no command is waiting for a reply")
+            self.state = State.CLOSED
+            return reply.to_bytes()
+        if isinstance(pending, ev.EndOfData) and self._replies_owed > 1:
+            self._replies_owed -= 1
+            return reply.to_bytes()
+        self._pending = None
+        self._replies_owed = 0
+        self._apply(pending, reply)
+        return reply.to_bytes()
+
+    def start_tls(self) -> None:
+        """After the 220 to STARTTLS: forget the session (RFC 3207 §4.2).
+
+        Plaintext received behind STARTTLS was discarded when the command was parsed.
+        """
+        if self.state is not State.TLS_PENDING:
+            raise LocalProtocolError("start_tls() without an accepted STARTTLS")
+        self._buf = b""
+        self.tls_active = True
+        self.esmtp = False
+        self._reset_transaction()
+        self.state = State.CONNECTED
+
+    @property
+    def replies_owed(self) -> int:
+        return self._replies_owed if self._pending is not None else 0
+
+    # ---------------------------------------------------------- transitions
+    def _apply(self, event: ev.ServerEvent, reply: Reply) -> None:
+        """Rule 1 (h11): every state change caused by a reply happens here."""
+        ok = reply.is_positive
+        if reply.code == 421:
+            self.state = State.CLOSED
+            return
+        match event:
+            case ev.Hello(verb=verb) if ok:
+                self.esmtp = verb in ("EHLO", "LHLO")
+                self._reset_transaction()
+                self.state = State.GREETED
+            case ev.MailFrom() if ok:
+                self.state = State.MAIL
+            case ev.RcptTo() if ok:
+                self.accepted_recipients += 1
+                self.state = State.RCPT
+            case ev.Data() if reply.code == 354:
+                self._data = _DataReader(self.limits)
+                self.state = State.DATA
+            case ev.EndOfData():
+                self._reset_transaction()
+                self.state = State.GREETED
+            case ev.Reset():
+                self._reset_transaction()
+                if self.state is not State.CONNECTED:
+                    self.state = State.GREETED
+            case ev.StartTls() if reply.code == 220:
+                self.state = State.TLS_PENDING
+            case ev.Quit():
+                self.state = State.CLOSED
+            case ev.BadCommand(fatal=True):
+                self.state = State.CLOSED
+            case _:
+                pass
+
+    def _reset_transaction(self) -> None:
+        self.accepted_recipients = 0
+        self._smtputf8 = False
+        self._data = None
+        self._end_pending = None
+
+    def _closed(self) -> ev.ServerEvent:
+        return ev.ConnectionClosed()
+
+    def _emit(self, event: ev.ServerEvent) -> ev.ServerEvent:
+        if isinstance(event, ev.BodyChunk | ev.ConnectionClosed):
+            return event
+        self._pending = event
+        self._replies_owed = 1
+        if isinstance(event, ev.EndOfData) and self.lmtp:
+            self._replies_owed = max(1, self.accepted_recipients)
+        return event
+
+    def _error(self, reply: Reply) -> ev.ServerEvent:
+        """A refused command. Counts against the error budget (aiosmtpd, Postfix hard limit)."""
+        self.errors += 1
+        if self.errors >= self.limits.max_errors:
+            return self._emit(ev.BadCommand(replies.TOO_MANY_ERRORS, fatal=True))
+        return self._emit(ev.BadCommand(reply))
+
+    # ------------------------------------------------------------ commands
+    def _next_command_event(self) -> ev.ServerEvent | NeedData:
+        line = self._take_line()
+        if isinstance(line, NeedData):
+            if self._eof:
+                self.state = State.CLOSED
+                return self._closed()
+            return NEED_DATA
+        if isinstance(line, Reply):
+            fatal = line.code == 421 or line is replies.BARE_LF
+            return self._emit(ev.BadCommand(line, fatal=True)) if fatal else self._error(line)
+        verb, _, argument = line.partition(" ")
+        verb = verb.upper()
+        if verb in _MUST_BE_LAST and self._buf:
+            violation = replies.STARTTLS_INJECTION if verb == "STARTTLS" else None
+            self._buf = b""
+            return self._emit(ev.BadCommand(violation or replies.PIPELINING_VIOLATION, fatal=True))
+        return self._dispatch(verb, argument)
+
+    def _take_line(self) -> str | Reply | NeedData:
+        """One complete command line (without CRLF), a Reply for a bad line, or NEED_DATA."""
+        limit = self.limits.max_command_line + PARAMETER_ALLOWANCE
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            if len(self._buf) > limit:
+                self._discarding_line = True
+                self._buf = self._buf[-1:]  # keep a possible CR
+            return NEED_DATA
+        raw, self._buf = self._buf[: nl + 1], self._buf[nl + 1 :]
+        if self._discarding_line:
+            self._discarding_line = False
+            return replies.LINE_TOO_LONG
+        if raw.endswith(b"\r\n"):
+            raw = raw[:-2]
+        elif self.limits.bare_newline == "reject":
+            return replies.BARE_LF
+        else:
+            raw = raw[:-1]  # normalise: a bare LF ends the line
+        if b"\r" in raw:
+            return replies.BARE_LF if self.limits.bare_newline == "reject" else replies.SYNTAX
+        if len(raw) + 2 > limit:
+            return replies.LINE_TOO_LONG
+        if b"\x00" in raw:
+            return replies.SYNTAX
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return replies.SYNTAX
+
+    def _dispatch(self, verb: str, argument: str) -> ev.ServerEvent:
+        if len(verb) + 1 + len(argument) + 2 > self.limits.max_command_line and verb not in (
+            "MAIL",
+            "RCPT",
+        ):
+            return self._error(replies.LINE_TOO_LONG)
+        try:
+            match verb:
+                case "EHLO" | "HELO" if not self.lmtp:
+                    return self._hello(verb, argument)
+                case "LHLO" if self.lmtp:
+                    return self._hello(verb, argument)
+                case "MAIL":
+                    return self._mail(argument)
+                case "RCPT":
+                    return self._rcpt(argument)
+                case "DATA":
+                    return self._data_command(argument)
+                case "RSET":
+                    return self._no_argument(argument, ev.Reset())
+                case "NOOP":
+                    return self._emit(ev.Noop())
+                case "QUIT":
+                    return self._no_argument(argument, ev.Quit())
+                case "VRFY":
+                    if not argument:
+                        return self._error(replies.SYNTAX)
+                    return self._emit(ev.Vrfy(argument))
+                case "HELP":
+                    return self._emit(ev.Help())
+                case "STARTTLS":
+                    return self._starttls(argument)
+                case "XFORWARD":
+                    return self._xforward(argument)
+                case _ if verb in _NOT_IMPLEMENTED:
+                    return self._error(replies.NOT_IMPLEMENTED)
+                case _:
+                    return self._error(replies.UNRECOGNIZED)
+        except CommandSyntaxError as exc:
+            return self._error(exc.reply)
+
+    def _no_argument(self, argument: str, event: ev.ServerEvent) -> ev.ServerEvent:
+        if argument.strip():
+            return self._error(replies.SYNTAX)
+        return self._emit(event)
+
+    def _hello(self, verb: str, argument: str) -> ev.ServerEvent:
+        name = argument.strip()
+        if not name or " " in name:
+            return self._error(replies.SYNTAX)
+        return self._emit(ev.Hello(verb, name))
+
+    def _mail(self, argument: str) -> ev.ServerEvent:
+        if self.state is State.CONNECTED:
+            return self._error(replies.NEED_HELO)
+        if self.state in (State.MAIL, State.RCPT):
+            return self._error(replies.NESTED_MAIL)
+        path = split_path_argument(argument, "FROM:", replies.BAD_SENDER_SYNTAX)
+        if path.params and not self.esmtp:
+            return self._error(replies.BAD_PARAMETER)
+        params = check_mail_params(path.params, max_size=self.limits.max_message_size)
+        if path.address:
+            validate_mailbox(path.address, replies.BAD_SENDER_SYNTAX, smtputf8=params.smtputf8)
+        self._smtputf8 = params.smtputf8
+        return self._emit(ev.MailFrom(path.address, path.params, params.size, params.smtputf8))
+
+    def _rcpt(self, argument: str) -> ev.ServerEvent:
+        if self.state not in (State.MAIL, State.RCPT):
+            return self._error(replies.NEED_MAIL)
+        path = split_path_argument(argument, "TO:", replies.BAD_RCPT_SYNTAX)
+        if path.params and not self.esmtp:
+            return self._error(replies.BAD_PARAMETER)
+        check_rcpt_params(path.params)
+        validate_mailbox(path.address, replies.BAD_RCPT_SYNTAX, smtputf8=self._smtputf8)
+        if self.accepted_recipients >= self.limits.max_recipients:
+            return self._emit(ev.BadCommand(replies.TOO_MANY_RECIPIENTS))
+        return self._emit(ev.RcptTo(path.address, path.params))
+
+    def _data_command(self, argument: str) -> ev.ServerEvent:
+        if argument.strip():
+            return self._error(replies.SYNTAX)
+        if self.state is State.MAIL:
+            return self._error(replies.NEED_RCPT)
+        if self.state is not State.RCPT:
+            return self._error(replies.NEED_MAIL)
+        return self._emit(ev.Data())
+
+    def _starttls(self, argument: str) -> ev.ServerEvent:
+        if argument.strip():
+            return self._error(replies.SYNTAX)
+        if not self.capabilities.starttls or self.tls_active:
+            return self._error(replies.NOT_IMPLEMENTED)
+        if self.state in (State.MAIL, State.RCPT):
+            return self._error(replies.BAD_SEQUENCE)
+        return self._emit(ev.StartTls())
+
+    def _xforward(self, argument: str) -> ev.ServerEvent:
+        if not self.capabilities.xforward:
+            return self._error(replies.XFORWARD_DENIED)
+        if self.state in (State.MAIL, State.RCPT):
+            return self._error(replies.XFORWARD_IN_TRANSACTION)
+        return self._emit(ev.Xforward(parse_xforward(argument)))
+
+    # ---------------------------------------------------------------- data
+    def _next_data_event(self) -> ev.ServerEvent | NeedData:
+        reader = self._data
+        assert reader is not None
+        if self._end_pending is not None:
+            end, self._end_pending = self._end_pending, None
+            self._data = None
+            return self._emit(end)
+        chunk, done, consumed = reader.feed(self._buf)
+        self._buf = self._buf[consumed:]
+        if done:
+            # The last content goes out first; the end comes on the next call.
+            self._end_pending = reader.end_event()
+            return ev.BodyChunk(chunk) if chunk else self._next_data_event()
+        if chunk:
+            return ev.BodyChunk(chunk)
+        if self._eof:
+            self.state = State.CLOSED
+            return self._closed()
+        return NEED_DATA
+
+
+class _DataReader:
+    """Reads DATA content: finds the CRLF.CRLF terminator, unstuffs dots, checks limits.
+
+    Works on whole runs of complete lines with bytes methods (no per-byte Python loop). Content
+    after a limit is broken is dropped, but reading goes on to the terminator so the client stays
+    in sync (RFC 5321 §4.2.5); the reply then names the first broken limit.
+    """
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self.size = 0
+        self.at_line_start = True  # the previous byte ended a CRLF (or data just began)
+        self.bare_newline = False
+        self.line_too_long = False
+        self.too_big = False
+        self._partial = 0  # length of the current, not yet complete, line
+
+    @property
+    def dropping(self) -> bool:
+        return self.bare_newline or self.line_too_long or self.too_big
+
+    def feed(self, buf: bytes) -> tuple[bytes, bool, int]:
+        """Consume what can be decided from ``buf``: (content, reached_end, bytes_consumed)."""
+        if self.at_line_start and buf.startswith(b".\r\n"):
+            return b"", True, 3
+        end = buf.find(b"\r\n.\r\n")
+        if end >= 0:
+            return self._content(buf[: end + 2]), True, end + 5
+        last_nl = buf.rfind(b"\n")
+        if last_nl < 0:
+            return self._hold_partial(buf)
+        segment = buf[: last_nl + 1]
+        content = self._content(segment)
+        rest = len(buf) - len(segment)
+        chunk2, _, consumed2 = self._hold_partial(buf[last_nl + 1 :]) if rest else (b"", False, 0)
+        return content + chunk2, False, len(segment) + consumed2
+
+    def _hold_partial(self, tail: bytes) -> tuple[bytes, bool, int]:
+        """An incomplete line stays buffered unless it is already longer than allowed."""
+        if len(tail) + self._partial < self.limits.max_text_line:
+            return b"", False, 0
+        self.line_too_long = True
+        # Keep one byte: a CR there may start the CRLF that precedes the terminator.
+        consumed = max(0, len(tail) - 1)
+        self._partial += consumed
+        self.at_line_start = False
+        return b"", False, consumed
+
+    def _content(self, segment: bytes) -> bytes:
+        """Complete lines (ending in LF) → unstuffed content, after checking the limits."""
+        ends_with_crlf = segment.endswith(b"\r\n")
+        crlf = segment.count(b"\r\n")
+        if segment.count(b"\n") != crlf or segment.count(b"\r") != crlf:
+            if self.limits.bare_newline == "reject":
+                self.bare_newline = True
+            else:
+                segment = _normalize_newlines(segment)
+        if not self.line_too_long:
+            self._check_line_lengths(segment)
+        self._partial = 0
+        if self.at_line_start and segment.startswith(b"."):
+            segment = segment[1:]
+        segment = segment.replace(b"\r\n.", b"\r\n")
+        # Decided on the raw bytes: after a bare LF a "." line is content, never an end (the
+        # LF.CRLF smuggling variant), whatever normalisation made of that LF.
+        self.at_line_start = ends_with_crlf
+        self.size += len(segment)
+        limit = self.limits.max_message_size
+        if limit and self.size > limit:
+            self.too_big = True
+        return b"" if self.dropping else segment
+
+    def _check_line_lengths(self, segment: bytes) -> None:
+        limit = self.limits.max_text_line
+        if len(segment) + self._partial <= limit:
+            return
+        lines = segment.split(b"\n")
+        if len(lines[0]) + 1 + self._partial > limit or max(map(len, lines)) + 1 > limit:
+            self.line_too_long = True
+
+    def end_event(self) -> ev.EndOfData:
+        rejection: Reply | None = None
+        if self.bare_newline:
+            rejection = replies.BARE_LF
+        elif self.line_too_long:
+            rejection = replies.TEXT_LINE_TOO_LONG
+        elif self.too_big:
+            rejection = replies.TOO_BIG
+        return ev.EndOfData(self.size, rejection)
+
+
+def _normalize_newlines(segment: bytes) -> bytes:
+    """Bare LF and bare CR become CRLF (Postfix smtpd_forbid_bare_newline=normalize)."""
+    return segment.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")

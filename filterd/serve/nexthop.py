@@ -1,0 +1,189 @@
+"""One connection to the next hop (SMTP or LMTP, TCP or unix socket), on the client codec.
+
+Every wait has a deadline from the relay configuration; every failure becomes a
+``NextHopError`` carrying the 4xx reply the client should get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator, Sequence
+
+import trio
+
+from filterd.config.schema import RelayDelivery
+from filterd.config.types import Endpoint
+from filterd.maillog import MailLog
+from filterd.model import replies
+from filterd.model.reply import Reply
+from filterd.protocols.smtp.client import ConnectionClosed, SmtpClient
+from filterd.protocols.smtp.common import NeedData, ProtocolError
+
+log = MailLog("relay")
+
+RECEIVE_SIZE = 65536
+CLOSE_TIMEOUT = 2.0
+STARTTLS_MISSING = Reply(451, "4.7.5", "Error: next hop does not offer STARTTLS")
+
+
+class NextHopError(Exception):
+    """The next hop failed; ``reply`` is the (transient) answer for our client."""
+
+    def __init__(self, reply: Reply, detail: str) -> None:
+        super().__init__(detail)
+        self.reply = reply
+        self.detail = detail
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Map I/O, timeout and protocol failures to NextHopError with the right reply."""
+    try:
+        yield
+    except trio.TooSlowError:
+        raise NextHopError(replies.NEXT_HOP_TIMEOUT, f"timeout during {what}") from None
+    except ProtocolError as exc:
+        raise NextHopError(
+            replies.NEXT_HOP_PROTOCOL, f"protocol error during {what}: {exc}"
+        ) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+        raise NextHopError(replies.NEXT_HOP_DOWN, f"{what}: {exc or type(exc).__name__}") from None
+
+
+def transient(reply: Reply) -> Reply:
+    """A next hop's 421 closes *its* connection, not ours: the client gets a plain 4xx."""
+    if reply.code == 421:
+        return Reply(451, reply.status or "4.4.0", reply.text)
+    return reply
+
+
+class NextHopConnection:
+    def __init__(self, stream: trio.abc.Stream, config: RelayDelivery) -> None:
+        self.stream: trio.abc.Stream = stream
+        self.config = config
+        self.codec = SmtpClient(lmtp=config.protocol == "lmtp")
+        self.healthy = True
+        self.transactions = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.config.next_hop)
+
+    # --------------------------------------------------------------- opening
+    @classmethod
+    async def open(
+        cls, config: RelayDelivery, ssl_context: ssl.SSLContext | None
+    ) -> NextHopConnection:
+        endpoint = config.next_hop
+        with translate_errors("connect"), trio.fail_after(config.connect_timeout):
+            stream = await _connect(endpoint)
+        conn = cls(stream, config)
+        try:
+            await conn._greet(ssl_context)
+        except BaseException:
+            await conn.aclose()
+            raise
+        return conn
+
+    async def _greet(self, ssl_context: ssl.SSLContext | None) -> None:
+        greeting = await self.read_reply("greeting")
+        if greeting.code != 220:
+            raise NextHopError(replies.NEXT_HOP_DOWN, f"greeting: {greeting}")
+        await self._hello()
+        mode = self.config.starttls
+        if mode == "never":
+            return
+        if not self.codec.capabilities.has("STARTTLS"):
+            if mode == "required":
+                raise NextHopError(STARTTLS_MISSING, "next hop does not offer STARTTLS")
+            return
+        reply = await self.command(self.codec.starttls(), "STARTTLS")
+        if reply.code != 220:
+            if mode == "required":
+                raise NextHopError(STARTTLS_MISSING, f"STARTTLS refused: {reply}")
+            return
+        with translate_errors("STARTTLS"):
+            self.codec.start_tls()
+            context = ssl_context or ssl.create_default_context()
+            host = self.config.next_hop.host or None
+            tls = trio.SSLStream(self.stream, context, server_hostname=host)
+            with trio.fail_after(self.config.connect_timeout):
+                await tls.do_handshake()
+        self.stream = tls
+        await self._hello()
+
+    async def _hello(self) -> None:
+        name = self.config.helo_name
+        if self.codec.lmtp:
+            reply = await self.command(self.codec.lhlo(name), "LHLO")
+        else:
+            reply = await self.command(self.codec.ehlo(name), "EHLO")
+            if reply.code in (500, 502):
+                reply = await self.command(self.codec.helo(name), "HELO")
+        if not reply.is_positive:
+            raise NextHopError(replies.NEXT_HOP_DOWN, f"hello refused: {reply}")
+
+    # ------------------------------------------------------------ exchanges
+    async def send(self, data: bytes, what: str) -> None:
+        try:
+            with translate_errors(what), trio.fail_after(self.config.command_timeout):
+                await self.stream.send_all(data)
+        except NextHopError:
+            self.healthy = False
+            raise
+
+    async def read_reply(self, what: str, *, final: bool = False) -> Reply:
+        """The next reply, under the command deadline (the data deadline after the final dot)."""
+        limit = self.config.data_timeout if final else self.config.command_timeout
+        try:
+            with translate_errors(what), trio.fail_after(limit):
+                while True:
+                    reply = self.codec.next_reply()
+                    if isinstance(reply, Reply):
+                        if reply.code == 421:
+                            self.healthy = False
+                        return reply
+                    if isinstance(reply, ConnectionClosed):
+                        raise NextHopError(replies.NEXT_HOP_DOWN, f"connection closed ({what})")
+                    assert isinstance(reply, NeedData)
+                    self.codec.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
+        except NextHopError:
+            self.healthy = False
+            raise
+
+    async def command(self, data: bytes, what: str) -> Reply:
+        await self.send(data, what)
+        return await self.read_reply(what)
+
+    async def exchange(self, commands: Sequence[bytes], what: str) -> list[Reply]:
+        """Send a group of commands (pipelined when the next hop offers PIPELINING)."""
+        if self.codec.capabilities.has("PIPELINING"):
+            await self.send(b"".join(commands), what)
+            return [await self.read_reply(what) for _ in commands]
+        return [await self.command(c, what) for c in commands]
+
+    # --------------------------------------------------------------- closing
+    async def quit(self) -> None:
+        """Polite close of an idle connection."""
+        with trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(NextHopError, ProtocolError):
+            if self.healthy:
+                await self.command(self.codec.quit(), "QUIT")
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Drop the connection; a transaction in progress is abandoned without its final dot."""
+        self.healthy = False
+        errors = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(CLOSE_TIMEOUT),
+            contextlib.suppress(*errors),
+        ):
+            await self.stream.aclose()
+
+
+async def _connect(endpoint: Endpoint) -> trio.abc.Stream:
+    if endpoint.kind == "unix":
+        return await trio.open_unix_socket(endpoint.path)
+    return await trio.open_tcp_stream(endpoint.host, endpoint.port)

@@ -1,0 +1,391 @@
+"""One inbound SMTP/LMTP connection: read, feed the codec, answer its events.
+
+Boring on purpose (STYLE.md §2.2): the codec decides what is legal; this module does the I/O,
+the deadlines, and calls the checks (the plugin chain's seam) and the delivery at each stage.
+No 250 is ever given to the end of DATA before the delivery has the message.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import trio
+
+from filterd.config.schema import LimitsConfig, ListenConfig
+from filterd.maillog import MailLog, queue_id_var
+from filterd.model import replies
+from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
+from filterd.model.reply import Reply
+from filterd.model.trace import received_header
+from filterd.protocols.smtp import events as ev
+from filterd.protocols.smtp.common import NeedData
+from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer
+from filterd.serve.checks import Checks
+from filterd.serve.delivery import Delivery, DeliveryTransaction, collapse_replies
+from filterd.serve.shutdown import Shutdown
+from filterd.serve.spool import Spool
+
+log = MailLog("smtpd")
+
+RECEIVE_SIZE = 65536
+CLOSE_TIMEOUT = 5.0
+
+
+class _SessionEnd(Exception):
+    """Raised inside the loop to end the session after the last reply is flushed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What a session needs, derived once per listener at start-up."""
+
+    listen: ListenConfig
+    limits: LimitsConfig
+    ssl_context: ssl.SSLContext | None = None
+
+    def server_limits(self) -> ServerLimits:
+        lim = self.limits
+        return ServerLimits(
+            max_command_line=lim.max_command_line,
+            max_text_line=lim.max_text_line,
+            max_message_size=lim.max_message_size,
+            max_recipients=lim.max_recipients,
+            max_errors=lim.max_errors,
+            bare_newline=lim.bare_newline,
+        )
+
+
+@dataclass(slots=True)
+class _Open:
+    """The transaction in progress."""
+
+    t: Transaction
+    delivery: DeliveryTransaction | None
+    spool: Spool | None = None
+    started: float = field(default=0.0)
+
+
+class SmtpSession:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        session: Session,
+        settings: SessionSettings,
+        checks: Checks,
+        delivery: Delivery,
+        shutdown: Shutdown,
+        *,
+        xforward_allowed: bool,
+    ) -> None:
+        self.stream: trio.abc.Stream = stream
+        self.session = session
+        self.settings = settings
+        self.checks = checks
+        self.delivery = delivery
+        self.shutdown = shutdown
+        listen = settings.listen
+        self.lmtp = listen.protocol == "lmtp"
+        self.codec = SmtpServer(
+            settings.server_limits(),
+            Capabilities(
+                hostname=listen.hostname,
+                starttls=settings.ssl_context is not None,
+                xforward=xforward_allowed,
+            ),
+            lmtp=self.lmtp,
+        )
+        self._out = bytearray()
+        self._open: _Open | None = None
+        self._xforward: Xforwarded | None = None
+        self._data_deadline = 0.0
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        peer = self.session.peer
+        log.plain(f"connect from {peer.describe()}")
+        try:
+            await self._serve()
+        except _SessionEnd:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            log.info("lost connection", state=self.codec.state.value)
+        except Exception:
+            log.exception("internal error, closing session", state=self.codec.state.value)
+            await self._try_send(replies.INTERNAL_ERROR.with_text("Error: internal error"))
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await self._abort_transaction()
+                await self.checks.on_close(self.session)
+                await self.stream.aclose()
+            queue_id_var.set("NOQUEUE")
+            log.plain(f"disconnect from {peer.describe()}")
+
+    async def _serve(self) -> None:
+        refusal = await self.checks.on_connect(self.session)
+        if refusal is not None:
+            # RFC 5321 §3.1: a refused connection is greeted with 554 (or 421 to try later).
+            if refusal.code not in (421, 554):
+                refusal = Reply(554, "5.7.1", refusal.text)
+            self._out += refusal.to_bytes()
+            await self._flush()
+            return
+        self._out += self.codec.greeting()
+        while True:
+            event = self.codec.next_event()
+            if isinstance(event, NeedData):
+                await self._flush()
+                await self._receive()
+                continue
+            await self._handle(event)
+
+    async def _receive(self) -> None:
+        """Read more under the right deadline: per command, or per DATA with a minimum rate."""
+        limits = self.settings.limits
+        in_data = self.codec.state.value == "data"
+        idle = self._open is None and not in_data
+        if idle and self.shutdown.stopping:
+            await self._close_with(replies.SHUTTING_DOWN)
+        now = trio.current_time()
+        deadline = self._data_deadline if in_data else now + limits.command_timeout
+        with trio.CancelScope(deadline=deadline) as scope:
+            if idle:
+                self.shutdown.register_idle(scope)
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            finally:
+                if idle:
+                    self.shutdown.unregister_idle(scope)
+        if scope.cancelled_caught:
+            if self.shutdown.stopping and idle:
+                await self._close_with(replies.SHUTTING_DOWN)
+            log.info("timeout after " + self.codec.state.value.upper())
+            await self._close_with(replies.TIMEOUT)
+        if in_data and data:
+            now = trio.current_time()
+            self._data_deadline = min(
+                now + limits.data_timeout,
+                self._data_deadline + len(data) / max(1, limits.min_data_rate),
+            )
+        self.codec.receive_data(bytes(data))
+
+    async def _flush(self) -> None:
+        if self._out:
+            out, self._out = bytes(self._out), bytearray()
+            with trio.fail_after(self.settings.limits.command_timeout):
+                await self.stream.send_all(out)
+
+    def _reply(self, reply: Reply) -> None:
+        self._out += self.codec.send(reply)
+
+    async def _close_with(self, reply: Reply) -> None:
+        await self._abort_transaction()
+        self._out += reply.to_bytes()
+        await self._try_flush()
+        raise _SessionEnd
+
+    async def _try_send(self, reply: Reply) -> None:
+        self._out += reply.to_bytes()
+        await self._try_flush()
+
+    async def _try_flush(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                await self._flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.TooSlowError):
+                pass
+
+    # ---------------------------------------------------------------- events
+    async def _handle(self, event: ev.ServerEvent) -> None:
+        match event:
+            case ev.BodyChunk(data=data):
+                if self._open is not None and self._open.spool is not None:
+                    self._open.spool.write(data)
+            case ev.Hello(verb=verb, name=name):
+                await self._hello(verb, name)
+            case ev.Xforward(attributes=attributes):
+                if self._xforward is None:
+                    self._xforward = Xforwarded()
+                self._xforward.update(attributes)
+                self._reply(replies.XFORWARD_OK)
+            case ev.MailFrom():
+                await self._mail(event)
+            case ev.RcptTo():
+                await self._rcpt(event)
+            case ev.Data():
+                self._data()
+            case ev.EndOfData():
+                await self._end_of_data(event)
+            case ev.Reset():
+                await self._abort_transaction()
+                self._reply(replies.RESET_OK)
+            case ev.Noop():
+                self._reply(replies.OK)
+            case ev.Vrfy():
+                self._reply(replies.VRFY_CANNOT)
+            case ev.Help():
+                self._reply(replies.HELP)
+            case ev.StartTls():
+                await self._starttls()
+            case ev.Quit():
+                await self._abort_transaction()
+                self._reply(replies.BYE)
+                await self._flush()
+                raise _SessionEnd
+            case ev.BadCommand(reply=reply, fatal=fatal):
+                self._reply(reply)
+                if fatal:
+                    log.info(f"fatal protocol error: {reply}")
+                    await self._abort_transaction()
+                    await self._try_flush()
+                    raise _SessionEnd
+            case ev.ConnectionClosed():
+                raise _SessionEnd
+
+    async def _hello(self, verb: str, name: str) -> None:
+        refusal = await self.checks.on_helo(self.session, name)
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        await self._abort_transaction()
+        peer = self.session.peer
+        peer.helo = name
+        if verb == "HELO":
+            peer.protocol = "SMTP"
+            self._reply(Reply(250, "", self.settings.listen.hostname))
+            return
+        peer.protocol = "LMTP" if verb == "LHLO" else "ESMTPS" if self.session.tls else "ESMTP"
+        self._reply(self.codec.ehlo_reply())
+
+    async def _mail(self, event: ev.MailFrom) -> None:
+        t = Transaction(
+            queue_id=new_queue_id(),
+            session=self.session,
+            sender=event.address,
+            mail_params=event.params,
+            xforward=self._xforward,
+        )
+        queue_id_var.set(t.queue_id)
+        reply = await self.checks.on_mail_from(t)
+        delivery: DeliveryTransaction | None = None
+        if reply is None:
+            delivery = self.delivery.open()
+            reply = await delivery.mail(t)
+            if not reply.is_positive:
+                await delivery.abort()
+                delivery = None
+        if reply.is_positive:
+            self._open = _Open(t, delivery, started=trio.current_time())
+            log.info(f"client={t.client.describe()}")
+        else:
+            self._log_reject("MAIL", reply, t.sender, None)
+            queue_id_var.set("NOQUEUE")
+        self._reply(reply)
+
+    async def _rcpt(self, event: ev.RcptTo) -> None:
+        current = self._open
+        assert current is not None, "codec allows RCPT only inside a transaction"
+        rcpt = Recipient(event.address, event.params)
+        reply = await self.checks.on_rcpt(current.t, rcpt)
+        if reply is None:
+            assert current.delivery is not None
+            reply = await current.delivery.rcpt(current.t, rcpt)
+        rcpt.reply = reply
+        current.t.recipients.append(rcpt)
+        if not reply.is_positive:
+            self._log_reject("RCPT", reply, current.t.sender, rcpt.address)
+        self._reply(reply)
+
+    def _data(self) -> None:
+        current = self._open
+        assert current is not None
+        limits = self.settings.limits
+        current.spool = Spool(limits.spool_memory, limits.spool_dir)
+        self._data_deadline = trio.current_time() + limits.data_timeout
+        self._reply(replies.START_DATA)
+
+    async def _end_of_data(self, event: ev.EndOfData) -> None:
+        current = self._open
+        assert current is not None
+        assert current.spool is not None
+        t, spool = current.t, current.spool
+        t.size = event.size
+        owed = len(t.accepted) if self.lmtp else 1
+        try:
+            if event.rejection is not None:
+                per = [event.rejection] * owed
+                await self._abort_transaction()
+            else:
+                per = await self._deliver(current, spool)
+        finally:
+            spool.close()
+        log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
+        if self.lmtp:
+            for reply in per:
+                self._reply(reply)
+        else:
+            self._reply(collapse_replies(per))
+        self._finish_transaction()
+
+    async def _deliver(self, current: _Open, spool: Spool) -> list[Reply]:
+        t = current.t
+        accepted = len(t.accepted)
+        if self.settings.listen.add_received_header:
+            protocol = self.session.peer.protocol
+            spool.prefix = received_header(
+                t, self.settings.listen.hostname, protocol, datetime.now(UTC)
+            )
+        refusal = await self.checks.on_message(t, spool)
+        delivery = current.delivery
+        if refusal is not None or delivery is None:
+            await self._abort_transaction()
+            return [refusal or replies.INTERNAL_ERROR] * accepted
+        per = await delivery.data(t, spool)
+        current.delivery = None  # the delivery transaction is complete
+        if len(per) != accepted:
+            log.error("delivery returned the wrong number of replies", got=len(per))
+            return [replies.INTERNAL_ERROR] * accepted
+        return per
+
+    async def _starttls(self) -> None:
+        context = self.settings.ssl_context
+        assert context is not None
+        self._reply(replies.READY_TLS)
+        await self._flush()
+        self.codec.start_tls()
+        tls = trio.SSLStream(self.stream, context, server_side=True)
+        with trio.move_on_after(self.settings.limits.tls_handshake_timeout) as scope:
+            await tls.do_handshake()
+        if scope.cancelled_caught:
+            log.info("TLS handshake timeout")
+            raise _SessionEnd
+        self.stream = tls
+        self.session.tls = True
+        self._xforward = None
+
+    # ---------------------------------------------------------- transaction
+    async def _abort_transaction(self) -> None:
+        current, self._open = self._open, None
+        self._xforward = None
+        if current is None:
+            return
+        if current.spool is not None:
+            current.spool.close()
+        if current.delivery is not None:
+            delivery, current.delivery = current.delivery, None
+            await delivery.abort()
+        queue_id_var.set("NOQUEUE")
+
+    def _finish_transaction(self) -> None:
+        self._open = None
+        self._xforward = None
+        queue_id_var.set("NOQUEUE")
+
+    def _log_reject(self, stage: str, reply: Reply, sender: str, rcpt: str | None) -> None:
+        client = self.session.peer
+        to = f" to=<{rcpt}>" if rcpt is not None else ""
+        log.info(
+            f"reject: {stage} from {client.describe()}: {reply}; from=<{sender}>{to}"
+            f" proto={client.protocol} helo=<{client.helo or ''}>"
+        )

@@ -1,0 +1,257 @@
+"""The nursery tree: signals, the delivery's background work, listeners and connections.
+
+```
+root nursery
+├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
+├── delivery background (the next-hop pool reaper)
+└── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
+```
+Stop: close the listeners, tell idle sessions 421, give sessions mid-message
+``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from filterd.config.schema import Config, ListenConfig
+from filterd.config.types import Endpoint
+from filterd.maillog import MailLog, setup_logging
+from filterd.model import replies
+from filterd.model.envelope import Client, Session, new_queue_id
+from filterd.serve.checks import Checks, NoChecks
+from filterd.serve.delivery import Delivery
+from filterd.serve.maildir import Maildir
+from filterd.serve.relay import Relay
+from filterd.serve.shutdown import Shutdown
+from filterd.serve.smtp_session import SessionSettings, SmtpSession
+
+log = MailLog("main")
+
+ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+REFUSE_TIMEOUT = 5.0
+
+
+def main(config: Config) -> int:
+    """``filterd run``: serve until SIGTERM/SIGINT."""
+    setup_logging(config.log.level)
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def build_delivery(config: Config) -> Delivery:
+    delivery = config.delivery
+    if delivery.method == "relay":
+        context = None
+        if delivery.starttls != "never":
+            context = ssl.create_default_context(
+                cafile=str(delivery.tls_ca_file) if delivery.tls_ca_file else None
+            )
+            if not delivery.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return Relay(delivery, context)
+    return Maildir(delivery)
+
+
+def server_ssl_context(listen: ListenConfig) -> ssl.SSLContext | None:
+    if listen.tls_cert is None or listen.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(listen.tls_cert), str(listen.tls_key))
+    return context
+
+
+@dataclass
+class ListenerInfo:
+    config: ListenConfig
+    address: str  # as bound (the real port when 0 was asked for)
+
+
+async def serve(
+    config: Config,
+    *,
+    checks: Checks | None = None,
+    shutdown: Shutdown | None = None,
+    task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve every configured listener until ``shutdown`` begins (or a stop signal)."""
+    shutdown = shutdown or Shutdown()
+    checks = checks or NoChecks()
+    delivery = build_delivery(config)
+    listeners = [await open_listener(listen.address) for listen in config.listen]
+    infos = [
+        ListenerInfo(listen, _bound(listener, listen.address))
+        for listen, listener in zip(config.listen, listeners, strict=True)
+    ]
+    for info in infos:
+        log.plain(f"listening on {info.address} ({info.config.protocol})")
+    try:
+        async with trio.open_nursery() as root:
+            root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            run = getattr(delivery, "run", None)
+            if run is not None:
+                root.start_soon(run)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    for listen, listener in zip(config.listen, listeners, strict=True):
+                        settings = SessionSettings(
+                            listen, config.limits, server_ssl_context(listen)
+                        )
+                        handler = _Handler(settings, checks, delivery, shutdown)
+                        accepting.start_soon(_accept_loop, listener, handler, connections)
+                    task_status.started(infos)
+                    await shutdown.event.wait()
+                    log.plain("stopping: no new connections; sessions in progress may finish")
+                    accepting.cancel_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                connections.cancel_scope.deadline = (
+                    trio.current_time() + config.limits.shutdown_grace
+                )
+            root.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await delivery.aclose()
+        for listen in config.listen:
+            if listen.address.kind == "unix":
+                _remove_socket(listen.address.path)
+        log.plain("stopped")
+
+
+async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
+    try:
+        receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+    except ValueError:  # not the main thread (embedded in tests): no signal handling
+        return
+    with receiver as signals:
+        async for signum in signals:
+            if shutdown.stopping:
+                log.plain(f"signal {signal.Signals(signum).name} again: stopping now")
+                root.cancel()
+                return
+            log.plain(f"signal {signal.Signals(signum).name}: graceful stop")
+            shutdown.begin()
+
+
+class _Handler:
+    def __init__(
+        self, settings: SessionSettings, checks: Checks, delivery: Delivery, shutdown: Shutdown
+    ) -> None:
+        self.settings = settings
+        self.checks = checks
+        self.delivery = delivery
+        self.shutdown = shutdown
+        self.active = 0
+        self.networks = settings.listen.xforward_hosts
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        self.active += 1
+        try:
+            peer, trusted = self._peer(stream)
+            session = Session(
+                id=new_queue_id(), listener=str(self.settings.listen.address), peer=peer
+            )
+            await SmtpSession(
+                stream,
+                session,
+                self.settings,
+                self.checks,
+                self.delivery,
+                self.shutdown,
+                xforward_allowed=trusted,
+            ).run()
+        finally:
+            self.active -= 1
+
+    def over_limit(self) -> bool:
+        return self.active >= self.settings.listen.max_connections
+
+    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
+        sock = getattr(stream, "socket", None)
+        if sock is None or sock.family == socket.AF_UNIX:
+            return Client(address="unknown", name="localhost"), True
+        host, port = sock.getpeername()[:2]
+        address = ipaddress.ip_address(host)
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        trusted = any(address in net for net in self.networks)
+        return Client(address=str(address), port=port, name="unknown"), trusted
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    handler: _Handler,
+    connections: trio.Nursery,
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno in ACCEPT_ERRNOS:
+                log.warning(f"accept: {os.strerror(exc.errno or 0)}; pausing 100 ms")
+                await trio.sleep(0.1)
+                continue
+            raise
+        if handler.over_limit():
+            connections.start_soon(_refuse, stream)
+        else:
+            connections.start_soon(_run_handler, handler, stream)
+
+
+async def _run_handler(
+    handler: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream
+) -> None:
+    await handler(stream)
+
+
+async def _refuse(stream: trio.abc.Stream) -> None:
+    """Beyond max_connections: 421 4.7.0 and close, without reading anything."""
+    log.plain("too many connections: refused with 421")
+    with trio.move_on_after(REFUSE_TIMEOUT):
+        try:
+            await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
+        except (trio.BrokenResourceError, OSError):
+            pass
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        await stream.aclose()
+
+
+async def open_listener(endpoint: Endpoint) -> trio.SocketListener:
+    if endpoint.kind == "unix":
+        _remove_socket(endpoint.path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(endpoint.path)
+        sock.listen(socket.SOMAXCONN)
+        return trio.SocketListener(sock)
+    listeners = await trio.open_tcp_listeners(endpoint.port, host=endpoint.host, backlog=1024)
+    return listeners[0]
+
+
+def _bound(listener: trio.SocketListener, endpoint: Endpoint) -> str:
+    if endpoint.kind == "unix":
+        return str(endpoint)
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _remove_socket(path: str) -> None:
+    """Remove a stale unix socket (never a regular file)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
