@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) deploy/install-sys
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(PY) -m pip install -q -e "$$p" || true; done
+	for p in plugins/*/; do \
+	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$$p" || exit 1; fi; \
+	done
 	touch $(STAMP)
 
 run: install
