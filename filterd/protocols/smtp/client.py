@@ -458,7 +458,8 @@ class SmtpClient:
         order. The shell calls ``next_reply()`` that many times.
         """
         if self._phase is not _Phase.CONTENT:
-            raise LocalProtocolError("end_of_data() without a 354 reply to DATA")
+            why = _BLOCKED.get(self._phase, "DATA has no 354 reply")
+            raise LocalProtocolError(f"cannot call end_of_data(): {why}")
         count = self._accepted if self._lmtp else 1
         self._pending.extend([ReplyTo.END_OF_DATA] * count)
         self._phase = _Phase.COMMANDS

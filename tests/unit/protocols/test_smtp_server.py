@@ -179,7 +179,7 @@ def test_bare_lf_in_command_is_accepted_when_normalizing() -> None:
 
 
 def test_command_order_is_enforced() -> None:
-    events, out = run(make(), [b"MAIL FROM:<a@b.c>\r\n", b"EHLO a\r\n", b"RCPT TO:<a@b.c>\r\n",
+    events, _ = run(make(), [b"MAIL FROM:<a@b.c>\r\n", b"EHLO a\r\n", b"RCPT TO:<a@b.c>\r\n",
                                b"DATA\r\n", b"MAIL FROM:<a@b.c>\r\n", b"DATA\r\n",
                                b"MAIL FROM:<a@b.c>\r\n"])  # fmt: skip
     bad = [e.reply for e in events if isinstance(e, ev.BadCommand)]
@@ -205,7 +205,7 @@ def test_plaintext_pipelined_behind_starttls_is_discarded_and_refused() -> None:
 
 def test_starttls_resets_the_session() -> None:
     server = make()
-    events, out = run(server, [b"EHLO a\r\n", b"STARTTLS\r\n", b"MAIL FROM:<a@b.c>\r\n"])
+    events, _ = run(server, [b"EHLO a\r\n", b"STARTTLS\r\n", b"MAIL FROM:<a@b.c>\r\n"])
     assert server.tls_active
     assert events[-2] == ev.BadCommand(replies.NEED_HELO)
     assert b"STARTTLS" not in server.ehlo_reply().to_bytes()
