@@ -9,6 +9,7 @@ from email.utils import format_datetime
 from filterd.model.envelope import Transaction
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f()\[\];]")
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>;]")
 
 
 def _safe(text: str) -> str:
@@ -27,7 +28,7 @@ def received_header(t: Transaction, hostname: str, protocol: str, now: datetime)
         f"\tby {hostname} (filterd) with {protocol} id {t.queue_id}",
     ]
     if single:
-        rcpt = _UNSAFE.sub("_", t.accepted[0].address.replace(" ", "_"))
+        rcpt = _UNSAFE_ADDRESS.sub("_", t.accepted[0].address)
         lines.append(f"\tfor <{rcpt}>; {format_datetime(now)}")
     else:
         lines[-1] += ";"

@@ -34,6 +34,7 @@ protocol = "{protocol}"
 {extra_listen}
 [limits]
 command_timeout = "20s"
+shutdown_grace = "1s"
 [delivery]
 method = "relay"
 next_hop = "127.0.0.1:{next_hop_port}"
