@@ -158,9 +158,9 @@ def _union_tags(annotation: object, discriminator: str) -> dict[str, type[BaseMo
     return tags
 
 
-def _resolve(loc: Sequence[str | int]) -> _Where:
+def _resolve(loc: Sequence[str | int], root: type[BaseModel] = Config) -> _Where:
     clean: list[str | int] = []
-    node: object = Config
+    node: object = root
     model: type[BaseModel] | None = None
     info: FieldInfo | None = None
     tags: dict[str, type[BaseModel]] = {}
@@ -325,14 +325,21 @@ def _for_example(name: str, info: FieldInfo | None, *, quotes: bool) -> str:
     return f"for example {assignment}" + (" (no quotes)" if quotes else "")
 
 
-def _convert(errors: list[ErrorDetails], lines: KeyLines, source: str) -> list[ConfigError]:
+def _convert(
+    errors: list[ErrorDetails],
+    lines: KeyLines,
+    source: str,
+    root: type[BaseModel] = Config,
+    prefix: KeyPath = (),
+) -> list[ConfigError]:
     located: list[tuple[_Where, ErrorDetails]] = []
     for error in errors:
         loc = tuple(error["loc"])
         extra = error.get("ctx", {}).get("loc", ())
         if isinstance(extra, tuple):
             loc = (*loc, *extra)
-        where = _resolve(loc)
+        inner = _resolve(loc, root)
+        where = _Where((*prefix, *inner.loc), inner.model, inner.info, inner.tags)
         if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
             discriminator = _quoted_choices(error.get("ctx", {}).get("discriminator", ""))
             if discriminator:
@@ -350,6 +357,28 @@ def _convert(errors: list[ErrorDetails], lines: KeyLines, source: str) -> list[C
             ConfigError(source, lines.line(where.loc), format_key(where.loc), message, hint)
         )
     return problems
+
+
+def nested_config_error(
+    exc: ValidationError, model: type[BaseModel], prefix: KeyPath, source: str
+) -> ConfigError:
+    """A plugin's config table failed its own model: locate the errors in the source file."""
+    text = _source_text(source)
+    return ConfigError.collect(_convert(exc.errors(), KeyLines(text), source, model, prefix))
+
+
+def locate_key(source: str, loc: KeyPath) -> int | None:
+    """The line of ``loc`` in the configuration file ``source``."""
+    return KeyLines(_source_text(source)).line(loc)
+
+
+def _source_text(source: str) -> str:
+    if source == EMBEDDED_SOURCE:
+        return resources.files("filterd.config").joinpath("defaults.toml").read_text()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 # --- rendering ----------------------------------------------------------------------------------

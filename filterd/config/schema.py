@@ -17,12 +17,14 @@ from pydantic_core import PydanticCustomError
 from filterd.config.types import ByteSize, Duration, HostName, IPNetwork, SocketAddress
 
 __all__ = [
+    "ChainEntryConfig",
     "Config",
     "DeliveryConfig",
     "LimitsConfig",
     "ListenConfig",
     "LogConfig",
     "MaildirDelivery",
+    "QuarantineConfig",
     "RelayDelivery",
     "rule_error",
 ]
@@ -265,6 +267,53 @@ class MaildirDelivery(_Section):
         return value
 
 
+class ChainEntryConfig(_Section):
+    """``[[chain]]``: one plugin in the chain; the chain runs in the order of these tables."""
+
+    plugin: str = Field(
+        description="The plugin's name, as its package declares it under the filterd.plugins "
+        "entry point (`filterd plugins` lists them).",
+        examples=["header_checks"],
+    )
+    name: str | None = Field(
+        default=None,
+        description="A label for logs, to tell two entries of the same plugin apart.",
+    )
+    timeout: Duration = Field(
+        default=30.0, description="Longest time one stage of this plugin may take."
+    )
+    on_error: Literal["tempfail", "continue", "reject"] = Field(
+        default="tempfail",
+        description="What a crash or timeout of this plugin means: tempfail (451, the default), "
+        "continue (log and go on), or reject (5xx).",
+    )
+    concurrency: Count = Field(
+        default=100, description="Most messages this entry works on at the same time."
+    )
+    config: dict[str, object] = Field(
+        default_factory=dict, description="The plugin's own settings (its schema validates them)."
+    )
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        return _at_least(value, 1, "concurrency must allow at least one message")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.plugin
+
+
+class QuarantineConfig(_Section):
+    """``[quarantine]``: where messages with a Quarantine verdict are kept (the SMTP proxy)."""
+
+    root: Path = Field(
+        default=Path("./var/quarantine"),
+        description="A Maildir (tmp, new, cur) for quarantined messages; relative to the "
+        "directory filterd starts in.",
+    )
+
+
 DeliveryConfig = Annotated[RelayDelivery | MaildirDelivery, Field(discriminator="method")]
 
 
@@ -278,6 +327,12 @@ class Config(_Section):
     limits: LimitsConfig = Field(default=LimitsConfig(), description="Inbound session limits.")
     delivery: RelayDelivery | MaildirDelivery = Field(
         discriminator="method", description="Where accepted mail goes."
+    )
+    chain: tuple[ChainEntryConfig, ...] = Field(
+        default=(), description="The plugin chain, one [[chain]] table per plugin, in order."
+    )
+    quarantine: QuarantineConfig = Field(
+        default=QuarantineConfig(), description="Where quarantined messages are kept."
     )
     source: str = Field(
         default="<embedded default>",

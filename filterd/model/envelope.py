@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from filterd.model.notes import Notes
 from filterd.model.reply import Reply
 from filterd.protocols.smtp.xtext import xtext_decode
 
@@ -39,6 +40,7 @@ class Session:
     listener: str
     peer: Client
     tls: bool = False
+    notes: Notes = field(default_factory=Notes)
 
 
 @dataclass(slots=True)
@@ -91,6 +93,7 @@ class Transaction:
     recipients: list[Recipient] = field(default_factory=list)
     xforward: Xforwarded | None = None
     size: int = 0
+    notes: Notes = field(default_factory=Notes)
 
     @property
     def client(self) -> Client:

@@ -12,7 +12,7 @@ from typing import Protocol
 from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
-from filterd.serve.spool import Spool
+from filterd.model.spool import Spool
 
 
 class DeliveryTransaction(Protocol):

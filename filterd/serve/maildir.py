@@ -23,7 +23,7 @@ from filterd.maillog import MailLog
 from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
-from filterd.serve.spool import Spool
+from filterd.model.spool import Spool
 
 log = MailLog("maildir")
 
@@ -122,6 +122,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_to_maildirs(mailboxes: list[Path], spool: Spool, header: bytes) -> list[str]:
+    """Blocking (run it in a thread): ``header`` + the message into every Maildir, written
+    once into the first one's ``tmp/``, fsynced, linked into every ``new/``. The file names."""
+    return _deliver(_Job(mailboxes, spool, header))
 
 
 def _deliver(job: _Job) -> list[str]:

@@ -17,11 +17,11 @@ from filterd.config.schema import RelayDelivery
 from filterd.maillog import MailLog
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
+from filterd.model.spool import Spool
 from filterd.protocols.smtp.client import Capabilities
 from filterd.protocols.smtp.dotstuff import DotStuffer
 from filterd.protocols.smtp.xtext import xtext_encode
 from filterd.serve.nexthop import NextHopConnection, NextHopError, transient
-from filterd.serve.spool import Spool
 
 log = MailLog("relay")
 

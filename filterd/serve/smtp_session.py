@@ -13,19 +13,25 @@ from datetime import UTC, datetime
 
 import trio
 
+from filterd.chain.outcome import Outcome
+from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model import replies
+from filterd.model.edits import ENVELOPE_EDITS, Edit
 from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
+from filterd.model.message import MessageView
 from filterd.model.reply import Reply
+from filterd.model.spool import Spool
 from filterd.model.trace import received_header
+from filterd.model.verdict import Discard, Quarantine, Reject, TempFail, Verdict
 from filterd.protocols.smtp import events as ev
 from filterd.protocols.smtp.common import NeedData
 from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer
-from filterd.serve.checks import Checks
 from filterd.serve.delivery import Delivery, DeliveryTransaction, collapse_replies
+from filterd.serve.editing import apply_content_edits, apply_envelope_edits
+from filterd.serve.quarantine import QuarantineStore
 from filterd.serve.shutdown import Shutdown
-from filterd.serve.spool import Spool
 
 log = MailLog("smtpd")
 
@@ -65,6 +71,24 @@ class _Open:
     delivery: DeliveryTransaction | None
     spool: Spool | None = None
     started: float = field(default=0.0)
+    edits: list[Edit] = field(default_factory=list)  # from envelope stages, applied at the end
+    disposition: Discard | Quarantine | None = None  # decided before the end of message
+
+
+def _refusal(outcome: Outcome) -> Reply | None:
+    verdict = outcome.verdict
+    if isinstance(verdict, Reject | TempFail):
+        return verdict.reply
+    return None
+
+
+def _disposition(verdict: Verdict) -> Discard | Quarantine | None:
+    return verdict if isinstance(verdict, Discard | Quarantine) else None
+
+
+def _accepted_locally(t: Transaction) -> Reply:
+    """What the client sees for a discarded or quarantined message: a plain success."""
+    return Reply(250, "2.0.0", f"Ok: queued as {t.queue_id}")
 
 
 class SmtpSession:
@@ -73,8 +97,9 @@ class SmtpSession:
         stream: trio.abc.Stream,
         session: Session,
         settings: SessionSettings,
-        checks: Checks,
+        chain: ChainRunner,
         delivery: Delivery,
+        quarantine: QuarantineStore,
         shutdown: Shutdown,
         *,
         xforward_allowed: bool,
@@ -82,8 +107,9 @@ class SmtpSession:
         self.stream: trio.abc.Stream = stream
         self.session = session
         self.settings = settings
-        self.checks = checks
+        self.chain = chain
         self.delivery = delivery
+        self.quarantine = quarantine
         self.shutdown = shutdown
         listen = settings.listen
         self.lmtp = listen.protocol == "lmtp"
@@ -100,6 +126,7 @@ class SmtpSession:
         self._open: _Open | None = None
         self._xforward: Xforwarded | None = None
         self._data_deadline = 0.0
+        self._session_disposition: Discard | Quarantine | None = None
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -117,13 +144,15 @@ class SmtpSession:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await self._abort_transaction()
-                await self.checks.on_close(self.session)
+                await self.chain.close(self.session)
                 await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
             log.plain(f"disconnect from {peer.describe()}")
 
     async def _serve(self) -> None:
-        refusal = await self.checks.on_connect(self.session)
+        outcome = await self.chain.connect(self.session)
+        self._session_disposition = _disposition(outcome.verdict)
+        refusal = _refusal(outcome)
         if refusal is not None:
             # RFC 5321 §3.1: a refused connection is greeted with 554 (or 421 to try later).
             if refusal.code not in (421, 554):
@@ -244,7 +273,9 @@ class SmtpSession:
                 raise _SessionEnd
 
     async def _hello(self, verb: str, name: str) -> None:
-        refusal = await self.checks.on_helo(self.session, name)
+        outcome = await self.chain.helo(self.session, name)
+        self._session_disposition = self._session_disposition or _disposition(outcome.verdict)
+        refusal = _refusal(outcome)
         if refusal is not None:
             self._reply(refusal)
             return
@@ -267,7 +298,8 @@ class SmtpSession:
             xforward=self._xforward,
         )
         queue_id_var.set(t.queue_id)
-        reply = await self.checks.on_mail_from(t)
+        outcome = await self.chain.mail_from(t)
+        reply = _refusal(outcome)
         delivery: DeliveryTransaction | None = None
         if reply is None:
             delivery = self.delivery.open()
@@ -277,6 +309,8 @@ class SmtpSession:
                 delivery = None
         if reply.is_positive:
             self._open = _Open(t, delivery, started=trio.current_time())
+            self._open.edits.extend(outcome.edits)
+            self._open.disposition = self._session_disposition or _disposition(outcome.verdict)
             log.info(f"client={t.client.describe()}")
         else:
             self._log_reject("MAIL", reply, t.sender, None)
@@ -287,12 +321,16 @@ class SmtpSession:
         current = self._open
         assert current is not None, "codec allows RCPT only inside a transaction"
         rcpt = Recipient(event.address, event.params)
-        reply = await self.checks.on_rcpt(current.t, rcpt)
+        outcome = await self.chain.rcpt(current.t, rcpt)
+        reply = _refusal(outcome)
         if reply is None:
             assert current.delivery is not None
             reply = await current.delivery.rcpt(current.t, rcpt)
         rcpt.reply = reply
         current.t.recipients.append(rcpt)
+        if reply.is_positive:
+            current.edits.extend(outcome.edits)
+            current.disposition = current.disposition or _disposition(outcome.verdict)
         if not reply.is_positive:
             self._log_reject("RCPT", reply, current.t.sender, rcpt.address)
         self._reply(reply)
@@ -336,17 +374,75 @@ class SmtpSession:
             spool.prefix = received_header(
                 t, self.settings.listen.hostname, protocol, datetime.now(UTC)
             )
-        refusal = await self.checks.on_message(t, spool)
+        view = MessageView(spool)
+        outcome = await self.chain.message(t, view)
+        edits = [*current.edits, *outcome.edits]
+        verdict: Verdict = outcome.verdict
+        if current.disposition is not None and not isinstance(verdict, Reject | TempFail):
+            verdict = current.disposition
+        match verdict:
+            case Reject(reply=reply) | TempFail(reply=reply):
+                await self._abort_delivery(current)
+                return [reply] * accepted
+            case Discard(reason=reason):
+                await self._abort_delivery(current)
+                log.info(f"discard: END-OF-MESSAGE: {reason}", decided_by=outcome.decided_by)
+                return [_accepted_locally(t)] * accepted
+            case Quarantine(reason=reason):
+                await self._abort_delivery(current)
+                apply_content_edits(view, edits)
+                reply = await self.quarantine.store(t, spool, reason)
+                return [reply] * accepted
+            case _:
+                pass
+        apply_content_edits(view, edits)
+        if any(isinstance(edit, ENVELOPE_EDITS) for edit in edits):
+            return await self._deliver_with_new_envelope(current, spool, edits)
         delivery = current.delivery
-        if refusal is not None or delivery is None:
-            await self._abort_transaction()
-            return [refusal or replies.INTERNAL_ERROR] * accepted
+        if delivery is None:
+            return [replies.INTERNAL_ERROR] * accepted
         per = await delivery.data(t, spool)
         current.delivery = None  # the delivery transaction is complete
         if len(per) != accepted:
             log.error("delivery returned the wrong number of replies", got=len(per))
             return [replies.INTERNAL_ERROR] * accepted
         return per
+
+    async def _deliver_with_new_envelope(
+        self, current: _Open, spool: Spool, edits: list[Edit]
+    ) -> list[Reply]:
+        """Sender or recipients were edited: the next stage's transaction so far carries the
+        old envelope, so it is dropped and the message handed on in a new one."""
+        await self._abort_delivery(current)
+        t = current.t
+        edited = apply_envelope_edits(t, edits)
+        delivery = self.delivery.open()
+        reply = await delivery.mail(edited)
+        if not reply.is_positive:
+            await delivery.abort()
+            return [reply if reply.is_transient else replies.INTERNAL_ERROR] * len(t.accepted)
+        for rcpt in edited.recipients:
+            rcpt.reply = await delivery.rcpt(edited, rcpt)
+            log.info(f"envelope edit: to=<{rcpt.address}>", reply=rcpt.reply)
+        if not edited.accepted:
+            await delivery.abort()
+            if any(r.reply is not None and r.reply.is_transient for r in edited.recipients):
+                return [replies.INTERNAL_ERROR] * len(t.accepted)
+            return [_accepted_locally(t)] * len(t.accepted)
+        per = dict(zip((r.address for r in edited.accepted), await delivery.data(edited, spool),
+                       strict=True))  # fmt: skip
+        worst = [r for r in per.values() if r.is_transient]
+        results = []
+        for rcpt in t.accepted:
+            # Removed recipients were accepted and dropped on purpose (like milter delrcpt).
+            result = per.get(rcpt.address, _accepted_locally(t))
+            results.append(worst[0] if worst and result.is_positive else result)
+        return results
+
+    async def _abort_delivery(self, current: _Open) -> None:
+        if current.delivery is not None:
+            delivery, current.delivery = current.delivery, None
+            await delivery.abort()
 
     async def _starttls(self) -> None:
         context = self.settings.ssl_context

@@ -24,14 +24,16 @@ from dataclasses import dataclass
 
 import trio
 
+from filterd.chain.build import build_chain
+from filterd.chain.runner import ChainRunner
 from filterd.config.schema import Config, ListenConfig
 from filterd.config.types import Endpoint
 from filterd.maillog import MailLog, setup_logging
 from filterd.model import replies
 from filterd.model.envelope import Client, Session, new_queue_id
-from filterd.serve.checks import Checks, NoChecks
 from filterd.serve.delivery import Delivery
 from filterd.serve.maildir import Maildir
+from filterd.serve.quarantine import QuarantineStore
 from filterd.serve.relay import Relay
 from filterd.serve.shutdown import Shutdown
 from filterd.serve.smtp_session import SessionSettings, SmtpSession
@@ -84,14 +86,17 @@ class ListenerInfo:
 async def serve(
     config: Config,
     *,
-    checks: Checks | None = None,
+    chain: ChainRunner | None = None,
     shutdown: Shutdown | None = None,
     task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every configured listener until ``shutdown`` begins (or a stop signal)."""
     shutdown = shutdown or Shutdown()
-    checks = checks or NoChecks()
     delivery = build_delivery(config)
+    quarantine = QuarantineStore(config.quarantine.root)
+    owns_chain = chain is None
+    if chain is None:
+        chain = build_chain(config)
     listeners = [await open_listener(listen.address) for listen in config.listen]
     infos = [
         ListenerInfo(listen, _bound(listener, listen.address))
@@ -102,6 +107,8 @@ async def serve(
     try:
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            if owns_chain:
+                await chain.start()
             run = getattr(delivery, "run", None)
             if run is not None:
                 root.start_soon(run)
@@ -111,7 +118,7 @@ async def serve(
                         settings = SessionSettings(
                             listen, config.limits, server_ssl_context(listen)
                         )
-                        handler = _Handler(settings, checks, delivery, shutdown)
+                        handler = _Handler(settings, chain, delivery, quarantine, shutdown)
                         accepting.start_soon(_accept_loop, listener, handler, connections)
                     task_status.started(infos)
                     await shutdown.event.wait()
@@ -126,6 +133,8 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await delivery.aclose()
+            if owns_chain:
+                await chain.stop()
         for listen in config.listen:
             if listen.address.kind == "unix":
                 _remove_socket(listen.address.path)
@@ -149,11 +158,17 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
 
 class _Handler:
     def __init__(
-        self, settings: SessionSettings, checks: Checks, delivery: Delivery, shutdown: Shutdown
+        self,
+        settings: SessionSettings,
+        chain: ChainRunner,
+        delivery: Delivery,
+        quarantine: QuarantineStore,
+        shutdown: Shutdown,
     ) -> None:
         self.settings = settings
-        self.checks = checks
+        self.chain = chain
         self.delivery = delivery
+        self.quarantine = quarantine
         self.shutdown = shutdown
         self.active = 0
         self.networks = settings.listen.xforward_hosts
@@ -169,8 +184,9 @@ class _Handler:
                 stream,
                 session,
                 self.settings,
-                self.checks,
+                self.chain,
                 self.delivery,
+                self.quarantine,
                 self.shutdown,
                 xforward_allowed=trusted,
             ).run()

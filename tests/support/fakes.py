@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
-from filterd.serve.spool import Spool
+from filterd.model.spool import Spool
 
 DELIVERED = Reply(250, "2.0.0", "Ok: queued as TEST")
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import trio
 import trio.testing
 
+from filterd.chain.runner import ChainRunner
 from filterd.config.load import parse_config
 from filterd.config.schema import Config
 from filterd.model.envelope import Client, Session
-from filterd.serve.checks import Checks, NoChecks
 from filterd.serve.delivery import Delivery
+from filterd.serve.quarantine import QuarantineStore
 from filterd.serve.shutdown import Shutdown
 from filterd.serve.smtp_session import SessionSettings, SmtpSession
 
@@ -86,7 +87,7 @@ class LineClient:
 async def session(
     delivery: Delivery,
     config: Config | None = None,
-    checks: Checks | None = None,
+    chain: ChainRunner | None = None,
     *,
     xforward_allowed: bool = True,
     shutdown: Shutdown | None = None,
@@ -100,8 +101,9 @@ async def session(
         server_end,
         sess,
         settings,
-        checks or NoChecks(),
+        chain or ChainRunner(),
         delivery,
+        QuarantineStore(config.quarantine.root),
         shutdown or Shutdown(),
         xforward_allowed=xforward_allowed,
     )

@@ -115,9 +115,9 @@ def parse_ehlo(reply: Reply) -> Capabilities:
     line). Lines whose keyword is malformed are skipped; the first of duplicate keywords counts.
     A reply that is not 2xx announces nothing.
     """
-    keywords: dict[str, tuple[str, ...]] = {}
     if not 200 <= reply.code < 300:
         return Capabilities()
+    keywords: dict[str, tuple[str, ...]] = {}
     for line in reply.lines()[1:]:
         keyword, *params = line.split() or [""]
         if _KEYWORD_RE.fullmatch(keyword):

@@ -1,0 +1,32 @@
+"""What the chain decided at one stage: the deciding verdict plus what accumulated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from filterd.model.edits import Edit
+from filterd.model.findings import Finding
+from filterd.model.verdict import CONTINUE, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class PluginResult:
+    """One plugin's answer at one stage, for logs, `filterd scan` and the test harness."""
+
+    label: str
+    stage: str
+    verdict: Verdict
+    seconds: float
+    error: str | None = None  # set when the verdict came from the on_error policy
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict = CONTINUE  # the first non-Continue, else Continue
+    edits: tuple[Edit, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    decided_by: str | None = None
+    results: tuple[PluginResult, ...] = field(default=())
+
+
+NOTHING = Outcome()

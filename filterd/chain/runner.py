@@ -1,0 +1,180 @@
+"""Runs one stage of the chain: the rules of the chain, all in one place.
+
+- Order is the ``[[chain]]`` order; the first verdict that is not ``Continue`` ends the stage.
+- Edits and findings of ``Continue`` (and of the deciding verdict) accumulate in order.
+- Each entry has a timeout (default 30 s) and a concurrency limit; a timeout or an exception
+  follows the entry's ``on_error``: tempfail (451, default), continue, or reject (554) — always
+  logged, never a silent pass.
+- ``Accept(final=True)`` skips every later check of the transaction.
+- ``on_close`` always runs for every plugin that has it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from filterd.chain.outcome import NOTHING, Outcome, PluginResult
+from filterd.config.schema import ChainEntryConfig
+from filterd.maillog import MailLog
+from filterd.model.edits import Edit
+from filterd.model.envelope import Recipient, Session, Transaction
+from filterd.model.findings import Finding
+from filterd.model.message import MessageView
+from filterd.model.notes import NoteKey
+from filterd.model.reply import Reply
+from filterd.model.verdict import Accept, Continue, Discard, Quarantine, Reject, TempFail, Verdict
+from filterd.sdk.plugin import Plugin, PluginConfig
+
+log = MailLog("chain")
+
+PLUGIN_TIMEOUT = Reply(451, "4.4.5", "Error: message check timed out, try again later")
+PLUGIN_FAILED = Reply(451, "4.3.0", "Error: message check failed, try again later")
+PLUGIN_FAILED_REJECT = Reply(554, "5.3.0", "Error: message check failed")
+
+FINAL_ACCEPT = NoteKey[bool]("filterd.final_accept")
+
+StageCall = Callable[[Plugin[PluginConfig]], Awaitable[Verdict]]
+
+
+@dataclass(slots=True)
+class Entry:
+    config: ChainEntryConfig
+    plugin: Plugin[PluginConfig]
+    limiter: trio.CapacityLimiter
+    stages: frozenset[str]
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+
+class ChainRunner:
+    def __init__(self, entries: list[Entry] | None = None) -> None:
+        self.entries = entries or []
+
+    async def start(self) -> None:
+        for entry in self.entries:
+            await entry.plugin.start()
+            log.plain(f"plugin {entry.label} started", stages=",".join(sorted(entry.stages)))
+
+    async def stop(self) -> None:
+        for entry in reversed(self.entries):
+            try:
+                await entry.plugin.stop()
+            except Exception as exc:
+                log.warning(f"{entry.label}: stop failed: {_describe(exc)}")
+
+    # ------------------------------------------------------------- stages
+    async def connect(self, session: Session) -> Outcome:
+        return await self._run("on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
+
+    async def helo(self, session: Session, name: str) -> Outcome:
+        return await self._run("on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
+
+    async def mail_from(self, t: Transaction) -> Outcome:
+        return await self._run("on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
+
+    async def rcpt(self, t: Transaction, rcpt: Recipient) -> Outcome:
+        return await self._run("on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
+
+    async def message(self, t: Transaction, message: MessageView) -> Outcome:
+        return await self._run("on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
+
+    async def close(self, session: Session) -> None:
+        for entry in self.entries:
+            if "on_close" not in entry.stages:
+                continue
+            try:
+                with trio.fail_after(entry.config.timeout):
+                    await entry.plugin.on_close(session)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
+
+    # -------------------------------------------------------------- rules
+    async def _run(self, stage: str, t: Transaction | None, call: StageCall) -> Outcome:
+        if t is not None and t.notes.get(FINAL_ACCEPT):
+            return NOTHING
+        edits: list[Edit] = []
+        findings: list[Finding] = []
+        results: list[PluginResult] = []
+        for entry in self.entries:
+            if stage not in entry.stages:
+                continue
+            result = await self._call(entry, stage, call)
+            results.append(result)
+            verdict = result.verdict
+            _log(result, t)
+            edits.extend(_edits(verdict))
+            findings.extend(verdict.findings)
+            if isinstance(verdict, Continue):
+                continue
+            if isinstance(verdict, Accept) and verdict.final and t is not None:
+                t.notes.set(FINAL_ACCEPT, True)
+            if isinstance(verdict, Accept) and not verdict.final:
+                continue
+            return Outcome(verdict, tuple(edits), tuple(findings), entry.label, tuple(results))
+        return Outcome(Continue(), tuple(edits), tuple(findings), None, tuple(results))
+
+    async def _call(self, entry: Entry, stage: str, call: StageCall) -> PluginResult:
+        policy = entry.config.on_error
+        started = time.monotonic()
+        error: str | None = None
+        async with entry.limiter:
+            try:
+                with trio.fail_after(entry.config.timeout):
+                    verdict = await call(entry.plugin)
+                if not isinstance(
+                    verdict, Continue | Accept | Reject | TempFail | Discard | Quarantine
+                ):
+                    raise TypeError(f"{stage} returned {type(verdict).__name__}, not a verdict")
+            except trio.TooSlowError:
+                error = f"timeout after {entry.config.timeout:g}s"
+                verdict = _on_error(policy, PLUGIN_TIMEOUT)
+            except Exception as exc:  # Cancelled is a BaseException: it passes through
+                error = _describe(exc)
+                verdict = _on_error(policy, PLUGIN_FAILED)
+        return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+
+
+def _on_error(policy: str, reply: Reply) -> Verdict:
+    match policy:
+        case "continue":
+            return Continue()
+        case "reject":
+            return Reject(PLUGIN_FAILED_REJECT)
+        case _:
+            return TempFail(reply)
+
+
+def _edits(verdict: Verdict) -> tuple[Edit, ...]:
+    if isinstance(verdict, Continue | Accept | Quarantine):
+        return verdict.edits
+    return ()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _log(result: PluginResult, t: Transaction | None) -> None:
+    verdict = result.verdict
+    parts = [f"{result.label}: {result.stage} {type(verdict).__name__.lower()}"]
+    if isinstance(verdict, Reject | TempFail):
+        parts.append(f"({verdict.reply})")
+    elif isinstance(verdict, Discard | Quarantine):
+        parts.append(f"({verdict.reason})")
+    if verdict.findings:
+        parts.append("findings=" + ",".join(str(f) for f in verdict.findings))
+    fields: dict[str, object] = {"time": f"{result.seconds:.3f}s"}
+    if result.error is not None:
+        fields["status"] = "plugin-error"
+        fields["error"] = result.error
+        log.warning(" ".join(parts), **fields)
+    else:
+        log.info(" ".join(parts), **fields)
+    del t

@@ -1,0 +1,56 @@
+"""The message as plugins see it: parsed headers over the spooled content, never whole in RAM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from filterd.model.headers import Header, HeaderSection, find_all, parse_header_section
+from filterd.model.spool import READ_CHUNK, Spool
+
+HEAD_LIMIT = 1024 * 1024  # a header section larger than this is treated as body
+
+
+class MessageView:
+    """Read-only: headers, size and the body in chunks. Edits are returned as data."""
+
+    def __init__(self, spool: Spool) -> None:
+        """Parse the headers as they will be handed on: ``spool.prefix`` (our trace header)
+        followed by the content as received."""
+        self._spool = spool
+        head = spool.prefix + spool.read_head(HEAD_LIMIT)
+        complete = spool.size <= HEAD_LIMIT
+        self.section: HeaderSection = parse_header_section(head, complete=complete)
+        self._content_body = max(0, self.section.body_offset - len(spool.prefix))
+
+    @property
+    def headers(self) -> tuple[Header, ...]:
+        return self.section.headers
+
+    def header(self, name: str) -> str | None:
+        """The unfolded value of the first header called ``name`` (case-insensitive)."""
+        found = find_all(self.section.headers, name)
+        return found[0].value if found else None
+
+    def headers_named(self, name: str) -> list[Header]:
+        return find_all(self.section.headers, name)
+
+    @property
+    def size(self) -> int:
+        """Size in octets (CRLF line ends), with our trace header."""
+        return len(self._spool.prefix) + self._spool.size
+
+    def body_chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
+        """The body (after the header section), as received, in chunks."""
+        return self._spool.content_chunks(start=self._content_body, size=size)
+
+    def raw_chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
+        """The whole message (our trace header, then headers and body as received)."""
+        if self._spool.prefix:
+            yield self._spool.prefix
+        yield from self._spool.content_chunks(start=0, size=size)
+
+    def rewrite(self, headers: list[Header], body: bytes | None) -> None:
+        """Make the spool hand on ``headers`` (and ``body``, if replaced) instead."""
+        self._spool.prefix = b"".join(h.raw for h in headers) + self.section.separator
+        self._spool.skip = self._content_body
+        self._spool.body = body

@@ -1,0 +1,77 @@
+"""What a plugin answers at a stage: a closed set of frozen verdicts (Haraka's result set,
+typed). The first verdict that is not ``Continue`` ends the stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filterd.model.edits import Edit
+from filterd.model.findings import Finding
+from filterd.model.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Nothing against it: later plugins run. Edits and findings accumulate."""
+
+    edits: tuple[Edit, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Accept at this stage. ``final=True`` also skips every later check of the message."""
+
+    edits: tuple[Edit, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse permanently with a 5xx reply (at RCPT: this recipient only)."""
+
+    reply: Reply
+    findings: tuple[Finding, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.reply.is_permanent:
+            raise ValueError(f"Reject needs a 5xx reply, got {self.reply.code}")
+
+
+@dataclass(frozen=True, slots=True)
+class TempFail:
+    """Refuse for now with a 4xx reply: the sender keeps the message and retries."""
+
+    reply: Reply
+    findings: tuple[Finding, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.reply.is_transient:
+            raise ValueError(f"TempFail needs a 4xx reply, got {self.reply.code}")
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Accept (250) and drop the message, with a log line giving ``reason``."""
+
+    reason: str
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Accept (250) and keep the message out of delivery (quarantine store / hold queue)."""
+
+    reason: str
+    edits: tuple[Edit, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+
+Verdict = Continue | Accept | Reject | TempFail | Discard | Quarantine
+
+CONTINUE = Continue()
+
+
+def verdict_name(verdict: Verdict) -> str:
+    return type(verdict).__name__.lower()

@@ -1,0 +1,52 @@
+"""The stages a plugin can take part in. A plugin subclasses the ones it handles; mypy checks
+its signatures and the registry learns its stages from them."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from filterd.model.envelope import Recipient, Session, Transaction
+from filterd.model.message import MessageView
+from filterd.model.verdict import Verdict
+
+
+@runtime_checkable
+class OnConnect(Protocol):
+    async def on_connect(self, session: Session) -> Verdict: ...
+
+
+@runtime_checkable
+class OnHelo(Protocol):
+    async def on_helo(self, session: Session, name: str) -> Verdict: ...
+
+
+@runtime_checkable
+class OnMailFrom(Protocol):
+    async def on_mail_from(self, t: Transaction) -> Verdict: ...
+
+
+@runtime_checkable
+class OnRcpt(Protocol):
+    async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict: ...
+
+
+@runtime_checkable
+class OnMessage(Protocol):
+    async def on_message(self, t: Transaction, message: MessageView) -> Verdict: ...
+
+
+@runtime_checkable
+class OnClose(Protocol):
+    """Always runs, for every plugin, when the session ends (release per-session state)."""
+
+    async def on_close(self, session: Session) -> None: ...
+
+
+STAGES: dict[str, type] = {
+    "on_connect": OnConnect,
+    "on_helo": OnHelo,
+    "on_mail_from": OnMailFrom,
+    "on_rcpt": OnRcpt,
+    "on_message": OnMessage,
+    "on_close": OnClose,
+}
