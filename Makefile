@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) deploy/install-system-packages.sh
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plugin/pyproject.toml \
+		deploy/install-system-packages.sh
 	bash deploy/install-system-packages.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	for p in plugins/*/; do \
+	for p in plugins/*/ tests/example_plugin/; do \
 	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$$p" || exit 1; fi; \
 	done
 	touch $(STAMP)

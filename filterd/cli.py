@@ -1,4 +1,4 @@
-"""The command line: ``filterd run``, ``filterd check-config``, ``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | plugins``, ``filterd --version``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration and print the effective settings"
     )
     check.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    scan = commands.add_parser(
+        "scan", help="run the configured chain on a message file and show what it did"
+    )
+    scan.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    scan.add_argument("message", help="the message file (.eml; LF or CRLF line ends)")
+    scan.add_argument("--from", dest="sender", default="sender@example.com", metavar="ADDR")
+    scan.add_argument(
+        "--to", dest="rcpts", action="append", metavar="ADDR", help="recipient (repeatable)"
+    )
+    scan.add_argument("--client-ip", default="192.0.2.1", metavar="IP")
+    scan.add_argument("--client-name", default="unknown", metavar="NAME")
+    scan.add_argument("--helo", default="client.example", metavar="NAME")
+    commands.add_parser("plugins", help="list installed plugins, their stages and settings")
     return parser
 
 
@@ -39,15 +52,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
+    if args.command == "plugins":
+        from filterd.cli_plugins import list_plugins
+
+        return list_plugins(sys.stdout)
     try:
         config = load_config(args.config)
+        _check_chain(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(render_config(config))
         return 0
+    if args.command == "scan":
+        from filterd.cli_scan import scan
+
+        return scan(config, args, sys.stdout)
     return _serve(config)
+
+
+def _check_chain(config: Config) -> None:
+    """Load and validate every plugin the chain names (ConfigError naming file and line)."""
+    if config.chain:
+        from filterd.chain.registry import resolve_chain
+
+        resolve_chain(config)
 
 
 def _serve(config: Config) -> int:
