@@ -75,7 +75,7 @@ async def run_plugin(
     client_ip: str = "192.0.2.1",
     client_name: str = "unknown",
     helo: str = "client.example",
-    timeout: float = 30.0,
+    plugin_timeout: float = 30.0,
     on_error: str = "tempfail",
 ) -> ScanResult:
     """Run one plugin class with ``config`` (validated by its Config model) on a message."""
@@ -83,7 +83,7 @@ async def run_plugin(
     entry_config = ChainEntryConfig.model_validate(
         {
             "plugin": plugin.name,
-            "timeout": timeout,
+            "timeout": plugin_timeout,
             "on_error": on_error,
             "config": dict(config or {}),
         }
