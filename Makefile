@@ -28,7 +28,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check filterd plugins tests bench
 	$(VENV)/bin/ruff format --check filterd plugins tests bench
-	$(VENV)/bin/mypy filterd
+	$(VENV)/bin/mypy filterd plugins/header_checks/filterd_header_checks
 
 bench: install
 	$(PY) bench/run.py

@@ -25,7 +25,10 @@ def list_plugins(out: TextIO) -> int:
         if not fields:
             out.write("  settings: none\n")
         for key, field in fields.items():
-            default = "required" if field.is_required() else f"default {field.default!r}"
+            if field.is_required():
+                default = "required"
+            else:
+                default = f"default {field.get_default(call_default_factory=True)!r}"
             about = f" - {field.description}" if field.description else ""
             out.write(f"  {key} ({default}){about}\n")
         out.write("\n")

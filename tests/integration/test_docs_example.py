@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from filterd_example import ExampleTagger
+
 from filterd.sdk import AddHeader, Reject
 from filterd.testing import run_plugin
-from filterd_example import ExampleTagger
 
 
 async def test_tags_and_refuses() -> None:

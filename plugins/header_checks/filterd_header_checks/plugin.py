@@ -1,0 +1,338 @@
+"""The header_checks plugin: Postfix header_checks(5), mime_header_checks, nested_header_checks
+and body_checks tables, applied to each message with Postfix's semantics.
+
+Headers are presented as Postfix's cleanup(8) presents them (one logical line per header,
+folded lines joined with "\\n"); the first matching rule of a table decides for that header.
+IGNORE/STRIP remove it, PREPEND puts a line above it, REPLACE swaps it, WARN/INFO log, REJECT
+refuses the message, DISCARD drops it, HOLD quarantines it, REDIRECT/BCC change the envelope,
+DUNNO/OK do nothing, PASS stops all inspection. FILTER cannot apply in filterd: a table with a
+FILTER rule refuses to load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from filterd.sdk import (
+    AddRecipient,
+    Continue,
+    Discard,
+    Edit,
+    Header,
+    InsertHeader,
+    MessageView,
+    OnMessage,
+    Plugin,
+    PluginConfig,
+    Quarantine,
+    Reject,
+    RemoveHeader,
+    RemoveRecipient,
+    ReplaceBody,
+    Reply,
+    TempFail,
+    Transaction,
+    Verdict,
+)
+
+from .actions import Action, ActionKind
+from .table import Flavour, Table, TableError, load_table, parse_table
+
+MIME_HEADER = re.compile(r"^(content-|mime-version$)", re.IGNORECASE)
+FILTER_REFUSED = (
+    "FILTER cannot apply in filterd (it routes Postfix's queue); "
+    "use Postfix's own header_checks for it"
+)
+BODY_EDIT_LIMIT = 4 * 1024 * 1024  # body edits rewrite the body in memory: only below this
+
+
+def parse_table_ref(ref: str) -> tuple[Flavour, str]:
+    """``regexp:/path`` or ``pcre:/path`` (Postfix's map syntax)."""
+    flavour, sep, path = ref.partition(":")
+    if not sep or flavour not in ("regexp", "pcre") or not path:
+        raise ValueError(f'expected "regexp:/path/to/table" or "pcre:/path/to/table", got "{ref}"')
+    return flavour, path  # type: ignore[return-value]
+
+
+def open_table(ref: str) -> Table:
+    flavour, path = parse_table_ref(ref)
+    if not Path(path).is_file():
+        raise ValueError(f'table file "{path}" does not exist')
+    table = load_table(path, flavour)
+    for line, action in table.static_actions():
+        if action.kind is ActionKind.FILTER:
+            raise TableError(path, line, FILTER_REFUSED)
+    return table
+
+
+class HeaderChecksConfig(PluginConfig):
+    header_checks: list[str] = Field(
+        default_factory=list,
+        description='Tables for message headers, each "regexp:/path" or "pcre:/path".',
+    )
+    mime_header_checks: list[str] | None = Field(
+        default=None, description="Tables for MIME headers (Content-*); default: header_checks."
+    )
+    nested_header_checks: list[str] | None = Field(
+        default=None,
+        description="Tables for headers of attached messages; default: header_checks.",
+    )
+    body_checks: list[str] = Field(
+        default_factory=list, description="Tables applied to each body line."
+    )
+    rules: list[str] = Field(
+        default_factory=list,
+        description="Inline header_checks rules, one table line each (checked after the "
+        "header_checks files).",
+    )
+    rules_flavour: Literal["regexp", "pcre"] = Field(
+        default="regexp", description="Syntax of the inline rules: regexp or pcre."
+    )
+    body_checks_size_limit: int = Field(
+        default=51200, ge=0, description="Bytes of each body part that body_checks inspect."
+    )
+
+    @field_validator("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
+    @classmethod
+    def _tables_load(cls, refs: list[str] | None) -> list[str] | None:
+        for ref in refs or []:
+            try:
+                open_table(ref)
+            except TableError as exc:
+                raise ValueError(f"{exc.file}, line {exc.line}: {exc.message}") from None
+        return refs
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_parse(cls, rules: list[str]) -> list[str]:
+        try:
+            _inline(rules, "regexp")
+        except TableError as exc:
+            raise ValueError(f"rules[{exc.line - 1}]: {exc.message}") from None
+        return rules
+
+
+def _inline(rules: list[str], flavour: Flavour) -> Table | None:
+    if not rules:
+        return None
+    table = parse_table("\n".join(rules) + "\n", flavour, name="<inline rules>")
+    for line, action in table.static_actions():
+        if action.kind is ActionKind.FILTER:
+            raise TableError("<inline rules>", line, FILTER_REFUSED)
+    return table
+
+
+@dataclass
+class _Inspection:
+    """What the tables decided for one message."""
+
+    edits: list[Edit] = field(default_factory=list)
+    stop: Verdict | None = None  # REJECT / DISCARD
+    hold: str | None = None
+    redirect: str | None = None
+    bcc: list[str] = field(default_factory=list)
+    passed: bool = False  # PASS: no further inspection
+
+
+class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
+    name = "header_checks"
+    Config = HeaderChecksConfig
+
+    async def start(self) -> None:
+        c = self.config
+        inline = _inline(c.rules, c.rules_flavour)
+        self.header_tables = [open_table(ref) for ref in c.header_checks]
+        if inline is not None:
+            self.header_tables.append(inline)
+        self.mime_tables = (
+            [open_table(ref) for ref in c.mime_header_checks]
+            if c.mime_header_checks is not None
+            else self.header_tables
+        )
+        self.nested_tables = (
+            [open_table(ref) for ref in c.nested_header_checks]
+            if c.nested_header_checks is not None
+            else self.header_tables
+        )
+        self.body_tables = [open_table(ref) for ref in c.body_checks]
+
+    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        state = _Inspection()
+        self._headers(message.headers, state)
+        if state.stop is None and not state.passed and self.body_tables:
+            self._body(message, state)
+        if state.stop is not None:
+            return state.stop
+        if state.redirect is not None:
+            state.edits += [RemoveRecipient(r.address) for r in t.accepted]
+            state.edits.append(AddRecipient(state.redirect))
+        state.edits += [AddRecipient(address) for address in state.bcc]
+        if state.hold is not None:
+            return Quarantine(state.hold, edits=tuple(state.edits))
+        return Continue(edits=tuple(state.edits))
+
+    # ---------------------------------------------------------------- headers
+    def _headers(self, headers: tuple[Header, ...], state: _Inspection) -> None:
+        per_header: list[list[Edit]] = []
+        seen: dict[str, int] = {}
+        for index, header in enumerate(headers):
+            occurrence = seen[header.name.lower()] = seen.get(header.name.lower(), 0) + 1
+            ops: list[Edit] = []
+            per_header.append(ops)
+            if state.stop is not None or state.passed:
+                continue
+            tables = self.mime_tables if MIME_HEADER.match(header.name) else self.header_tables
+            found = _first_match(tables, _presented(header))
+            if found is None:
+                continue
+            table, action = found
+            self._apply(action, table, state, ops, index, header, occurrence)
+        # Bottom-up, so each edit's position refers to the headers as received.
+        for ops in reversed(per_header):
+            state.edits.extend(ops)
+
+    def _apply(
+        self,
+        action: Action,
+        table: Table,
+        state: _Inspection,
+        ops: list[Edit],
+        index: int,
+        header: Header,
+        occurrence: int,
+    ) -> None:
+        log = self.env.log
+        shown = _presented(header)[:200]
+        match action.kind:
+            case ActionKind.IGNORE:
+                ops.append(RemoveHeader(header.name, occurrence))
+            case ActionKind.STRIP:
+                ops.append(RemoveHeader(header.name, occurrence))
+                log.info(f"strip: header {shown}: {action.text}")
+            case ActionKind.PREPEND:
+                name, _, value = action.text.partition(":")
+                ops.append(InsertHeader(index, name.strip(), value.strip()))
+            case ActionKind.REPLACE:
+                name, _, value = action.text.partition(":")
+                ops.append(RemoveHeader(header.name, occurrence))
+                ops.append(InsertHeader(index, name.strip(), value.strip()))
+                log.info(f"replace: header {shown}: {action.text}")
+            case ActionKind.WARN | ActionKind.INFO:
+                log.info(f"{action.kind.value.lower()}: header {shown}: {action.text}")
+            case ActionKind.REJECT:
+                state.stop = (
+                    Reject(_reject_reply(action))
+                    if _permanent(action)
+                    else TempFail(_reject_reply(action))
+                )
+                log.info(f"reject: header {shown}: {action.reject_reason()}")
+            case ActionKind.DISCARD:
+                state.stop = Discard(action.text or f"header {shown}")
+            case ActionKind.HOLD:
+                state.hold = action.text or f"header {shown}"
+            case ActionKind.REDIRECT:
+                state.redirect = action.text
+            case ActionKind.BCC:
+                state.bcc.append(action.text)
+            case ActionKind.PASS:
+                state.passed = True
+            case ActionKind.DUNNO | ActionKind.OK | ActionKind.FILTER:
+                pass
+        del table
+
+    # ------------------------------------------------------------------- body
+    def _body(self, message: MessageView, state: _Inspection) -> None:
+        limit = self.config.body_checks_size_limit
+        head = bytearray()
+        for chunk in message.body_chunks():
+            head += chunk
+            if len(head) >= limit:
+                break
+        inspected = bytes(head[:limit])
+        lines = inspected.split(b"\r\n")
+        complete = lines[:-1] if len(lines) > 1 else []
+        changed = False
+        out: list[bytes] = []
+        for line in complete:
+            found = _first_match(self.body_tables, line, body=True)
+            if found is None:
+                out.append(line)
+                continue
+            action = found[1]
+            match action.kind:
+                case ActionKind.IGNORE | ActionKind.STRIP:
+                    changed = True
+                case ActionKind.REPLACE:
+                    out.append(action.text.encode("utf-8", "surrogateescape"))
+                    changed = True
+                case ActionKind.PREPEND:
+                    out += [action.text.encode("utf-8", "surrogateescape"), line]
+                    changed = True
+                case ActionKind.REJECT:
+                    reply = _reject_reply(action)
+                    state.stop = Reject(reply) if _permanent(action) else TempFail(reply)
+                    return
+                case ActionKind.DISCARD:
+                    state.stop = Discard(action.text or "body")
+                    return
+                case ActionKind.HOLD:
+                    state.hold = action.text or "body"
+                    out.append(line)
+                case ActionKind.REDIRECT:
+                    state.redirect = action.text
+                    out.append(line)
+                case ActionKind.BCC:
+                    state.bcc.append(action.text)
+                    out.append(line)
+                case ActionKind.PASS:
+                    out.append(line)
+                    break
+                case _:
+                    if action.kind in (ActionKind.WARN, ActionKind.INFO):
+                        self.env.log.info(f"{action.kind.value.lower()}: body: {action.text}")
+                    out.append(line)
+        if not changed:
+            return
+        body_size = sum(len(c) for c in message.body_chunks())
+        if body_size > BODY_EDIT_LIMIT:
+            self.env.log.warning("body_checks edits not applied: body too large", size=body_size)
+            return
+        body = b"".join(message.body_chunks())
+        consumed = sum(len(line) + 2 for line in complete)
+        state.edits.append(ReplaceBody(b"".join(x + b"\r\n" for x in out) + body[consumed:]))
+
+
+def _presented(header: Header) -> str:
+    """The header as cleanup(8) presents it: "Name: value", blanks before the colon removed,
+    folded lines joined with "\\n"."""
+    line = header.logical_line
+    name, _, rest = line.partition(":")
+    return name.rstrip(" \t") + ":" + rest
+
+
+def _first_match(
+    tables: list[Table], key: str | bytes, *, body: bool = False
+) -> tuple[Table, Action] | None:
+    for table in tables:
+        found = table.lookup_body(key) if body else table.lookup(key)
+        if found is not None and not found.action.is_noop:
+            return table, found.action
+        if found is not None:
+            return None  # DUNNO/OK: the first matching rule decides, and it says "nothing"
+    return None
+
+
+def _permanent(action: Action) -> bool:
+    return action.reject_reason().startswith("5")
+
+
+def _reject_reply(action: Action) -> Reply:
+    reason = action.reject_reason()
+    status, _, text = reason.partition(" ")
+    code = 550 if status.startswith("5") else 451
+    return Reply(code, status, text or "message content rejected")
