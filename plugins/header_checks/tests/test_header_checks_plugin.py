@@ -1,0 +1,135 @@
+"""The header_checks plugin through filterd.testing (the real runner and config validation)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filterd_header_checks.plugin import HeaderChecks
+from pydantic import ValidationError
+
+from filterd.sdk import Continue, Discard, Quarantine, Reject, Reply, TempFail
+from filterd.testing import run_plugin
+
+MESSAGE = (
+    b"Received: from a (a [192.0.2.1]) by mx\r\n"
+    b"Subject: quarterly\r\n"
+    b" report\r\n"
+    b"User-Agent: Mutt\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"X-Spam: yes\r\n"
+    b"\r\n"
+    b"line one\r\n"
+    b"secret line\r\n"
+    b"line three\r\n"
+)
+
+
+async def check(tmp_path: Path, rules: str, **config: object):  # type: ignore[no-untyped-def]
+    table = tmp_path / "table"
+    table.write_text(rules)
+    settings = {"header_checks": [f"regexp:{table}"], **config}
+    return await run_plugin(HeaderChecks, settings, message=MESSAGE, rcpts=["bob@example.org"])
+
+
+def headers_of(message: bytes) -> list[bytes]:
+    return message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+async def test_ignore_strip_prepend_replace_keep_order(tmp_path: Path) -> None:
+    result = await check(
+        tmp_path,
+        "/^Received:/ IGNORE\n"
+        "/^User-Agent:/ STRIP hiding the client\n"
+        "/^X-Spam: (.*)/ REPLACE X-Spam-Flag: $1\n"
+        "/^Content-Type:/ PREPEND X-Before-Type: here\n",
+    )
+    assert isinstance(result.verdict("on_message"), Continue)
+    assert headers_of(result.message) == [
+        b"Subject: quarterly",
+        b" report",
+        b"X-Before-Type: here",
+        b"Content-Type: text/plain",
+        b"X-Spam-Flag: yes",
+    ]
+    assert result.message.endswith(b"\r\n\r\nline one\r\nsecret line\r\nline three\r\n")
+    assert any("strip: header User-Agent: Mutt: hiding the client" in line for line in result.log)
+
+
+async def test_folded_header_matches_as_one_logical_line(tmp_path: Path) -> None:
+    # In regexp: tables "." matches the newline between the folded lines (glibc, no m flag).
+    result = await check(tmp_path, "/^Subject: quarterly. report$/ REJECT folded match\n")
+    assert result.final == Reject(Reply(550, "5.7.1", "folded match"))
+
+
+async def test_reject_with_4xx_status_is_a_tempfail(tmp_path: Path) -> None:
+    result = await check(tmp_path, "/^X-Spam: yes/ REJECT 4.7.1 try later\n")
+    assert result.final == TempFail(Reply(451, "4.7.1", "try later"))
+
+
+async def test_discard_and_hold(tmp_path: Path) -> None:
+    assert (await check(tmp_path, "/^X-Spam:/ DISCARD spam\n")).final == Discard("spam")
+    held = await check(tmp_path, "/^X-Spam:/ HOLD review\n")
+    assert isinstance(held.final, Quarantine)
+    assert held.final.reason == "review"
+
+
+async def test_redirect_and_bcc_edit_the_envelope(tmp_path: Path) -> None:
+    result = await check(
+        tmp_path, "/^Subject:/ REDIRECT boss@example.org\n/^X-Spam/ BCC audit@example.org\n"
+    )
+    assert result.recipients == ["boss@example.org", "audit@example.org"]
+
+
+async def test_dunno_stops_the_table_and_pass_stops_inspection(tmp_path: Path) -> None:
+    result = await check(tmp_path, "/^Received:/ DUNNO\n/^Received:/ IGNORE\n")
+    assert result.edits == []
+    result = await check(tmp_path, "/^Received:/ PASS\n/^X-Spam:/ REJECT no\n")
+    assert result.final == Continue()
+
+
+async def test_mime_header_checks_take_content_headers(tmp_path: Path) -> None:
+    mime = tmp_path / "mime"
+    mime.write_text("/^Content-Type: text/ WARN plain text seen\n")
+    result = await check(
+        tmp_path,
+        "/^Content-Type:/ REJECT should not apply\n",
+        mime_header_checks=[f"regexp:{mime}"],
+    )
+    assert result.final == Continue()
+    assert any(
+        "warn: header Content-Type: text/plain: plain text seen" in line for line in result.log
+    )
+
+
+async def test_body_checks(tmp_path: Path) -> None:
+    body = tmp_path / "body"
+    body.write_text("/^secret/ IGNORE\n/^line three/ REPLACE line 3\n")
+    result = await check(tmp_path, "/^nothing/ DUNNO\n", body_checks=[f"pcre:{body}"])
+    assert result.message.endswith(b"\r\n\r\nline one\r\nline 3\r\n")
+
+
+async def test_a_filter_rule_refuses_to_load(tmp_path: Path) -> None:
+    table = tmp_path / "table"
+    table.write_text("# a comment\n/^X-Spam:/ FILTER smtp:[127.0.0.1]:10027\n")
+    with pytest.raises(ValidationError, match=rf"{table}, line 2: FILTER cannot apply"):
+        await run_plugin(HeaderChecks, {"header_checks": [f"regexp:{table}"]}, message=MESSAGE)
+
+
+def test_bad_table_line_refuses_start_naming_file_and_line(tmp_path: Path) -> None:
+    table = tmp_path / "header_checks"
+    table.write_text("/^Received:/ IGNORE\n/^Subject: (unclosed/ REJECT x\n")
+    config = tmp_path / "filterd.toml"
+    config.write_text(
+        '[[listen]]\naddress = "127.0.0.1:0"\n[delivery]\nmethod = "maildir"\n'
+        f'[[chain]]\nplugin = "header_checks"\nconfig = {{ header_checks = ["regexp:{table}"] }}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "filterd", "check-config", "-c", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"{config}:7: chain[0].config.header_checks" in done.stderr
+    assert f"{table}, line 2:" in done.stderr
