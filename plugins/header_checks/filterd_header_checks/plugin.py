@@ -41,6 +41,7 @@ from filterd.sdk import (
 )
 
 from .actions import Action, ActionKind
+from .mime import body_headers, boundary_of
 from .table import Flavour, Table, TableError, load_table, parse_table
 
 MIME_HEADER = re.compile(r"^(content-|mime-version$)", re.IGNORECASE)
@@ -49,6 +50,7 @@ FILTER_REFUSED = (
     "use Postfix's own header_checks for it"
 )
 BODY_EDIT_LIMIT = 4 * 1024 * 1024  # body edits rewrite the body in memory: only below this
+MIME_SCAN_LIMIT = 4 * 1024 * 1024  # part headers are looked for in this much of the body
 
 
 def parse_table_ref(ref: str) -> tuple[Flavour, str]:
@@ -164,6 +166,8 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         state = _Inspection()
         self._headers(message.headers, state)
+        if state.stop is None and not state.passed:
+            self._part_headers(message, state)
         if state.stop is None and not state.passed and self.body_tables:
             self._body(message, state)
         if state.stop is not None:
@@ -245,6 +249,33 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
                 pass
         del table
 
+    # ---------------------------------------------------------- part headers
+    def _part_headers(self, message: MessageView, state: _Inspection) -> None:
+        """Headers of MIME parts and attached messages, within the first MIME_SCAN_LIMIT
+        bytes of the body. Their decisions apply (REJECT, DISCARD, HOLD, REDIRECT, BCC,
+        WARN, INFO, PASS); line edits inside the body are logged, not applied."""
+        top = boundary_of(message.header("Content-Type"))
+        if top is None:
+            return
+        body = _read_body(message, MIME_SCAN_LIMIT)
+        for item in body_headers(body, top):
+            tables = self.mime_tables if item.kind == "mime" else self.nested_tables
+            found = _first_match(tables, item.text)
+            if found is None:
+                continue
+            action = found[1]
+            if action.deletes_line or action.kind in (ActionKind.PREPEND, ActionKind.REPLACE):
+                self.env.log.info(
+                    f"{action.kind.value.lower()} not applied to a MIME part header: "
+                    f"{item.text[:200]}"
+                )
+                continue
+            name = item.text.partition(":")[0]
+            raw = (item.text.replace("\n", "\r\n") + "\r\n").encode("utf-8", "surrogateescape")
+            self._apply(action, found[0], state, [], 0, Header(name, raw), 0)
+            if state.stop is not None or state.passed:
+                return
+
     # ------------------------------------------------------------------- body
     def _body(self, message: MessageView, state: _Inspection) -> None:
         limit = self.config.body_checks_size_limit
@@ -305,6 +336,15 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
         body = b"".join(message.body_chunks())
         consumed = sum(len(line) + 2 for line in complete)
         state.edits.append(ReplaceBody(b"".join(x + b"\r\n" for x in out) + body[consumed:]))
+
+
+def _read_body(message: MessageView, limit: int) -> bytes:
+    data = bytearray()
+    for chunk in message.body_chunks():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return bytes(data[:limit])
 
 
 def _presented(header: Header) -> str:

@@ -133,3 +133,52 @@ def test_bad_table_line_refuses_start_naming_file_and_line(tmp_path: Path) -> No
     assert done.returncode == 2
     assert f"{config}:7: chain[0].config.header_checks" in done.stderr
     assert f"{table}, line 2:" in done.stderr
+
+
+MULTIPART = (
+    b"Subject: with attachment\r\n"
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n'
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"hello\r\n"
+    b"--outer\r\n"
+    b"Content-Type: application/x-msdownload;\r\n"
+    b' name="setup.exe"\r\n'
+    b"\r\n"
+    b"TVqQAAMAAAAEAAAA\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"Subject: forwarded secret\r\n"
+    b"From: someone@example.net\r\n"
+    b"\r\n"
+    b"inner body\r\n"
+    b"--outer--\r\n"
+)
+
+
+async def test_mime_part_headers_go_to_mime_header_checks(tmp_path: Path) -> None:
+    mime = tmp_path / "mime"
+    mime.write_text('/^Content-Type:.*name="[^"]*\\.exe"/ REJECT 5.7.1 no executables\n')
+    result = await run_plugin(
+        HeaderChecks,
+        {"mime_header_checks": [f"regexp:{mime}"]},
+        message=MULTIPART,
+    )
+    assert result.final == Reject(Reply(550, "5.7.1", "no executables"))
+
+
+async def test_attached_message_headers_go_to_nested_header_checks(tmp_path: Path) -> None:
+    nested = tmp_path / "nested"
+    nested.write_text("/^Subject: forwarded secret/ HOLD attached secret\n")
+    outer = tmp_path / "outer"
+    outer.write_text("/^Subject: forwarded secret/ REJECT must not match the top level\n")
+    result = await run_plugin(
+        HeaderChecks,
+        {"header_checks": [f"regexp:{outer}"], "nested_header_checks": [f"regexp:{nested}"]},
+        message=MULTIPART,
+    )
+    assert result.final == Quarantine("attached secret")
