@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -1239,6 +1240,7 @@ class _Rule:
     literal: str | None = None  # the value, when it has no $n
     action: Action | None = None  # the value parsed, when it has no $n
     skip_to: int = 0  # IF: index of the matching ENDIF
+    name_hint: bytes | None = None  # lower-case header name the rule can only match, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -1285,7 +1287,7 @@ def _logical_lines(data: bytes, name: str) -> Iterator[tuple[int, bytes]]:
 class Table:
     """A compiled regexp:/pcre: table; build one with :func:`load_table` or :func:`parse_table`."""
 
-    __slots__ = ("_needs_upper", "_rules", "flavour", "name", "timeout")
+    __slots__ = ("_by_name", "_generic", "_needs_upper", "_rules", "flavour", "name", "timeout")
 
     def __init__(
         self, rules: Sequence[_Rule], *, flavour: Flavour, name: str, timeout: float | None
@@ -1300,6 +1302,7 @@ class Table:
         self.flavour = flavour
         self.name = name
         self.timeout = timeout
+        self._generic, self._by_name = _index(self._rules)
 
     def __len__(self) -> int:
         """Number of match rules (``if``/``endif`` not counted)."""
@@ -1349,34 +1352,45 @@ class Table:
         found = self._find(_key_bytes(key))
         return None if found is None else found[1]
 
+    def _candidates(self, data: bytes) -> tuple[int, ...]:
+        """Indexes of the rules that can match ``data``, in table order: rules hinted to
+        another header name are left out (most header_checks rules are ``/^Name: .../``)."""
+        if not self._by_name:
+            return self._generic
+        colon = data.find(b":")
+        name = data[:colon].lower() if colon > 0 else b""
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
+        return self._generic
+
     def _find(self, data: bytes) -> tuple[_Rule, str] | None:
         if not data:
             return None
         rules = self._rules
         timeout = self.timeout
         upper = data.upper() if self._needs_upper else data
-        i, count = 0, len(rules)
-        while i < count:
+        order = self._candidates(data)
+        at, count = 0, len(order)
+        while at < count:
+            i = order[at]
+            at += 1
             rule = rules[i]
             if rule.op is _Op.MATCH:
                 pattern = cast(_Pattern, rule.pattern)
                 try:
                     found = pattern.find(data, upper, timeout)
                 except TimeoutError:
-                    i += 1  # Postfix: a matching error is neither a match nor a non-match
-                    continue
+                    continue  # Postfix: a matching error is neither a match nor a non-match
                 if (found is not None) != pattern.positive:
-                    i += 1
                     continue
                 second = rule.second
                 if second is not None:
                     try:
                         hit = second.find(data, upper, timeout) is not None
                     except TimeoutError:
-                        i += 1
                         continue
                     if hit != second.positive:
-                        i += 1
                         continue
                 if rule.literal is not None:
                     return rule, rule.literal
@@ -1396,10 +1410,32 @@ class Table:
                     hit = pattern.find(data, upper, timeout) is not None
                 except TimeoutError:
                     hit = not pattern.positive  # the condition is false
-                i = i + 1 if hit == pattern.positive else rule.skip_to + 1
+                if hit != pattern.positive:
+                    # Skip the block: rules inside if/endif are never hinted, so they are
+                    # contiguous in ``order`` up to the ENDIF.
+                    while at < count and order[at] <= rule.skip_to:
+                        at += 1
                 continue
-            i += 1
         return None
+
+
+def _index(rules: tuple[_Rule, ...]) -> tuple[tuple[int, ...], dict[bytes, tuple[int, ...]]]:
+    """(rules for any header, rules per hinted header name incl. the generic ones)."""
+    depth = 0
+    hints: list[bytes | None] = []
+    for rule in rules:
+        if rule.op is _Op.IF:
+            depth += 1
+        hints.append(rule.name_hint if depth == 0 else None)
+        if rule.op is _Op.ENDIF:
+            depth -= 1
+    generic = tuple(i for i, hint in enumerate(hints) if hint is None)
+    names = {hint for hint in hints if hint is not None}
+    by_name = {
+        name: tuple(i for i, hint in enumerate(hints) if hint is None or hint == name)
+        for name in names
+    }
+    return generic, by_name
 
 
 def _key_bytes(key: str | bytes) -> bytes:
@@ -1507,6 +1543,7 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
         raise fail(str(exc)) from None
     except ActionError as exc:
         raise fail(str(exc)) from None
+    hint = _name_hint(first, first_flags) if first_positive and second is None else None
     return _Rule(
         op=_Op.MATCH,
         line=fail.line,
@@ -1516,7 +1553,24 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
         max_sub=max_sub,
         literal=literal,
         action=action,
+        name_hint=hint,
     )
+
+
+_NAME_HINT = re.compile(rb"^\^([A-Za-z0-9][A-Za-z0-9-]*):")
+
+
+def _name_hint(pattern: bytes, flags: str) -> bytes | None:
+    """``^Name:`` at the start of a pattern: the rule can only match headers called Name.
+
+    Only for plain literal names (no escapes, classes or spaces) and without the flags that
+    change what ``^`` or the literal mean (multi-line, extended); the hint is a pre-filter,
+    the rule's own regex still decides.
+    """
+    if "m" in flags or "x" in flags:
+        return None
+    found = _NAME_HINT.match(pattern)
+    return found.group(1).lower() if found else None
 
 
 def parse_table(

@@ -1,0 +1,1 @@
+"""Helpers for ``bench/run.py``, the throughput benchmark behind ``make bench``."""
