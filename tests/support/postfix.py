@@ -150,6 +150,7 @@ class PostfixInstance:
         virtual_domains: Sequence[str] = ("example.org", "example.net"),
         reinject_options: Mapping[str, str] | None = None,
         main_cf_extra: Mapping[str, str] | None = None,
+        smtpd_options: Mapping[str, str] | None = None,
     ) -> None:
         """Prepare (not start) an instance in the empty directory `base_dir`.
 
@@ -158,6 +159,7 @@ class PostfixInstance:
         matching deploy snippets with 10025 replaced by `filter_port`.
         reinject_options: `-o` overrides for the reinjection smtpd (name -> value).
         main_cf_extra: extra main.cf parameters (may be referenced by `$name`).
+        smtpd_options: `-o` options for the inbound smtpd only (e.g. smtpd_proxy_filter).
         """
         if content_filter is not None and filter_port is None:
             raise ValueError("a content filter needs a filter_port")
@@ -175,6 +177,7 @@ class PostfixInstance:
         self.virtual_domains = tuple(virtual_domains)
         self.reinject_options = dict(reinject_options or {})
         self.main_cf_extra = dict(main_cf_extra or {})
+        self.smtpd_options = dict(smtpd_options or {})
         self._master: subprocess.Popen[bytes] | None = None
         self._master_out: int | None = None
         self._built = False
@@ -254,7 +257,9 @@ class PostfixInstance:
         for option, value in self.reinject_options.items():
             snippet = override_master_option(snippet, option, value)
         base = _MASTER_CF_BASE.format(smtp_listen=f"127.0.0.1:{self.smtp_port}")
-        return base + "\n" + snippet
+        inbound = "".join(f"  -o {name}={value}\n" for name, value in self.smtpd_options.items())
+        first, _, rest = base.partition("smtpd\n")
+        return first + "smtpd\n" + inbound + rest + "\n" + snippet
 
     def build(self) -> None:
         """Write the configuration and create the queue tree (`post-install create-missing`)."""
@@ -625,6 +630,7 @@ class PostfixFactory:
         virtual_domains: Sequence[str] = ("example.org", "example.net"),
         reinject_options: Mapping[str, str] | None = None,
         main_cf_extra: Mapping[str, str] | None = None,
+        smtpd_options: Mapping[str, str] | None = None,
     ) -> PostfixInstance:
         """Build and start an instance in a fresh directory (see `PostfixInstance`)."""
         instance = PostfixInstance(
@@ -634,6 +640,7 @@ class PostfixFactory:
             virtual_domains=virtual_domains,
             reinject_options=reinject_options,
             main_cf_extra=main_cf_extra,
+            smtpd_options=smtpd_options,
         )
         self.instances.append(instance)
         instance.start()
