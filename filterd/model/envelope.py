@@ -4,6 +4,7 @@ attributes. Plugins read these; they never see a socket."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from dataclasses import dataclass, field
 
@@ -11,10 +12,14 @@ from filterd.model.notes import Notes
 from filterd.model.reply import Reply
 from filterd.protocols.smtp.xtext import xtext_decode
 
+_id_base = int.from_bytes(secrets.token_bytes(5), "big")
+_id_counter = itertools.count()
+
 
 def new_queue_id() -> str:
-    """A Postfix-looking queue id (10 upper-case hex digits), unique enough to follow in logs."""
-    return secrets.token_hex(5).upper()
+    """A Postfix-looking queue id (10 upper-case hex digits), unique within the process: a
+    random start (so restarts do not repeat ids) plus a counter (no syscall per message)."""
+    return f"{(_id_base + next(_id_counter)) & 0xFFFFFFFFFF:010X}"
 
 
 @dataclass(slots=True)

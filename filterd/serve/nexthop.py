@@ -18,7 +18,7 @@ from filterd.maillog import MailLog
 from filterd.model import replies
 from filterd.model.reply import Reply
 from filterd.protocols.smtp.client import ConnectionClosed, SmtpClient
-from filterd.protocols.smtp.common import NeedData, ProtocolError
+from filterd.protocols.smtp.common import ProtocolError
 
 log = MailLog("relay")
 
@@ -36,19 +36,29 @@ class NextHopError(Exception):
         self.detail = detail
 
 
+def _translate(exc: BaseException, what: str) -> NextHopError | None:
+    """Map an I/O, timeout or protocol failure to NextHopError with the right reply."""
+    if isinstance(exc, trio.TooSlowError):
+        return NextHopError(replies.NEXT_HOP_TIMEOUT, f"timeout during {what}")
+    if isinstance(exc, ProtocolError):
+        return NextHopError(replies.NEXT_HOP_PROTOCOL, f"protocol error during {what}: {exc}")
+    if isinstance(
+        exc, trio.BrokenResourceError | trio.ClosedResourceError | ssl.SSLError | OSError
+    ):
+        return NextHopError(replies.NEXT_HOP_DOWN, f"{what}: {exc or type(exc).__name__}")
+    return None
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Map I/O, timeout and protocol failures to NextHopError with the right reply."""
+    """For the rare paths (connect, TLS): failures → NextHopError."""
     try:
         yield
-    except trio.TooSlowError:
-        raise NextHopError(replies.NEXT_HOP_TIMEOUT, f"timeout during {what}") from None
-    except ProtocolError as exc:
-        raise NextHopError(
-            replies.NEXT_HOP_PROTOCOL, f"protocol error during {what}: {exc}"
-        ) from None
-    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
-        raise NextHopError(replies.NEXT_HOP_DOWN, f"{what}: {exc or type(exc).__name__}") from None
+    except Exception as exc:
+        failure = _translate(exc, what)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def transient(reply: Reply) -> Reply:
@@ -126,42 +136,54 @@ class NextHopConnection:
 
     # ------------------------------------------------------------ exchanges
     async def send(self, data: bytes, what: str) -> None:
-        try:
-            with translate_errors(what), trio.fail_after(self.config.command_timeout):
-                await self.stream.send_all(data)
-        except NextHopError:
-            self.healthy = False
-            raise
+        await self._exchange(data, 0, what, self.config.command_timeout)
 
     async def read_reply(self, what: str, *, final: bool = False) -> Reply:
         """The next reply, under the command deadline (the data deadline after the final dot)."""
         limit = self.config.data_timeout if final else self.config.command_timeout
-        try:
-            with translate_errors(what), trio.fail_after(limit):
-                while True:
-                    reply = self.codec.next_reply()
-                    if isinstance(reply, Reply):
-                        if reply.code == 421:
-                            self.healthy = False
-                        return reply
-                    if isinstance(reply, ConnectionClosed):
-                        raise NextHopError(replies.NEXT_HOP_DOWN, f"connection closed ({what})")
-                    assert isinstance(reply, NeedData)
-                    self.codec.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
-        except NextHopError:
-            self.healthy = False
-            raise
+        return (await self._exchange(None, 1, what, limit))[0]
 
     async def command(self, data: bytes, what: str) -> Reply:
-        await self.send(data, what)
-        return await self.read_reply(what)
+        return (await self._exchange(data, 1, what, self.config.command_timeout))[0]
 
     async def exchange(self, commands: Sequence[bytes], what: str) -> list[Reply]:
         """Send a group of commands (pipelined when the next hop offers PIPELINING)."""
         if self.codec.capabilities.has("PIPELINING"):
-            await self.send(b"".join(commands), what)
-            return [await self.read_reply(what) for _ in commands]
+            joined = b"".join(commands)
+            return await self._exchange(joined, len(commands), what, self.config.command_timeout)
         return [await self.command(c, what) for c in commands]
+
+    async def _exchange(
+        self, data: bytes | None, count: int, what: str, limit: float
+    ) -> list[Reply]:
+        """Send ``data`` (if any) and read ``count`` replies, all under one deadline (one
+        cancel scope per exchange: this is the relay's hot path)."""
+        answers: list[Reply] = []
+        try:
+            with trio.fail_after(limit):
+                if data is not None:
+                    await self.stream.send_all(data)
+                while len(answers) < count:
+                    reply = self.codec.next_reply()
+                    if isinstance(reply, Reply):
+                        if reply.code == 421:
+                            self.healthy = False
+                        answers.append(reply)
+                    elif isinstance(reply, ConnectionClosed):
+                        raise NextHopError(replies.NEXT_HOP_DOWN, f"connection closed ({what})")
+                    else:
+                        received = await self.stream.receive_some(RECEIVE_SIZE)
+                        self.codec.receive_data(bytes(received))
+        except NextHopError:
+            self.healthy = False
+            raise
+        except BaseException as exc:
+            failure = _translate(exc, what)
+            if failure is None:
+                raise
+            self.healthy = False
+            raise failure from None
+        return answers
 
     # --------------------------------------------------------------- closing
     async def quit(self) -> None:
