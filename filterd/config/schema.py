@@ -74,8 +74,10 @@ class ListenConfig(_Section):
         description='Where to listen: "host:port", "[ipv6]:port" or "unix:/path".',
         examples=["127.0.0.1:10025"],
     )
-    protocol: Literal["smtp", "lmtp"] = Field(
-        default="smtp", description="Protocol spoken to clients on this socket: smtp or lmtp."
+    protocol: Literal["smtp", "lmtp", "policy"] = Field(
+        default="smtp",
+        description="Protocol spoken to clients on this socket: smtp, lmtp, or policy "
+        "(Postfix's check_policy_service).",
     )
     hostname: HostName = Field(
         default="localhost",
@@ -88,6 +90,11 @@ class ListenConfig(_Section):
     xforward_hosts: tuple[IPNetwork, ...] = Field(
         default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
+    )
+    accept_as_ok: Flag = Field(
+        default=False,
+        description="policy listeners: answer a plugin's Accept with OK (ends Postfix's "
+        "restriction list, which can open a relay) instead of DUNNO.",
     )
     add_received_header: Flag = Field(
         default=True, description="Prepend a Received header to each message accepted here."

@@ -12,14 +12,10 @@ Stop: close the listeners, tell idle sessions 421, give sessions mid-message
 
 from __future__ import annotations
 
-import errno
 import ipaddress
-import os
 import signal
 import socket
 import ssl
-import stat
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -27,12 +23,19 @@ import trio
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
 from filterd.config.schema import Config, ListenConfig
-from filterd.config.types import Endpoint
 from filterd.maillog import MailLog, setup_logging
 from filterd.model import replies
 from filterd.model.envelope import Client, Session, new_queue_id
 from filterd.serve.delivery import Delivery
+from filterd.serve.listeners import (
+    ConnectionHandler,
+    accept_loop,
+    bound_address,
+    open_listener,
+    remove_socket,
+)
 from filterd.serve.maildir import Maildir
+from filterd.serve.policy_service import PolicyHandler, PolicySettings
 from filterd.serve.quarantine import QuarantineStore
 from filterd.serve.relay import Relay
 from filterd.serve.shutdown import Shutdown
@@ -40,7 +43,6 @@ from filterd.serve.smtp_session import SessionSettings, SmtpSession
 
 log = MailLog("main")
 
-ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 REFUSE_TIMEOUT = 5.0
 
 
@@ -99,7 +101,7 @@ async def serve(
         chain = build_chain(config)
     listeners = [await open_listener(listen.address) for listen in config.listen]
     infos = [
-        ListenerInfo(listen, _bound(listener, listen.address))
+        ListenerInfo(listen, bound_address(listener, listen.address))
         for listen, listener in zip(config.listen, listeners, strict=True)
     ]
     for info in infos:
@@ -115,11 +117,10 @@ async def serve(
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as accepting:
                     for listen, listener in zip(config.listen, listeners, strict=True):
-                        settings = SessionSettings(
-                            listen, config.limits, server_ssl_context(listen)
+                        handler = _handler_for(
+                            listen, config, chain, delivery, quarantine, shutdown
                         )
-                        handler = _Handler(settings, chain, delivery, quarantine, shutdown)
-                        accepting.start_soon(_accept_loop, listener, handler, connections)
+                        accepting.start_soon(accept_loop, listener, handler, connections)
                     task_status.started(infos)
                     await shutdown.event.wait()
                     log.plain("stopping: no new connections; sessions in progress may finish")
@@ -137,7 +138,7 @@ async def serve(
                 await chain.stop()
         for listen in config.listen:
             if listen.address.kind == "unix":
-                _remove_socket(listen.address.path)
+                remove_socket(listen.address.path)
         log.plain("stopped")
 
 
@@ -154,6 +155,25 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
                 return
             log.plain(f"signal {signal.Signals(signum).name}: graceful stop")
             shutdown.begin()
+
+
+def _handler_for(
+    listen: ListenConfig,
+    config: Config,
+    chain: ChainRunner,
+    delivery: Delivery,
+    quarantine: QuarantineStore,
+    shutdown: Shutdown,
+) -> ConnectionHandler:
+    if listen.protocol == "policy":
+        settings = PolicySettings(
+            name=str(listen.address),
+            accept_as_ok=listen.accept_as_ok,
+            max_connections=listen.max_connections,
+        )
+        return PolicyHandler(chain, settings, shutdown)
+    session = SessionSettings(listen, config.limits, server_ssl_context(listen))
+    return _Handler(session, chain, delivery, quarantine, shutdown)
 
 
 class _Handler:
@@ -196,6 +216,9 @@ class _Handler:
     def over_limit(self) -> bool:
         return self.active >= self.settings.listen.max_connections
 
+    async def refuse(self, stream: trio.abc.Stream) -> None:
+        await refuse_smtp(stream)
+
     def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
         sock = getattr(stream, "socket", None)
         if sock is None or sock.family == socket.AF_UNIX:
@@ -208,33 +231,7 @@ class _Handler:
         return Client(address=str(address), port=port, name="unknown"), trusted
 
 
-async def _accept_loop(
-    listener: trio.SocketListener,
-    handler: _Handler,
-    connections: trio.Nursery,
-) -> None:
-    while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno in ACCEPT_ERRNOS:
-                log.warning(f"accept: {os.strerror(exc.errno or 0)}; pausing 100 ms")
-                await trio.sleep(0.1)
-                continue
-            raise
-        if handler.over_limit():
-            connections.start_soon(_refuse, stream)
-        else:
-            connections.start_soon(_run_handler, handler, stream)
-
-
-async def _run_handler(
-    handler: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream
-) -> None:
-    await handler(stream)
-
-
-async def _refuse(stream: trio.abc.Stream) -> None:
+async def refuse_smtp(stream: trio.abc.Stream) -> None:
     """Beyond max_connections: 421 4.7.0 and close, without reading anything."""
     log.plain("too many connections: refused with 421")
     with trio.move_on_after(REFUSE_TIMEOUT):
@@ -244,30 +241,3 @@ async def _refuse(stream: trio.abc.Stream) -> None:
             pass
     with trio.CancelScope(shield=True), trio.move_on_after(1):
         await stream.aclose()
-
-
-async def open_listener(endpoint: Endpoint) -> trio.SocketListener:
-    if endpoint.kind == "unix":
-        _remove_socket(endpoint.path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(endpoint.path)
-        sock.listen(socket.SOMAXCONN)
-        return trio.SocketListener(sock)
-    listeners = await trio.open_tcp_listeners(endpoint.port, host=endpoint.host, backlog=1024)
-    return listeners[0]
-
-
-def _bound(listener: trio.SocketListener, endpoint: Endpoint) -> str:
-    if endpoint.kind == "unix":
-        return str(endpoint)
-    host, port = listener.socket.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _remove_socket(path: str) -> None:
-    """Remove a stale unix socket (never a regular file)."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass

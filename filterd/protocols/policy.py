@@ -1,0 +1,235 @@
+"""Sans-I/O codec for the Postfix policy delegation protocol (SMTPD_POLICY_README).
+
+Postfix (``check_policy_service``) writes a request as ``name=value`` lines, each ended by LF,
+and ends it with an empty line; the server answers one ``action=...`` line plus an empty line.
+The connection is reused for request after request (contracts.md §4).
+
+Wire rules this codec enforces:
+
+- **LF ends a line.** Postfix writes LF only (``attr_print_plain``). One CR right before the LF
+  is dropped, so a request typed by hand (telnet, ``nc -C``) still parses; Postfix never sends
+  one, and its own reader (``attr_scan_plain``) keeps CRs, so what we *send* is LF only.
+- **Names** are lower-case letters, digits and ``_`` (every Postfix name is ``[a-z_]``; digits
+  are let through for names a future Postfix may add). **Values** may be empty and may hold
+  any byte but NUL and LF; non-UTF-8 bytes survive as surrogates (``surrogateescape``).
+- A line without ``=``, a NUL, or a bad name is a ``RemoteProtocolError``. Unknown attributes
+  are kept (the mapping ignores what it does not know). A repeated attribute: the first one
+  wins, as in Postfix's own ``attr_scan_plain`` hash tables.
+- ``request=smtpd_access_policy`` is mandatory; a request without it (an empty line on its
+  own, too) is a ``RemoteProtocolError``.
+- Limits (``PolicyLimits``): line length, attributes per request and request size, checked as
+  bytes arrive, so a peer never makes us buffer more than ``max_request_size``. Scanning is
+  O(n): the search for the next LF resumes where it stopped.
+- EOF between requests is ``ConnectionClosed``; EOF inside a request is a
+  ``RemoteProtocolError``.
+
+Like the SMTP codec, it pauses: after a ``PolicyRequest`` it produces nothing more until
+``send`` has answered it, so answers can never get out of order. After a
+``RemoteProtocolError`` the codec is dead and raises it again; per contracts.md §4 the shell
+answers nothing and closes (Postfix retries, then applies its ``default_action``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from filterd.protocols.smtp.common import (
+    NEED_DATA,
+    LocalProtocolError,
+    NeedData,
+    RemoteProtocolError,
+)
+
+__all__ = [
+    "NEED_DATA",
+    "REQUEST_TYPE",
+    "ConnectionClosed",
+    "LocalProtocolError",
+    "NeedData",
+    "PolicyEvent",
+    "PolicyLimits",
+    "PolicyRequest",
+    "PolicyServer",
+    "RemoteProtocolError",
+]
+
+REQUEST_TYPE = "smtpd_access_policy"
+"""The one request type Postfix sends (``request=`` attribute)."""
+
+_NAME = re.compile(rb"[a-z0-9_]+")
+_PREVIEW = 40
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    """What one peer may make us buffer. Postfix sends ~30 attributes, well under 2 KB."""
+
+    max_line: int = 16_384  # one name=value line, LF included
+    max_attributes: int = 256  # lines in one request
+    max_request_size: int = 65_536  # one request, every line and the empty line included
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """One complete request: its attributes (read-only, in arrival order)."""
+
+    attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.attributes.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """Postfix closed the connection between two requests."""
+
+
+PolicyEvent = PolicyRequest | ConnectionClosed
+
+
+def _preview(raw: bytes) -> str:
+    text = raw[:_PREVIEW].decode("ascii", "backslashreplace")
+    return repr(text + ("..." if len(raw) > _PREVIEW else ""))
+
+
+class PolicyServer:
+    """The server side of one policy connection.
+
+    ``receive_data(bytes)`` (``b""`` = EOF), ``next_event()`` → ``NEED_DATA`` |
+    ``PolicyRequest`` | ``ConnectionClosed``, ``send(action) -> bytes``.
+    """
+
+    def __init__(self, limits: PolicyLimits | None = None) -> None:
+        self.limits = limits or PolicyLimits()
+        self._buf = bytearray()
+        self._start = 0  # _buf[:_start] is consumed (dropped in bulk, not line by line)
+        self._scanned = 0  # _buf[_start:_scanned] is known to hold no LF
+        self._eof = False
+        self._owed = False  # a PolicyRequest waits for send()
+        self._error: RemoteProtocolError | None = None
+        self._attrs: dict[str, str] = {}
+        self._lines = 0  # attribute lines of the request being read
+        self._size = 0  # bytes of the request being read, complete lines only
+        self.requests = 0  # requests produced so far
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from Postfix; ``b""`` means it closed its side."""
+        if data:
+            if self._eof:
+                raise LocalProtocolError("data received after EOF")
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def in_request(self) -> bool:
+        """True while part of a request has arrived but not all of it (the shell runs the
+        request deadline, not the idle timeout, while this holds)."""
+        return len(self._buf) > self._start or self._lines > 0
+
+    def next_event(self) -> PolicyEvent | NeedData:
+        if self._error is not None:
+            raise self._error
+        if self._owed:
+            raise LocalProtocolError("the previous request has not been answered")
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_event(self) -> PolicyEvent | NeedData:
+        while True:
+            line = self._take_line()
+            if line is None:
+                if not self._eof:
+                    return NEED_DATA
+                if self.in_request:
+                    raise RemoteProtocolError("connection closed in the middle of a request")
+                return ConnectionClosed()
+            if not line:
+                return self._finish()
+            self._add(line)
+
+    def _take_line(self) -> bytes | None:
+        """One line without its LF (and without one CR before it), or None for "need more"."""
+        limits = self.limits
+        start = self._start
+        nl = self._buf.find(b"\n", max(start, self._scanned))
+        if nl < 0:
+            pending = len(self._buf) - start
+            self._scanned = len(self._buf)
+            self._check_size(pending)
+            if pending > limits.max_line:
+                raise RemoteProtocolError(f"attribute line longer than {limits.max_line} bytes")
+            return None
+        length = nl + 1 - start
+        if length > limits.max_line:
+            raise RemoteProtocolError(f"attribute line longer than {limits.max_line} bytes")
+        self._check_size(length)
+        line = bytes(self._buf[start:nl])
+        self._start = nl + 1
+        if self._start * 2 > len(self._buf):  # compact: amortised O(1) per byte
+            del self._buf[: self._start]
+            self._start = 0
+        self._scanned = self._start
+        self._size += length
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _check_size(self, pending: int) -> None:
+        limit = self.limits.max_request_size
+        if self._size + pending > limit:
+            raise RemoteProtocolError(f"request larger than {limit} bytes")
+
+    def _add(self, line: bytes) -> None:
+        self._lines += 1
+        if self._lines > self.limits.max_attributes:
+            raise RemoteProtocolError(
+                f"more than {self.limits.max_attributes} attributes in one request"
+            )
+        if b"\x00" in line:
+            raise RemoteProtocolError(f"NUL byte in attribute line {_preview(line)}")
+        name, eq, value = line.partition(b"=")
+        if not eq:
+            raise RemoteProtocolError(f"attribute line without '=': {_preview(line)}")
+        if not _NAME.fullmatch(name):
+            raise RemoteProtocolError(f"bad attribute name {_preview(name)}")
+        self._attrs.setdefault(name.decode("ascii"), value.decode("utf-8", "surrogateescape"))
+
+    def _finish(self) -> PolicyRequest:
+        attrs, self._attrs = self._attrs, {}
+        self._lines = 0
+        self._size = 0
+        kind = attrs.get("request")
+        if kind is None:
+            raise RemoteProtocolError("request without a request= attribute")
+        if kind != REQUEST_TYPE:
+            raw = kind.encode("utf-8", "surrogateescape")
+            raise RemoteProtocolError(f"unknown request type {_preview(raw)}")
+        self._owed = True
+        self.requests += 1
+        return PolicyRequest(MappingProxyType(attrs))
+
+    # ----------------------------------------------------------------- output
+    def send(self, action: str) -> bytes:
+        """The answer to the request just produced: ``action=<action>\\n\\n``.
+
+        ``action`` is one line (any access(5) right-hand side); a CR, LF or NUL in it would
+        end the answer early or smuggle text into the next one, so it is refused.
+        """
+        if not self._owed:
+            raise LocalProtocolError("no request to answer")
+        if not action:
+            raise LocalProtocolError("empty action")
+        if any(c in action for c in "\r\n\x00"):
+            raise LocalProtocolError(f"action contains CR, LF or NUL: {action!r}")
+        self._owed = False
+        line = f"action={action}\n\n"
+        try:
+            return line.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no input byte stands for
+            return line.encode("utf-8", "replace")

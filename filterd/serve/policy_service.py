@@ -1,0 +1,447 @@
+"""The Postfix policy front door: one trio task per policy connection, many requests on each.
+
+Postfix (``check_policy_service inet:host:port``) keeps a connection per smtpd process and sends
+one request per check, one at a time (contracts.md §4). For each request this shell:
+
+1. builds the model with ``policy_map.request_to_envelope``;
+2. runs the chain's stages for the request's ``protocol_state`` in SMTP order (connect, helo,
+   mail_from, rcpt), stopping at the first ``Reject``/``TempFail``, so plugins see what the
+   SMTP proxy shows them. Stages run **once per message**: requests of one message (RCPT,
+   DATA, END-OF-MESSAGE with the same ``instance``, client and sender) share one ``Session``
+   and ``Transaction`` — notes carry over, ``on_mail_from`` runs once, ``on_rcpt`` once per
+   recipient, ``Transaction.recipients`` grows — and a later request reuses the verdicts of
+   stages that already ran. Requests before RCPT cannot be tied to a message (Postfix sets
+   ``instance`` only after MAIL FROM succeeds) and are each answered on their own. A request
+   for another message ends the previous one: ``on_close`` runs for its session.
+3. renders one action with ``policy_map.plan_action``: the first refusal, else a Discard or
+   Quarantine, else Accept (``DUNNO`` unless ``accept_as_ok``), else Continue; ``PREPEND``
+   carries one header per answer, and a header already prepended for the message is not sent
+   again (so a per-recipient header appears once in multi-recipient mail).
+
+Trouble — malformed input, a request over a limit, the request deadline, a bug of ours — is
+answered with **nothing**: per SMTPD_POLICY_README the server logs and disconnects; Postfix
+retries (``smtpd_policy_service_try_limit``) and then applies
+``smtpd_policy_service_default_action`` (451 4.3.5 unless the admin chose e.g. DUNNO), so the
+admin, not filterd, picks fail-open or fail-closed. Plugin crashes and timeouts are not
+trouble: the chain turns them into verdicts (451 4.3.0 / 4.4.5 by default) that are answered.
+
+Deadlines: ``idle_timeout`` (330 s) between requests — longer than Postfix's
+``smtpd_policy_service_max_idle`` (300 s) so Postfix, not us, closes idle connections — and
+``request_timeout`` (90 s) from a request's first byte to its answer, under Postfix's
+``smtpd_policy_service_timeout`` (100 s) so an answer is never late for a waiting smtpd.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import trio
+
+from filterd.chain.outcome import Outcome, PluginResult
+from filterd.chain.runner import ChainRunner
+from filterd.maillog import MailLog, queue_id_var, sanitize
+from filterd.model import replies
+from filterd.model.edits import Edit
+from filterd.model.envelope import Recipient, Session, Transaction, new_queue_id
+from filterd.model.findings import Finding
+from filterd.model.verdict import (
+    CONTINUE,
+    Accept,
+    Continue,
+    Discard,
+    Quarantine,
+    Reject,
+    TempFail,
+    Verdict,
+)
+from filterd.protocols.policy import (
+    ConnectionClosed,
+    NeedData,
+    PolicyLimits,
+    PolicyRequest,
+    PolicyServer,
+    RemoteProtocolError,
+)
+from filterd.protocols.policy_map import (
+    POLICY_ATTRIBUTES,
+    PolicyEnvelope,
+    Stage,
+    header_key,
+    message_key,
+    plan_action,
+    prepend_allowed,
+    request_to_envelope,
+)
+from filterd.serve.listeners import accept_loop
+from filterd.serve.shutdown import Shutdown
+
+__all__ = [
+    "PolicyConnection",
+    "PolicyHandler",
+    "PolicySettings",
+    "serve_policy",
+    "serve_policy_connection",
+]
+
+log = MailLog("policy")
+
+RECEIVE_SIZE = 65536
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """What a policy listener needs; derived once at start-up."""
+
+    name: str = "policy"  # Session.listener, for logs and plugins
+    accept_as_ok: bool = False  # render Accept as OK (ends Postfix's restriction list)
+    request_timeout: float = 90.0  # first byte of a request → its answer
+    idle_timeout: float = 330.0  # between requests
+    max_connections: int = 100  # more are closed at once (Postfix retries, then default_action)
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
+
+
+class _Close(Exception):
+    """Ends the connection quietly (idle timeout, shutdown, trouble already logged)."""
+
+
+@dataclass(slots=True)
+class _Message:
+    """Requests that belong together: one message (keyed), or one lone request (key None)."""
+
+    key: tuple[str, ...] | None
+    session: Session
+    transaction: Transaction
+    outcomes: dict[Stage, Outcome] = field(default_factory=dict)
+    rcpt_outcomes: dict[str, Outcome] = field(default_factory=dict)
+    prepended: set[tuple[str, str]] = field(default_factory=set)
+
+    def refresh(self, envelope: PolicyEnvelope) -> None:
+        """A later request of the same message: take what Postfix learned since (queue id
+        once the queue file exists, the real size at END-OF-MESSAGE, the latest attributes)."""
+        attrs = envelope.session.notes.get(POLICY_ATTRIBUTES)
+        if attrs is not None:
+            self.session.notes.set(POLICY_ATTRIBUTES, attrs)
+        if envelope.transaction.queue_id != "NOQUEUE":
+            self.transaction.queue_id = envelope.transaction.queue_id
+        if envelope.transaction.size:
+            self.transaction.size = envelope.transaction.size
+
+
+def _refusal(verdict: Verdict) -> bool:
+    return isinstance(verdict, Reject | TempFail)
+
+
+def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
+    """One outcome for a request from its stages' outcomes (``fresh`` = ran for this request;
+    edits and findings of reused outcomes were already answered). The first refusal wins,
+    then the first Discard/Quarantine (SMTP proxy: decided early, applied to the message),
+    then the first Accept, else Continue."""
+    edits: list[Edit] = []
+    findings: list[Finding] = []
+    results: list[PluginResult] = []
+    decision: tuple[Verdict, str | None] | None = None
+    accepted: tuple[Verdict, str | None] | None = None
+    for outcome, fresh in steps:
+        if fresh:
+            edits.extend(outcome.edits)
+            findings.extend(outcome.findings)
+            results.extend(outcome.results)
+        verdict = outcome.verdict
+        if _refusal(verdict) or (isinstance(verdict, Discard | Quarantine) and decision is None):
+            decision = (verdict, outcome.decided_by)
+            if _refusal(verdict):
+                break
+        elif isinstance(verdict, Accept) and accepted is None:
+            accepted = (verdict, outcome.decided_by)
+    verdict, decided_by = decision or accepted or (CONTINUE, None)
+    return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results))
+
+
+class PolicyConnection:
+    """One connection from Postfix's policy client."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        chain: ChainRunner,
+        settings: PolicySettings,
+        *,
+        shutdown: Shutdown | None = None,
+    ) -> None:
+        self.stream = stream
+        self.chain = chain
+        self.settings = settings
+        self.shutdown = shutdown or Shutdown()
+        self.codec = PolicyServer(settings.limits)
+        self.peer = _describe_peer(stream)
+        self._message: _Message | None = None
+        self._started = 0.0  # when the request being read began
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        log.plain(f"connect from {self.peer}")
+        try:
+            await self._serve()
+        except _Close:
+            pass
+        except RemoteProtocolError as exc:
+            log.warning(
+                f"protocol error from {self.peer}: {sanitize(exc)}; closing without an answer"
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            log.info(f"lost connection with {self.peer}")
+        except Exception:
+            log.exception(f"internal error serving {self.peer}; closing without an answer")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                await self._end_message()
+                await self.stream.aclose()
+            queue_id_var.set("NOQUEUE")
+            log.plain(f"disconnect from {self.peer}", requests=self.codec.requests)
+
+    async def _serve(self) -> None:
+        while True:
+            event = await self._next_event()
+            if isinstance(event, ConnectionClosed):
+                return
+            with trio.CancelScope(deadline=self._started + self.settings.request_timeout) as scope:
+                action = await self._answer(event)
+                await self.stream.send_all(self.codec.send(action))
+            if scope.cancelled_caught:
+                log.warning(
+                    f"request from {self.peer} not answered within "
+                    f"{self.settings.request_timeout:g}s; closing without an answer"
+                )
+                return
+            queue_id_var.set("NOQUEUE")
+            if self.shutdown.stopping:
+                return
+            self._started = trio.current_time()  # a pipelined request may be waiting already
+
+    async def _next_event(self) -> PolicyRequest | ConnectionClosed:
+        while True:
+            event = self.codec.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            if self.codec.in_request:
+                deadline = self._started + self.settings.request_timeout
+                with trio.CancelScope(deadline=deadline) as scope:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                if scope.cancelled_caught:
+                    log.warning(f"timeout reading a request from {self.peer}")
+                    raise _Close
+            else:
+                data = await self._receive_idle()
+                self._started = trio.current_time()
+            self.codec.receive_data(bytes(data))
+
+    async def _receive_idle(self) -> bytes | bytearray:
+        with trio.CancelScope(deadline=trio.current_time() + self.settings.idle_timeout) as scope:
+            self.shutdown.register_idle(scope)
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            finally:
+                self.shutdown.unregister_idle(scope)
+        if scope.cancelled_caught:
+            why = "shutting down" if self.shutdown.stopping else "idle timeout"
+            log.info(f"{why}: closing idle connection from {self.peer}")
+            raise _Close
+        return data
+
+    # -------------------------------------------------------------- requests
+    async def _answer(self, request: PolicyRequest) -> str:
+        attrs = request.attributes
+        state = attrs.get("protocol_state", "").upper()
+        queue_id_var.set(attrs.get("queue_id") or "NOQUEUE")
+        envelope = request_to_envelope(
+            attrs, session_id=new_queue_id(), listener=self.settings.name
+        )
+        message = await self._message_for(message_key(attrs), envelope)
+        try:
+            outcome = await self._run_stages(message, envelope)
+        finally:
+            if message.key is None:
+                await _close_session(self.chain, message.session)
+        plan = plan_action(
+            outcome,
+            accept_as_ok=self.settings.accept_as_ok,
+            prepend=prepend_allowed(state),
+            already_prepended=message.prepended,
+        )
+        if plan.header is not None:
+            message.prepended.add(header_key(plan.header))
+        if plan.dropped and isinstance(outcome.verdict, Continue | Accept | Quarantine):
+            log.info(
+                "edits the policy protocol cannot apply here were dropped: "
+                + ", ".join(type(e).__name__ for e in plan.dropped),
+                decided_by=outcome.decided_by or "-",
+            )
+        self._log_answer(state, envelope, plan.action, outcome)
+        return plan.action
+
+    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> _Message:
+        current = self._message
+        if key is not None and current is not None and current.key == key:
+            current.refresh(envelope)
+            return current
+        await self._end_message()
+        message = _Message(key, envelope.session, envelope.transaction)
+        if key is not None:
+            self._message = message
+        return message
+
+    async def _end_message(self) -> None:
+        message, self._message = self._message, None
+        if message is not None:
+            await _close_session(self.chain, message.session)
+
+    async def _run_stages(self, message: _Message, envelope: PolicyEnvelope) -> Outcome:
+        session, t = message.session, message.transaction
+        steps: list[tuple[Outcome, bool]] = []
+        for stage in envelope.stages:
+            if stage == "rcpt":
+                assert envelope.recipient is not None, "the rcpt stage needs a recipient"
+                step = await self._rcpt(message, envelope.recipient.address)
+            else:
+                cached = message.outcomes.get(stage)
+                if cached is not None:
+                    step = (cached, False)
+                else:
+                    outcome = await self._stage(stage, session, t)
+                    message.outcomes[stage] = outcome
+                    step = (outcome, True)
+            steps.append(step)
+            if _refusal(step[0].verdict):
+                break
+        return _combine(steps)
+
+    async def _stage(self, stage: Stage, session: Session, t: Transaction) -> Outcome:
+        match stage:
+            case "connect":
+                return await self.chain.connect(session)
+            case "helo":
+                return await self.chain.helo(session, session.peer.helo or "")
+            case "mail_from":
+                return await self.chain.mail_from(t)
+            case "rcpt":
+                raise AssertionError("rcpt runs per recipient")
+
+    async def _rcpt(self, message: _Message, address: str) -> tuple[Outcome, bool]:
+        cached = message.rcpt_outcomes.get(address)
+        if cached is not None:
+            return cached, False
+        t = message.transaction
+        rcpt = Recipient(address)
+        outcome = await self.chain.rcpt(t, rcpt)
+        verdict = outcome.verdict
+        # Our answer, not Postfix's: a later restriction may still refuse what we let pass.
+        rcpt.reply = verdict.reply if isinstance(verdict, Reject | TempFail) else replies.RCPT_OK
+        t.recipients.append(rcpt)
+        message.rcpt_outcomes[address] = outcome
+        return outcome, True
+
+    def _log_answer(
+        self, state: str, envelope: PolicyEnvelope, action: str, outcome: Outcome
+    ) -> None:
+        peer = envelope.session.peer
+        t = envelope.transaction
+        to = f" to=<{envelope.recipient.address}>" if envelope.recipient is not None else ""
+        what = "reject" if _refusal(outcome.verdict) else "action"
+        line = (
+            f"{what}: {state or 'UNKNOWN'} from {peer.describe()}: {action}; from=<{t.sender}>"
+            f"{to} proto={peer.protocol} helo=<{peer.helo or ''}>"
+        )
+        if action == "DUNNO":
+            log.debug(sanitize(line))
+        else:
+            log.info(sanitize(line), decided_by=outcome.decided_by or "-")
+
+
+async def _close_session(chain: ChainRunner, session: Session) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+        await chain.close(session)
+
+
+def _describe_peer(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "unknown[unknown]"
+    if sock.family == socket.AF_UNIX:
+        return "local[unix]"
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "unknown[unknown]"
+    return f"[{host}]:{port}"
+
+
+async def serve_policy_connection(
+    stream: trio.abc.Stream,
+    chain: ChainRunner,
+    settings: PolicySettings,
+    *,
+    shutdown: Shutdown | None = None,
+) -> None:
+    """Serve one policy connection until Postfix closes it, a timeout, trouble or shutdown.
+    Never raises for what happens on the connection (other connections keep being served)."""
+    await PolicyConnection(stream, chain, settings, shutdown=shutdown).run()
+
+
+class PolicyHandler:
+    """A connection handler with the supervisor's ``_Handler`` shape (``over_limit()``,
+    ``await handler(stream)``). Beyond ``max_connections`` a connection is closed at once —
+    a policy client gets no 421 line; Postfix retries, then applies its default_action — so
+    ``over_limit`` is always False and the limit is enforced here."""
+
+    def __init__(
+        self, chain: ChainRunner, settings: PolicySettings, shutdown: Shutdown | None = None
+    ) -> None:
+        self.chain = chain
+        self.settings = settings
+        self.shutdown = shutdown or Shutdown()
+        self.active = 0
+
+    def over_limit(self) -> bool:
+        return False
+
+    async def refuse(self, stream: trio.abc.Stream) -> None:
+        await stream.aclose()
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        if self.active >= self.settings.max_connections:
+            log.warning(
+                f"too many policy connections ({self.active}): closing {_describe_peer(stream)}"
+            )
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+            return
+        self.active += 1
+        try:
+            await serve_policy_connection(stream, self.chain, self.settings, shutdown=self.shutdown)
+        finally:
+            self.active -= 1
+
+
+async def serve_policy(
+    listener: trio.SocketListener,
+    chain: ChainRunner,
+    settings: PolicySettings,
+    *,
+    shutdown: Shutdown | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept policy connections on ``listener`` until ``shutdown`` begins (forever without
+    one). On shutdown: stop accepting, close idle connections at once, let requests in progress
+    be answered (at most ``request_timeout``), then return. The caller owns the listener and
+    the chain's start/stop."""
+    shutdown = shutdown or Shutdown()
+    handler = PolicyHandler(chain, settings, shutdown)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(accept_loop, listener, handler, connections)
+            task_status.started()
+            await shutdown.event.wait()
+            accepting.cancel_scope.cancel()
+        connections.cancel_scope.deadline = trio.current_time() + settings.request_timeout

@@ -1,0 +1,485 @@
+"""The policy front door over real TCP on 127.0.0.1, with a real ChainRunner and test plugins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from filterd.chain.runner import PLUGIN_FAILED, ChainRunner, Entry
+from filterd.config.schema import ChainEntryConfig
+from filterd.maillog import MailLog
+from filterd.model.envelope import Recipient, Session, Transaction
+from filterd.protocols.policy import PolicyLimits
+from filterd.protocols.policy_map import POLICY_ATTRIBUTES
+from filterd.sdk import (
+    Accept,
+    AddHeader,
+    Continue,
+    Discard,
+    NoteKey,
+    OnClose,
+    OnConnect,
+    OnHelo,
+    OnMailFrom,
+    OnRcpt,
+    Plugin,
+    PluginConfig,
+    PluginEnv,
+    Quarantine,
+    Reject,
+    Reply,
+    TempFail,
+    Verdict,
+)
+from filterd.serve.policy_service import PolicySettings, serve_policy
+from filterd.serve.shutdown import Shutdown
+
+SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
+SEEN = NoteKey[int]("test.rcpts_seen")
+
+
+class RulesConfig(PluginConfig):
+    reject_rcpt: str = ""  # recipient prefixes
+    tempfail_rcpt: str = ""
+    crash_rcpt: str = ""
+    hang_rcpt: str = ""
+    rcpt_header: bool = False  # AddHeader X-Rcpt-Checked at on_rcpt
+    mail_header: str = ""  # AddHeader X-Policy: <value> at on_mail_from
+    reject_sender: str = ""
+    whitelist_sender: str = ""  # Accept(final=True)
+    discard_sender: str = ""
+    hold_sender: str = ""
+    reject_helo: str = ""
+
+
+class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnClose):
+    name = "rules"
+    Config = RulesConfig
+
+    def __init__(self, config: RulesConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
+        self.calls: list[str] = []
+        self.closed = trio.Event()
+
+    async def on_connect(self, session: Session) -> Verdict:
+        self.calls.append(f"connect {session.peer.address}")
+        return Continue()
+
+    async def on_helo(self, session: Session, name: str) -> Verdict:
+        self.calls.append(f"helo {name}")
+        if self.config.reject_helo and name == self.config.reject_helo:
+            return Reject(Reply(550, "5.7.1", "bad HELO"))
+        return Continue()
+
+    async def on_mail_from(self, t: Transaction) -> Verdict:
+        self.calls.append(f"mail {t.sender}")
+        sender = t.sender
+        if self.config.reject_sender and sender == self.config.reject_sender:
+            return Reject(SPF_FAIL)
+        if self.config.whitelist_sender and sender == self.config.whitelist_sender:
+            return Accept(final=True)
+        if self.config.discard_sender and sender == self.config.discard_sender:
+            return Discard("spam trap")
+        if self.config.hold_sender and sender == self.config.hold_sender:
+            return Quarantine("looks odd")
+        if self.config.mail_header:
+            return Continue(edits=(AddHeader("X-Policy", self.config.mail_header),))
+        return Continue()
+
+    async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+        seen = (t.notes.get(SEEN) or 0) + 1
+        t.notes.set(SEEN, seen)
+        self.calls.append(f"rcpt {rcpt.address} #{seen}")
+        address = rcpt.address
+        if self.config.crash_rcpt and address.startswith(self.config.crash_rcpt):
+            raise RuntimeError("plugin bug")
+        if self.config.hang_rcpt and address.startswith(self.config.hang_rcpt):
+            await trio.sleep_forever()
+        if self.config.reject_rcpt and address.startswith(self.config.reject_rcpt):
+            return Reject(SPF_FAIL)
+        if self.config.tempfail_rcpt and address.startswith(self.config.tempfail_rcpt):
+            return TempFail(Reply(451, "4.7.24", "SPF temporary error"))
+        if self.config.rcpt_header:
+            return Continue(edits=(AddHeader("X-Rcpt-Checked", "yes"),))
+        return Continue()
+
+    async def on_close(self, session: Session) -> None:
+        self.calls.append("close")
+        self.closed.set()
+
+
+def rules(timeout: float = 30.0, **config: object) -> tuple[ChainRunner, Rules]:
+    plugin = Rules(
+        RulesConfig(**config), PluginEnv("rules", MailLog("rules"), trio.CapacityLimiter(1))
+    )
+    entry = Entry(
+        ChainEntryConfig(plugin="rules", timeout=timeout),
+        plugin,  # type: ignore[arg-type]
+        trio.CapacityLimiter(10),
+        frozenset({"on_connect", "on_helo", "on_mail_from", "on_rcpt", "on_close"}),
+    )
+    return ChainRunner([entry]), plugin
+
+
+@asynccontextmanager
+async def serving(
+    chain: ChainRunner, settings: PolicySettings | None = None, shutdown: Shutdown | None = None
+) -> AsyncIterator[trio.SocketListener]:
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    serve_policy, listener, chain, settings or PolicySettings(), shutdown=shutdown
+                )
+            )
+            with trio.fail_after(20):
+                yield listener
+            nursery.cancel_scope.cancel()
+    finally:
+        await listener.aclose()
+
+
+class PolicyClient:
+    """Postfix's side, by hand."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, listener: trio.SocketListener) -> PolicyClient:
+        return cls(await trio.testing.open_stream_to_socket_listener(listener))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def answer(self) -> str:
+        while b"\n\n" not in self.buffer:
+            data = await self.stream.receive_some(65536)
+            assert data, f"connection closed before an answer; got {self.buffer!r}"
+            self.buffer += data
+        answer, _, self.buffer = self.buffer.partition(b"\n\n")
+        assert answer.startswith(b"action=")
+        assert b"\n" not in answer
+        return answer.removeprefix(b"action=").decode()
+
+    async def ask(self, **attrs: str) -> str:
+        await self.send(policy_request(**attrs))
+        return await self.answer()
+
+    async def closed_without_answer(self) -> bool:
+        """True when the server closed (EOF or reset) and sent nothing more."""
+        try:
+            while data := await self.stream.receive_some(65536):
+                self.buffer += data
+        except trio.BrokenResourceError:
+            pass
+        return self.buffer == b""
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def policy_request(**attrs: str) -> bytes:
+    base = {
+        "request": "smtpd_access_policy",
+        "protocol_state": "RCPT",
+        "protocol_name": "ESMTP",
+        "client_address": "192.0.2.10",
+        "client_name": "mx.sender.example",
+        "client_port": "40000",
+        "reverse_client_name": "mx.sender.example",
+        "helo_name": "mx.sender.example",
+        "sender": "alice@sender.example",
+        "recipient": "bob@example.org",
+        "queue_id": "",
+        "instance": "1a2b.65f0a1b2.c3d4e.0",
+        "size": "0",
+    }
+    base.update(attrs)
+    return "".join(f"{k}={v}\n" for k, v in base.items()).encode() + b"\n"
+
+
+# ---------------------------------------------------------------------------------- verdicts
+async def test_reject_at_rcpt_keeps_the_exact_code_and_accept_is_dunno() -> None:
+    chain, _ = rules(reject_rcpt="spamtrap")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert (
+            await client.ask(recipient="spamtrap@example.org") == "550 5.7.23 SPF validation failed"
+        )
+        assert await client.ask(recipient="bob@example.org") == "DUNNO"
+        await client.aclose()
+
+
+async def test_tempfail_discard_and_hold() -> None:
+    chain, _ = rules(
+        tempfail_rcpt="later", discard_sender="trap@x.example", hold_sender="odd@x.example"
+    )
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(recipient="later@example.org") == "451 4.7.24 SPF temporary error"
+        assert await client.ask(sender="trap@x.example", instance="i2") == "DISCARD spam trap"
+        assert await client.ask(sender="odd@x.example", instance="i3") == "HOLD looks odd"
+        await client.aclose()
+
+
+async def test_accept_is_dunno_unless_the_admin_opts_in_to_ok() -> None:
+    chain, _ = rules(whitelist_sender="friend@x.example")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(sender="friend@x.example") == "DUNNO"
+    chain, _ = rules(whitelist_sender="friend@x.example")
+    async with serving(chain, PolicySettings(accept_as_ok=True)) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(sender="friend@x.example") == "OK"
+        assert await client.ask(sender="other@x.example", instance="i2") == "DUNNO"
+
+
+async def test_prepend_once_per_message_and_again_for_the_next_message() -> None:
+    chain, _ = rules(mail_header="checked")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(recipient="a@example.org") == "PREPEND X-Policy: checked"
+        assert await client.ask(recipient="b@example.org") == "DUNNO"  # same message
+        assert await client.ask(instance="next.1") == "PREPEND X-Policy: checked"
+
+
+async def test_a_per_recipient_header_is_prepended_once_and_one_header_per_answer() -> None:
+    chain, _ = rules(mail_header="checked", rcpt_header=True)
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(recipient="a@example.org") == "PREPEND X-Policy: checked"
+        assert await client.ask(recipient="b@example.org") == "PREPEND X-Rcpt-Checked: yes"
+        assert await client.ask(recipient="c@example.org") == "DUNNO"
+
+
+async def test_no_prepend_before_mail_from_or_at_end_of_message() -> None:
+    chain, _ = rules(mail_header="checked")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(protocol_state="MAIL") == "DUNNO"
+        assert await client.ask(protocol_state="END-OF-MESSAGE", instance="e.1") == "DUNNO"
+
+
+# ------------------------------------------------------------------------ the stages it runs
+async def test_three_requests_on_one_connection_run_each_stage_once_per_message() -> None:
+    chain, plugin = rules(reject_rcpt="x")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        answers = [
+            await client.ask(recipient=r) for r in ("a@o.example", "x@o.example", "b@o.example")
+        ]
+        assert answers == ["DUNNO", "550 5.7.23 SPF validation failed", "DUNNO"]
+        assert plugin.calls == [
+            "connect 192.0.2.10",
+            "helo mx.sender.example",
+            "mail alice@sender.example",
+            "rcpt a@o.example #1",
+            "rcpt x@o.example #2",  # transaction notes carry over within the message
+            "rcpt b@o.example #3",
+        ]
+        # END-OF-MESSAGE of the same message: nothing runs again.
+        assert (
+            await client.ask(protocol_state="END-OF-MESSAGE", recipient="", queue_id="4F2A81")
+            == "DUNNO"
+        )
+        assert len(plugin.calls) == 6
+        # The next message ends this one: on_close runs, then the stages for the new one.
+        assert await client.ask(instance="next.2", recipient="c@o.example") == "DUNNO"
+        assert plugin.calls[6:] == [
+            "close",
+            "connect 192.0.2.10",
+            "helo mx.sender.example",
+            "mail alice@sender.example",
+            "rcpt c@o.example #1",
+        ]
+        plugin.closed = trio.Event()
+        await client.aclose()  # Postfix hangs up: the message's session is closed too
+        await plugin.closed.wait()
+        assert plugin.calls[-1] == "close"
+
+
+async def test_a_refusal_at_mail_from_answers_every_recipient_of_the_message() -> None:
+    chain, plugin = rules(reject_sender="forged@x.example")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        for rcpt in ("a@o.example", "b@o.example"):
+            answer = await client.ask(sender="forged@x.example", recipient=rcpt)
+            assert answer == "550 5.7.23 SPF validation failed"
+    assert [c for c in plugin.calls if c.startswith(("mail", "rcpt"))] == ["mail forged@x.example"]
+
+
+async def test_requests_before_rcpt_are_answered_on_their_own() -> None:
+    chain, plugin = rules(reject_helo="bad.example")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert (
+            await client.ask(protocol_state="CONNECT", helo_name="", sender="", recipient="")
+            == "DUNNO"
+        )
+        assert (
+            await client.ask(protocol_state="EHLO", helo_name="bad.example") == "550 5.7.1 bad HELO"
+        )
+        assert plugin.calls == [
+            "connect 192.0.2.10",
+            "close",
+            "connect 192.0.2.10",
+            "helo bad.example",
+            "close",
+        ]
+
+
+async def test_plugins_see_every_attribute_in_a_session_note() -> None:
+    seen: list[str] = []
+
+    class Peek(Rules):
+        async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+            attrs = t.session.notes.get(POLICY_ATTRIBUTES) or {}
+            seen.append(attrs.get("sasl_username", "?"))
+            return Continue()
+
+    chain, _ = rules()
+    chain.entries[0].plugin = Peek(
+        RulesConfig(), PluginEnv("peek", MailLog("peek"), trio.CapacityLimiter(1))
+    )  # type: ignore[assignment]
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(sasl_username="alice") == "DUNNO"
+    assert seen == ["alice"]
+
+
+# --------------------------------------------------------------------------------- failures
+async def test_a_plugin_crash_is_a_451_answer_not_a_dead_service() -> None:
+    chain, _ = rules(crash_rcpt="boom")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask(recipient="boom@example.org") == str(PLUGIN_FAILED)
+        assert await client.ask(recipient="fine@example.org") == "DUNNO"
+
+
+async def test_a_bug_of_ours_closes_that_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    chain, _ = rules()
+    async with serving(chain) as listener:
+        good = await PolicyClient.connect(listener)
+        assert await good.ask() == "DUNNO"
+
+        async def broken(t: Transaction, rcpt: Recipient) -> None:
+            raise RuntimeError("bug in the runner")
+
+        monkeypatch.setattr(chain, "rcpt", broken)
+        bad = await PolicyClient.connect(listener)
+        await bad.send(policy_request(instance="bad.1"))
+        assert await bad.closed_without_answer()
+        monkeypatch.undo()
+        assert await good.ask(recipient="again@example.org") == "DUNNO"
+
+
+MALFORMED = {
+    "no empty line, then EOF": b"request=smtpd_access_policy\nprotocol_state=RCPT\n",
+    "a one-megabyte attribute": b"request=smtpd_access_policy\nhelo_name="
+    + b"a" * 1_048_576
+    + b"\n\n",
+    "binary garbage": bytes(range(256)) * 64,
+    "a line without '='": b"request=smtpd_access_policy\nhello world\n\n",
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+async def test_malformed_input_closes_that_connection_without_an_answer(case: str) -> None:
+    chain, _ = rules(reject_rcpt="x")
+    async with serving(chain) as listener:
+        other = await PolicyClient.connect(listener)
+        assert await other.ask() == "DUNNO"
+        bad = await PolicyClient.connect(listener)
+        try:
+            await bad.send(MALFORMED[case])
+            if case.startswith("no empty line"):
+                await bad.stream.send_eof()  # type: ignore[attr-defined]
+        except trio.BrokenResourceError:
+            pass  # the server already hung up on us
+        assert await bad.closed_without_answer()
+        # The other connection (and new ones) keep being served.
+        assert await other.ask(recipient="x@example.org") == "550 5.7.23 SPF validation failed"
+        fresh = await PolicyClient.connect(listener)
+        assert await fresh.ask() == "DUNNO"
+
+
+async def test_request_deadline_closes_without_an_answer() -> None:
+    chain, _ = rules(timeout=1000, hang_rcpt="slow")
+    async with serving(chain, PolicySettings(request_timeout=0.3)) as listener:
+        client = await PolicyClient.connect(listener)
+        await client.send(policy_request(recipient="slow@example.org"))
+        assert await client.closed_without_answer()
+
+
+async def test_a_request_trickling_in_is_bounded_by_the_request_deadline() -> None:
+    chain, _ = rules()
+    async with serving(chain, PolicySettings(request_timeout=0.3)) as listener:
+        client = await PolicyClient.connect(listener)
+        await client.send(b"request=smtpd_access_policy\n")
+        assert await client.closed_without_answer()
+
+
+async def test_idle_connection_times_out() -> None:
+    chain, _ = rules()
+    async with serving(chain, PolicySettings(idle_timeout=0.2)) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask() == "DUNNO"
+        assert await client.closed_without_answer()
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    chain, _ = rules(reject_rcpt="x")
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        await client.send(
+            policy_request(recipient="x@o.example") + policy_request(recipient="y@o.example")
+        )
+        assert [await client.answer(), await client.answer()] == [
+            "550 5.7.23 SPF validation failed",
+            "DUNNO",
+        ]
+
+
+async def test_small_limits_come_from_the_settings() -> None:
+    chain, _ = rules()
+    settings = PolicySettings(limits=PolicyLimits(max_attributes=5))
+    async with serving(chain, settings) as listener:
+        client = await PolicyClient.connect(listener)
+        await client.send(policy_request())
+        assert await client.closed_without_answer()
+
+
+async def test_beyond_max_connections_a_connection_is_closed_at_once() -> None:
+    chain, _ = rules()
+    async with serving(chain, PolicySettings(max_connections=1)) as listener:
+        first = await PolicyClient.connect(listener)
+        assert await first.ask() == "DUNNO"
+        second = await PolicyClient.connect(listener)
+        await second.send(policy_request())
+        assert await second.closed_without_answer()
+        assert await first.ask(recipient="more@example.org") == "DUNNO"
+
+
+async def test_shutdown_closes_idle_connections_and_serve_policy_returns() -> None:
+    chain, _ = rules()
+    shutdown = Shutdown()
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_policy, listener, chain, PolicySettings(), shutdown=shutdown)
+            )
+            client = await PolicyClient.connect(listener)
+            assert await client.ask() == "DUNNO"
+            shutdown.begin()
+            assert await client.closed_without_answer()
+        # serve_policy returned by itself: the nursery closed without being cancelled.
+    await listener.aclose()
