@@ -1,0 +1,59 @@
+"""filterd as Postfix's policy service (check_policy_service), end to end with real smtpd."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+
+import pytest
+
+from tests.support.filterd_proc import FilterdFactory
+from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
+    pytest.mark.timeout(120),
+]
+
+
+def policy_main_cf(port: int) -> dict[str, str]:
+    """The snippet's settings, with 10040 replaced."""
+    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
+    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
+
+
+def test_policy_refusal_reaches_the_smtp_client_at_rcpt(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    port = free_port()
+    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "example_tagger"
+config = {{ refuse_prefix = "forged" }}
+"""
+    )
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.net")
+        assert client.mail("alice@example.net")[0] == 250
+        code, text = client.rcpt("forged@example.org")
+        # Postfix names the restriction that refused: "Recipient address rejected: <text>".
+        assert code == 550
+        assert text.startswith(b"5.7.1 <forged@example.org>: Recipient address rejected:")
+        assert text.endswith(b"refused by example_tagger")
+        assert client.rcpt("good@example.org")[0] == 250
+        assert client.data(b"Subject: policy\r\n\r\nbody\r\n")[0] == 250
+    postfix.wait_for_delivered(1, "good@example.org")
+    postfix.wait_for_log(
+        r"NOQUEUE: reject: RCPT from \S+: 550 5\.7\.1 <forged@example\.org>: "
+        r"Recipient address rejected: .*refused by example_tagger"
+    )
+    assert postfix.delivered_messages("forged@example.org") == []
