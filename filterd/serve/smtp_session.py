@@ -27,7 +27,7 @@ from filterd.model.trace import received_header
 from filterd.model.verdict import Discard, Quarantine, Reject, TempFail, Verdict
 from filterd.protocols.smtp import events as ev
 from filterd.protocols.smtp.common import NeedData
-from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer
+from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer, State
 from filterd.serve.delivery import Delivery, DeliveryTransaction, collapse_replies
 from filterd.serve.editing import apply_content_edits, apply_envelope_edits
 from filterd.serve.quarantine import QuarantineStore
@@ -138,6 +138,8 @@ class SmtpSession:
             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             log.info("lost connection", state=self.codec.state.value)
+        except trio.TooSlowError:
+            log.info("timeout sending to the client", state=self.codec.state.value)
         except Exception:
             log.exception("internal error, closing session", state=self.codec.state.value)
             await self._try_send(replies.INTERNAL_ERROR.with_text("Error: internal error"))
@@ -172,7 +174,7 @@ class SmtpSession:
     async def _receive(self) -> None:
         """Read more under the right deadline: per command, or per DATA with a minimum rate."""
         limits = self.settings.limits
-        in_data = self.codec.state.value == "data"
+        in_data = self.codec.state is State.DATA
         idle = self._open is None and not in_data
         if idle and self.shutdown.stopping:
             await self._close_with(replies.SHUTTING_DOWN)
