@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--client-name", default="unknown", metavar="NAME")
     scan.add_argument("--helo", default="client.example", metavar="NAME")
     commands.add_parser("plugins", help="list installed plugins, their stages and settings")
+    learn = commands.add_parser("learn", help="teach spamd (TELL) that messages are spam or ham")
+    learn.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    kind = learn.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--spam", action="store_true", help="the files are spam")
+    kind.add_argument("--ham", action="store_true", help="the files are ham")
+    learn.add_argument("--spamd", metavar="ADDR", help="spamd address (default: from the chain)")
+    learn.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
 
@@ -69,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from filterd.cli_scan import scan
 
         return scan(config, args, sys.stdout)
+    if args.command == "learn":
+        from filterd.cli_learn import learn
+
+        return learn(config, args, sys.stdout, sys.stderr)
     return _serve(config)
 
 
