@@ -28,7 +28,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check filterd plugins tests bench
 	$(VENV)/bin/ruff format --check filterd plugins tests bench
-	$(VENV)/bin/mypy filterd plugins/header_checks/filterd_header_checks
+	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 
 bench: install
 	$(PY) bench/run.py

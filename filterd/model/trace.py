@@ -10,6 +10,7 @@ from filterd.model.envelope import Transaction
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f()\[\];]")
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>;]")
+_UNSAFE_HELO = re.compile(r"[\x00-\x20\x7f();]")  # brackets stay: "[192.0.2.1]" literals
 
 
 def _safe(text: str) -> str:
@@ -20,7 +21,7 @@ def _safe(text: str) -> str:
 
 def received_header(t: Transaction, hostname: str, protocol: str, now: datetime) -> bytes:
     client = t.client
-    helo = _safe(client.helo or client.address)
+    helo = _UNSAFE_HELO.sub("_", client.helo or "")[:255] or _safe(client.address)
     source = f"{helo} ({_safe(client.name)} [{_safe(client.address)}])"
     single = len(t.accepted) == 1
     lines = [

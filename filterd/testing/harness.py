@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -27,7 +28,7 @@ from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.trace import received_header
 from filterd.model.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
-from filterd.sdk.plugin import Plugin, PluginConfig, PluginEnv
+from filterd.sdk.plugin import Plugin, PluginEnv
 from filterd.serve.editing import apply_content_edits, apply_envelope_edits
 
 STAGE_ORDER = ("on_connect", "on_helo", "on_mail_from", "on_rcpt", "on_message")
@@ -66,7 +67,7 @@ def load_message(source: str | Path | bytes) -> bytes:
 
 
 async def run_plugin(
-    plugin: type[Plugin[PluginConfig]],
+    plugin: type[Plugin[Any]],
     config: Mapping[str, object] | None = None,
     *,
     message: str | Path | bytes,

@@ -44,3 +44,11 @@ def test_xforward_unavailable_attributes_fall_back_to_unknown() -> None:
     assert t.client.name == "unknown"
     assert t.client.address == "2001:db8::1"
     assert t.client.helo is None
+
+
+def test_address_literal_helo_keeps_its_brackets() -> None:
+    session = Session("S", "test", Client("127.0.0.1", None, "unknown", "[127.0.0.1]"))
+    t = Transaction("Q1", session, "a@b.example")
+    t.recipients.append(Recipient("u@example.org", reply=RCPT_OK))
+    header = received_header(t, "filterd.test", "ESMTP", NOW)
+    assert header.startswith(b"Received: from [127.0.0.1] (unknown [127.0.0.1])\r\n")
