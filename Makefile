@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	for p in plugins/*/ tests/example_plugin/; do \
-	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$$p" || exit 1; fi; \
+	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$${p%/}[test]" || exit 1; fi; \
 	done
 	touch $(STAMP)
 

@@ -31,8 +31,14 @@ def installed() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
+def _implemented(cls: type, name: str) -> bool:
+    """True if ``cls`` defines ``name`` itself (not just the stage Protocol's empty stub)."""
+    method = getattr(cls, name, None)
+    return inspect.iscoroutinefunction(method) and method is not getattr(STAGES[name], name)
+
+
 def stages_of(cls: type) -> list[str]:
-    return [name for name in STAGES if inspect.iscoroutinefunction(getattr(cls, name, None))]
+    return [name for name in STAGES if _implemented(cls, name)]
 
 
 def check_plugin_class(name: str, cls: object) -> PluginClass:
@@ -53,6 +59,11 @@ def check_plugin_class(name: str, cls: object) -> PluginClass:
         method = getattr(cls, attr, None)
         if method is not None and not inspect.iscoroutinefunction(method):
             raise PluginError(f"plugin {name!r}: {attr} must be an async def")
+    for attr, protocol in STAGES.items():
+        if issubclass(cls, protocol) and protocol in cls.__mro__ and not _implemented(cls, attr):
+            raise PluginError(
+                f"plugin {name!r} declares {protocol.__name__} but does not implement {attr}"
+            )
     if not stages_of(cls):
         raise PluginError(f"plugin {name!r} implements no stage ({', '.join(STAGES)})")
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, PluginConfig)):

@@ -3,6 +3,7 @@
 See docs/plugins.md for the guide and a complete example.
 """
 
+from filterd.config.types import ByteSize, Duration
 from filterd.model.edits import (
     AddHeader,
     AddRecipient,
@@ -38,11 +39,13 @@ __all__ = [
     "Accept",
     "AddHeader",
     "AddRecipient",
+    "ByteSize",
     "ChangeHeader",
     "ChangeSender",
     "Client",
     "Continue",
     "Discard",
+    "Duration",
     "Edit",
     "Finding",
     "Header",

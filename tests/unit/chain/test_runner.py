@@ -195,6 +195,14 @@ def test_registry_refuses_misspelled_stage_and_stage_less_plugins() -> None:
         async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
             return Continue()
 
+    class Unimplemented(Plugin[PluginConfig], OnRcpt, OnMessage):
+        name = "unimplemented"
+
+        async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+            return Continue()
+
+    with pytest.raises(PluginError, match="declares OnMessage but does not implement on_message"):
+        check_plugin_class("unimplemented", Unimplemented)
     with pytest.raises(PluginError, match="no stage: on_rcpt_to"):
         check_plugin_class("typo", Typo)
     with pytest.raises(PluginError, match="implements no stage"):

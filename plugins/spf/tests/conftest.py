@@ -1,0 +1,10 @@
+"""The spf plugin's tests use the project's test support (tests/support/dns_server.py)."""
+
+import sys
+from pathlib import Path
+
+# `pytest plugins/spf` puts only this directory on sys.path; the support package lives at the
+# repository root (`python -m pytest` from the root finds it either way).
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
