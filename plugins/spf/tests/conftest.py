@@ -8,3 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.support.fixtures import (  # noqa: E402, F401 - pytest finds fixtures and hooks by name
+    filterd_factory,
+    postfix_factory,
+    pytest_runtest_makereport,
+)
