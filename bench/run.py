@@ -1,8 +1,11 @@
 """filterd's throughput benchmark (``make bench``): smtp-source into smtp-sink over loopback,
-directly, through filterd, and through Haraka 3 as a forwarding relay: one process, a cluster of
-two (nodes=2), and one process with TCP_NODELAY on its outgoing connections (bench/haraka/).
+directly, through filterd (empty chain), through filterd with the header_checks plugin as its
+chain (bench/header_checks.regexp), and through Haraka 3 as a forwarding relay: one process, a
+cluster of two (nodes=2), and one process with TCP_NODELAY on its outgoing connections
+(bench/haraka/).
 
-    .venv/bin/python bench/run.py [--quick] [--only direct,filterd,haraka,rss] [--json FILE]
+    .venv/bin/python bench/run.py [--quick] [--only direct,filterd,filterd-hc,haraka,rss]
+                                  [--repeat N] [--json FILE] [--keep]
 
 Matrix: body sizes 4 KiB and 100 KiB x 1, 10 and 50 parallel sessions. Each cell first sends a
 short warm-up batch, which also measures the rate; the measured batch is then sized to last
@@ -56,10 +59,11 @@ from filterd_bench.source import SMTP_SOURCE, SourceRun, run_source
 
 SIZES = (4 * 1024, 100 * 1024)
 SESSIONS = (1, 10, 50)
-PARTS = ("direct", "filterd", "haraka", "rss")
+PARTS = ("direct", "filterd", "filterd-hc", "haraka", "rss")
 LABELS = {
     "direct": "direct",
     "filterd": "filterd",
+    "filterd-hc": "filterd-hc",
     "haraka1": "Haraka-1p",
     "haraka2": "Haraka-n2",
     "haraka1nd": "Haraka-1p-nd",
@@ -68,6 +72,9 @@ LABELS = {
 HARAKA_VARIANTS = {"haraka1": (0, False), "haraka2": (2, False), "haraka1nd": (0, True)}
 # (size, sessions, minimum ratio filterd / Haraka) from the specification
 TARGETS = ((4 * 1024, 50, 1.0), (4 * 1024, 1, 10.0), (100 * 1024, 50, 1.5))
+# (size, sessions, maximum cost of the header_checks chain: 1 - filterd-hc rate / filterd rate)
+HC_COST_TARGET = (4 * 1024, 50, 0.15)
+FILTERDS = {"filterd": False, "filterd-hc": True}  # target: with the header_checks chain
 RSS_TARGET_MIB = 16.0
 OTHER_CPU_WARNING = 15.0  # % of a core used by other processes that makes a run suspect
 
@@ -117,6 +124,8 @@ class Results:
     cells: list[Cell] = field(default_factory=list)
     filterd_memory_kib: dict[str, int] = field(default_factory=dict)
     filterd_log_lines: list[str] = field(default_factory=list)
+    filterd_hc_memory_kib: dict[str, int] = field(default_factory=dict)  # filterd-hc's
+    filterd_hc_log_lines: list[str] = field(default_factory=list)
     haraka: str = ""  # version, or why it did not run
     big_message: dict[str, object] = field(default_factory=dict)
     targets: list[Check] = field(default_factory=list)
@@ -159,9 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[str, Server] = {}
         if "direct" in parts:
             servers["direct"] = sink
-        if "filterd" in parts:
-            servers["filterd"] = start_filterd(procs, workdir, sink.port, level="warning")
-            print(f"filterd on 127.0.0.1:{servers['filterd'].port} (pid {servers['filterd'].pid})")
+        for target, header_checks in FILTERDS.items():
+            if target in parts:
+                server = start_filterd(
+                    procs,
+                    workdir,
+                    sink.port,
+                    name=target,
+                    level="warning",
+                    header_checks=header_checks,
+                )
+                chain = "header_checks chain" if header_checks else "empty chain"
+                print(f"{target} ({chain}) on 127.0.0.1:{server.port} (pid {server.pid})")
+                servers[target] = server
         if "haraka" in parts:
             servers |= start_harakas(results, procs, workdir, sink.port)
         if servers:
@@ -176,10 +195,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif target == "filterd":
                 results.filterd_memory_kib = memory_kib(server.pid)  # before stopping it
+            elif target == "filterd-hc":
+                results.filterd_hc_memory_kib = memory_kib(server.pid)
             if target != "direct":
                 procs.stop(child)
         if "filterd" in servers:
             results.filterd_log_lines = servers["filterd"].child.log.read_text().splitlines()
+        if "filterd-hc" in servers:
+            log = servers["filterd-hc"].child.log
+            results.filterd_hc_log_lines = log.read_text().splitlines()
         if "rss" in parts:
             run_big_message(results, procs, workdir, sink.port, plan)
     except KeyboardInterrupt:
@@ -434,12 +458,13 @@ def run_big_message(
 
 
 # ----------------------------------------------------------------------------------- report
-COLUMNS = ("direct", "filterd", "haraka1", "haraka2", "haraka1nd")
-RATIOS = {  # column title: the rate filterd's is divided by
-    "f/direct": "direct",
-    "f/H-1p": "haraka1",
-    "f/H-n2": "haraka2",
-    "f/H-1p-nd": "haraka1nd",
+COLUMNS = ("direct", "filterd", "filterd-hc", "haraka1", "haraka2", "haraka1nd")
+RATIOS = {  # column title: (the target whose rate is divided, the one it is divided by)
+    "hc/f": ("filterd-hc", "filterd"),
+    "f/direct": ("filterd", "direct"),
+    "f/H-1p": ("filterd", "haraka1"),
+    "f/H-n2": ("filterd", "haraka2"),
+    "f/H-1p-nd": ("filterd", "haraka1nd"),
 }
 
 
@@ -449,6 +474,7 @@ class Check:
     value: float | None
     met: bool | None  # None: not measured
     specified: bool = True  # False: for information, not one of the specification's targets
+    unit: str = ""  # of the value, as printed
 
 
 def check_targets(results: Results) -> list[Check]:
@@ -470,6 +496,20 @@ def check_targets(results: Results) -> list[Check]:
                     specified=haraka != "haraka1nd",
                 )
             )
+    size, sessions, maximum = HC_COST_TARGET
+    if "filterd" in ran and "filterd-hc" in ran:
+        empty = results.rate("filterd", size, sessions)
+        chain = results.rate("filterd-hc", size, sessions)
+        cost = 1 - chain / empty if empty and chain is not None else None
+        checks.append(
+            Check(
+                f"{size_label(size)}, {sessions} session(s): the header_checks chain costs "
+                f"< {maximum:.0%} of the empty chain's rate (cost = 1 - hc/f)",
+                round(cost * 100, 1) if cost is not None else None,
+                cost < maximum if cost is not None else None,
+                unit="%",
+            )
+        )
     growth = results.big_message.get("growth_mib")
     big_size = results.big_message.get("message_bytes")
     if isinstance(growth, float) and isinstance(big_size, int):
@@ -488,17 +528,17 @@ def report(results: Results) -> str:
     ran = {cell.target for cell in results.cells}
     columns = [c for c in COLUMNS if c in ran]
     ratio_columns = {
-        title: other for title, other in RATIOS.items() if "filterd" in ran and other in ran
+        title: pair for title, pair in RATIOS.items() if pair[0] in ran and pair[1] in ran
     }
     rate_rows = [["body", "sessions", *(LABELS[c] for c in columns), *ratio_columns]]
     cpu_rows = [["body", "sessions", *(LABELS[c] for c in columns)]]
     other_rows = [list(row) for row in cpu_rows]
     for size, sessions in cells():
-        filterd = results.rate("filterd", size, sessions)
         ratios = []
-        for other_target in ratio_columns.values():
-            other = results.rate(other_target, size, sessions)
-            ratios.append(f"{filterd / other:.2f}" if filterd and other else "-")
+        for top_target, bottom_target in ratio_columns.values():
+            top = results.rate(top_target, size, sessions)
+            bottom = results.rate(bottom_target, size, sessions)
+            ratios.append(f"{top / bottom:.2f}" if top and bottom else "-")
         where = [size_label(size), str(sessions)]
         rates = [rate_text(results.cell(c, size, sessions)) for c in columns]
         rate_rows.append([*where, *rates, *ratios])
@@ -524,16 +564,19 @@ def _report_tail(results: Results) -> str:
     lines = [""]
     if results.haraka:
         lines.append(f"Haraka: {results.haraka}")
-    memory = results.filterd_memory_kib
-    if memory:
-        lines.append(
-            f"filterd memory after its cells: peak RSS (VmHWM) {memory['VmHWM'] / 1024:.1f} MiB, "
-            f"RSS (VmRSS) {memory['VmRSS'] / 1024:.1f} MiB"
-        )
-    if any(cell.target == "filterd" for cell in results.cells):
-        log = results.filterd_log_lines
-        lines.append(f"filterd log (level warning) during its cells: {len(log)} line(s)")
-        lines.extend(f"    {line}" for line in log[:10])
+    ran = {cell.target for cell in results.cells}
+    for target, memory, log in (
+        ("filterd", results.filterd_memory_kib, results.filterd_log_lines),
+        ("filterd-hc", results.filterd_hc_memory_kib, results.filterd_hc_log_lines),
+    ):
+        if memory:
+            lines.append(
+                f"{target} memory after its cells: peak RSS (VmHWM) "
+                f"{memory['VmHWM'] / 1024:.1f} MiB, RSS (VmRSS) {memory['VmRSS'] / 1024:.1f} MiB"
+            )
+        if target in ran:
+            lines.append(f"{target} log (level warning) during its cells: {len(log)} line(s)")
+            lines.extend(f"    {line}" for line in log[:10])
     big = results.big_message
     if "growth_mib" in big:
         lines.append(
@@ -556,10 +599,13 @@ def _report_tail(results: Results) -> str:
             f"  {LABELS[c.target]} {size_label(c.size)} x {c.sessions}: {c.error}" for c in problems
         )
     if results.targets:
-        lines += ["", "targets (f = filterd):"]
+        lines += [
+            "",
+            "targets (f = filterd, hc = filterd-hc: filterd with the header_checks chain):",
+        ]
         for check in results.targets:
             met = {True: "met", False: "NOT met", None: "not measured"}[check.met]
-            value = "-" if check.value is None else f"{check.value:g}"
+            value = "-" if check.value is None else f"{check.value:g}{check.unit}"
             note = "" if check.specified else "  (for information)"
             lines.append(f"  {check.what}: {value} -> {met}{note}")
     return "\n".join(lines)

@@ -48,6 +48,9 @@ class MailLog:
         self._logger = logging.getLogger(f"filterd.{component}")
         self._extra = {"component": component}
 
+    def enabled_for_info(self) -> bool:
+        return self._logger.isEnabledFor(logging.INFO)
+
     def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
         if not self._logger.isEnabledFor(level):
             return

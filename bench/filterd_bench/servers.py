@@ -1,7 +1,8 @@
 """The servers under test: smtp-sink (the final hop), filterd, and Haraka 3 (installed by npm).
 
 Each one listens on 127.0.0.1 only, on a free port, with its configuration and log in the run's
-temporary directory; configuration templates live in ``bench/filterd.toml`` and ``bench/haraka/``.
+temporary directory; configuration templates live in ``bench/filterd.toml`` (plus
+``bench/filterd-header_checks.toml`` for the header_checks chain) and ``bench/haraka/``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from filterd_bench.source import DOMAIN
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO = BENCH_DIR.parent
+FILTERD_TEMPLATE = BENCH_DIR / "filterd.toml"
+HEADER_CHECKS_CHAIN = BENCH_DIR / "filterd-header_checks.toml"  # appended: the chain
+HEADER_CHECKS_TABLE = BENCH_DIR / "header_checks.regexp"
 HARAKA_TEMPLATES = BENCH_DIR / "haraka" / "config"
 HARAKA_NODELAY = BENCH_DIR / "haraka" / "nodelay.js"
 HARAKA_CACHE = BENCH_DIR / ".haraka"  # npm install target, kept between runs (not in git)
@@ -62,12 +66,28 @@ def filterd_binary() -> Path:
 
 
 def start_filterd(
-    procs: Processes, workdir: Path, sink_port: int, *, name: str = "filterd", level: str
+    procs: Processes,
+    workdir: Path,
+    sink_port: int,
+    *,
+    name: str = "filterd",
+    level: str,
+    header_checks: bool = False,
 ) -> Server:
+    """filterd relaying into the sink: with an empty chain, or with ``header_checks`` the
+    header_checks plugin on bench/header_checks.regexp as its chain."""
     port = free_port()
     config = workdir / f"{name}.toml"
-    template = Template((BENCH_DIR / "filterd.toml").read_text())
-    config.write_text(template.substitute(port=port, sink_port=sink_port, log_level=level))
+    text = FILTERD_TEMPLATE.read_text()
+    if header_checks:
+        text += "\n" + HEADER_CHECKS_CHAIN.read_text()
+    values = {
+        "port": port,
+        "sink_port": sink_port,
+        "log_level": level,
+        "table": HEADER_CHECKS_TABLE,
+    }
+    config.write_text(Template(text).substitute(values))
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start(name, argv, log=workdir / f"{name}.log")
     wait_for_smtp(child, port, START_TIMEOUT)

@@ -191,7 +191,7 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
             if state.stop is not None or state.passed:
                 continue
             tables = self.mime_tables if MIME_HEADER.match(header.name) else self.header_tables
-            found = _first_match(tables, _presented(header))
+            found = _first_match(tables, _presented_bytes(header))
             if found is None:
                 continue
             table, action = found
@@ -345,6 +345,13 @@ def _read_body(message: MessageView, limit: int) -> bytes:
         if len(data) >= limit:
             break
     return bytes(data[:limit])
+
+
+def _presented_bytes(header: Header) -> bytes:
+    """As ``_presented``, as the bytes the tables match (no decode/encode round trip)."""
+    raw = header.raw.rstrip(b"\r\n").replace(b"\r\n", b"\n")
+    name, _, rest = raw.partition(b":")
+    return name.rstrip(b" \t") + b":" + rest
 
 
 def _presented(header: Header) -> str:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -1083,6 +1083,9 @@ class _Pattern:
         self, subject: bytes, upper: bytes, timeout: float | None
     ) -> regex.Match[bytes] | None:
         text = upper if self.upper else subject
+        # Passing timeout=None still costs regex a slow path per call: omit it when unset.
+        if timeout is None:
+            return self.compiled.match(text) if self.anchored else self.compiled.search(text)
         if self.anchored:
             return self.compiled.match(text, timeout=timeout)
         return self.compiled.search(text, timeout=timeout)
@@ -1287,7 +1290,16 @@ def _logical_lines(data: bytes, name: str) -> Iterator[tuple[int, bytes]]:
 class Table:
     """A compiled regexp:/pcre: table; build one with :func:`load_table` or :func:`parse_table`."""
 
-    __slots__ = ("_by_name", "_generic", "_needs_upper", "_rules", "flavour", "name", "timeout")
+    __slots__ = (
+        "_by_name",
+        "_fast",
+        "_generic",
+        "_needs_upper",
+        "_rules",
+        "flavour",
+        "name",
+        "timeout",
+    )
 
     def __init__(
         self, rules: Sequence[_Rule], *, flavour: Flavour, name: str, timeout: float | None
@@ -1303,6 +1315,7 @@ class Table:
         self.name = name
         self.timeout = timeout
         self._generic, self._by_name = _index(self._rules)
+        self._fast = _fast_entries(self._rules)
 
     def __len__(self) -> int:
         """Number of match rules (``if``/``endif`` not counted)."""
@@ -1371,52 +1384,90 @@ class Table:
         timeout = self.timeout
         upper = data.upper() if self._needs_upper else data
         order = self._candidates(data)
+        fast = self._fast
         at, count = 0, len(order)
         while at < count:
             i = order[at]
             at += 1
-            rule = rules[i]
-            if rule.op is _Op.MATCH:
-                pattern = cast(_Pattern, rule.pattern)
-                try:
-                    found = pattern.find(data, upper, timeout)
-                except TimeoutError:
-                    continue  # Postfix: a matching error is neither a match nor a non-match
-                if (found is not None) != pattern.positive:
-                    continue
-                second = rule.second
-                if second is not None:
-                    try:
-                        hit = second.find(data, upper, timeout) is not None
-                    except TimeoutError:
-                        continue
-                    if hit != second.positive:
-                        continue
-                if rule.literal is not None:
-                    return rule, rule.literal
-                assert found is not None
-                out = bytearray()
-                for part in rule.template:
-                    if isinstance(part, int):
-                        start, end = found.span(part)
-                        if start >= 0 and end > start:
-                            out += data[start:end]
-                    else:
-                        out += part
-                return rule, _decode(bytes(out))
-            if rule.op is _Op.IF:
-                pattern = cast(_Pattern, rule.pattern)
-                try:
-                    hit = pattern.find(data, upper, timeout) is not None
-                except TimeoutError:
-                    hit = not pattern.positive  # the condition is false
-                if hit != pattern.positive:
-                    # Skip the block: rules inside if/endif are never hinted, so they are
-                    # contiguous in ``order`` up to the ENDIF.
-                    while at < count and order[at] <= rule.skip_to:
-                        at += 1
+            op, search, use_upper, positive = fast[i]
+            if op is _Op.ENDIF:
                 continue
+            try:
+                if timeout is None:  # the hot path: a bound match/search, no keyword
+                    found = search(upper if use_upper else data)
+                else:
+                    found = cast(_Pattern, rules[i].pattern).find(data, upper, timeout)
+            except TimeoutError:
+                # Postfix: a matching error is neither a match nor a non-match; for an IF
+                # the condition is false.
+                if op is _Op.IF:
+                    at = _skip_block(order, at, rules[i].skip_to)
+                continue
+            if op is _Op.IF:
+                if (found is not None) != positive:
+                    # Rules inside if/endif are never hinted, so they are contiguous in
+                    # ``order`` up to the ENDIF.
+                    at = _skip_block(order, at, rules[i].skip_to)
+                continue
+            if (found is not None) != positive:
+                continue
+            result = self._value(rules[i], data, upper, found)
+            if result is not None:
+                return result
         return None
+
+    def _value(
+        self, rule: _Rule, data: bytes, upper: bytes, found: regex.Match[bytes] | None
+    ) -> tuple[_Rule, str] | None:
+        """The second pattern (regexp ``/p1/!/p2/``), then the value with $n substituted."""
+        second = rule.second
+        if second is not None:
+            try:
+                hit = second.find(data, upper, self.timeout) is not None
+            except TimeoutError:
+                return None
+            if hit != second.positive:
+                return None
+        if rule.literal is not None:
+            return rule, rule.literal
+        assert found is not None
+        out = bytearray()
+        for part in rule.template:
+            if isinstance(part, int):
+                begin, stop = found.span(part)
+                if begin >= 0 and stop > begin:
+                    out += data[begin:stop]
+            else:
+                out += part
+        return rule, _decode(bytes(out))
+
+
+_Matcher = Callable[[bytes], "regex.Match[bytes] | None"]
+
+
+def _skip_block(order: tuple[int, ...], at: int, endif: int) -> int:
+    while at < len(order) and order[at] <= endif:
+        at += 1
+    return at
+
+
+def _never(_: bytes) -> None:
+    return None
+
+
+def _fast_entries(rules: tuple[_Rule, ...]) -> tuple[tuple[_Op, _Matcher, bool, bool], ...]:
+    """Per rule: (op, bound match/search of its compiled pattern, on the upper-cased subject?,
+    positive?) — what the lookup loop needs, without attribute chains per rule."""
+    entries: list[tuple[_Op, _Matcher, bool, bool]] = []
+    for rule in rules:
+        pattern = rule.pattern
+        if pattern is None:
+            entries.append((rule.op, _never, False, True))
+            continue
+        compiled = pattern.compiled
+        search = cast(_Matcher, compiled.match if pattern.anchored else compiled.search)
+        entries.append((rule.op, search, pattern.upper, pattern.positive))
+    return tuple(entries)
 
 
 def _index(rules: tuple[_Rule, ...]) -> tuple[tuple[int, ...], dict[bytes, tuple[int, ...]]]:
