@@ -32,7 +32,15 @@ from filterd.model.verdict import (
     Verdict,
 )
 from filterd.sdk.plugin import Plugin, PluginConfig, PluginEnv
-from filterd.sdk.stages import OnClose, OnConnect, OnHelo, OnMailFrom, OnMessage, OnRcpt
+from filterd.sdk.stages import (
+    Learns,
+    OnClose,
+    OnConnect,
+    OnHelo,
+    OnMailFrom,
+    OnMessage,
+    OnRcpt,
+)
 
 __all__ = [
     "CONTINUE",
@@ -50,6 +58,7 @@ __all__ = [
     "Finding",
     "Header",
     "InsertHeader",
+    "Learns",
     "MessageView",
     "NoteKey",
     "Notes",

@@ -50,3 +50,12 @@ STAGES: dict[str, type] = {
     "on_message": OnMessage,
     "on_close": OnClose,
 }
+
+
+@runtime_checkable
+class Learns(Protocol):
+    """Not a stage: ``filterd learn --spam|--ham FILE`` calls it on every plugin of the chain
+    that has it (spamd TELL, Pyzor report, ...). Returns a one-line description of what the
+    plugin did; failures raise."""
+
+    async def learn(self, message: bytes, spam: bool) -> str: ...

@@ -27,10 +27,29 @@ def test_learn_spam_then_again_is_already_known(tmp_path: Path) -> None:
     assert again.stdout.strip() == f"{message}: learnt as spam: nothing (already known)"
 
 
-def test_learn_without_a_spamd_is_an_error(tmp_path: Path) -> None:
+def test_learn_through_the_chain_uses_every_learning_plugin(tmp_path: Path) -> None:
+    message = CORPUS / "msg_03.txt"
+    with running_spamd(allow_tell=True) as spamd:
+        host, port = spamd.address
+        config = tmp_path / "filterd.toml"
+        config.write_text(
+            '[[listen]]\naddress = "127.0.0.1:0"\n[delivery]\nmethod = "maildir"\n'
+            f'[[chain]]\nplugin = "spamassassin"\nconfig = {{ address = "{host}:{port}" }}\n'
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "filterd", "learn", "-c", str(config), "--ham", str(message)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{message}: spamassassin: spamd learnt it as ham: local"
+
+
+def test_learn_without_a_learning_plugin_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "filterd.toml"
+    config.write_text('[[listen]]\naddress = "127.0.0.1:0"\n[delivery]\nmethod = "maildir"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "filterd", "learn", "--ham", "x.eml"],
+        [sys.executable, "-m", "filterd", "learn", "-c", str(config), "--ham", "x.eml"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "no spamd" in done.stderr
+    assert "no plugin of the chain can learn" in done.stderr

@@ -28,6 +28,7 @@ from filterd.sdk import (
     AddHeader,
     Continue,
     Finding,
+    Learns,
     MessageView,
     OnMessage,
     Plugin,
@@ -198,11 +199,28 @@ def check_result(
     )
 
 
-class Pyzor(Plugin[PyzorConfig], OnMessage):
+class Pyzor(Plugin[PyzorConfig], OnMessage, Learns):
     name = "pyzor"
     Config = PyzorConfig
 
     _limiter: trio.CapacityLimiter | None = None
+
+    async def learn(self, message: bytes, spam: bool) -> str:
+        """``filterd learn --spam``: report to the Pyzor servers (``pyzor report``); ham is
+        left alone (Pyzor has no per-site ham learning)."""
+        if not spam:
+            return "pyzor: nothing to do for ham"
+        from .report import report  # report.py builds on this module
+
+        c = self.config
+        answers = await report(
+            message,
+            command=c.command,
+            homedir=c.homedir,
+            servers_file=c.servers_file,
+            server_timeout=c.server_timeout,
+        )
+        return f"pyzor reported it as spam to {len(answers)} server(s)"
 
     async def start(self) -> None:
         self._limiter = trio.CapacityLimiter(self.config.max_parallel)

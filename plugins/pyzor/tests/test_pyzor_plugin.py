@@ -147,3 +147,23 @@ def test_config_errors() -> None:
         Pyzor.Config.model_validate({"server_timeout": 0})
     with pytest.raises(ValidationError, match="Extra inputs"):
         Pyzor.Config.model_validate({"servers": ["127.0.0.1:24441"]})
+
+
+async def test_learn_spam_reports_it_and_the_next_check_lists_it(pyzord: PyzordInstance) -> None:
+    """`filterd learn --spam` calls Pyzor.learn: the `pyzor report` equivalent."""
+    import trio
+    from filterd_pyzor.plugin import PyzorConfig
+
+    from filterd.maillog import MailLog
+    from filterd.sdk import PluginEnv
+
+    spam = message(uuid.uuid4().hex)
+    env = PluginEnv("pyzor", MailLog("pyzor"), trio.CapacityLimiter(1))
+    plugin = Pyzor(PyzorConfig.model_validate(settings(pyzord)), env)
+    await plugin.start()
+    assert await plugin.learn(spam, spam=False) == "pyzor: nothing to do for ham"
+    assert await plugin.learn(spam, spam=True) == "pyzor reported it as spam to 1 server(s)"
+    listed = await run_plugin(Pyzor, settings(pyzord), message=spam)
+    assert [(f.name, f.detail) for f in listed.findings] == [
+        ("pyzor", "listed count=1 whitelisted=0")
+    ]

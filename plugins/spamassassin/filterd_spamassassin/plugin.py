@@ -21,6 +21,7 @@ from filterd.sdk import (
     Edit,
     Finding,
     InsertHeader,
+    Learns,
     MessageView,
     OnMessage,
     Plugin,
@@ -31,7 +32,14 @@ from filterd.sdk import (
     Transaction,
     Verdict,
 )
-from filterd.sdk.spamd import Command, SpamdClient, SpamdError, SpamdResponse
+from filterd.sdk.spamd import (
+    Command,
+    MessageClass,
+    SpamdClient,
+    SpamdError,
+    SpamdResponse,
+    Tell,
+)
 
 from .config import SpamAssassinConfig, parse_address
 from .headers import (
@@ -60,11 +68,18 @@ def make_client(config: SpamAssassinConfig) -> SpamdClient:
     return SpamdClient(parse_address(config.address), config.max_connections, context)
 
 
-class SpamAssassin(Plugin[SpamAssassinConfig], OnMessage):
+class SpamAssassin(Plugin[SpamAssassinConfig], OnMessage, Learns):
     name = "spamassassin"
     Config = SpamAssassinConfig
 
     _client: SpamdClient | None = None
+
+    async def learn(self, message: bytes, spam: bool) -> str:
+        """``filterd learn``: TELL spamd (it must run with --allow-tell)."""
+        tell = Tell.learn(MessageClass.SPAM if spam else MessageClass.HAM)
+        response = await self.client.tell(message, len(message), tell, user=self.config.user)
+        did = ", ".join(sorted(response.did_set)) or "nothing (already known)"
+        return f"spamd learnt it as {'spam' if spam else 'ham'}: {did}"
 
     async def start(self) -> None:
         self._client = make_client(self.config)
