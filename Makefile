@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 	bash deploy/install-system-packages.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,milter]'
 	for p in plugins/*/ tests/example_plugin/; do \
 	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$${p%/}[test]" || exit 1; fi; \
 	done

@@ -74,10 +74,10 @@ class ListenConfig(_Section):
         description='Where to listen: "host:port", "[ipv6]:port" or "unix:/path".',
         examples=["127.0.0.1:10025"],
     )
-    protocol: Literal["smtp", "lmtp", "policy"] = Field(
+    protocol: Literal["smtp", "lmtp", "policy", "milter"] = Field(
         default="smtp",
-        description="Protocol spoken to clients on this socket: smtp, lmtp, or policy "
-        "(Postfix's check_policy_service).",
+        description="Protocol spoken to clients on this socket: smtp, lmtp, policy "
+        "(Postfix's check_policy_service) or milter (Postfix's smtpd_milters).",
     )
     hostname: HostName = Field(
         default="localhost",
@@ -352,6 +352,12 @@ class Config(_Section):
         seen: dict[str, int] = {}
         for index, listener in enumerate(self.listen):
             address = listener.address
+            if listener.protocol == "milter" and address.kind == "tcp" and address.port == 0:
+                raise rule_error(
+                    ("listen", index, "address"),
+                    "a milter listener needs a fixed port (libmilter binds it itself)",
+                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:8891"',
+                )
             if address.kind == "tcp" and address.port == 0:
                 continue  # each port-0 listener gets its own ephemeral port
             first = seen.setdefault(str(address), index)
@@ -361,4 +367,15 @@ class Config(_Section):
                     f'"{address}" is already used by listen[{first}]',
                     "give each [[listen]] table its own address",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _one_milter(self) -> Config:
+        milters = [i for i, listener in enumerate(self.listen) if listener.protocol == "milter"]
+        if len(milters) > 1:
+            raise rule_error(
+                ("listen", milters[1], "protocol"),
+                f"only one milter listener per process (listen[{milters[0]}] is one)",
+                "libmilter runs once per process: run a second filterd for a second socket",
+            )
         return self

@@ -99,11 +99,13 @@ async def serve(
     owns_chain = chain is None
     if chain is None:
         chain = build_chain(config)
-    listeners = [await open_listener(listen.address) for listen in config.listen]
+    sockets = [listen for listen in config.listen if listen.protocol != "milter"]
+    milters = [listen for listen in config.listen if listen.protocol == "milter"]
+    listeners = [await open_listener(listen.address) for listen in sockets]
     infos = [
         ListenerInfo(listen, bound_address(listener, listen.address))
-        for listen, listener in zip(config.listen, listeners, strict=True)
-    ]
+        for listen, listener in zip(sockets, listeners, strict=True)
+    ] + [ListenerInfo(listen, str(listen.address)) for listen in milters]
     for info in infos:
         log.plain(f"listening on {info.address} ({info.config.protocol})")
     try:
@@ -115,8 +117,10 @@ async def serve(
             if run is not None:
                 root.start_soon(run)
             async with trio.open_nursery() as connections:
+                for listen in milters:  # libmilter binds its own socket (one per process)
+                    await connections.start(_serve_milter, listen, config, chain, shutdown)
                 async with trio.open_nursery() as accepting:
-                    for listen, listener in zip(config.listen, listeners, strict=True):
+                    for listen, listener in zip(sockets, listeners, strict=True):
                         handler = _handler_for(
                             listen, config, chain, delivery, quarantine, shutdown
                         )
@@ -155,6 +159,29 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
                 return
             log.plain(f"signal {signal.Signals(signum).name}: graceful stop")
             shutdown.begin()
+
+
+async def _serve_milter(
+    listen: ListenConfig,
+    config: Config,
+    chain: ChainRunner,
+    shutdown: Shutdown,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    # Imported here: pymilter is the optional ``milter`` extra.
+    from filterd.protocols.milter_map import libmilter_socket
+    from filterd.serve.milter_service import MilterSettings, serve_milter
+
+    settings = MilterSettings(
+        name=str(listen.address),
+        socket=libmilter_socket(listen.address),
+        max_connections=listen.max_connections,
+        spool_memory=config.limits.spool_memory,
+        spool_dir=config.limits.spool_dir,
+        shutdown_grace=config.limits.shutdown_grace,
+    )
+    await serve_milter(chain, settings, shutdown=shutdown, task_status=task_status)
 
 
 def _handler_for(

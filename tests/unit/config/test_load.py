@@ -295,8 +295,8 @@ def test_missing_delivery_method(tmp_path: Path) -> None:
 def test_literal_typo_suggests_the_value(tmp_path: Path) -> None:
     _, error = only_problem(tmp_path, MINIMAL.replace('10025"', '10025"\nprotocol = "smpt"'))
     assert (error.line, error.key) == (3, "listen[0].protocol")
-    assert error.message == 'expected one of "smtp", "lmtp", "policy", got "smpt"'
-    assert error.hint == "did you mean smtp? valid values for protocol: smtp, lmtp, policy"
+    assert error.message == 'expected one of "smtp", "lmtp", "policy", "milter", got "smpt"'
+    assert error.hint == "did you mean smtp? valid values for protocol: smtp, lmtp, policy, milter"
 
 
 def test_source_cannot_be_set_from_toml(tmp_path: Path) -> None:
