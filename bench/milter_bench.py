@@ -1,0 +1,282 @@
+"""Throughput of Postfix with filterd as its smtpd milter, beside the same Postfix without one.
+
+    .venv/bin/python bench/milter_bench.py [--count 1000] [--sessions 10] [--size 4096]
+                                           [--rounds 2] [--write bench/MILTER_RESULTS.md]
+
+Each run builds a private, loopback-only Postfix (tests/support/postfix.py), injects `--count`
+messages of `--size` bytes with Postfix's own `smtp-source -d -s SESSIONS -m COUNT -l SIZE`
+into its smtpd, and measures from the first connection until every message is in the Maildir
+and the queue is empty: msg/s end to end. The "milter" variant adds filterd as `smtpd_milters`
+(deploy/postfix/main.cf.milter.snippet) with a header_checks chain holding the seed rules
+`/^Received: .*/ IGNORE` and `/^User-Agent: .*/ IGNORE`; "plain" is the same Postfix with no
+milter. The variants alternate (plain, milter, plain, milter, ...), `--rounds` times each.
+
+The milter's cost = 1 - milter_rate / plain_rate (the medians over the rounds); the target is
+a cost below 30 %. Every child (Postfix's master and its daemons, filterd) runs in its own
+process group and is stopped by PID, also on failure; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.filterd_proc import FilterdProcess  # noqa: E402
+from tests.support.postfix import (  # noqa: E402
+    DEPLOY_DIR,
+    SMTP_SOURCE,
+    PostfixInstance,
+    free_port,
+    make_base_dir,
+)
+
+SENDER = "bench@example.net"
+RECIPIENT = "sink@example.org"
+WARMUP = 20  # messages through each fresh instance before the clock starts
+TARGET_COST = 0.30
+SEED_RULES = ("/^Received: .*/ IGNORE", "/^User-Agent: .*/ IGNORE")
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str  # "plain" | "milter"
+    round: int
+    count: int
+    inject_seconds: float  # smtp-source until its last session ended
+    total_seconds: float  # until all delivered and the queue is empty
+    filterd_cpu: float | None = None  # filterd's CPU seconds (user + system) for the count
+    busy: float = 0.0  # share of all CPUs busy (whole machine, /proc/stat) while measuring
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.total_seconds
+
+    @property
+    def accept_rate(self) -> float:
+        return self.count / self.inject_seconds
+
+
+def milter_main_cf(port: int) -> dict[str, str]:
+    """The deploy snippet's settings with its port 10029 replaced."""
+    text = (DEPLOY_DIR / "main.cf.milter.snippet").read_text()
+    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+    return {name: value.replace("10029", str(port)) for name, value in settings.items()}
+
+
+def filterd_milter_config(port: int) -> str:
+    rules = ", ".join(f"'{rule}'" for rule in SEED_RULES)
+    return f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "milter"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "header_checks"
+config = {{ rules = [{rules}] }}
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_idle() -> tuple[int, int]:
+    """Busy and idle jiffies of all CPUs together (first line of /proc/stat)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values[:8]) - idle, idle
+
+
+def delivered_count(postfix: PostfixInstance) -> int:
+    """Number of files in the instance's Maildir (no reading: cheap enough to poll)."""
+    total = 0
+    for sub in ("new", "cur"):
+        with contextlib.suppress(FileNotFoundError):
+            total += sum(1 for _ in os.scandir(postfix.mail_dir / "maildir" / sub))
+    return total
+
+
+def wait_delivered(postfix: PostfixInstance, count: int, timeout: float) -> None:
+    """Until `count` messages are in the Maildir and the queue is empty; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if delivered_count(postfix) >= count and not postfix.queue_json():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"{delivered_count(postfix)} of {count} delivered after {timeout}s\n"
+                + postfix.diagnostics()
+            )
+        time.sleep(0.02)
+
+
+def smtp_source(
+    postfix: PostfixInstance, count: int, sessions: int, size: int, timeout: float
+) -> None:
+    """`smtp-source -d -s SESSIONS -m COUNT -l SIZE` into the instance's smtpd."""
+    argv = [str(SMTP_SOURCE), "-d", "-s", str(sessions), "-m", str(count), "-l", str(size)]
+    argv += ["-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{postfix.smtp_port}"]
+    subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
+
+
+def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> Run:
+    """Fresh Postfix (+ filterd for "milter"), warm up, then measure `args.count` messages."""
+    with ExitStack() as stack:
+        extra: dict[str, str] = {}
+        filterd: FilterdProcess | None = None
+        if variant == "milter":
+            port = free_port()
+            workdir = Path(tempfile.mkdtemp(prefix="filterd-milter-bench-"))
+            filterd = FilterdProcess(filterd_milter_config(port), workdir)
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            stack.callback(filterd.stop)
+            filterd.start()
+            extra = milter_main_cf(port)
+        postfix = PostfixInstance(make_base_dir(), main_cf_extra=extra)
+        if not keep:
+            stack.callback(shutil.rmtree, postfix.base_dir, ignore_errors=True)
+        stack.callback(postfix.stop)
+        postfix.start()
+
+        smtp_source(postfix, WARMUP, min(args.sessions, WARMUP), args.size, args.timeout)
+        wait_delivered(postfix, WARMUP, args.timeout)
+
+        cpu_before = cpu_seconds(filterd.pid) if filterd is not None and filterd.pid else 0.0
+        busy_before, idle_before = machine_busy_idle()
+        start = time.monotonic()
+        smtp_source(postfix, args.count, args.sessions, args.size, args.timeout)
+        injected = time.monotonic()
+        wait_delivered(postfix, WARMUP + args.count, args.timeout)
+        done = time.monotonic()
+        busy_after, idle_after = machine_busy_idle()
+        busy = busy_after - busy_before
+        busy_share = busy / max(1, busy + idle_after - idle_before)
+        cpu = None
+        if filterd is not None and filterd.pid is not None:
+            cpu = cpu_seconds(filterd.pid) - cpu_before
+
+        if filterd is not None:
+            # The milter really saw every message (one "from=<...>, size=..., nrcpt=" line each).
+            seen = len(re.findall(r"from=<[^>]*>, size=\d+, nrcpt=", filterd.output_text()))
+            if seen < WARMUP + args.count:
+                raise RuntimeError(f"filterd logged {seen} messages, expected more")
+            if filterd.stop() != 0:
+                raise RuntimeError("filterd did not exit 0:\n" + filterd.output_text()[-3000:])
+        refused = re.findall(r"milter-reject|reject:", postfix.log_text())
+        if refused:
+            raise RuntimeError(f"{len(refused)} refusals in the Postfix log")
+        return Run(variant, number, args.count, injected - start, done - start, cpu, busy_share)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    postfix = subprocess.run(
+        ["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} CPU(s) ({model}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, Postfix {postfix}"
+    )
+
+
+def per_message_ms(run: Run) -> str:
+    return "-" if run.filterd_cpu is None else f"{1000 * run.filterd_cpu / run.count:.2f}"
+
+
+def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
+    plain = statistics.median(r.rate for r in runs if r.variant == "plain")
+    milter = statistics.median(r.rate for r in runs if r.variant == "milter")
+    cost = 1 - milter / plain
+    met = "met" if cost < TARGET_COST else "NOT met"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        "# Milter benchmark: Postfix with filterd as smtpd milter vs. Postfix alone",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Load: `smtp-source -d -s {args.sessions} -m {args.count} -l {args.size}` into a private"
+        " loopback Postfix (tests/support/postfix.py), delivery by virtual(8) into one Maildir;"
+        f" {WARMUP} warm-up messages per fresh instance first. Clock: first connection until"
+        " all messages are delivered and the queue is empty. filterd's chain: header_checks"
+        " with " + ", ".join(f"`{rule}`" for rule in SEED_RULES) + ".",
+        "",
+        f"Load average when the report was written: {load}.",
+        "",
+        "| run | variant | accepted msg/s (smtp-source) | delivered msg/s (end to end)"
+        " | filterd CPU ms/msg | all CPUs busy |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {r.round} | {r.variant} | {r.accept_rate:.1f} | {r.rate:.1f}"
+        f" ({r.total_seconds:.2f} s) | {per_message_ms(r)} | {r.busy:.0%} |"
+        for r in runs
+    )
+    lines += [
+        "",
+        f"Median end-to-end rate: plain {plain:.1f} msg/s, milter {milter:.1f} msg/s.",
+        "",
+        f"Milter cost = 1 - milter/plain = **{cost:.1%}** (target < {TARGET_COST:.0%}): **{met}**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="messages per run")
+    parser.add_argument("--sessions", type=int, default=10, help="parallel SMTP sessions")
+    parser.add_argument("--size", type=int, default=4096, help="message size in bytes")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per variant")
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")
+    parser.add_argument("--write", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--keep", action="store_true", help="keep the Postfix directories")
+    args = parser.parse_args()
+    if not (1 <= args.count <= 100_000 and 1 <= args.rounds <= 10 and 1 <= args.sessions <= 100):
+        parser.error("count 1..100000, rounds 1..10, sessions 1..100")
+    command = " ".join([".venv/bin/python", "bench/milter_bench.py", *sys.argv[1:]])
+    runs: list[Run] = []
+    for number in range(1, args.rounds + 1):
+        for variant in ("plain", "milter"):
+            run = one_run(variant, number, args, args.keep)
+            print(
+                f"round {number} {variant:6}: {run.rate:7.1f} msg/s delivered"
+                f" ({run.total_seconds:.2f} s), {run.accept_rate:7.1f} msg/s accepted,"
+                f" filterd CPU {per_message_ms(run)} ms/msg, CPUs busy {run.busy:.0%}",
+                flush=True,
+            )
+            runs.append(run)
+    text = report(runs, args, command)
+    print(text)
+    if args.write is not None:
+        args.write.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
