@@ -39,8 +39,7 @@ from filterd.sdk import (
     Transaction,
     Verdict,
 )
-
-from .process import Completed, last_lines, run
+from filterd.sdk.process import Completed, last_lines, run
 
 DEFAULT_MAX_SIZE: Final = 512_000
 _LINE: Final = re.compile(r"(\S+)\t\((\d+), (['\"])(.*)\3\)(?:\t(\d+)\t(\d+))?")

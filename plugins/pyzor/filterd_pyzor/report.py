@@ -6,8 +6,9 @@ import os
 
 import trio
 
+from filterd.sdk.process import run
+
 from .plugin import PyzorError, ServerAnswer, failures, parse_answers, pyzor_argv
-from .process import run
 
 
 async def report(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from filterd_pyzor import Pyzor, PyzorError, check_result, report
-from filterd_pyzor.process import Completed
 from pydantic import ValidationError
 
 from filterd.sdk import AddHeader, Quarantine, Reject, TempFail
+from filterd.sdk.process import Completed
 from filterd.testing import run_plugin
 from tests.support.pyzord import PyzordInstance
 

@@ -29,8 +29,7 @@ from filterd.sdk import (
     Transaction,
     Verdict,
 )
-
-from .process import run
+from filterd.sdk.process import run
 
 LISTED: Final = 0
 NOT_LISTED: Final = 1

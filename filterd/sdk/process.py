@@ -1,4 +1,5 @@
-"""Running a checker program on a message: bounded, and killed for good on cancellation.
+"""Running a checker program (razor-check, pyzor, ...) on a message, for plugins: bounded, and
+killed for good on cancellation.
 
 The child gets a session (and process group) of its own, and when the chain's timeout cancels
 the call, the whole group gets SIGKILL at once: a shell wrapper and whatever it started die
@@ -25,7 +26,7 @@ class Completed:
     stderr: bytes
 
     def describe(self, program: str) -> str:
-        """``razor-check exited with 2: nextserver: Bootstrap discovery failed...``"""
+        """``razor-check exited with 2: nextserver: Bootstrap discovery failed...``."""
         code = self.returncode
         what = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
         text = last_lines(self.stderr) or last_lines(self.stdout)
