@@ -51,6 +51,9 @@ class MailLog:
     def enabled_for_info(self) -> bool:
         return self._logger.isEnabledFor(logging.INFO)
 
+    def enabled_for_debug(self) -> bool:
+        return self._logger.isEnabledFor(logging.DEBUG)
+
     def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
         if not self._logger.isEnabledFor(level):
             return

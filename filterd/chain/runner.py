@@ -56,6 +56,11 @@ class ChainRunner:
     def __init__(self, entries: list[Entry] | None = None) -> None:
         self.entries = entries or []
 
+    def has_stage(self, stage: str) -> bool:
+        """Whether any entry implements ``stage`` (``"on_rcpt"``...). A stage no entry implements
+        always ends in ``Continue`` with nothing accumulated, so a front door may skip it."""
+        return any(stage in entry.stages for entry in self.entries)
+
     async def start(self) -> None:
         for entry in self.entries:
             await entry.plugin.start()

@@ -153,7 +153,9 @@ def request_to_envelope(
         peer=client,
         tls=bool(attrs.get("encryption_protocol")),
     )
-    session.notes.set(POLICY_ATTRIBUTES, MappingProxyType(dict(attrs)))
+    # The codec hands over a read-only view of a dict it no longer touches: no copy needed.
+    view = attrs if isinstance(attrs, MappingProxyType) else MappingProxyType(dict(attrs))
+    session.notes.set(POLICY_ATTRIBUTES, view)
     transaction = Transaction(
         queue_id=attrs.get("queue_id") or "NOQUEUE",
         session=session,
@@ -210,6 +212,8 @@ class PolicyAction:
 
 def _one_line(text: str) -> str:
     """Text safe inside one action line: reply lines joined, no CR/LF/NUL or other C0."""
+    if "\n" not in text and text.isprintable():  # the common case: nothing to change
+        return text.strip()
     lines = (line.strip() for line in text.split("\n"))
     joined = " ".join(line for line in lines if line)
     return "".join(c if c >= " " or c == "\t" else " " for c in joined).strip()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from filterd.chain.outcome import Outcome, PluginResult
+from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.chain.runner import ChainRunner
 from filterd.maillog import MailLog, queue_id_var, sanitize
 from filterd.model import replies
@@ -65,6 +65,7 @@ from filterd.protocols.policy import (
 )
 from filterd.protocols.policy_map import (
     POLICY_ATTRIBUTES,
+    STAGE_ORDER,
     PolicyEnvelope,
     Stage,
     header_key,
@@ -176,6 +177,9 @@ class PolicyConnection:
         self.shutdown = shutdown or Shutdown()
         self.codec = PolicyServer(settings.limits)
         self.peer = _describe_peer(stream)
+        # Stages no plugin implements always end in Continue with nothing: skip their work.
+        self._closes = chain.has_stage("on_close")
+        self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
         self._message: _Message | None = None
         self._started = 0.0  # when the request being read began
 
@@ -262,7 +266,7 @@ class PolicyConnection:
         try:
             outcome = await self._run_stages(message, envelope)
         finally:
-            if message.key is None:
+            if message.key is None and self._closes:
                 await _close_session(self.chain, message.session)
         plan = plan_action(
             outcome,
@@ -294,7 +298,7 @@ class PolicyConnection:
 
     async def _end_message(self) -> None:
         message, self._message = self._message, None
-        if message is not None:
+        if message is not None and self._closes:
             await _close_session(self.chain, message.session)
 
     async def _run_stages(self, message: _Message, envelope: PolicyEnvelope) -> Outcome:
@@ -318,6 +322,8 @@ class PolicyConnection:
         return _combine(steps)
 
     async def _stage(self, stage: Stage, session: Session, t: Transaction) -> Outcome:
+        if stage not in self._live:
+            return NOTHING
         match stage:
             case "connect":
                 return await self.chain.connect(session)
@@ -334,7 +340,7 @@ class PolicyConnection:
             return cached, False
         t = message.transaction
         rcpt = Recipient(address)
-        outcome = await self.chain.rcpt(t, rcpt)
+        outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
         verdict = outcome.verdict
         # Our answer, not Postfix's: a later restriction may still refuse what we let pass.
         rcpt.reply = verdict.reply if isinstance(verdict, Reject | TempFail) else replies.RCPT_OK
@@ -345,6 +351,9 @@ class PolicyConnection:
     def _log_answer(
         self, state: str, envelope: PolicyEnvelope, action: str, outcome: Outcome
     ) -> None:
+        quiet = action == "DUNNO"  # the common answer is logged at debug level only
+        if not (log.enabled_for_debug() if quiet else log.enabled_for_info()):
+            return
         peer = envelope.session.peer
         t = envelope.transaction
         to = f" to=<{envelope.recipient.address}>" if envelope.recipient is not None else ""
@@ -353,7 +362,7 @@ class PolicyConnection:
             f"{what}: {state or 'UNKNOWN'} from {peer.describe()}: {action}; from=<{t.sender}>"
             f"{to} proto={peer.protocol} helo=<{peer.helo or ''}>"
         )
-        if action == "DUNNO":
+        if quiet:
             log.debug(sanitize(line))
         else:
             log.info(sanitize(line), decided_by=outcome.decided_by or "-")

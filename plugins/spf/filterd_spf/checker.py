@@ -63,6 +63,10 @@ def _dispatch(name: str, qtype: str, strict: object = True, timeout: float | Non
         raise spf.TempError(str(exc)) from exc
 
 
+class NotCached(Exception):
+    """Raised by a cache-only lookup: the check must be run again with network lookups."""
+
+
 _pyspf_lookup = spf.DNSLookup
 spf.DNSLookup = _dispatch
 
@@ -120,7 +124,7 @@ class SpfAnswer:
 
 def printable(text: str) -> str:
     """Control characters (from DNS or the client) → "?", so text is safe in headers/replies."""
-    return _CONTROL.sub("?", text)
+    return text if text.isprintable() else _CONTROL.sub("?", text)
 
 
 @contextmanager
@@ -136,8 +140,12 @@ def using_lookup(lookup: DnsLookup) -> Iterator[None]:
 
 
 def evaluate(request: SpfRequest, lookup: DnsLookup) -> SpfAnswer:
-    """Run check_host() with pyspf, resolving through ``lookup``. Blocking: worker threads."""
-    with using_lookup(lookup):
+    """Run check_host() with pyspf, resolving through ``lookup``. Blocking unless ``lookup``
+    answers from memory: worker threads. (``using_lookup``, spelled out: this is a hot path.)"""
+    if spf.DNSLookup is not _dispatch:
+        raise RuntimeError("spf.DNSLookup was replaced after filterd_spf was imported")
+    token = _bound_lookup.set(lookup)
+    try:
         q = _Query(
             i=request.client_ip,
             s=request.sender,
@@ -163,3 +171,5 @@ def evaluate(request: SpfRequest, lookup: DnsLookup) -> SpfAnswer:
             comment=printable(f"{request.receiver}: {q.get_header_comment(result)}"),
             received_spf=printable(str(q.get_header(result, receiver=request.receiver))),
         )
+    finally:
+        _bound_lookup.reset(token)

@@ -150,6 +150,12 @@ class SpfConfig(PluginConfig):
     cache_size: int = Field(
         default=10000, ge=0, description="DNS answers kept (TTLs honoured); 0: no cache."
     )
+    result_cache_size: int = Field(
+        default=10000,
+        ge=0,
+        description="SPF results kept, each until the first DNS answer it used expires "
+        "(at most an hour; temperrors never); 0: every check runs pyspf.",
+    )
     lookup_time: Seconds = Field(
         default=20.0,
         description="DNS time budget of one check (RFC 7208 §4.6.4; pypolicyd-spf "

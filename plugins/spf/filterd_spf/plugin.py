@@ -9,6 +9,7 @@ for later plugins; the headers are added at the end of the message.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from functools import partial
@@ -29,10 +30,11 @@ from filterd.sdk import (
     Verdict,
 )
 
-from .checker import SpfAnswer, SpfRequest, SpfResult, evaluate
+from .checker import NotCached, SpfAnswer, SpfRequest, SpfResult, evaluate
 from .config import SpfConfig
 from .headers import authentication_results, received_spf
-from .resolver import SpfResolver
+from .resolver import DnsRecord, SpfResolver
+from .results import ResultCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
     Config = SpfConfig
 
     _resolver: SpfResolver | None = None
+    _results: ResultCache | None = None
 
     async def start(self) -> None:
         settings = self.config.resolver
@@ -65,6 +68,7 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
             lifetime=settings.lifetime,
             cache_size=self.config.cache_size,
         )
+        self._results = ResultCache(self.config.result_cache_size)
 
     @property
     def resolver(self) -> SpfResolver:
@@ -81,13 +85,68 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
             query_time=self.config.lookup_time,
         )
 
+    @property
+    def results(self) -> ResultCache:
+        if self._results is None:
+            raise RuntimeError("the spf plugin was not started")
+        return self._results
+
     async def check(self, request: SpfRequest) -> SpfAnswer:
-        """One check_host() evaluation in a worker thread, through this entry's resolver."""
-        return await trio.to_thread.run_sync(
-            partial(evaluate, request, self.resolver.lookup),
-            limiter=self.env.thread_limiter,
-            abandon_on_cancel=True,
-        )
+        """One check_host() answer: a kept one while every DNS answer behind it is still
+        valid (no thread, no pyspf), else an evaluation in a worker thread through this
+        entry's resolver."""
+        results = self.results
+        kept = results.get(request)
+        if kept is not None:
+            return kept
+        evaluated = self._evaluate_from_cache(request)
+        if evaluated is None:
+            evaluated = await trio.to_thread.run_sync(
+                partial(self._evaluate, request),
+                limiter=self.env.thread_limiter,
+                abandon_on_cancel=True,
+            )
+        answer, until = evaluated
+        results.put(request, answer, until)
+        return answer
+
+    def _evaluate_from_cache(self, request: SpfRequest) -> tuple[SpfAnswer, float] | None:
+        """The check on this (trio) thread from cached DNS answers only: pyspf is CPU work, and
+        a worker thread costs more than the check when nothing has to wait for the network.
+        None as soon as one answer is not cached (the caller then runs ``_evaluate`` in a
+        thread). ``missing`` decides, not the exception: pyspf swallows every exception while
+        fetching an ``exp=`` explanation."""
+        expiry = self.results.expiry()
+        cached = self.resolver.cached
+        missing = False
+
+        def lookup(name: str, qtype: str, timeout: float | None) -> list[DnsRecord]:
+            nonlocal missing
+            kept = cached(name, qtype)
+            if kept is None:
+                missing = True
+                raise NotCached(f"{qtype} {name}")
+            expiry.note(kept[1])
+            return kept[0]
+
+        try:
+            answer = evaluate(request, lookup)
+        except NotCached:
+            return None
+        return None if missing else (answer, expiry.earliest)
+
+    def _evaluate(self, request: SpfRequest) -> tuple[SpfAnswer, float]:
+        """Blocking (worker thread): the answer, and until when every DNS answer it used holds."""
+        expiry = self.results.expiry()
+        lookup_until = self.resolver.lookup_until
+
+        def lookup(name: str, qtype: str, timeout: float | None) -> list[DnsRecord]:
+            records, until = lookup_until(name, qtype, timeout)
+            expiry.note(until)
+            return records
+
+        answer = evaluate(request, lookup)
+        return answer, expiry.earliest
 
     async def on_mail_from(self, t: Transaction) -> Verdict:
         client = t.client
@@ -127,6 +186,22 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
         return tuple(edits)
 
     def _skip_reason(self, address: str, sender: str, helo: str) -> str | None:
+        skipped = self._address_skipped(address)
+        if skipped is not None:
+            return skipped
+        if sender.lower() in self.config.whitelist_senders:
+            return "whitelist_senders"
+        domain = sender.rpartition("@")[2].lower().rstrip(".")
+        if sender and domain and _domain_listed(domain, self.config.whitelist_domains):
+            return "whitelist_domains"
+        if not sender and not helo:
+            return "no-identity"
+        return None
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (one plugin per chain entry, kept for good)
+    def _address_skipped(self, address: str) -> str | None:
+        """Why a client address is never checked (parsing and matching networks is the costly
+        part, and the same clients come back: cached)."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -137,13 +212,6 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
                 return "skip_networks"
         if any(ip in net for net in self.config.skip_networks):
             return "skip_networks"
-        if sender.lower() in self.config.whitelist_senders:
-            return "whitelist_senders"
-        domain = sender.rpartition("@")[2].lower().rstrip(".")
-        if sender and domain and _domain_listed(domain, self.config.whitelist_domains):
-            return "whitelist_domains"
-        if not sender and not helo:
-            return "no-identity"
         return None
 
     def _verdict(

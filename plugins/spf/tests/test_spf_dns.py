@@ -184,3 +184,22 @@ def test_ptr_dns_errors_skip_the_name_rfc7208_5_5() -> None:
         assert (matched.result, matched.mechanism) == ("pass", "ptr")
         no_ptr = evaluate(SpfRequest("192.0.2.6", "a@example.com", "h", "r"), dns.lookup)
         assert (no_ptr.result, no_ptr.mechanism) == ("fail", "-all")
+
+
+def test_lookup_until_reports_the_ttl_of_answers_and_negative_answers() -> None:
+    zone: Zone = {"example.com": [{"TXT": "v=spf1 -all"}]}
+    with DnsServer(zone, ttl=300, negative_ttl=30) as server:
+        dns = resolver_for(server)
+        now = time.time()
+        _, until = dns.lookup_until("example.com", "TXT")
+        assert until is not None
+        assert now + 290 < until <= now + 301
+        _, until = dns.lookup_until("example.com", "A")  # no data: the SOA's negative TTL
+        assert until is not None
+        assert now + 25 < until <= now + 31
+        _, until = dns.lookup_until("nowhere.example.com", "TXT")  # NXDOMAIN, fresh
+        assert until is not None
+        assert now + 25 < until <= now + 31
+        _, cached = dns.lookup_until("nowhere.example.com", "TXT")  # from the cache
+        assert cached == until
+        assert dns.lookup_until("a..example.com", "TXT") == ([], None)

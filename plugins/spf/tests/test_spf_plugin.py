@@ -359,3 +359,120 @@ def test_config_is_validated() -> None:
     ):
         with pytest.raises(ValidationError):
             Spf.Config.model_validate(bad)
+
+
+async def started(server: DnsServer, **extra: object) -> Spf:
+    config = Spf.Config.model_validate(settings(server, **extra))
+    plugin = Spf(config, PluginEnv("spf", MailLog("spf"), trio.CapacityLimiter(2)))
+    await plugin.start()
+    return plugin
+
+
+def transaction(sender: str, client_ip: str = "192.0.2.1") -> Transaction:
+    client = Client(address=client_ip, helo="mx.example.com")
+    return Transaction("Q1", Session("s1", "smtp", client), sender=sender)
+
+
+async def test_a_repeated_check_is_answered_without_dns_or_pyspf() -> None:
+    with DnsServer(ZONE, ttl=60, negative_ttl=60) as server:
+        plugin = await started(server, cache_size=0)  # no DNS cache: only results are kept
+        first = await plugin.on_mail_from(transaction("alice@example.com"))
+        asked = len(server.queries)
+        assert asked > 0
+        again = await plugin.on_mail_from(transaction("alice@example.com"))
+        assert again == first
+        assert len(server.queries) == asked
+        assert plugin.results.hits == 1
+        # Another client, sender or HELO is another check.
+        await plugin.on_mail_from(transaction("alice@example.com", client_ip="198.51.100.7"))
+        await plugin.on_mail_from(transaction("bob@example.com"))
+        assert plugin.results.hits == 1
+        assert len(server.queries) == 3 * asked
+
+
+async def test_kept_results_expire_with_the_shortest_ttl_they_used() -> None:
+    zone: Zone = {
+        "example.com": [{"TXT": "v=spf1 include:other.example.com -all"}],
+        "other.example.com": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}],
+    }
+    with DnsServer(zone, ttl=1, negative_ttl=60) as server:
+        plugin = await started(server, cache_size=0)
+        first = await plugin.on_mail_from(transaction("alice@example.com"))
+        assert isinstance(first, Continue)
+        # The domain moves its mail elsewhere; until the TTL (1 s) runs out the old answer holds.
+        server.set_zone({**zone, "other.example.com": [{"TXT": "v=spf1 -all"}]})
+        assert await plugin.on_mail_from(transaction("alice@example.com")) == first
+        await trio.sleep(1.2)
+        assert isinstance(await plugin.on_mail_from(transaction("alice@example.com")), Reject)
+
+
+async def test_nxdomain_results_are_kept_for_the_negative_ttl() -> None:
+    with DnsServer(ZONE, ttl=60, negative_ttl=1) as server:
+        plugin = await started(server, cache_size=0)
+        t = transaction("alice@nowhere.example.com")
+        await plugin.on_mail_from(t)
+        assert t.notes.get(SPF_RESULT) == "none"
+        asked = len(server.queries)
+        await plugin.on_mail_from(transaction("alice@nowhere.example.com"))
+        assert len(server.queries) == asked
+        await trio.sleep(1.2)
+        await plugin.on_mail_from(transaction("alice@nowhere.example.com"))
+        assert len(server.queries) == 2 * asked
+
+
+async def test_temperrors_are_never_kept() -> None:
+    with DnsServer(ZONE) as server:
+        plugin = await started(server)
+        for _ in range(2):
+            verdict = await plugin.on_mail_from(transaction("a@servfail.example.com"))
+            assert isinstance(verdict, TempFail)
+        assert plugin.results.hits == 0
+        assert len(plugin.results) == 0
+
+
+async def test_result_cache_size_zero_keeps_nothing() -> None:
+    with DnsServer(ZONE) as server:
+        plugin = await started(server, result_cache_size=0)
+        await plugin.on_mail_from(transaction("alice@example.com"))
+        await plugin.on_mail_from(transaction("alice@example.com"))
+        assert plugin.results.hits == 0
+        assert len(plugin.results) == 0
+
+
+async def test_a_check_with_every_answer_cached_needs_no_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with DnsServer(ZONE) as server:
+        plugin = await started(server, result_cache_size=0)
+        first = await plugin.on_mail_from(transaction("alice@example.com"))
+        threads: list[object] = []
+        real = trio.to_thread.run_sync
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            threads.append(args[0])
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+        asked = len(server.queries)
+        assert isinstance(first, Continue)
+        second = await plugin.on_mail_from(transaction("bob@example.com"))
+        assert isinstance(second, Continue)
+        assert second.findings == (Finding("spf.mailfrom", "pass"),)
+        assert threads == []
+        assert len(server.queries) == asked
+        # An answer not cached yet: the check goes to a worker thread and asks DNS.
+        await plugin.on_mail_from(transaction("carol@soft.example.com"))
+        assert len(threads) == 1
+        assert len(server.queries) > asked
+
+
+async def test_an_explanation_not_cached_yet_is_fetched(dns: DnsServer) -> None:
+    """pyspf swallows any exception while fetching exp=: a cache-only attempt that misses the
+    explanation must not answer with the default text."""
+    plugin = await started(dns, result_cache_size=0)
+    plugin.resolver.lookup("exp.example.com", "TXT")  # the record is cached, its exp= is not
+    verdict = await plugin.on_mail_from(transaction("a@exp.example.com"))
+    assert isinstance(verdict, Reject)
+    assert verdict.reply.text == (
+        "SPF fail for exp.example.com: 192.0.2.1 is not one of exp.example.com's mail servers."
+    )

@@ -554,3 +554,52 @@ def test_refusals_drop_edits_and_other_edits_are_never_rendered() -> None:
     assert (plan.action, plan.dropped) == ("550 5.7.1 no", (SPF_HEADER,))
     plan = plan_action(Outcome(Continue(), edits=(change,)))
     assert (plan.action, plan.dropped) == ("DUNNO", (change,))
+
+
+def outcome(limits: PolicyLimits, chunks: list[bytes]) -> tuple[list[PolicyEvent], str | None]:
+    server = PolicyServer(limits)
+    events: list[PolicyEvent] = []
+    try:
+        for chunk in [*chunks, b""]:
+            server.receive_data(chunk)
+            while (event := server.next_event()) is not NEED_DATA:
+                assert isinstance(event, PolicyRequest | ConnectionClosed)
+                events.append(event)
+                if isinstance(event, ConnectionClosed):
+                    return events, None
+                server.send("DUNNO")
+    except RemoteProtocolError as exc:
+        return events, str(exc)
+    return events, None
+
+
+odd_lines = st.sampled_from(
+    [
+        b"request=smtpd_access_policy",
+        b"request=other",
+        b"a=1",
+        b"a=2",
+        b"b=x=y",
+        b"c=\xff\xfe",
+        b"d=\r",
+        b"e=1\r",
+        b"\r",
+        b"",
+        b"Bad=1",
+        b"no_equals",
+        b"f=\x00",
+        b"g=" + b"v" * 40,
+        b"=empty_name",
+    ]
+)
+
+
+@given(lines=st.lists(odd_lines, max_size=24))
+def test_whole_requests_parse_exactly_like_line_by_line(lines: list[bytes]) -> None:
+    """The one-pass path for whole requests gives the same events and the same error as the
+    line-by-line path (a byte at a time never offers it a whole request)."""
+    data = b"".join(line + b"\n" for line in lines)
+    limits = PolicyLimits(max_line=40, max_attributes=6, max_request_size=120)
+    whole = outcome(limits, [data])
+    by_byte = outcome(limits, [data[i : i + 1] for i in range(len(data))])
+    assert whole == by_byte
