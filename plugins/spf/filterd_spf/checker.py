@@ -17,7 +17,10 @@ turning the whole check into temperror (``_Query.validated_ptrs``; also feeds ``
 from __future__ import annotations
 
 import contextvars
+import functools
+import ipaddress
 import re
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +72,17 @@ class NotCached(Exception):
 
 _pyspf_lookup = spf.DNSLookup
 spf.DNSLookup = _dispatch
+
+# pyspf parses the client address and every address a record or an A/MX lookup yields with
+# ``ipaddress.ip_address`` / ``ip_network`` on every check (about a third of a warm check).
+# Those are pure functions returning immutable values, so pyspf gets (as its module-global
+# ``ipaddress``) a copy of the module whose two parsers remember their last answers. Bad input
+# still raises every time (lru_cache does not keep exceptions).
+_IP_MEMO = 4096
+_memo_ipaddress = types.SimpleNamespace(**vars(ipaddress))
+_memo_ipaddress.ip_address = functools.lru_cache(maxsize=_IP_MEMO)(ipaddress.ip_address)
+_memo_ipaddress.ip_network = functools.lru_cache(maxsize=_IP_MEMO)(ipaddress.ip_network)
+spf.ipaddress = _memo_ipaddress
 
 
 class _Query(spf.query):  # type: ignore[misc]

@@ -218,17 +218,16 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
         self, answer: SpfAnswer, findings: tuple[Finding, ...], edits: tuple[AddHeader, ...]
     ) -> Verdict:
         config = self.config
-        text = _reply_text(answer)
         result: SpfResult = answer.result
         match result:
             case "fail" if config.on_fail == "reject":
-                return Reject(Reply(550, "5.7.23", text), findings)
+                return Reject(Reply(550, "5.7.23", _reply_text(answer)), findings)
             case "softfail" if config.on_softfail == "reject":
-                return Reject(Reply(550, "5.7.23", text), findings)
+                return Reject(Reply(550, "5.7.23", _reply_text(answer)), findings)
             case "permerror" if config.on_permerror == "reject":
-                return Reject(Reply(550, "5.7.24", text), findings)
+                return Reject(Reply(550, "5.7.24", _reply_text(answer)), findings)
             case "temperror" if config.on_temperror == "tempfail":
-                return TempFail(Reply(451, "4.7.24", text), findings)
+                return TempFail(Reply(451, "4.7.24", _reply_text(answer)), findings)
             case _:
                 return Continue(edits=edits, findings=findings)
 
