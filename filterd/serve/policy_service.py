@@ -103,10 +103,6 @@ class PolicySettings:
     limits: PolicyLimits = field(default_factory=PolicyLimits)
 
 
-class _Close(Exception):
-    """Ends the connection quietly (idle timeout, shutdown, trouble already logged)."""
-
-
 @dataclass(slots=True)
 class _Message:
     """Requests that belong together: one message (keyed), or one lone request (key None)."""
@@ -182,14 +178,15 @@ class PolicyConnection:
         self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
         self._message: _Message | None = None
         self._started = 0.0  # when the request being read began
+        self._scope = trio.CancelScope()  # the connection's (see _serve)
+        self._idle = False  # waiting for a request (under the idle timeout)
+        self._answering = False  # a whole request arrived; answering it
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         log.plain(f"connect from {self.peer}")
         try:
             await self._serve()
-        except _Close:
-            pass
         except RemoteProtocolError as exc:
             log.warning(
                 f"protocol error from {self.peer}: {sanitize(exc)}; closing without an answer"
@@ -206,23 +203,38 @@ class PolicyConnection:
             log.plain(f"disconnect from {self.peer}", requests=self.codec.requests)
 
     async def _serve(self) -> None:
-        while True:
-            event = await self._next_event()
-            if isinstance(event, ConnectionClosed):
-                return
-            with trio.CancelScope(deadline=self._started + self.settings.request_timeout) as scope:
-                action = await self._answer(event)
-                await self.stream.send_all(self.codec.send(action))
-            if scope.cancelled_caught:
+        # One cancel scope for the whole connection whose deadline moves: the idle timeout
+        # while waiting for a request, the request deadline from a request's first byte to its
+        # answer (cheaper than a scope per wait; every expiry ends the connection anyway).
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            await self._requests()
+        if scope.cancelled_caught:
+            if self._idle:
+                why = "shutting down" if self.shutdown.stopping else "idle timeout"
+                log.info(f"{why}: closing idle connection from {self.peer}")
+            elif self._answering:
                 log.warning(
                     f"request from {self.peer} not answered within "
                     f"{self.settings.request_timeout:g}s; closing without an answer"
                 )
+            else:
+                log.warning(f"timeout reading a request from {self.peer}")
+
+    async def _requests(self) -> None:
+        while True:
+            event = await self._next_event()
+            if isinstance(event, ConnectionClosed):
                 return
+            self._answering = True
+            action = await self._answer(event)
+            await self.stream.send_all(self.codec.send(action))
+            self._answering = False
             queue_id_var.set("NOQUEUE")
             if self.shutdown.stopping:
                 return
             self._started = trio.current_time()  # a pipelined request may be waiting already
+            self._scope.deadline = self._started + self.settings.request_timeout
 
     async def _next_event(self) -> PolicyRequest | ConnectionClosed:
         while True:
@@ -230,28 +242,25 @@ class PolicyConnection:
             if not isinstance(event, NeedData):
                 return event
             if self.codec.in_request:
-                deadline = self._started + self.settings.request_timeout
-                with trio.CancelScope(deadline=deadline) as scope:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                if scope.cancelled_caught:
-                    log.warning(f"timeout reading a request from {self.peer}")
-                    raise _Close
+                data = await self.stream.receive_some(RECEIVE_SIZE)
             else:
                 data = await self._receive_idle()
                 self._started = trio.current_time()
+                self._scope.deadline = self._started + self.settings.request_timeout
             self.codec.receive_data(bytes(data))
 
     async def _receive_idle(self) -> bytes | bytearray:
-        with trio.CancelScope(deadline=trio.current_time() + self.settings.idle_timeout) as scope:
-            self.shutdown.register_idle(scope)
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            finally:
-                self.shutdown.unregister_idle(scope)
-        if scope.cancelled_caught:
-            why = "shutting down" if self.shutdown.stopping else "idle timeout"
-            log.info(f"{why}: closing idle connection from {self.peer}")
-            raise _Close
+        """Wait for a request under the idle timeout; shutdown may end the wait (only the wait:
+        no other task runs between the data arriving and the unregistering)."""
+        scope = self._scope
+        scope.deadline = trio.current_time() + self.settings.idle_timeout
+        self._idle = True
+        self.shutdown.register_idle(scope)
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        finally:
+            self.shutdown.unregister_idle(scope)
+        self._idle = False  # (left set when the wait was cancelled: _serve logs why)
         return data
 
     # -------------------------------------------------------------- requests

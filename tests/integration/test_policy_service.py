@@ -411,28 +411,44 @@ async def test_malformed_input_closes_that_connection_without_an_answer(case: st
         assert await fresh.ask() == "DUNNO"
 
 
-async def test_request_deadline_closes_without_an_answer() -> None:
+async def test_request_deadline_closes_without_an_answer(caplog: pytest.LogCaptureFixture) -> None:
     chain, _ = rules(timeout=1000, hang_rcpt="slow")
     async with serving(chain, PolicySettings(request_timeout=0.3)) as listener:
         client = await PolicyClient.connect(listener)
         await client.send(policy_request(recipient="slow@example.org"))
         assert await client.closed_without_answer()
+    assert "not answered within 0.3s; closing without an answer" in caplog.text
 
 
-async def test_a_request_trickling_in_is_bounded_by_the_request_deadline() -> None:
+async def test_a_request_trickling_in_is_bounded_by_the_request_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     chain, _ = rules()
-    async with serving(chain, PolicySettings(request_timeout=0.3)) as listener:
+    async with serving(chain, PolicySettings(request_timeout=0.3, idle_timeout=60)) as listener:
         client = await PolicyClient.connect(listener)
         await client.send(b"request=smtpd_access_policy\n")
         assert await client.closed_without_answer()
+    assert "timeout reading a request from" in caplog.text
 
 
-async def test_idle_connection_times_out() -> None:
+async def test_the_request_deadline_runs_from_the_first_byte_not_from_the_last_answer() -> None:
+    """After an answer the idle timeout applies again, however short the request deadline."""
+    chain, _ = rules()
+    async with serving(chain, PolicySettings(request_timeout=0.2, idle_timeout=60)) as listener:
+        client = await PolicyClient.connect(listener)
+        assert await client.ask() == "DUNNO"
+        await trio.sleep(0.5)
+        assert await client.ask() == "DUNNO"
+
+
+async def test_idle_connection_times_out(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="filterd")
     chain, _ = rules()
     async with serving(chain, PolicySettings(idle_timeout=0.2)) as listener:
         client = await PolicyClient.connect(listener)
         assert await client.ask() == "DUNNO"
         assert await client.closed_without_answer()
+    assert "idle timeout: closing idle connection from" in caplog.text
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
