@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/milter_bench.py [--count 1000] [--sessions 10] [--size 4096]
                                            [--rounds 2] [--write bench/MILTER_RESULTS.md]
+                                           [--null]
 
 Each run builds a private, loopback-only Postfix (tests/support/postfix.py), injects `--count`
 messages of `--size` bytes with Postfix's own `smtp-source -d -s SESSIONS -m COUNT -l SIZE`
@@ -10,10 +11,16 @@ and the queue is empty: msg/s end to end. The "milter" variant adds filterd as `
 (deploy/postfix/main.cf.milter.snippet) with a header_checks chain holding the seed rules
 `/^Received: .*/ IGNORE` and `/^User-Agent: .*/ IGNORE`; "plain" is the same Postfix with no
 milter. The variants alternate (plain, milter, plain, milter, ...), `--rounds` times each.
+`--null` adds a third variant after each milter run: a milter that does nothing (pymilter,
+negotiated as filterd negotiates for that chain: `protocol_flags({"on_message"})`), which shows
+what any milter hosted by pymilter costs Postfix on this machine — filterd's floor.
 
 The milter's cost = 1 - milter_rate / plain_rate (the medians over the rounds); the target is
-a cost below 30 %. Every child (Postfix's master and its daemons, filterd) runs in its own
-process group and is stopped by PID, also on failure; every wait is bounded.
+a cost below 30 %. The report also gives each round's own cost (milter beside the plain run
+just before it: slow drifts of the shared machine cancel out), filterd's CPU per message
+(/proc/PID/stat: less sensitive to the machine's noise than msg/s) and the whole machine's CPU
+per message. Every child (Postfix's master and its daemons, filterd) runs in its own process
+group and is stopped by PID, also on failure; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,12 +64,12 @@ SEED_RULES = ("/^Received: .*/ IGNORE", "/^User-Agent: .*/ IGNORE")
 
 @dataclass(frozen=True)
 class Run:
-    variant: str  # "plain" | "milter"
+    variant: str  # "plain" | "milter" | "null"
     round: int
     count: int
     inject_seconds: float  # smtp-source until its last session ended
     total_seconds: float  # until all delivered and the queue is empty
-    filterd_cpu: float | None = None  # filterd's CPU seconds (user + system) for the count
+    filterd_cpu: float | None = None  # the milter process's CPU seconds (user + system)
     busy: float = 0.0  # share of all CPUs busy (whole machine, /proc/stat) while measuring
 
     @property
@@ -70,6 +79,12 @@ class Run:
     @property
     def accept_rate(self) -> float:
         return self.count / self.inject_seconds
+
+    @property
+    def machine_ms(self) -> float:
+        """CPU milliseconds of the whole machine (all CPUs) per message."""
+        cpus = os.cpu_count() or 1
+        return 1000 * self.busy * cpus * self.total_seconds / self.count
 
 
 def milter_main_cf(port: int) -> dict[str, str]:
@@ -138,11 +153,99 @@ def smtp_source(
     subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
 
 
+def serve_null_milter(port: int) -> None:
+    """The "null" variant's milter (run as `milter_bench.py --serve-null PORT`): answers
+    CONTINUE, or nothing where the step was negotiated without a reply, and does nothing else.
+    libmilter handles SIGTERM itself (it runs in the main thread here)."""
+    import Milter
+
+    from filterd.protocols.milter_map import CONTINUE, NOREPLY, protocol_flags
+
+    wanted = protocol_flags({"on_message"})
+
+    class NullMilter(Milter.Base):  # type: ignore[misc]
+        def negotiate(self, opts: list[int]) -> int:
+            self._actions = opts[0]
+            self._protocol = opts[1] = opts[1] & wanted
+            opts[2] = opts[3] = 0
+            return CONTINUE
+
+        def _quiet(self, bit: int) -> int:
+            return NOREPLY if self._protocol & bit else CONTINUE
+
+        def connect(self, hostname: str, family: object, hostaddr: object) -> int:
+            return CONTINUE
+
+        def hello(self, name: str) -> int:
+            return self._quiet(Milter.P_NR_HELO)
+
+        def envfrom(self, sender: str, *params: str) -> int:
+            return self._quiet(Milter.P_NR_MAIL)
+
+        def envrcpt(self, rcpt: str, *params: str) -> int:
+            return self._quiet(Milter.P_NR_RCPT)
+
+        def data(self) -> int:
+            return CONTINUE
+
+        def header(self, name: str, value: str) -> int:
+            return self._quiet(Milter.P_NR_HDR)
+
+        def eoh(self) -> int:
+            return self._quiet(Milter.P_NR_EOH)
+
+        def body(self, chunk: bytes) -> int:
+            return self._quiet(Milter.P_NR_BODY)
+
+        def eom(self) -> int:
+            return CONTINUE
+
+    Milter.factory = NullMilter
+    Milter.runmilter("null", f"inet:{port}@127.0.0.1", 600)
+
+
+def start_null_milter(port: int, timeout: float) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-null", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+            return proc
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            stop_process(proc)
+            raise RuntimeError(f"the null milter did not listen on port {port}")
+        time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to its process group; bounded."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> Run:
-    """Fresh Postfix (+ filterd for "milter"), warm up, then measure `args.count` messages."""
+    """Fresh Postfix (+ filterd for "milter", the null milter for "null"), warm up, then
+    measure `args.count` messages."""
     with ExitStack() as stack:
         extra: dict[str, str] = {}
         filterd: FilterdProcess | None = None
+        measured: int | None = None  # the milter process whose CPU is measured
+        if variant == "null":
+            port = free_port()
+            null = start_null_milter(port, args.timeout)
+            stack.callback(stop_process, null)
+            measured = null.pid
+            extra = milter_main_cf(port)
         if variant == "milter":
             port = free_port()
             workdir = Path(tempfile.mkdtemp(prefix="filterd-milter-bench-"))
@@ -150,6 +253,7 @@ def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> 
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             stack.callback(filterd.stop)
             filterd.start()
+            measured = filterd.pid
             extra = milter_main_cf(port)
         postfix = PostfixInstance(make_base_dir(), main_cf_extra=extra)
         if not keep:
@@ -160,7 +264,7 @@ def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> 
         smtp_source(postfix, WARMUP, min(args.sessions, WARMUP), args.size, args.timeout)
         wait_delivered(postfix, WARMUP, args.timeout)
 
-        cpu_before = cpu_seconds(filterd.pid) if filterd is not None and filterd.pid else 0.0
+        cpu_before = cpu_seconds(measured) if measured is not None else 0.0
         busy_before, idle_before = machine_busy_idle()
         start = time.monotonic()
         smtp_source(postfix, args.count, args.sessions, args.size, args.timeout)
@@ -170,9 +274,7 @@ def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> 
         busy_after, idle_after = machine_busy_idle()
         busy = busy_after - busy_before
         busy_share = busy / max(1, busy + idle_after - idle_before)
-        cpu = None
-        if filterd is not None and filterd.pid is not None:
-            cpu = cpu_seconds(filterd.pid) - cpu_before
+        cpu = cpu_seconds(measured) - cpu_before if measured is not None else None
 
         if filterd is not None:
             # The milter really saw every message (one "from=<...>, size=..., nrcpt=" line each).
@@ -207,11 +309,27 @@ def per_message_ms(run: Run) -> str:
     return "-" if run.filterd_cpu is None else f"{1000 * run.filterd_cpu / run.count:.2f}"
 
 
+def paired_costs(runs: list[Run]) -> list[float]:
+    """Each round's cost: its milter run beside its plain run (run just before it)."""
+    plain = {r.round: r.rate for r in runs if r.variant == "plain"}
+    return [1 - r.rate / plain[r.round] for r in runs if r.variant == "milter"]
+
+
 def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     plain = statistics.median(r.rate for r in runs if r.variant == "plain")
     milter = statistics.median(r.rate for r in runs if r.variant == "milter")
     cost = 1 - milter / plain
     met = "met" if cost < TARGET_COST else "NOT met"
+    paired = paired_costs(runs)
+    filterd_ms = statistics.median(
+        1000 * r.filterd_cpu / r.count
+        for r in runs
+        if r.variant == "milter" and r.filterd_cpu is not None
+    )
+    machine_ms = {
+        variant: statistics.median(r.machine_ms for r in runs if r.variant == variant)
+        for variant in ("plain", "milter")
+    }
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         "# Milter benchmark: Postfix with filterd as smtpd milter vs. Postfix alone",
@@ -229,12 +347,12 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         f"Load average when the report was written: {load}.",
         "",
         "| run | variant | accepted msg/s (smtp-source) | delivered msg/s (end to end)"
-        " | filterd CPU ms/msg | all CPUs busy |",
-        "|---:|---|---:|---:|---:|---:|",
+        " | milter process CPU ms/msg | all CPUs busy | machine CPU ms/msg |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     lines.extend(
         f"| {r.round} | {r.variant} | {r.accept_rate:.1f} | {r.rate:.1f}"
-        f" ({r.total_seconds:.2f} s) | {per_message_ms(r)} | {r.busy:.0%} |"
+        f" ({r.total_seconds:.2f} s) | {per_message_ms(r)} | {r.busy:.0%} | {r.machine_ms:.2f} |"
         for r in runs
     )
     lines += [
@@ -243,7 +361,25 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         "",
         f"Milter cost = 1 - milter/plain = **{cost:.1%}** (target < {TARGET_COST:.0%}): **{met}**.",
         "",
+        "Each round's own cost (milter beside the plain run before it): "
+        + ", ".join(f"{c:.1%}" for c in paired)
+        + f" (median {statistics.median(paired):.1%}).",
+        "",
+        f"Median CPU per message: filterd {filterd_ms:.2f} ms; whole machine"
+        f" {machine_ms['plain']:.2f} ms plain, {machine_ms['milter']:.2f} ms with the milter"
+        f" (+{machine_ms['milter'] - machine_ms['plain']:.2f} ms, of which filterd"
+        f" {filterd_ms:.2f}).",
+        "",
     ]
+    nulls = [r for r in runs if r.variant == "null"]
+    if nulls:
+        null = statistics.median(r.rate for r in nulls)
+        null_ms = statistics.median(1000 * (r.filterd_cpu or 0.0) / r.count for r in nulls)
+        lines += [
+            f"Do-nothing milter (pymilter, filterd's negotiation): median {null:.1f} msg/s,"
+            f" cost {1 - null / plain:.1%}; its own CPU {null_ms:.2f} ms/msg.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -256,18 +392,25 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")
     parser.add_argument("--write", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the Postfix directories")
+    parser.add_argument(
+        "--null", action="store_true", help="also run a do-nothing milter (filterd's floor)"
+    )
+    parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_null is not None:
+        serve_null_milter(args.serve_null)
+        return 0
     if not (1 <= args.count <= 100_000 and 1 <= args.rounds <= 10 and 1 <= args.sessions <= 100):
         parser.error("count 1..100000, rounds 1..10, sessions 1..100")
     command = " ".join([".venv/bin/python", "bench/milter_bench.py", *sys.argv[1:]])
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
-        for variant in ("plain", "milter"):
+        for variant in ("plain", "milter", "null") if args.null else ("plain", "milter"):
             run = one_run(variant, number, args, args.keep)
             print(
                 f"round {number} {variant:6}: {run.rate:7.1f} msg/s delivered"
                 f" ({run.total_seconds:.2f} s), {run.accept_rate:7.1f} msg/s accepted,"
-                f" filterd CPU {per_message_ms(run)} ms/msg, CPUs busy {run.busy:.0%}",
+                f" milter CPU {per_message_ms(run)} ms/msg, CPUs busy {run.busy:.0%}",
                 flush=True,
             )
             runs.append(run)

@@ -1,30 +1,41 @@
 """The milter front door: Postfix's ``smtpd_milters`` talks to libmilter (via pymilter) in this
-process; each callback hops into trio to run the chain (contracts.md §3.5, option C; the reasons
-are in docs/architecture.md, "The milter front door").
+process; a callback hops into trio only to run a chain stage that some plugin implements
+(contracts.md §3.5, option C; the reasons are in docs/architecture.md, "The milter front door").
 
 ```
-trio thread                                  libmilter threads (one callback at a time per MTA
-                                             connection, on any worker thread)
+trio thread                                  libmilter threads (one per MTA connection here;
+                                             a connection's callbacks run one at a time)
 serve_milter ── starts ──▶ "libmilter" thread: smfi_main()
-MilterBridge.call ◀── trio.from_thread.run ── FilterdMilter.connect/hello/envfrom/envrcpt/eom/close
-   fail_after(budget), capacity limit,        header/body: written to a Spool, no hop
-   chain stages                               abort: ends the message
+MilterBridge._call ◀─ trio.from_thread.run ─ connect/hello/envfrom/envrcpt/eom/close, each only
+   deadline (budget), the chain stage          if a plugin implements its stage
+                                             the model, the spool, the counters: no hop
 ```
 Rules kept here:
 
+- **Hop only for the chain**: a stage no plugin implements ends in ``Continue`` with nothing
+  (``ChainRunner.has_stage``), so its callback answers on the libmilter thread; the model
+  (``Session``, ``Transaction``, macros, spool) is built the same either way. Bookkeeping
+  (connection and message counts, the stop check) is under a ``threading.Lock``, not a hop.
+- **Negotiation** (``milter_map.protocol_flags``): no reply to headers and body chunks, no
+  end-of-headers step, and no reply to HELO/MAIL/RCPT when no plugin implements the stage.
+  Such a callback never refuses (libmilter would drop the reply and lose step with the MTA):
+  a failure there, or a stop that began before a MAIL without reply, is answered TEMPFAIL at
+  the next step that has one — RCPT (with a plugin), DATA or end of message — and every later
+  step of that message with a reply is refused too.
 - **Timeouts inside the hop**: a hop runs as a trio system task that no cancel scope of ours
-  reaches, so each hop has its own ``fail_after``: ``command_budget`` (under Postfix's
+  reaches, so each hop has its own deadline: ``command_budget`` (under Postfix's
   ``milter_command_timeout``, 30 s) for CONNECT..RCPT, ``content_budget`` (under
   ``milter_content_timeout``, 300 s) at end of message. Too slow → TEMPFAIL 451 4.4.5.
-- **Overload**: at most ``max_connections`` MTA connections (each pins a libmilter worker
-  while it waits); one more is answered TEMPFAIL 451 4.3.2 at CONNECT, never queued.
+- **Overload**: at most ``max_connections`` MTA connections; one more is answered TEMPFAIL
+  451 4.3.2 at CONNECT, never queued.
 - **Shutdown**: trio owns SIGTERM/SIGINT (libmilter blocks them in its threads; the supervisor's
   signal watcher gets them) and calls ``milter.stop()``; libmilter notices within ~5 s
-  (MI_CHK_TIME). New messages are answered TEMPFAIL at once; messages in progress get
-  ``shutdown_grace`` to reach end of message. A hop that finds trio gone or going
+  (MI_CHK_TIME). New connections are answered TEMPFAIL at once, new messages at MAIL (or, if
+  MAIL has no reply, at their next step with one, before any content); messages in progress
+  get ``shutdown_grace`` to reach end of message. A hop that finds trio gone or going
   (``RunFinishedError``, ``Cancelled``) answers TEMPFAIL — never ACCEPT — so nothing is lost.
-- **Per-connection state only on the FilterdMilter object** (a connection's callbacks run on
-  different OS threads); the counters live on the bridge and change only on the trio thread.
+- **Per-connection state only on the FilterdMilter object** (a connection's callbacks may run
+  on different OS threads, one at a time); shared counters only under the bridge's lock.
 - Every callback catches its own failures and answers TEMPFAIL 451 4.3.0 with a log line
   (pymilter's default would be "untrapped exception").
 """
@@ -42,7 +53,7 @@ import Milter
 import milter
 import trio
 
-from filterd.chain.outcome import Outcome
+from filterd.chain.outcome import NOTHING, Outcome
 from filterd.chain.runner import ChainRunner
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model import replies
@@ -60,6 +71,13 @@ from filterd.protocols.milter_map import (
     FILTER_STOPPING,
     FILTER_TIMEOUT,
     MACRO_NAMES,
+    NOREPLY,
+    SMFIP_NR_BODY,
+    SMFIP_NR_EOH,
+    SMFIP_NR_HDR,
+    SMFIP_NR_HELO,
+    SMFIP_NR_MAIL,
+    SMFIP_NR_RCPT,
     TEMPFAIL,
     AddHeaderAction,
     AddRcptAction,
@@ -75,6 +93,7 @@ from filterd.protocols.milter_map import (
     apply_helo,
     disposition_of,
     plan_eom,
+    protocol_flags,
     recipient_from_rcpt,
     render_refusal,
     render_stage,
@@ -82,6 +101,7 @@ from filterd.protocols.milter_map import (
     transaction_from_mail,
     update_macros,
 )
+from filterd.sdk.stages import STAGES
 from filterd.serve.shutdown import Shutdown
 
 __all__ = ["FilterdMilter", "MilterBridge", "MilterSettings", "serve_milter"]
@@ -130,7 +150,8 @@ class _Refused(Exception):
 
 
 class MilterBridge:
-    """The trio side. Its counters change only on the trio thread."""
+    """What the libmilter threads share: the chain (reached by a hop into trio), the counters
+    (under ``_lock``) and the stop flag."""
 
     def __init__(
         self,
@@ -145,7 +166,12 @@ class MilterBridge:
         self.token = token
         self.connections = 0
         self.messages = 0
-        self._changed = trio.Event()
+        self._lock = threading.Lock()
+        self._draining = False  # a stop waits for the messages in progress: tell it when done
+        self._drained = trio.Event()
+        # The chain is fixed once serving starts: which stages need a hop, what to negotiate.
+        self.stages = frozenset(stage for stage in STAGES if chain.has_stage(stage))
+        self.protocol = protocol_flags(self.stages)
 
     # ------------------------------------------------------------- libmilter threads
     def run(self, fn: Callable[[], Awaitable[T]], budget: float, queue_id: str) -> T:
@@ -159,50 +185,66 @@ class MilterBridge:
             raise _Refused(FILTER_STOPPING) from None
 
     def run_quietly(self, fn: Callable[[], Awaitable[None]], queue_id: str) -> None:
-        """For endings (abort, close): trio being gone is not worth a line."""
+        """For endings (close): trio being gone is not worth a line."""
         try:
             self.run(fn, CLOSE_BUDGET, queue_id)
         except _Refused:
             pass
 
+    def open_connection(self) -> Reply | None:
+        """Admit one more MTA connection, or say why not (stopping, too many)."""
+        with self._lock:
+            if self.shutdown.stopping:
+                return FILTER_STOPPING
+            if self.connections >= self.settings.max_connections:
+                busy = self.connections
+            else:
+                self.connections += 1
+                return None
+        log.warning(f"too many milter connections ({busy}): tempfail")
+        return FILTER_BUSY
+
+    def close_connection(self) -> None:
+        with self._lock:
+            self.connections -= 1
+
+    def begin_message(self) -> Reply | None:
+        """Count one more message in progress, or refuse it while stopping. A stop reads the
+        count under the same lock after setting ``stopping``, so it never misses one."""
+        with self._lock:
+            if self.shutdown.stopping:
+                return FILTER_STOPPING
+            self.messages += 1
+            return None
+
+    def end_message(self) -> None:
+        with self._lock:
+            self.messages -= 1
+            drained = self._draining and self.messages == 0
+        if drained:
+            try:
+                self.token.run_sync_soon(self._drained.set)
+            except trio.RunFinishedError:
+                pass
+
     # ------------------------------------------------------------------ trio thread
     async def _call(self, fn: Callable[[], Awaitable[T]], budget: float, queue_id: str) -> T:
         queue_id_var.set(queue_id)
-        with trio.fail_after(budget):
+        with trio.CancelScope(deadline=trio.current_time() + budget):  # cheaper than fail_after
             return await fn()
+        raise trio.TooSlowError
 
-    async def open_connection(self, conn: FilterdMilter, session: Session) -> Outcome:
-        if self.shutdown.stopping:
-            raise _Refused(FILTER_STOPPING)
-        if self.connections >= self.settings.max_connections:
-            log.warning(f"too many milter connections ({self.connections}): tempfail")
-            raise _Refused(FILTER_BUSY)
-        self.connections += 1
-        conn.counted = True
-        return await self.chain.connect(session)
-
-    async def close_connection(self, conn: FilterdMilter, session: Session | None) -> None:
-        if conn.counted:
-            conn.counted = False
-            self.connections -= 1
-        if session is not None:
-            with trio.CancelScope(shield=True):
-                await self.chain.close(session)
-
-    async def begin_message(self, t: Transaction) -> Outcome:
-        if self.shutdown.stopping:
-            raise _Refused(FILTER_STOPPING)
-        self.messages += 1
-        return await self.chain.mail_from(t)
-
-    async def end_message(self) -> None:
-        self.messages -= 1
-        self._changed.set()
-        self._changed = trio.Event()
+    def in_progress(self) -> int:
+        with self._lock:
+            return self.messages
 
     async def wait_for_messages(self) -> None:
-        while self.messages > 0:
-            await self._changed.wait()
+        """Until no message is in progress (while stopping, no new one can begin)."""
+        with self._lock:
+            if self.messages == 0:
+                return
+            self._draining = True
+        await self._drained.wait()
 
 
 @dataclass(slots=True)
@@ -213,6 +255,11 @@ class _Message:
     edits: list[Edit] = field(default_factory=list)  # from MAIL/RCPT, sent at end of message
     disposition: Discard | Quarantine | None = None
     spool: Spool | None = None
+    counted: bool = False  # in bridge.messages (a stop waits for it)
+    in_body: bool = False  # the blank line after the headers is spooled
+    # Why the message must be refused at its next step with a reply: a stop that began
+    # before a MAIL without reply, or a failure in a step without reply.
+    refusal: Reply | None = None
 
     def close(self) -> None:
         if self.spool is not None:
@@ -220,17 +267,36 @@ class _Message:
             self.spool = None
 
 
-def _guarded(stage: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """A callback never lets an exception reach pymilter: log it and answer TEMPFAIL."""
+def _guarded(stage: str, quiet: int = 0) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """A callback never lets an exception reach pymilter: log it and answer TEMPFAIL.
+
+    ``quiet``: the step's ``SMFIP_NR_*`` bit. If filterd asks for it with this chain
+    (``bridge.protocol``), the step never refuses: a failure is kept for the next step that
+    has a reply (RCPT with a plugin, DATA, end of message). The answer is NOREPLY if the bit
+    was negotiated on this connection, else CONTINUE — never NOREPLY to a step the MTA waits
+    for, and never a refusal libmilter would drop (it forces NOREPLY on a "no reply" step, and
+    keeps a CONTINUE there in step). That holds even for a connection that skipped negotiation
+    (a new SMTP session on the same milter connection, SMFIC_QUIT_NC: ``_protocol`` is 0)."""
 
     def decorate(callback: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(callback)
         def wrapper(self: FilterdMilter, *args: object) -> int:
+            deferring = self.bridge.protocol & quiet
             try:
-                return callback(self, *args)
+                code = callback(self, *args)
             except Exception:
-                log.exception(f"internal error in {stage}: tempfail")
-                return self._answer(render_refusal(TEMPFAIL, FILTER_FAILED))
+                if not deferring:
+                    log.exception(f"internal error in {stage}: tempfail")
+                    return self._answer(render_refusal(TEMPFAIL, FILTER_FAILED))
+                log.exception(f"internal error in {stage}: tempfail at the next reply")
+                self._fail_quietly()
+                code = CONTINUE
+            if not deferring:
+                return code
+            if code != CONTINUE:  # a bug: this step must not refuse
+                log.error(f"{stage} answered {code} without a reply: tempfail at the next reply")
+                self._fail_quietly()
+            return NOREPLY if self._protocol & quiet else CONTINUE
 
         return wrapper
 
@@ -242,16 +308,19 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
 
     def __init__(self, bridge: MilterBridge) -> None:
         self.bridge = bridge
-        self.counted = False  # set on the trio thread when the connection was admitted
+        self._protocol = 0  # the negotiated SMFIP_* bits (pymilter's name; set by negotiate)
+        self.counted = False  # admitted at CONNECT: counted in bridge.connections
+        self.broken = False  # a step without reply failed outside a message: refuse them all
         self.session: Session | None = None
         self.message: _Message | None = None
         self.session_disposition: Discard | Quarantine | None = None
 
     # ---------------------------------------------------------------- helpers
     def _macros(self) -> dict[str, str]:
+        getsymval = self._ctx.getsymval
         found: dict[str, str] = {}
         for name in MACRO_NAMES:
-            value = self.getsymval(name)
+            value = getsymval(name)
             if value:
                 found[name] = str(value)
         return found
@@ -265,6 +334,25 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
     def _refuse(self, reply: Reply) -> int:
         return self._answer(render_refusal(TEMPFAIL, reply))
 
+    def _fail_quietly(self) -> None:
+        if self.message is not None:
+            self.message.refusal = FILTER_FAILED
+        else:
+            self.broken = True
+
+    def _pending_refusal(self) -> Reply | None:
+        """What a step with a reply must answer for an earlier step without one."""
+        if self.broken:
+            return FILTER_FAILED
+        return self.message.refusal if self.message is not None else None
+
+    def _refuse_pending(self, stage: str, reply: Reply) -> int:
+        """Refuse without ending the message: Postfix may still send more of it (another
+        RCPT), and every step of it that has a reply must be refused too."""
+        if reply is FILTER_FAILED:
+            log.warning(f"an earlier step failed: tempfail at {stage}")
+        return self._refuse(reply)
+
     def _queue_id(self) -> str:
         return self.message.t.queue_id if self.message is not None else "NOQUEUE"
 
@@ -272,7 +360,8 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
         message, self.message = self.message, None
         if message is not None:
             message.close()
-            self.bridge.run_quietly(self.bridge.end_message, message.t.queue_id)
+            if message.counted:
+                self.bridge.end_message()
         queue_id_var.set("NOQUEUE")
 
     def _log_reject(self, stage: str, reply: Reply, rcpt: str | None = None) -> None:
@@ -284,6 +373,24 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
             f"reject: {stage} from {peer.describe()}: {reply};{sender}{to}"
             f" proto={peer.protocol} helo=<{peer.helo or ''}>"
         )
+
+    # ------------------------------------------------------------ negotiation
+    def negotiate(self, opts: list[int]) -> int:
+        """Ask for the steps of ``milter_map.protocol_flags`` (replaces pymilter's default,
+        which derives them from decorators on the class), as far as the MTA offers them; keep
+        every action the MTA offers. ``opts``: [actions, protocol, reserved, reserved],
+        changed in place."""
+        try:
+            self._actions = opts[0]
+            self._protocol = opts[1] & self.bridge.protocol
+            opts[1] = self._protocol
+            opts[2] = 0
+            opts[3] = 0
+        except Exception:
+            log.exception("internal error in NEGOTIATE: every step with a reply")
+            self._protocol = 0
+            return int(milter.ALL_OPTS)
+        return CONTINUE
 
     # -------------------------------------------------------------- callbacks
     @_guarded("CONNECT")
@@ -297,12 +404,17 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
             listener=self.bridge.settings.name,
         )
         self.session = session
-        log.plain(f"connect from {session.peer.describe()}")
+        if log.enabled_for_info():
+            log.plain(f"connect from {session.peer.describe()}")
+        refusal = self.bridge.open_connection()
+        if refusal is not None:
+            return self._refuse(refusal)
+        self.counted = True
+        if "on_connect" not in self.bridge.stages:
+            return CONTINUE
         budget = self.bridge.settings.command_budget
         try:
-            outcome = self.bridge.run(
-                lambda: self.bridge.open_connection(self, session), budget, "NOQUEUE"
-            )
+            outcome = self.bridge.run(lambda: self.bridge.chain.connect(session), budget, "NOQUEUE")
         except _Refused as refused:
             return self._refuse(refused.reply)
         self.session_disposition = disposition_of(outcome.verdict)
@@ -310,11 +422,13 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
             self._log_reject("CONNECT", outcome.verdict.reply)
         return self._answer(render_stage(outcome.verdict))
 
-    @_guarded("HELO")
+    @_guarded("HELO", quiet=SMFIP_NR_HELO)
     def hello(self, heloname: str) -> int:
         session = self.session
         assert session is not None
         apply_helo(session, heloname, self._macros())
+        if "on_helo" not in self.bridge.stages:
+            return CONTINUE
         budget = self.bridge.settings.command_budget
         try:
             outcome = self.bridge.run(
@@ -327,39 +441,65 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
             self._log_reject("HELO", outcome.verdict.reply)
         return self._answer(render_stage(outcome.verdict))
 
-    @_guarded("MAIL")
+    @_guarded("MAIL", quiet=SMFIP_NR_MAIL)
     def envfrom(self, mailfrom: str, *params: str) -> int:
         session = self.session
         assert session is not None
         self._end_message()
+        quiet = bool(self.bridge.protocol & SMFIP_NR_MAIL)  # never refuse here (_guarded)
+        if self.broken:
+            if quiet:
+                return CONTINUE  # refused at the next step with a reply
+            log.warning("an earlier step failed: tempfail at MAIL")
+            return self._refuse(FILTER_FAILED)
         t = transaction_from_mail(session, mailfrom, params, self._macros())
         queue_id_var.set(t.queue_id)
-        budget = self.bridge.settings.command_budget
-        try:
-            outcome = self.bridge.run(lambda: self.bridge.begin_message(t), budget, t.queue_id)
-        except _Refused as refused:
-            if refused.reply is FILTER_STOPPING:
-                return self._refuse(refused.reply)  # no message was begun
-            self.message = _Message(t)  # begun: end_message balances the count
+        self.message = message = _Message(t)
+        refusal = self.bridge.begin_message()
+        if refusal is not None:  # stopping: no new message
+            if quiet:
+                message.refusal = refusal  # refused at RCPT or DATA, before any content
+                return CONTINUE
             self._end_message()
-            return self._refuse(refused.reply)
-        message = _Message(t, list(outcome.edits))
+            return self._refuse(refusal)
+        message.counted = True  # _end_message balances the count
+        if "on_mail_from" in self.bridge.stages:
+            budget = self.bridge.settings.command_budget
+            try:
+                outcome = self.bridge.run(
+                    lambda: self.bridge.chain.mail_from(t), budget, t.queue_id
+                )
+            except _Refused as refused:
+                self._end_message()
+                return self._refuse(refused.reply)
+        else:
+            outcome = NOTHING
+        message.edits.extend(outcome.edits)
         message.disposition = self.session_disposition or disposition_of(outcome.verdict)
-        self.message = message
         if isinstance(outcome.verdict, Reject | TempFail):
             self._log_reject("MAIL", outcome.verdict.reply)
             self._end_message()
             return self._answer(render_stage(outcome.verdict))
         return self._finish_early(render_stage(outcome.verdict, may_accept=self._nothing_due()))
 
-    @_guarded("RCPT")
+    @_guarded("RCPT", quiet=SMFIP_NR_RCPT)
     def envrcpt(self, to: str, *params: str) -> int:
+        quiet = bool(self.bridge.protocol & SMFIP_NR_RCPT)  # never refuse here (_guarded)
+        pending = None if quiet else self._pending_refusal()
+        if pending is not None:
+            return self._refuse_pending("RCPT", pending)
         message = self.message
         if message is None:  # the message was refused or accepted for good at MAIL
+            return CONTINUE
+        if message.refusal is not None:  # answered at DATA
             return CONTINUE
         t = message.t
         update_macros(t.session, self._macros())
         rcpt = recipient_from_rcpt(to, params)
+        if "on_rcpt" not in self.bridge.stages:
+            rcpt.reply = replies.RCPT_OK  # ours: Postfix or a later milter may still refuse it
+            t.recipients.append(rcpt)
+            return CONTINUE
         budget = self.bridge.settings.command_budget
         try:
             outcome = self.bridge.run(lambda: self.bridge.chain.rcpt(t, rcpt), budget, t.queue_id)
@@ -390,6 +530,9 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
 
     @_guarded("DATA")
     def data(self) -> int:
+        pending = self._pending_refusal()
+        if pending is not None:
+            return self._refuse_pending("DATA", pending)
         message = self.message
         if message is not None:
             macros = self._macros()
@@ -407,50 +550,79 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
         return message.spool
 
     @Milter.decode("bytes")  # type: ignore[untyped-decorator]
-    @_guarded("HEADER")
+    @_guarded("HEADER", quiet=SMFIP_NR_HDR)
     def header(self, name: str, value: bytes) -> int:
-        if self.message is not None:
-            raw = name.encode("utf-8", "surrogateescape") + b": " + value.replace(b"\n", b"\r\n")
-            self._spool(self.message).write(raw + b"\r\n")
+        message = self.message
+        if message is not None:
+            spool = message.spool or self._spool(message)
+            spool.write(
+                b"".join(
+                    (
+                        name.encode("utf-8", "surrogateescape"),
+                        b": ",
+                        value.replace(b"\n", b"\r\n"),
+                        b"\r\n",
+                    )
+                )
+            )
         return CONTINUE
 
-    @_guarded("EOH")
-    def eoh(self) -> int:
+    def _end_headers(self, message: _Message) -> Spool:
+        """The blank line after the headers, once: at EOH, or (EOH not sent, SMFIP_NOEOH)
+        before the first body chunk or at end of message."""
+        spool = message.spool or self._spool(message)
+        if not message.in_body:
+            message.in_body = True
+            spool.write(b"\r\n")
+        return spool
+
+    @_guarded("EOH", quiet=SMFIP_NR_EOH)
+    def eoh(self) -> int:  # only when the MTA cannot skip it (SMFIP_NOEOH not offered)
         if self.message is not None:
-            self._spool(self.message).write(b"\r\n")
+            self._end_headers(self.message)
         return CONTINUE
 
-    @_guarded("BODY")
+    @_guarded("BODY", quiet=SMFIP_NR_BODY)
     def body(self, chunk: bytes) -> int:
-        if self.message is not None:
-            self._spool(self.message).write(chunk)
+        message = self.message
+        if message is not None:
+            self._end_headers(message).write(chunk)
         return CONTINUE
 
     @_guarded("END-OF-MESSAGE")
     def eom(self) -> int:
+        pending = self._pending_refusal()
+        if pending is not None:
+            self._end_message()
+            return self._refuse_pending("END-OF-MESSAGE", pending)
         message = self.message
         if message is None:
             return CONTINUE
-        t = message.t
-        macros = self._macros()
-        update_macros(t.session, macros)
-        t.queue_id = macros.get("i") or t.queue_id
-        queue_id_var.set(t.queue_id)
-        spool = self._spool(message)
-        t.size = spool.size
-        budget = self.bridge.settings.content_budget
         try:
-            try:
-                outcome, names = self.bridge.run(
-                    lambda: self._check_message(t, spool), budget, t.queue_id
-                )
-            except _Refused as refused:
-                return self._refuse(refused.reply)
+            t = message.t
+            macros = self._macros()
+            update_macros(t.session, macros)
+            t.queue_id = macros.get("i") or t.queue_id
+            queue_id_var.set(t.queue_id)
+            spool = self._end_headers(message)
+            t.size = spool.size
+            if "on_message" in self.bridge.stages:
+                budget = self.bridge.settings.content_budget
+                try:
+                    outcome, names = self.bridge.run(
+                        lambda: self._check_message(t, spool), budget, t.queue_id
+                    )
+                except _Refused as refused:
+                    return self._refuse(refused.reply)
+            else:  # edits from MAIL/RCPT may still name headers
+                outcome = NOTHING
+                names = [h.name for h in MessageView(spool).headers] if message.edits else []
             plan = plan_eom(
                 outcome, names, earlier_edits=message.edits, disposition=message.disposition
             )
             self._perform(plan)
-            self._log_result(t, plan, outcome)
+            if log.enabled_for_info():
+                self._log_result(t, plan, outcome)
             return self._answer(plan.response)
         finally:
             self._end_message()
@@ -508,11 +680,21 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
     @_guarded("CLOSE")
     def close(self) -> int:
         self._end_message()
+        if self.counted:
+            self.counted = False
+            self.bridge.close_connection()
         session = self.session
-        self.bridge.run_quietly(lambda: self.bridge.close_connection(self, session), "NOQUEUE")
-        if session is not None:
+        if session is None:
+            return CONTINUE
+        if "on_close" in self.bridge.stages:
+            self.bridge.run_quietly(lambda: self._close_chain(session), "NOQUEUE")
+        if log.enabled_for_info():
             log.plain(f"disconnect from {session.peer.describe()}")
         return CONTINUE
+
+    async def _close_chain(self, session: Session) -> None:
+        with trio.CancelScope(shield=True):
+            await self.bridge.chain.close(session)
 
 
 def _register(bridge: MilterBridge) -> None:
@@ -526,7 +708,8 @@ def _register(bridge: MilterBridge) -> None:
     milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
     milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    # header() takes the raw bytes (@Milter.decode("bytes")): no detour through header_bytes.
+    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header(f, v))
     milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
     milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
     milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
@@ -594,6 +777,6 @@ async def serve_milter(
             with trio.move_on_after(settings.shutdown_grace) as grace:
                 await bridge.wait_for_messages()
             if grace.cancelled_caught:
-                log.warning(f"{bridge.messages} milter message(s) still open after the grace")
+                log.warning(f"{bridge.in_progress()} milter message(s) still open after the grace")
             await trio.to_thread.run_sync(thread.join, STOP_JOIN_TIMEOUT)
         log.plain("milter stopped")

@@ -4,9 +4,27 @@ dofile(dir .. "/common.lua")
 
 local conn = open_connection()
 
+-- Negotiation: the probe implements on_rcpt and on_message only, so the MTA is asked not to
+-- wait for replies to HELO, MAIL, headers and body chunks and not to send end of headers;
+-- CONNECT, RCPT, DATA and end of message keep their replies, and every other step is sent
+-- (the model needs them).
+expect(mt.test_option(conn, SMFIP_NR_HELO), "HELO without a reply (no plugin has on_helo)")
+expect(mt.test_option(conn, SMFIP_NR_MAIL), "MAIL without a reply (no plugin has on_mail_from)")
+expect(mt.test_option(conn, SMFIP_NR_HDR), "headers without a reply")
+expect(mt.test_option(conn, SMFIP_NOEOH), "no end of headers")
+expect(mt.test_option(conn, SMFIP_NR_BODY), "body chunks without a reply")
+expect(not mt.test_option(conn, SMFIP_NR_CONN), "CONNECT with a reply")
+expect(not mt.test_option(conn, SMFIP_NR_RCPT), "RCPT with a reply (the probe has on_rcpt)")
+expect(not mt.test_option(conn, SMFIP_NR_DATA), "DATA with a reply")
+local steps = {NOCONNECT = SMFIP_NOCONNECT, NOHELO = SMFIP_NOHELO, NOMAIL = SMFIP_NOMAIL,
+               NORCPT = SMFIP_NORCPT, NODATA = SMFIP_NODATA, NOHDRS = SMFIP_NOHDRS,
+               NOBODY = SMFIP_NOBODY}
+for name, bit in pairs(steps) do
+  expect(not mt.test_option(conn, bit), "no SMFIP_" .. name .. ": the step is still sent")
+end
+
 mt.macro(conn, SMFIC_MAIL, "{auth_authen}", "bob")
 step(mt.mailfrom(conn, "<alice@example.net>", "BODY=8BITMIME"), "mailfrom")
-expect(mt.getreply(conn) == SMFIR_CONTINUE, "MAIL continues")
 
 step(mt.rcptto(conn, "<refused@example.org>"), "rcptto refused")
 expect(mt.getreply(conn) == SMFIR_REPLYCODE, "RCPT refused@ answered with a reply code")
@@ -19,7 +37,7 @@ step(mt.data(conn), "data")
 step(mt.header(conn, "Subject", "hello"), "header Subject")
 step(mt.header(conn, "X-Remove-Me", "doomed"), "header X-Remove-Me")
 step(mt.header(conn, "Received", "from a\n\tby b"), "header Received (folded)")
-step(mt.eoh(conn), "eoh")
+-- no mt.eoh: the filter asked for SMFIP_NOEOH (the blank line is spooled before the body)
 step(mt.bodystring(conn, "line one\r\n"), "body chunk 1")
 step(mt.bodystring(conn, "line two\r\n"), "body chunk 2")
 step(mt.eom(conn), "eom")
