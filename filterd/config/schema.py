@@ -184,6 +184,26 @@ class LimitsConfig(_Section):
         default=30.0,
         description="On shutdown, time sessions in the middle of a message get to finish it.",
     )
+    milter_command_timeout: Duration = Field(
+        default=25.0,
+        description="milter listeners: time the chain gets at connect, HELO, MAIL and RCPT; "
+        "keep it under Postfix's milter_command_timeout (30s), which then defers the message.",
+    )
+    milter_content_timeout: Duration = Field(
+        default=280.0,
+        description="milter listeners: time the chain gets at end of message; keep it under "
+        "Postfix's milter_content_timeout (300s).",
+    )
+    policy_request_timeout: Duration = Field(
+        default=90.0,
+        description="policy listeners: first byte of a request to its answer; keep it under "
+        "Postfix's smtpd_policy_service_timeout (100s).",
+    )
+    policy_idle_timeout: Duration = Field(
+        default=330.0,
+        description="policy listeners: time between requests; keep it over Postfix's "
+        "smtpd_policy_service_max_idle (300s) so that Postfix closes idle connections.",
+    )
 
     @field_validator("max_recipients")
     @classmethod

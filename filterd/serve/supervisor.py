@@ -180,6 +180,8 @@ async def _serve_milter(
         spool_memory=config.limits.spool_memory,
         spool_dir=config.limits.spool_dir,
         shutdown_grace=config.limits.shutdown_grace,
+        command_budget=config.limits.milter_command_timeout,
+        content_budget=config.limits.milter_content_timeout,
     )
     await serve_milter(chain, settings, shutdown=shutdown, task_status=task_status)
 
@@ -197,6 +199,8 @@ def _handler_for(
             name=str(listen.address),
             accept_as_ok=listen.accept_as_ok,
             max_connections=listen.max_connections,
+            request_timeout=config.limits.policy_request_timeout,
+            idle_timeout=config.limits.policy_idle_timeout,
         )
         return PolicyHandler(chain, settings, shutdown)
     session = SessionSettings(listen, config.limits, server_ssl_context(listen))
