@@ -356,6 +356,12 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
     def _queue_id(self) -> str:
         return self.message.t.queue_id if self.message is not None else "NOQUEUE"
 
+    def _uncount_message(self) -> None:
+        message = self.message
+        if message is not None and message.counted:
+            message.counted = False
+            self.bridge.end_message()
+
     def _end_message(self) -> None:
         message, self.message = self.message, None
         if message is not None:
@@ -532,7 +538,12 @@ class FilterdMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type 
     def data(self) -> int:
         pending = self._pending_refusal()
         if pending is not None:
-            return self._refuse_pending("DATA", pending)
+            code = self._refuse_pending("DATA", pending)
+            # A refusal at DATA ends the transaction and libmilter sends no abort for it: the
+            # message stops counting (a stop need not wait for it), but stays, so that any
+            # later step of it is refused too.
+            self._uncount_message()
+            return code
         message = self.message
         if message is not None:
             macros = self._macros()

@@ -103,6 +103,10 @@ class PolicySettings:
     limits: PolicyLimits = field(default_factory=PolicyLimits)
 
 
+class _ShuttingDown(Exception):
+    """A shutdown ended the wait for the next request."""
+
+
 @dataclass(slots=True)
 class _Message:
     """Requests that belong together: one message (keyed), or one lone request (key None)."""
@@ -203,16 +207,22 @@ class PolicyConnection:
             log.plain(f"disconnect from {self.peer}", requests=self.codec.requests)
 
     async def _serve(self) -> None:
+        try:
+            await self._serve_requests()
+        except _ShuttingDown:
+            log.info(f"shutting down: closing idle connection from {self.peer}")
+
+    async def _serve_requests(self) -> None:
         # One cancel scope for the whole connection whose deadline moves: the idle timeout
         # while waiting for a request, the request deadline from a request's first byte to its
-        # answer (cheaper than a scope per wait; every expiry ends the connection anyway).
+        # answer (cheaper than a scope with a deadline per wait; every expiry ends the
+        # connection anyway). Shutdown cancels only the idle wait's own scope.
         with trio.CancelScope() as scope:
             self._scope = scope
             await self._requests()
         if scope.cancelled_caught:
             if self._idle:
-                why = "shutting down" if self.shutdown.stopping else "idle timeout"
-                log.info(f"{why}: closing idle connection from {self.peer}")
+                log.info(f"idle timeout: closing idle connection from {self.peer}")
             elif self._answering:
                 log.warning(
                     f"request from {self.peer} not answered within "
@@ -250,17 +260,20 @@ class PolicyConnection:
             self.codec.receive_data(bytes(data))
 
     async def _receive_idle(self) -> bytes | bytearray:
-        """Wait for a request under the idle timeout; shutdown may end the wait (only the wait:
-        no other task runs between the data arriving and the unregistering)."""
-        scope = self._scope
-        scope.deadline = trio.current_time() + self.settings.idle_timeout
+        """Wait for a request under the idle timeout (the connection's deadline). A shutdown
+        ends only the wait: it cancels a scope of the wait's own, because a request whose bytes
+        arrived in the same instant must still be answered (cancelling is permanent)."""
+        self._scope.deadline = trio.current_time() + self.settings.idle_timeout
         self._idle = True
-        self.shutdown.register_idle(scope)
-        try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        finally:
-            self.shutdown.unregister_idle(scope)
-        self._idle = False  # (left set when the wait was cancelled: _serve logs why)
+        with trio.CancelScope() as waiting:
+            self.shutdown.register_idle(waiting)
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            finally:
+                self.shutdown.unregister_idle(waiting)
+        if waiting.cancelled_caught:
+            raise _ShuttingDown
+        self._idle = False  # (left set when the wait timed out: _serve logs why)
         return data
 
     # -------------------------------------------------------------- requests

@@ -36,7 +36,7 @@ from filterd.sdk import (
     TempFail,
     Verdict,
 )
-from filterd.serve.policy_service import PolicySettings, serve_policy
+from filterd.serve.policy_service import PolicySettings, serve_policy, serve_policy_connection
 from filterd.serve.shutdown import Shutdown
 
 SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
@@ -499,3 +499,23 @@ async def test_shutdown_closes_idle_connections_and_serve_policy_returns() -> No
             assert await client.closed_without_answer()
         # serve_policy returned by itself: the nursery closed without being cancelled.
     await listener.aclose()
+
+
+async def test_a_request_arriving_as_shutdown_begins_is_still_answered() -> None:
+    """Shutdown closes connections that wait for a request; one whose request arrived in the
+    same instant has stopped waiting, and gets its answer before the connection closes."""
+    chain, _ = rules()
+    shutdown = Shutdown()
+    client, server = trio.testing.memory_stream_pair()
+    received = b""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(serve_policy_connection, server, chain, PolicySettings(), shutdown=shutdown)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_all(policy_request())
+            shutdown.begin()
+            while chunk := await client.receive_some():
+                received += chunk
+    assert received == b"action=DUNNO\n\n"

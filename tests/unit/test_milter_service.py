@@ -23,6 +23,7 @@ from filterd.maillog import MailLog  # noqa: E402
 from filterd.model.spool import Spool  # noqa: E402
 from filterd.protocols.milter_map import (  # noqa: E402
     CONTINUE,
+    FILTER_FAILED,
     MILTER_MACROS,
     NOREPLY,
     SMFIP_NOEOH,
@@ -524,6 +525,33 @@ async def test_a_failed_helo_without_a_reply_refuses_the_next_message() -> None:
     assert conn.ctx.replies == [FAILED, FAILED]
     assert probe.seen == []
     assert bridge.messages == 0
+
+
+async def test_a_message_refused_at_data_stops_counting_but_stays_refused() -> None:
+    """libmilter sends no abort after a refusal at DATA: the message must not keep a stop
+    waiting, and a step of it that still arrives is refused, never passed."""
+    chain, probe = chain_of(MessageProbe)
+    bridge = await make_bridge(chain)
+    conn = Connection(bridge)
+    conn.negotiate()
+    m = conn.milter
+
+    def run() -> None:
+        conn.connect()
+        conn.stage("helo", HELO_MACROS, lambda: m.hello("helo.example.net"))
+        conn.stage("mail", MAIL_MACROS, lambda: m.envfrom("<alice@example.net>"))
+        conn.stage("rcpt", RCPT_MACROS, lambda: m.envrcpt("<good@example.org>"))
+        assert m.message is not None
+        m.message.refusal = FILTER_FAILED  # as a failed step without a reply leaves it
+        conn.stage("data", DATA_MACROS, m.data)
+
+    await in_thread(run)
+    assert conn.codes["data"] == TEMPFAIL
+    assert bridge.messages == 0
+    assert await in_thread(m.eom) == TEMPFAIL
+    assert probe.seen == []
+    await in_thread(conn.close)
+    assert (bridge.connections, bridge.messages) == (0, 0)
 
 
 # ------------------------------------------------------------------------------ bookkeeping

@@ -86,6 +86,17 @@ spf.ipaddress = _memo_ipaddress
 
 
 class _Query(spf.query):  # type: ignore[misc]
+    dns_trouble = False  # a lookup of this check failed (even one whose failure was absorbed)
+
+    def dns(self, *args: object, **kwargs: object) -> list[object]:
+        """pyspf's, noting any temporary DNS failure: pyspf and RFC 7208 §5.5 absorb some (the
+        PTR lookups, an ``exp=`` explanation), so the result can look firm without being one."""
+        try:
+            return cast("list[object]", super().dns(*args, **kwargs))
+        except spf.TempError:
+            self.dns_trouble = True
+            raise
+
     def validated_ptrs(self) -> list[str]:
         """pyspf's, with RFC 7208 §5.5's DNS-error rules (harsh mode keeps pyspf's)."""
         if self.strict > 1:
@@ -134,6 +145,9 @@ class SpfAnswer:
     mechanism: str | None  # what matched ("ip4:192.0.2.0/24", "-all", "default")
     comment: str  # "receiver: domain of ... designates ... as permitted sender"
     received_spf: str  # the Received-SPF field value (RFC 7208 §9.1), one line
+    # A DNS lookup failed during the check but the result is not temperror (a PTR lookup, an
+    # explanation): right for this message, not to be reused for the next one.
+    dns_trouble: bool = False
 
 
 def printable(text: str) -> str:
@@ -184,6 +198,7 @@ def evaluate(request: SpfRequest, lookup: DnsLookup) -> SpfAnswer:
             mechanism=None if q.mechanism is None else str(q.mechanism),
             comment=printable(f"{request.receiver}: {q.get_header_comment(result)}"),
             received_spf=printable(str(q.get_header(result, receiver=request.receiver))),
+            dns_trouble=q.dns_trouble,
         )
     finally:
         _bound_lookup.reset(token)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,6 +60,7 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
 
     _resolver: SpfResolver | None = None
     _results: ResultCache | None = None
+    _address_skipped: Callable[[str], str | None] | None = None  # set by start()
 
     async def start(self) -> None:
         settings = self.config.resolver
@@ -69,6 +71,9 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
             cache_size=self.config.cache_size,
         )
         self._results = ResultCache(self.config.result_cache_size)
+        # Parsing an address and matching networks is the costly part of the skip test, and
+        # the same clients come back: remembered per chain entry.
+        self._address_skipped = functools.lru_cache(maxsize=4096)(self._address_skip_reason)
 
     @property
     def resolver(self) -> SpfResolver:
@@ -186,7 +191,7 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
         return tuple(edits)
 
     def _skip_reason(self, address: str, sender: str, helo: str) -> str | None:
-        skipped = self._address_skipped(address)
+        skipped = (self._address_skipped or self._address_skip_reason)(address)
         if skipped is not None:
             return skipped
         if sender.lower() in self.config.whitelist_senders:
@@ -198,10 +203,8 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
             return "no-identity"
         return None
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 (one plugin per chain entry, kept for good)
-    def _address_skipped(self, address: str) -> str | None:
-        """Why a client address is never checked (parsing and matching networks is the costly
-        part, and the same clients come back: cached)."""
+    def _address_skip_reason(self, address: str) -> str | None:
+        """Why a client address is never checked (skip_networks), or None."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

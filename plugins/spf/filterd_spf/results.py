@@ -7,8 +7,10 @@ TTL-honouring DNS cache would give, only cheaper. So:
 
 - every lookup of a check reports until when its answer holds (``SpfResolver.lookup_until``),
   and ``Expiry`` keeps the earliest;
-- a temperror is never kept (the next message must ask DNS again), and no answer is kept longer
-  than ``MAX_KEEP`` seconds, whatever the TTLs say;
+- a temperror is never kept (the next message must ask DNS again), nor an answer reached
+  although a lookup failed (pyspf absorbs DNS errors of PTR lookups and of ``exp=``, so such a
+  ``fail`` is firm for this message only), and no answer is kept longer than ``MAX_KEEP``
+  seconds, whatever the TTLs say;
 - the cache holds at most ``size`` answers; the least recently used goes first.
 
 The one input that is not DNS is the time: a domain's explanation may quote ``%{t}`` (the
@@ -73,8 +75,11 @@ class ResultCache:
         return answer
 
     def put(self, request: SpfRequest, answer: SpfAnswer, until: float) -> None:
-        """Keep ``answer`` until ``until``; temperrors and answers already stale are not kept."""
-        if self.size <= 0 or answer.result == "temperror" or not math.isfinite(until):
+        """Keep ``answer`` until ``until``; temperrors, answers reached despite a failed lookup
+        and answers already stale are not kept."""
+        if answer.result == "temperror" or answer.dns_trouble:
+            return
+        if self.size <= 0 or not math.isfinite(until):
             return
         if until <= self._clock():
             return

@@ -476,3 +476,20 @@ async def test_an_explanation_not_cached_yet_is_fetched(dns: DnsServer) -> None:
     assert verdict.reply.text == (
         "SPF fail for exp.example.com: 192.0.2.1 is not one of exp.example.com's mail servers."
     )
+
+
+async def test_a_result_reached_despite_a_failed_lookup_is_not_kept() -> None:
+    """RFC 7208 §5.5: a DNS error on the PTR lookup makes "ptr" not match, so the check fails
+    without being a temperror. That fail is right for this message only: once DNS answers
+    again, the next message is checked afresh."""
+    zone: Zone = {
+        "ptr.example.com": [{"TXT": "v=spf1 ptr -all"}],
+        "1.2.0.192.in-addr.arpa": [{"RCODE": "SERVFAIL"}],
+        "mx.ptr.example.com": [{"A": "192.0.2.1"}],
+    }
+    with DnsServer(zone) as server:
+        plugin = await started(server)
+        assert isinstance(await plugin.on_mail_from(transaction("a@ptr.example.com")), Reject)
+        server.set_zone({**zone, "1.2.0.192.in-addr.arpa": [{"PTR": "mx.ptr.example.com."}]})
+        assert isinstance(await plugin.on_mail_from(transaction("a@ptr.example.com")), Continue)
+        assert plugin.results.hits == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.chain.outcome import Outcome
@@ -556,8 +556,14 @@ def test_refusals_drop_edits_and_other_edits_are_never_rendered() -> None:
     assert (plan.action, plan.dropped) == ("DUNNO", (change,))
 
 
-def outcome(limits: PolicyLimits, chunks: list[bytes]) -> tuple[list[PolicyEvent], str | None]:
-    server = PolicyServer(limits)
+class LineByLine(PolicyServer):
+    """The codec without its one-pass path for whole requests."""
+
+    def _take_whole_request(self) -> PolicyRequest | None:
+        return None
+
+
+def outcome(server: PolicyServer, chunks: list[bytes]) -> tuple[list[PolicyEvent], str | None]:
     events: list[PolicyEvent] = []
     try:
         for chunk in [*chunks, b""]:
@@ -573,33 +579,46 @@ def outcome(limits: PolicyLimits, chunks: list[bytes]) -> tuple[list[PolicyEvent
     return events, None
 
 
-odd_lines = st.sampled_from(
-    [
-        b"request=smtpd_access_policy",
-        b"request=other",
-        b"a=1",
-        b"a=2",
-        b"b=x=y",
-        b"c=\xff\xfe",
-        b"d=\r",
-        b"e=1\r",
-        b"\r",
-        b"",
-        b"Bad=1",
-        b"no_equals",
-        b"f=\x00",
-        b"g=" + b"v" * 40,
-        b"=empty_name",
-    ]
+odd_lines = st.one_of(
+    st.integers(min_value=0, max_value=90).map(lambda n: b"long=" + b"v" * n),
+    st.sampled_from(
+        [
+            b"request=smtpd_access_policy",
+            b"request=other",
+            b"a=1",
+            b"a=2",
+            b"b=x=y",
+            b"c=\xff\xfe",
+            b"d=\r",
+            b"e=1\r",
+            b"\r",
+            b"",
+            b"Bad=1",
+            b"_=underscore",
+            b"9=digit",
+            b"no_equals",
+            b"f=\x00",
+            b"g=" + b"v" * 40,
+            b"=empty_name",
+        ]
+    ),
 )
 
 
-@given(lines=st.lists(odd_lines, max_size=24))
-def test_whole_requests_parse_exactly_like_line_by_line(lines: list[bytes]) -> None:
-    """The one-pass path for whole requests gives the same events and the same error as the
-    line-by-line path (a byte at a time never offers it a whole request)."""
-    data = b"".join(line + b"\n" for line in lines)
-    limits = PolicyLimits(max_line=40, max_attributes=6, max_request_size=120)
-    whole = outcome(limits, [data])
-    by_byte = outcome(limits, [data[i : i + 1] for i in range(len(data))])
-    assert whole == by_byte
+@settings(max_examples=600)
+@given(
+    lines=st.lists(odd_lines, max_size=24),
+    max_line=st.integers(min_value=8, max_value=80),
+    max_attributes=st.integers(min_value=1, max_value=10),
+    max_request_size=st.integers(min_value=8, max_value=200),
+    chunk=st.integers(min_value=1, max_value=400),
+)
+def test_the_one_pass_path_parses_exactly_like_the_line_by_line_path(
+    lines: list[bytes], max_line: int, max_attributes: int, max_request_size: int, chunk: int
+) -> None:
+    """Same input, same chunks, same limits: the same events and the same error."""
+    # Mostly requests (the request line first, an empty line last): the fast path's ground.
+    data = b"".join(line + b"\n" for line in [b"request=smtpd_access_policy", *lines, b""])
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    limits = PolicyLimits(max_line, max_attributes, max_request_size)
+    assert outcome(PolicyServer(limits), chunks) == outcome(LineByLine(limits), chunks)
