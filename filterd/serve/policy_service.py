@@ -103,10 +103,6 @@ class PolicySettings:
     limits: PolicyLimits = field(default_factory=PolicyLimits)
 
 
-class _ShuttingDown(Exception):
-    """A shutdown ended the wait for the next request."""
-
-
 @dataclass(slots=True)
 class _Message:
     """Requests that belong together: one message (keyed), or one lone request (key None)."""
@@ -185,6 +181,7 @@ class PolicyConnection:
         self._scope = trio.CancelScope()  # the connection's (see _serve)
         self._idle = False  # waiting for a request (under the idle timeout)
         self._answering = False  # a whole request arrived; answering it
+        self._late = False  # it arrived as the connection's scope was cancelled
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -207,27 +204,24 @@ class PolicyConnection:
             log.plain(f"disconnect from {self.peer}", requests=self.codec.requests)
 
     async def _serve(self) -> None:
-        try:
-            await self._serve_requests()
-        except _ShuttingDown:
-            log.info(f"shutting down: closing idle connection from {self.peer}")
-
-    async def _serve_requests(self) -> None:
         # One cancel scope for the whole connection whose deadline moves: the idle timeout
         # while waiting for a request, the request deadline from a request's first byte to its
         # answer (cheaper than a scope with a deadline per wait; every expiry ends the
-        # connection anyway). Shutdown cancels only the idle wait's own scope.
+        # connection anyway). Shutdown cancels it while a request is awaited.
         with trio.CancelScope() as scope:
             self._scope = scope
             await self._requests()
         if scope.cancelled_caught:
             if self._idle:
-                log.info(f"idle timeout: closing idle connection from {self.peer}")
+                why = "shutting down" if self.shutdown.stopping else "idle timeout"
+                log.info(f"{why}: closing idle connection from {self.peer}")
             elif self._answering:
                 log.warning(
                     f"request from {self.peer} not answered within "
                     f"{self.settings.request_timeout:g}s; closing without an answer"
                 )
+            elif self.shutdown.stopping:
+                log.info(f"shutting down: closing {self.peer} in the middle of a request")
             else:
                 log.warning(f"timeout reading a request from {self.peer}")
 
@@ -237,6 +231,9 @@ class PolicyConnection:
             if isinstance(event, ConnectionClosed):
                 return
             self._answering = True
+            if self._late:
+                await self._answer_late(event)
+                return  # the connection's scope is cancelled: nothing more on it
             action = await self._answer(event)
             await self.stream.send_all(self.codec.send(action))
             self._answering = False
@@ -245,6 +242,17 @@ class PolicyConnection:
                 return
             self._started = trio.current_time()  # a pipelined request may be waiting already
             self._scope.deadline = self._started + self.settings.request_timeout
+
+    async def _answer_late(self, request: PolicyRequest) -> None:
+        deadline = self._started + self.settings.request_timeout
+        with trio.CancelScope(shield=True, deadline=deadline) as rescue:
+            action = await self._answer(request)
+            await self.stream.send_all(self.codec.send(action))
+        if rescue.cancelled_caught:
+            log.warning(
+                f"request from {self.peer} not answered within "
+                f"{self.settings.request_timeout:g}s; closing without an answer"
+            )
 
     async def _next_event(self) -> PolicyRequest | ConnectionClosed:
         while True:
@@ -260,20 +268,20 @@ class PolicyConnection:
             self.codec.receive_data(bytes(data))
 
     async def _receive_idle(self) -> bytes | bytearray:
-        """Wait for a request under the idle timeout (the connection's deadline). A shutdown
-        ends only the wait: it cancels a scope of the wait's own, because a request whose bytes
-        arrived in the same instant must still be answered (cancelling is permanent)."""
-        self._scope.deadline = trio.current_time() + self.settings.idle_timeout
+        """Wait for a request under the idle timeout (the connection's deadline; shutdown
+        cancels the connection's scope while it waits here)."""
+        scope = self._scope
+        scope.deadline = trio.current_time() + self.settings.idle_timeout
         self._idle = True
-        with trio.CancelScope() as waiting:
-            self.shutdown.register_idle(waiting)
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            finally:
-                self.shutdown.unregister_idle(waiting)
-        if waiting.cancelled_caught:
-            raise _ShuttingDown
-        self._idle = False  # (left set when the wait timed out: _serve logs why)
+        self.shutdown.register_idle(scope)
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        finally:
+            self.shutdown.unregister_idle(scope)
+        self._idle = False  # (left set when the wait was cancelled: _serve logs why)
+        # Bytes that arrived in the instant the scope was cancelled (shutdown, idle timeout):
+        # cancelling is permanent, so that request is answered under a shielded scope.
+        self._late = scope.cancel_called
         return data
 
     # -------------------------------------------------------------- requests
