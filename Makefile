@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
 
 install: $(STAMP)
 
@@ -30,8 +30,20 @@ lint: install
 	$(VENV)/bin/ruff format --check filterd plugins tests bench
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 
-bench: install
+# Every benchmark, one after the other (about 6 minutes); each also runs on its own.
+bench: bench-smtp bench-spamd bench-policy bench-milter
+
+bench-smtp: install
 	$(PY) bench/run.py
+
+bench-spamd: install
+	$(PY) bench/spamd_bench.py
+
+bench-policy: install
+	$(PY) bench/policy_bench.py
+
+bench-milter: install
+	$(PY) bench/milter_bench.py
 
 clean:
 	rm -rf $(VENV) var
