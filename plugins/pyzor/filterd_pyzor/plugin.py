@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
-import trio
 from pydantic import Field, field_validator
 
 from filterd.sdk import (
@@ -31,17 +29,12 @@ from filterd.sdk import (
     Learns,
     MessageView,
     OnMessage,
-    Plugin,
-    PluginConfig,
-    Quarantine,
-    Reject,
-    Reply,
     Transaction,
     Verdict,
 )
+from filterd.sdk.listing import ListingConfig, ListingPlugin, program_on_path, when_listed
 from filterd.sdk.process import Completed, last_lines, run
 
-DEFAULT_MAX_SIZE: Final = 512_000
 _LINE: Final = re.compile(r"(\S+)\t\((\d+), (['\"])(.*)\3\)(?:\t(\d+)\t(\d+))?")
 
 
@@ -66,7 +59,7 @@ class CheckResult:
     answers: tuple[ServerAnswer, ...]
 
 
-class PyzorConfig(PluginConfig):
+class PyzorConfig(ListingConfig):
     command: str = Field(
         default="pyzor", description="The pyzor program (a name looked up on PATH, or a path)."
     )
@@ -92,14 +85,6 @@ class PyzorConfig(PluginConfig):
     whitelist_threshold: int = Field(
         default=0, ge=0, description="Not listed when whitelisted more than this many times (-w)."
     )
-    max_parallel: int = Field(default=4, ge=1, description="pyzor processes at a time.")
-    max_size: int = Field(
-        default=DEFAULT_MAX_SIZE, ge=0, description="Larger messages are not checked."
-    )
-    action_when_listed: Literal["tag", "quarantine", "reject"] = Field(
-        default="tag",
-        description='"tag": add tag_header; "quarantine": quarantine (tagged); "reject": 550.',
-    )
     tag_header: str = Field(
         default="X-Pyzor",
         description='Header added to listed mail: "Reported N times, whitelisted M times." '
@@ -114,23 +99,7 @@ class PyzorConfig(PluginConfig):
     @field_validator("command")
     @classmethod
     def _command_exists(cls, command: str) -> str:
-        if shutil.which(command) is None:
-            raise ValueError(
-                f'"{command}" is not an executable on PATH (Debian: apt-get install pyzor)'
-            )
-        return command
-
-    @field_validator("tag_header")
-    @classmethod
-    def _header_name_is_valid(cls, name: str) -> str:
-        AddHeader(name, "")  # printable ASCII, no colon
-        return name
-
-    @field_validator("reject_text")
-    @classmethod
-    def _reply_text_is_valid(cls, text: str) -> str:
-        Reply(550, "5.7.1", text)
-        return text
+        return program_on_path(command, "pyzor")
 
 
 def pyzor_argv(
@@ -198,11 +167,9 @@ def check_result(
     )
 
 
-class Pyzor(Plugin[PyzorConfig], OnMessage, Learns):
+class Pyzor(ListingPlugin[PyzorConfig], OnMessage, Learns):
     name = "pyzor"
     Config = PyzorConfig
-
-    _limiter: trio.CapacityLimiter | None = None
 
     async def learn(self, message: bytes, spam: bool) -> str:
         """``filterd learn --spam``: report to the Pyzor servers (``pyzor report``); ham is
@@ -221,15 +188,6 @@ class Pyzor(Plugin[PyzorConfig], OnMessage, Learns):
         )
         return f"pyzor reported it as spam to {len(answers)} server(s)"
 
-    async def start(self) -> None:
-        self._limiter = trio.CapacityLimiter(self.config.max_parallel)
-
-    @property
-    def limiter(self) -> trio.CapacityLimiter:
-        if self._limiter is None:
-            raise RuntimeError("the pyzor plugin was not started")
-        return self._limiter
-
     def argv(self) -> list[str]:
         config = self.config
         thresholds = ("-r", str(config.report_threshold), "-w", str(config.whitelist_threshold))
@@ -243,15 +201,10 @@ class Pyzor(Plugin[PyzorConfig], OnMessage, Learns):
         )
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        skipped = self.skip_if_too_large(message)
+        if skipped is not None:
+            return skipped
         config = self.config
-        if message.size > config.max_size:
-            self.env.log.info(
-                "pyzor: not checked: message larger than max_size",
-                size=message.size,
-                max_size=config.max_size,
-            )
-            detail = f"not checked: size {message.size} > max_size {config.max_size}"
-            return Continue(findings=(Finding("pyzor.skipped", detail),))
         data = b"".join(message.raw_chunks())
         async with self.limiter:
             completed = await run(self.argv(), data)
@@ -266,10 +219,4 @@ class Pyzor(Plugin[PyzorConfig], OnMessage, Learns):
             config.tag_header,
             f"Reported {result.count} times, whitelisted {result.whitelist_count} times.",
         )
-        match config.action_when_listed:
-            case "reject":
-                return Reject(Reply(550, "5.7.1", config.reject_text), findings)
-            case "quarantine":
-                return Quarantine(config.quarantine_reason, (tag,), findings)
-            case _:
-                return Continue((tag,), findings)
+        return when_listed(config, tag, findings)

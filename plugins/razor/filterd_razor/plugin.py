@@ -9,10 +9,8 @@ follow the entry's ``on_error`` (tempfail by default). "Error" is never taken fo
 
 from __future__ import annotations
 
-import shutil
-from typing import Final, Literal
+from typing import Final
 
-import trio
 from pydantic import Field, field_validator
 
 from filterd.sdk import (
@@ -21,26 +19,21 @@ from filterd.sdk import (
     Finding,
     MessageView,
     OnMessage,
-    Plugin,
-    PluginConfig,
-    Quarantine,
-    Reject,
-    Reply,
     Transaction,
     Verdict,
 )
+from filterd.sdk.listing import ListingConfig, ListingPlugin, program_on_path, when_listed
 from filterd.sdk.process import run
 
 LISTED: Final = 0
 NOT_LISTED: Final = 1
-DEFAULT_MAX_SIZE: Final = 512_000
 
 
 class RazorError(Exception):
     """razor-check could not tell (exit status other than 0 or 1)."""
 
 
-class RazorConfig(PluginConfig):
+class RazorConfig(ListingConfig):
     command: str = Field(
         default="razor-check",
         description="The razor-check program (a name looked up on PATH, or a path).",
@@ -55,14 +48,6 @@ class RazorConfig(PluginConfig):
         default_factory=list,
         description='More razor-check arguments, e.g. ["-logfile=/dev/null"].',
     )
-    max_parallel: int = Field(default=4, ge=1, description="razor-check processes at a time.")
-    max_size: int = Field(
-        default=DEFAULT_MAX_SIZE, ge=0, description="Larger messages are not checked."
-    )
-    action_when_listed: Literal["tag", "quarantine", "reject"] = Field(
-        default="tag",
-        description='"tag": add tag_header; "quarantine": quarantine (tagged); "reject": 550.',
-    )
     tag_header: str = Field(default="X-Razor", description="Header added to listed mail.")
     tag_value: str = Field(default="listed", description="Its value.")
     reject_text: str = Field(
@@ -74,17 +59,7 @@ class RazorConfig(PluginConfig):
     @field_validator("command")
     @classmethod
     def _command_exists(cls, command: str) -> str:
-        if shutil.which(command) is None:
-            raise ValueError(
-                f'"{command}" is not an executable on PATH (Debian: apt-get install razor)'
-            )
-        return command
-
-    @field_validator("tag_header")
-    @classmethod
-    def _header_name_is_valid(cls, name: str) -> str:
-        AddHeader(name, "")  # printable ASCII, no colon
-        return name
+        return program_on_path(command, "razor")
 
     @field_validator("tag_value")
     @classmethod
@@ -92,27 +67,10 @@ class RazorConfig(PluginConfig):
         AddHeader("X-Razor", value)  # no CR or NUL; "\n" only to fold
         return value
 
-    @field_validator("reject_text")
-    @classmethod
-    def _reply_text_is_valid(cls, text: str) -> str:
-        Reply(550, "5.7.1", text)
-        return text
 
-
-class Razor(Plugin[RazorConfig], OnMessage):
+class Razor(ListingPlugin[RazorConfig], OnMessage):
     name = "razor"
     Config = RazorConfig
-
-    _limiter: trio.CapacityLimiter | None = None
-
-    async def start(self) -> None:
-        self._limiter = trio.CapacityLimiter(self.config.max_parallel)
-
-    @property
-    def limiter(self) -> trio.CapacityLimiter:
-        if self._limiter is None:
-            raise RuntimeError("the razor plugin was not started")
-        return self._limiter
 
     def argv(self) -> list[str]:
         config = self.config
@@ -124,15 +82,10 @@ class Razor(Plugin[RazorConfig], OnMessage):
         return argv + config.args
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        skipped = self.skip_if_too_large(message)
+        if skipped is not None:
+            return skipped
         config = self.config
-        if message.size > config.max_size:
-            self.env.log.info(
-                "razor: not checked: message larger than max_size",
-                size=message.size,
-                max_size=config.max_size,
-            )
-            detail = f"not checked: size {message.size} > max_size {config.max_size}"
-            return Continue(findings=(Finding("razor.skipped", detail),))
         data = b"".join(message.raw_chunks())
         async with self.limiter:
             completed = await run(self.argv(), data)
@@ -140,12 +93,5 @@ class Razor(Plugin[RazorConfig], OnMessage):
             return Continue(findings=(Finding("razor", "not listed"),))
         if completed.returncode != LISTED:
             raise RazorError(completed.describe(config.command))
-        findings = (Finding("razor", "listed"),)
         tag = AddHeader(config.tag_header, config.tag_value)
-        match config.action_when_listed:
-            case "reject":
-                return Reject(Reply(550, "5.7.1", config.reject_text), findings)
-            case "quarantine":
-                return Quarantine(config.quarantine_reason, (tag,), findings)
-            case _:
-                return Continue((tag,), findings)
+        return when_listed(config, tag, (Finding("razor", "listed"),))
