@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 
+from filterd_bench import benchinfo
 from filterd_bench.bigmessage import BigMessageResult, relay_big_message, write_message
 from filterd_bench.procs import (
     BenchError,
@@ -152,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.quick(args.repeat) if args.quick else Plan.full(args.repeat)
     parts = set(args.only)
     results = Results(
-        machine=machine_info(),
+        machine=benchinfo.machine_info(
+            {"node": benchinfo.output(["node", "--version"]) or "not available"}
+        ),
         options={"quick": args.quick, "only": args.only, "repeat": args.repeat},
     )
-    print_machine(results.machine)
+    benchinfo.print_machine(results.machine)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)  # KeyboardInterrupt: the finally below stops children
+    benchinfo.trap_signals()  # KeyboardInterrupt: the finally below stops children
     workdir = Path(tempfile.mkdtemp(prefix="filterd-bench-"))
     procs = Processes()
     keep = args.keep
@@ -217,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = True
         raise
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)  # let the clean-up below finish
+        benchinfo.ignore_signals()  # let the clean-up below finish
         procs.stop_all()
         if keep:
             print(f"bench: logs and configurations kept in {workdir}", file=sys.stderr)
@@ -267,10 +263,6 @@ def _parts(text: str) -> list[str]:
     if unknown or not parts:
         raise argparse.ArgumentTypeError(f"choose from {','.join(PARTS)}")
     return parts
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 # ------------------------------------------------------------------------------------ matrix
@@ -635,60 +627,6 @@ def cpu_text(percent: float | None) -> str:
 
 def size_label(size: int) -> str:
     return f"{size // 1024} KiB"
-
-
-def machine_info() -> dict[str, str]:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.partition(":")[2].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "filterd": f"{_version('filterd')} ({_git_state()})",
-        "trio": _version("trio"),
-        "node": _output(["node", "--version"]) or "not available",
-        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-    }
-    return info
-
-
-def _git_state() -> str:
-    """The commit filterd's tree is at, and whether it has uncommitted changes."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    head = _output(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
-    if head is None:
-        return "not a git checkout"
-    status = _output(["git", "-C", repo, "status", "--porcelain", "--", "filterd"])
-    return f"git {head}" + (", uncommitted changes in filterd/" if status else "")
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _output(argv: list[str]) -> str | None:
-    """A command's stripped standard output; None if it cannot run or fails."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def print_machine(machine: dict[str, str]) -> None:
-    print("machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
-    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
 
 
 if __name__ == "__main__":
