@@ -216,10 +216,7 @@ class PolicyConnection:
                 why = "shutting down" if self.shutdown.stopping else "idle timeout"
                 log.info(f"{why}: closing idle connection from {self.peer}")
             elif self._answering:
-                log.warning(
-                    f"request from {self.peer} not answered within "
-                    f"{self.settings.request_timeout:g}s; closing without an answer"
-                )
+                self._log_unanswered()
             elif self.shutdown.stopping:
                 log.info(f"shutting down: closing {self.peer} in the middle of a request")
             else:
@@ -243,16 +240,19 @@ class PolicyConnection:
             self._started = trio.current_time()  # a pipelined request may be waiting already
             self._scope.deadline = self._started + self.settings.request_timeout
 
+    def _log_unanswered(self) -> None:
+        log.warning(
+            f"request from {self.peer} not answered within "
+            f"{self.settings.request_timeout:g}s; closing without an answer"
+        )
+
     async def _answer_late(self, request: PolicyRequest) -> None:
         deadline = self._started + self.settings.request_timeout
         with trio.CancelScope(shield=True, deadline=deadline) as rescue:
             action = await self._answer(request)
             await self.stream.send_all(self.codec.send(action))
         if rescue.cancelled_caught:
-            log.warning(
-                f"request from {self.peer} not answered within "
-                f"{self.settings.request_timeout:g}s; closing without an answer"
-            )
+            self._log_unanswered()
 
     async def _next_event(self) -> PolicyRequest | ConnectionClosed:
         while True:

@@ -50,8 +50,7 @@ class ResultCache:
         self.size = size
         self._clock = clock
         self._answers: OrderedDict[SpfRequest, tuple[SpfAnswer, float]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # answers given from the cache
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -63,12 +62,10 @@ class ResultCache:
     def get(self, request: SpfRequest) -> SpfAnswer | None:
         kept = self._answers.get(request)
         if kept is None:
-            self.misses += 1
             return None
         answer, until = kept
         if until <= self._clock():
             del self._answers[request]
-            self.misses += 1
             return None
         self._answers.move_to_end(request)
         self.hits += 1
