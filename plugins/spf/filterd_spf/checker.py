@@ -23,8 +23,8 @@ import re
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal, cast
+from dataclasses import dataclass, field
+from typing import Literal, Self, cast
 
 import spf  # type: ignore[import-untyped, unused-ignore]
 
@@ -78,11 +78,53 @@ spf.DNSLookup = _dispatch
 # Those are pure functions returning immutable values, so pyspf gets (as its module-global
 # ``ipaddress``) a copy of the module whose two parsers remember their last answers. Bad input
 # still raises every time (lru_cache does not keep exceptions).
+# The networks it returns also remember their ``supernet`` (pyspf's ``cidrmatch`` widens every
+# address of a record to the mechanism's prefix length: another tenth of a warm check).
 _IP_MEMO = 4096
+
+
+@functools.lru_cache(maxsize=_IP_MEMO)
+def _supernet(network: _Network, diff: int, new_prefix: int | None) -> _Network:
+    # ipaddress's own method (on either class: it builds ``type(network)``), remembered
+    return ipaddress.IPv4Network.supernet(network, diff, new_prefix)
+
+
+class _IPv4Network(ipaddress.IPv4Network):
+    def supernet(self, prefixlen_diff: int = 1, new_prefix: int | None = None) -> Self:
+        return cast(Self, _supernet(self, prefixlen_diff, new_prefix))
+
+
+class _IPv6Network(ipaddress.IPv6Network):
+    def supernet(self, prefixlen_diff: int = 1, new_prefix: int | None = None) -> Self:
+        return cast(Self, _supernet(self, prefixlen_diff, new_prefix))
+
+
+_Network = _IPv4Network | _IPv6Network
+
+
+@functools.lru_cache(maxsize=_IP_MEMO)
+def _ip_network(address: object, strict: bool = True) -> _Network:
+    """``ipaddress.ip_network``, answering with the classes above."""
+    for network_class in (_IPv4Network, _IPv6Network):
+        try:
+            return network_class(address, strict)
+        except (ipaddress.AddressValueError, ipaddress.NetmaskValueError):
+            pass
+    raise ValueError(f"{address!r} does not appear to be an IPv4 or IPv6 network")
+
+
 _memo_ipaddress = types.SimpleNamespace(**vars(ipaddress))
 _memo_ipaddress.ip_address = functools.lru_cache(maxsize=_IP_MEMO)(ipaddress.ip_address)
-_memo_ipaddress.ip_network = functools.lru_cache(maxsize=_IP_MEMO)(ipaddress.ip_network)
+_memo_ipaddress.ip_network = _ip_network
 spf.ipaddress = _memo_ipaddress
+
+# pyspf parses and validates every mechanism of every record on every check. Without a macro
+# ("%") the outcome depends only on the mechanism's text, the domain being checked, the client's
+# address family and the strictness, so it is remembered under those. Only in strict modes: in
+# lax mode pyspf notes a syntax error on the query and carries on, a side effect a remembered
+# answer would skip. A bad mechanism raises every time (exceptions are not remembered).
+_MECHANISM_MEMO = 4096
+_mechanisms: dict[tuple[str, str, str, object], object] = {}
 
 
 class _Query(spf.query):  # type: ignore[misc]
@@ -96,6 +138,18 @@ class _Query(spf.query):  # type: ignore[misc]
         except spf.TempError:
             self.dns_trouble = True
             raise
+
+    def validate_mechanism(self, mech: str) -> object:
+        if not self.strict or "%" in mech:
+            return super().validate_mechanism(mech)
+        key = (mech, self.d, self.v, self.strict)
+        found = _mechanisms.get(key)
+        if found is None:
+            found = super().validate_mechanism(mech)
+            if len(_mechanisms) >= _MECHANISM_MEMO:
+                _mechanisms.clear()
+            _mechanisms[key] = found
+        return found
 
     def validated_ptrs(self) -> list[str]:
         """pyspf's, with RFC 7208 §5.5's DNS-error rules (harsh mode keeps pyspf's)."""
@@ -130,6 +184,23 @@ class SpfRequest:
     default_explanation: str | None = None  # None: pyspf's ("SPF fail - not authorized")
 
 
+class _HeaderFacts:
+    """What pyspf's header wording reads from a finished check, kept without the query (and
+    the DNS data it holds), so that the Received-SPF text is only written when a header is
+    wanted: pyspf's own ``get_header``/``get_header_comment`` run on this instead."""
+
+    __slots__ = ("c", "comment", "h", "ident", "mech", "mechanism", "o", "prob", "r", "s")
+    get_header = spf.query.get_header
+    get_header_comment = spf.query.get_header_comment
+
+    def __init__(self, q: _Query) -> None:
+        for name in self.__slots__:
+            if name != "comment":
+                setattr(self, name, getattr(q, name, None))
+        if hasattr(q, "comment"):  # pyspf's wording uses it instead of its own when set
+            self.comment = q.comment
+
+
 @dataclass(frozen=True, slots=True)
 class SpfAnswer:
     identity: Identity
@@ -143,11 +214,20 @@ class SpfAnswer:
     helo: str
     receiver: str
     mechanism: str | None  # what matched ("ip4:192.0.2.0/24", "-all", "default")
-    comment: str  # "receiver: domain of ... designates ... as permitted sender"
-    received_spf: str  # the Received-SPF field value (RFC 7208 §9.1), one line
+    facts: _HeaderFacts = field(compare=False, repr=False)
     # A DNS lookup failed during the check but the result is not temperror (a PTR lookup, an
     # explanation): right for this message, not to be reused for the next one.
     dns_trouble: bool = False
+
+    @property
+    def comment(self) -> str:
+        """E.g. "receiver: domain of ... designates ... as permitted sender"."""
+        return printable(f"{self.receiver}: {self.facts.get_header_comment(self.result)}")
+
+    @property
+    def received_spf(self) -> str:
+        """The Received-SPF field value (RFC 7208 §9.1), one line, in pyspf's wording."""
+        return printable(str(self.facts.get_header(self.result, receiver=self.receiver)))
 
 
 def printable(text: str) -> str:
@@ -196,8 +276,7 @@ def evaluate(request: SpfRequest, lookup: DnsLookup) -> SpfAnswer:
             helo=printable(request.helo),
             receiver=request.receiver,
             mechanism=None if q.mechanism is None else str(q.mechanism),
-            comment=printable(f"{request.receiver}: {q.get_header_comment(result)}"),
-            received_spf=printable(str(q.get_header(result, receiver=request.receiver))),
+            facts=_HeaderFacts(q),
             dns_trouble=q.dns_trouble,
         )
     finally:

@@ -176,8 +176,7 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
         t.notes.set(SPF_RESULT, answer.result)
         t.notes.set(SPF_OUTCOME, SpfOutcome(answer, helo_answer))
         findings.append(Finding(f"spf.{answer.identity}", answer.result))
-        answers = [a for a in (helo_answer, answer) if a is not None]
-        return self._verdict(answer, tuple(findings), self._header_edits(answers))
+        return self._verdict(answer, tuple(findings), helo_answer)
 
     def _header_edits(self, answers: list[SpfAnswer]) -> tuple[AddHeader, ...]:
         """The headers go with the MAIL-stage verdict: the SMTP proxy adds them at the end of
@@ -218,8 +217,9 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
         return None
 
     def _verdict(
-        self, answer: SpfAnswer, findings: tuple[Finding, ...], edits: tuple[AddHeader, ...]
+        self, answer: SpfAnswer, findings: tuple[Finding, ...], helo_answer: SpfAnswer | None
     ) -> Verdict:
+        """The MAIL-stage verdict; the headers are written only for a message that goes on."""
         config = self.config
         result: SpfResult = answer.result
         match result:
@@ -232,7 +232,8 @@ class Spf(Plugin[SpfConfig], OnMailFrom):
             case "temperror" if config.on_temperror == "tempfail":
                 return TempFail(Reply(451, "4.7.24", _reply_text(answer)), findings)
             case _:
-                return Continue(edits=edits, findings=findings)
+                answers = [a for a in (helo_answer, answer) if a is not None]
+                return Continue(edits=self._header_edits(answers), findings=findings)
 
 
 def _domain_listed(domain: str, listed: list[str]) -> bool:
