@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/milter_bench.py [--count 1000] [--sessions 10] [--size 4096]
                                            [--rounds 2] [--write bench/MILTER_RESULTS.md]
-                                           [--null]
+                                           [--null] [--rest 30]
 
 Each run builds a private, loopback-only Postfix (tests/support/postfix.py), injects `--count`
 messages of `--size` bytes with Postfix's own `smtp-source -d -s SESSIONS -m COUNT -l SIZE`
@@ -21,6 +21,17 @@ just before it: slow drifts of the shared machine cancel out), filterd's CPU per
 (/proc/PID/stat: less sensitive to the machine's noise than msg/s) and the whole machine's CPU
 per message. Every child (Postfix's master and its daemons, filterd) runs in its own process
 group and is stopped by PID, also on failure; every wait is bounded.
+
+`--rest` seconds of quiet come before every run. On this VM a run started at once after
+another one is slower than the same run after a quiet minute: plain Postfix gets 550-700
+msg/s right after a run and 780-1,180 msg/s after 30-60 s of quiet, with about 1.5 times
+less system (kernel) time per message, and the milter variant moves the same way (420-470
+against 500-580 msg/s). A CPU-bound loop shows no such slowdown. The likely cause is the
+file system: ext4 mounted with `discard`, so every deleted file (each queue file after
+delivery, the thousands of files of the previous run's instance) is trimmed on the virtual
+disk by kernel work that goes on after the run that caused it. Without the rest, whichever
+variant follows a quiet moment wins, which is what made earlier reports swing between 24 %
+and 48 %.
 """
 
 from __future__ import annotations
@@ -340,7 +351,8 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         "",
         f"Load: `smtp-source -d -s {args.sessions} -m {args.count} -l {args.size}` into a private"
         " loopback Postfix (tests/support/postfix.py), delivery by virtual(8) into one Maildir;"
-        f" {WARMUP} warm-up messages per fresh instance first. Clock: first connection until"
+        f" {WARMUP} warm-up messages per fresh instance first, after {args.rest:g} s of quiet"
+        " (`--rest`). Clock: first connection until"
         " all messages are delivered and the queue is empty. filterd's chain: header_checks"
         " with " + ", ".join(f"`{rule}`" for rule in SEED_RULES) + ".",
         "",
@@ -395,6 +407,12 @@ def main() -> int:
     parser.add_argument(
         "--null", action="store_true", help="also run a do-nothing milter (filterd's floor)"
     )
+    parser.add_argument(
+        "--rest",
+        type=float,
+        default=30.0,
+        help="seconds of quiet before each run (default 30; see the module's docstring)",
+    )
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_null is not None:
@@ -402,10 +420,13 @@ def main() -> int:
         return 0
     if not (1 <= args.count <= 100_000 and 1 <= args.rounds <= 10 and 1 <= args.sessions <= 100):
         parser.error("count 1..100000, rounds 1..10, sessions 1..100")
+    if not 0 <= args.rest <= 600:
+        parser.error("--rest must be 0..600 seconds")
     command = " ".join([".venv/bin/python", "bench/milter_bench.py", *sys.argv[1:]])
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
         for variant in ("plain", "milter", "null") if args.null else ("plain", "milter"):
+            time.sleep(args.rest)  # the previous run's deleted files are discarded meanwhile
             run = one_run(variant, number, args, args.keep)
             print(
                 f"round {number} {variant:6}: {run.rate:7.1f} msg/s delivered"
