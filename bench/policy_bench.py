@@ -51,6 +51,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,10 @@ from filterd_bench.policy_support import (
     PolicyTcpSession,
     Request,
     build_zone,
+    child_pids,
+    domain,
+    expected,
+    make_request,
     policyd_spf_version,
     requests_over_domains,
     start_filterd_policy,
@@ -199,9 +204,15 @@ def bench_filterd(
 ) -> list[Measured]:
     """A fresh filterd (empty caches): warm-up, cold pass, warm pass, repeat pass; then it is
     stopped."""
-    server = start_filterd_policy(procs, workdir, dns.address, name=f"filterd-c{connections}")
+    processes = args.processes or min(connections, os.cpu_count() or 1)
+    server = start_filterd_policy(
+        procs, workdir, dns.address, name=f"filterd-c{connections}", processes=processes
+    )
     try:
-        print(f"filterd (policy, spf) on 127.0.0.1:{server.port} (pid {server.pid})")
+        print(
+            f"filterd (policy, spf) on 127.0.0.1:{server.port} (pid {server.pid}, "
+            f"processes = {processes})"
+        )
 
         def open_session(index: int) -> Session[Request]:
             return PolicyTcpSession(server.port)
@@ -211,8 +222,18 @@ def bench_filterd(
         done = run_pass("filterd-warmup", warmup, connections, open_session, time_limit=30.0)
         if not done.ok:
             raise BenchError(f"filterd: the warm-up failed: {done.problem()}")
-        measured = []
-        for phase, jobs in (("cold", cold), ("warm", warm), ("repeat", repeat)):
+        groups = {"server": server.pid, "dns": dns.pid}
+        workers = child_pids(server.pid)
+        if len(workers) != processes - 1:
+            raise BenchError(f"filterd has {len(workers)} policy workers, not {processes - 1}")
+        groups.update({f"server-w{i}": pid for i, pid in enumerate(workers, 1)})
+        measured = [one_pass("filterd", "cold", connections, cold, open_session, dns, args, groups)]
+        if processes > 1:
+            # Each process has caches of its own, and the cold pass reached each one with a
+            # part of the domains only: every connection asks for every domain once more
+            # (checks of their own, not measured), so that the warm pass finds every cache warm.
+            _prime(server.port, args.domains, connections, offset=2 * args.requests)
+        for phase, jobs in (("warm", warm), ("repeat", repeat)):
             measured.append(
                 one_pass(
                     "filterd",
@@ -222,7 +243,7 @@ def bench_filterd(
                     open_session,
                     dns,
                     args,
-                    {"server": server.pid, "dns": dns.pid},
+                    groups,
                 )
             )
         if not server.child.alive():
@@ -230,6 +251,36 @@ def bench_filterd(
         return measured
     finally:
         procs.stop(server.child)
+
+
+def _prime(port: int, domains: int, connections: int, offset: int) -> None:
+    """``connections`` connections at once (so filterd spreads them as in a pass), each asking
+    for every domain once, with checks of their own (not measured)."""
+    sessions = [PolicyTcpSession(port) for _ in range(connections)]
+    failures: list[str] = []
+
+    def ask_every_domain(number: int, session: PolicyTcpSession) -> None:
+        base = offset + number * domains
+        try:
+            for index in range(domains):
+                session.handle(make_request(domain(index), expected(index), base + index))
+        except Exception as exc:  # reported below, in the main thread
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [
+        threading.Thread(target=ask_every_domain, args=(number, session), daemon=True)
+        for number, session in enumerate(sessions)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for session in sessions:
+            session.close()
+    if failures or any(thread.is_alive() for thread in threads):
+        raise BenchError(f"filterd: priming the caches failed: {failures[:3] or 'timeout'}")
 
 
 def bench_policyd_spf(
@@ -371,12 +422,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="filterd's policy processes ([[listen]] processes); default: one per connection, "
+        "at most one per CPU (policyd-spf gets one per connection)",
+    )
+    parser.add_argument(
         "--cpu",
         type=int,
         help="run everything (this script, the DNS server, filterd, policyd-spf) on this one "
         "CPU: a steadier figure, without the cost of waking a process on the other CPU",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.processes <= 64:
+        parser.error("--processes must be 0 (automatic) .. 64")
     if args.cpu is not None and args.cpu not in os.sched_getaffinity(0):
         parser.error(f"--cpu: CPU {args.cpu} is not one this process may run on")
     try:

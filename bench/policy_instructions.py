@@ -79,7 +79,7 @@ def measure(procs: Processes, workdir: Path, dns: str, requests: int, domains: i
     config = workdir / "filterd.toml"
     config.write_text(
         FILTERD_POLICY.substitute(
-            port=port, log_level="warning", maildir=workdir / "maildir", dns=dns
+            port=port, log_level="warning", maildir=workdir / "maildir", dns=dns, processes=1
         )
     )
     out = workdir / "callgrind.out"

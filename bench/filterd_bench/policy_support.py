@@ -49,6 +49,7 @@ level = "$log_level"
 address = "127.0.0.1:$port"
 protocol = "policy"
 max_connections = 100
+processes = $processes
 
 [delivery]
 method = "maildir"
@@ -183,18 +184,41 @@ def check(request: Request, answer: str) -> str:
 
 
 def start_filterd_policy(
-    procs: Processes, workdir: Path, dns_address: str, *, name: str, level: str = "warning"
+    procs: Processes,
+    workdir: Path,
+    dns_address: str,
+    *,
+    name: str,
+    level: str = "warning",
+    processes: int = 1,
 ) -> Server:
     port = free_port()
     config = workdir / f"{name}.toml"
     text = FILTERD_POLICY.substitute(
-        port=port, log_level=level, maildir=workdir / "maildir", dns=dns_address
+        port=port,
+        log_level=level,
+        maildir=workdir / "maildir",
+        dns=dns_address,
+        processes=processes,
     )
     config.write_text(text)
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start(name, argv, log=workdir / f"{name}.log")
     wait_for_listener(child, port, START_TIMEOUT)
     return Server(child, port)
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (filterd's policy workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def wait_for_listener(child: Child, port: int, timeout: float) -> None:

@@ -91,6 +91,14 @@ class ListenConfig(_Section):
         default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
     )
+    processes: Count = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="policy listeners: processes that serve this listener's connections, this "
+        "one included; more than one uses more CPU cores. Each process runs its own plugins, "
+        "with caches of their own; a new connection goes to the process with the fewest.",
+    )
     accept_as_ok: Flag = Field(
         default=False,
         description="policy listeners: answer a plugin's Accept with OK (ends Postfix's "
@@ -125,6 +133,17 @@ class ListenConfig(_Section):
                 (present,),
                 f"{present} is set but {missing} is not",
                 "set both tls_cert and tls_key to offer STARTTLS, or neither",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _processes_for_policy(self) -> ListenConfig:
+        if self.processes > 1 and self.protocol != "policy":
+            raise rule_error(
+                ("processes",),
+                f'processes = {self.processes} on a "{self.protocol}" listener',
+                "only policy listeners can have more than one process: remove processes, or "
+                'use it on a listener with protocol = "policy"',
             )
         return self
 

@@ -35,7 +35,8 @@ from filterd.serve.listeners import (
     remove_socket,
 )
 from filterd.serve.maildir import Maildir
-from filterd.serve.policy_service import PolicyHandler, PolicySettings
+from filterd.serve.policy_service import PolicyHandler
+from filterd.serve.policy_workers import PolicyWorkers, WorkerStartError, policy_settings
 from filterd.serve.quarantine import QuarantineStore
 from filterd.serve.relay import Relay
 from filterd.serve.shutdown import Shutdown
@@ -53,7 +54,26 @@ def main(config: Config) -> int:
         trio.run(serve, config)
     except KeyboardInterrupt:
         return 130
+    except WorkerStartError as exc:
+        log.error(f"cannot start: {exc}")
+        return 1
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(WorkerStartError)
+        if matched is None:
+            raise
+        for error in _leaves(matched):
+            log.error(f"cannot start: {error}")
+        if rest is not None:
+            raise rest from None
+        return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 def build_delivery(config: Config) -> Delivery:
@@ -116,14 +136,20 @@ async def serve(
             run = getattr(delivery, "run", None)
             if run is not None:
                 root.start_soon(run)
+            handlers: list[ConnectionHandler] = []
+            for listen in sockets:
+                handler = _handler_for(listen, config, chain, delivery, quarantine, shutdown)
+                if listen.processes > 1 and isinstance(handler, PolicyHandler):
+                    index = next(i for i, each in enumerate(config.listen) if each is listen)
+                    workers = PolicyWorkers(listen, index, config, handler, shutdown)
+                    await root.start(workers.run)
+                    handler = workers
+                handlers.append(handler)
             async with trio.open_nursery() as connections:
                 for listen in milters:  # libmilter binds its own socket (one per process)
                     await connections.start(_serve_milter, listen, config, chain, shutdown)
                 async with trio.open_nursery() as accepting:
-                    for listen, listener in zip(sockets, listeners, strict=True):
-                        handler = _handler_for(
-                            listen, config, chain, delivery, quarantine, shutdown
-                        )
+                    for listener, handler in zip(listeners, handlers, strict=True):
                         accepting.start_soon(accept_loop, listener, handler, connections)
                     task_status.started(infos)
                     await shutdown.event.wait()
@@ -195,14 +221,7 @@ def _handler_for(
     shutdown: Shutdown,
 ) -> ConnectionHandler:
     if listen.protocol == "policy":
-        settings = PolicySettings(
-            name=str(listen.address),
-            accept_as_ok=listen.accept_as_ok,
-            max_connections=listen.max_connections,
-            request_timeout=config.limits.policy_request_timeout,
-            idle_timeout=config.limits.policy_idle_timeout,
-        )
-        return PolicyHandler(chain, settings, shutdown)
+        return PolicyHandler(chain, policy_settings(listen, config), shutdown)
     session = SessionSettings(listen, config.limits, server_ssl_context(listen))
     return _Handler(session, chain, delivery, quarantine, shutdown)
 

@@ -519,3 +519,34 @@ async def test_a_request_arriving_as_shutdown_begins_is_still_answered() -> None
             while chunk := await client.receive_some():
                 received += chunk
     assert received == b"action=DUNNO\n\n"
+
+
+async def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
+    # PolicyConnection writes an answer straight to the socket when it takes it all; the rest
+    # (a partial write) goes through trio: every byte arrives, in order.
+    from filterd.serve.policy_service import PolicyConnection
+
+    ours, theirs = trio.socket.socketpair()
+    big = bytes(range(256)) * 8192  # 2 MiB: far more than a socket buffer holds
+    received = bytearray()
+    connection = PolicyConnection(trio.SocketStream(ours), ChainRunner([]), PolicySettings())
+
+    async def read_all() -> None:
+        while len(received) < len(big):
+            received.extend(await theirs.recv(65536))
+
+    with trio.move_on_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await connection._send(big)
+    assert len(received) == len(big)
+    assert bytes(received) == big
+    theirs.close()
+
+    async def answer_until_refused() -> None:  # the first write after a close still succeeds
+        for _ in range(100):
+            await connection._send(b"action=DUNNO\n\n")
+
+    with pytest.raises(trio.BrokenResourceError):  # the client has gone: trio's error, as before
+        await answer_until_refused()
+    ours.close()

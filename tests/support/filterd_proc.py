@@ -126,7 +126,9 @@ class FilterdProcess:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit status."""
+        """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit status. Whatever is
+        left of its process group afterwards (policy workers of a filterd that was killed or
+        misbehaved) is killed too, so a failing test leaves no process behind."""
         proc = self._proc
         if proc is None:
             return None
@@ -138,6 +140,8 @@ class FilterdProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
         return proc.returncode
 
     def running(self) -> bool:

@@ -378,6 +378,15 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
     assert error.message == "tls_cert is set but tls_key is not"
 
 
+def test_processes_only_on_policy_listeners(tmp_path: Path) -> None:
+    _, error = only_problem(tmp_path, MINIMAL.replace('10025"', '10025"\nprocesses = 2'))
+    assert (error.line, error.key) == (3, "listen[0].processes")
+    assert error.message == 'processes = 2 on a "smtp" listener'
+    assert 'protocol = "policy"' in error.hint
+    policy = MINIMAL.replace('10025"', '10025"\nprotocol = "policy"\nprocesses = 2')
+    assert load_config(write(tmp_path, policy, "policy.toml")).listen[0].processes == 2
+
+
 def test_tls_files_must_exist(tmp_path: Path) -> None:
     text = MINIMAL.replace('10025"', '10025"\ntls_cert = "/no/cert.pem"\ntls_key = "/no/key.pem"')
     _, found = problems(tmp_path, text)
