@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/policy_bench.py [--domains 100] [--requests 2000]
                                            [--connections 1,4] [--json FILE] [--keep]
-                                           [--cpu N]
+                                           [--processes N] [--cpu N]
 
 A loopback authoritative DNS server (tests/support/dns_server.py's ``DnsServer``, in a process
 of its own: bench/filterd_bench/dns_child.py) serves SPF records for ``--domains`` sender
@@ -28,8 +28,16 @@ request as Postfix sends it, with its own ``instance``. For each connection coun
   (filterd: ``helo_check = "off"``, log level warning). The same two passes; policyd-spf keeps
   no DNS cache between requests, so both passes do every lookup.
 
-Every answer is checked (pass: ``PREPEND Received-SPF: Pass``, fail: ``550 5.7.23``); a wrong
-one counts as an error. Rate = answered requests / wall time of the pass (connections and
+filterd runs ``--processes`` policy processes (``[[listen]] processes``; default: one per
+connection, at most one per CPU, as policyd-spf gets one process per connection). Each process
+has caches of its own and the cold pass reaches each with part of the domains only, so with
+more than one, every connection asks for every domain once more before the warm pass (checks
+of their own, not measured); the warm pass's DNS query count (0) shows every cache was warm.
+
+A pass is driven from one thread: an epoll loop over the C sessions writes a session's next
+request as soon as its answer is in (``run_policy_pass``), for both servers. Every answer is
+checked (pass: ``PREPEND Received-SPF: Pass``, fail: ``550 5.7.23``); a wrong one counts as an
+error. Rate = answered requests / wall time of the pass (connections and
 processes are opened, and each policyd-spf process answers one warm-up request, before the
 clock starts). The figure of merit is filterd warm / policyd-spf (second pass) at the same C;
 target >= 5.
@@ -73,6 +81,7 @@ from filterd_bench.policy_support import (
     make_request,
     policyd_spf_version,
     requests_over_domains,
+    run_policy_pass,
     start_filterd_policy,
     warmup_request,
 )
@@ -318,16 +327,20 @@ def one_pass(
     groups: dict[str, int],
 ) -> Measured:
     meter = CpuMeter(groups)  # policyd-spf sessions add their processes to ``groups``
-    before, _ = dns.count()
-    result = run_pass(
-        f"{target}-{phase}",
-        jobs,
-        connections,
-        open_session,
-        time_limit=args.time_limit,
-        meter=meter,
-    )
-    after, types = dns.count()
+    sessions: list[PolicyTcpSession | PolicydSpfSession] = []
+    try:
+        for index in range(connections):  # not timed (policyd-spf: started and warmed up)
+            session = open_session(index)
+            assert isinstance(session, PolicyTcpSession | PolicydSpfSession)
+            sessions.append(session)
+        before, _ = dns.count()
+        result = run_policy_pass(
+            f"{target}-{phase}", jobs, sessions, time_limit=args.time_limit, meter=meter
+        )
+        after, types = dns.count()
+    finally:
+        for session in sessions:
+            session.close()
     measured = Measured(connections, target, phase, result, after - before, types)
     if not result.ok:
         measured.problems.append(result.problem())

@@ -31,7 +31,7 @@ __all__ = ["EMBEDDED_SOURCE", "format_key", "load_config", "parse_config", "rend
 EMBEDDED_SOURCE = "<embedded default>"
 """``Config.source`` of the configuration embedded in the package (``defaults.toml``)."""
 
-_LOADER_ONLY_KEYS = frozenset({"source"})  # Config fields that never come from TOML
+_LOADER_ONLY_KEYS = frozenset({"source", "text"})  # Config fields that never come from TOML
 _TOML_SPEC = "https://toml.io/en/v1.0.0"
 
 
@@ -83,7 +83,7 @@ def parse_config(text: str, *, source: str = "<string>") -> Config:
     if errors:
         errors.sort(key=lambda error: (error.line is None, error.line or 0))
         raise ConfigError.collect(errors)
-    return config.model_copy(update={"source": source})
+    return config.model_copy(update={"source": source, "text": text})
 
 
 # --- TOML syntax errors -------------------------------------------------------------------------

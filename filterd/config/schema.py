@@ -385,6 +385,13 @@ class Config(_Section):
         exclude=True,
         description="The file this configuration came from (set by the loader, not from TOML).",
     )
+    text: str = Field(
+        default="",
+        exclude=True,
+        repr=False,
+        description="The TOML text it was parsed from (set by the loader; policy worker "
+        "processes parse the same text).",
+    )
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Config:

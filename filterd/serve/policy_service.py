@@ -236,6 +236,8 @@ class PolicyConnection:
                 return  # the connection's scope is cancelled: nothing more on it
             action = await self._answer(event)
             await self._send(self.codec.send(action))
+            if self.codec.in_request:  # a pipelined request is waiting: let others run first
+                await trio.lowlevel.checkpoint()
             self._answering = False
             queue_id_var.set("NOQUEUE")
             if self.shutdown.stopping:
@@ -247,8 +249,9 @@ class PolicyConnection:
         """The answer (a few hundred bytes), written straight to the socket when it takes it
         all, as it nearly always does; trio's ``send_all`` for the rest, and for any trouble
         (it raises trio's errors). This skips trio's trip through the scheduler after a send:
-        one scheduler pass and one ``epoll_wait`` per request. The wait for the next request
-        right after is still a checkpoint, so other connections get their turn."""
+        one scheduler pass and one ``epoll_wait`` per request. Reading the next request is
+        still a checkpoint, and when it is already buffered (pipelined), ``_requests`` makes
+        one, so other connections get their turn after every answer."""
         fd = self._fd
         if fd is not None:
             try:

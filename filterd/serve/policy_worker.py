@@ -2,31 +2,38 @@
 
     python -m filterd.serve.policy_worker --listener INDEX --number N --control-fd FD
 
-The configuration comes as JSON on standard input (the main process's, already validated). The
-worker builds its own chain, starts its plugins, says ``R`` on the control socket, then serves
-each connection the main process hands over (``F`` + a descriptor) with the same policy handler
-the main process uses, and says ``C`` when one ends. End of file on the control socket (the main
-process stopping, or gone) and SIGTERM stop it gracefully; SIGINT (a terminal's Ctrl-C, sent to
-the whole process group) is left to the main process, which then closes the control socket.
+The configuration comes on standard input (the TOML text the main process parsed). The worker
+builds its own chain, starts its plugins, says ``R`` on the control socket, then serves each
+connection the main process hands over (``F`` + a descriptor) with the same policy handler the
+main process uses, and reports how many it has ended (``C<n>``). End of file on the control
+socket (the main process stopping, or gone) and SIGTERM stop it gracefully; as soon as it
+stops, it shuts its side of the control socket down, so the main process hands it nothing
+more. SIGINT (a terminal's Ctrl-C reaches the whole process group) is left to the main
+process, which then closes the control socket.
 """
 
 from __future__ import annotations
 
-import argparse
-import array
 import signal
-import socket
-import sys
-from collections.abc import Awaitable, Callable
 
-import trio
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # first of all: before the slow imports below
 
-from filterd.chain.build import build_chain
-from filterd.config.schema import Config
-from filterd.maillog import MailLog, setup_logging
-from filterd.serve.policy_service import PolicyHandler
-from filterd.serve.policy_workers import CLOSED, CONNECTION, READY, policy_settings
-from filterd.serve.shutdown import Shutdown
+import argparse  # noqa: E402
+import array  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+
+import trio  # noqa: E402
+
+from filterd.chain.build import build_chain  # noqa: E402
+from filterd.config.load import parse_config  # noqa: E402
+from filterd.config.schema import Config  # noqa: E402
+from filterd.maillog import MailLog, setup_logging  # noqa: E402
+from filterd.serve.policy_service import PolicyHandler  # noqa: E402
+from filterd.serve.policy_workers import CLOSED, CONNECTION, READY, policy_settings  # noqa: E402
+from filterd.serve.shutdown import Shutdown  # noqa: E402
 
 log = MailLog("main")
 
@@ -40,12 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    config = Config.model_validate_json(sys.stdin.buffer.read())
+    config = read_config(sys.stdin.buffer.read())
     setup_logging(config.log.level)
     control = socket.socket(fileno=args.control_fd)
     trio.run(serve_worker, config, args.listener, args.number, control)
     return 0
+
+
+def read_config(message: bytes) -> Config:
+    """The configuration as ``policy_workers.config_message`` wrote it."""
+    data = json.loads(message)
+    if "toml" in data:
+        return parse_config(data["toml"], source=data["source"])
+    return Config.model_validate_json(data["json"]).model_copy(update={"source": data["source"]})
 
 
 async def serve_worker(config: Config, index: int, number: int, control: socket.socket) -> None:
@@ -53,20 +67,22 @@ async def serve_worker(config: Config, index: int, number: int, control: socket.
     shutdown = Shutdown()
     chain = build_chain(config)
     handler = PolicyHandler(chain, policy_settings(listen, config), shutdown)
-    control.setblocking(False)
-    channel = trio.socket.from_stdlib_socket(control)
+    channel = trio.socket.from_stdlib_socket(control)  # non-blocking from here on
+    ended = 0
 
-    def report_closed() -> None:
-        try:
-            control.send(CLOSED)  # one byte on a local socket pair: never blocks for long
+    def report_ended() -> None:
+        nonlocal ended
+        ended += 1
+        try:  # a running total: one lost to a full socket is made good by the next
+            control.send(CLOSED + str(ended).encode(), socket.MSG_DONTWAIT)
         except OSError:
-            pass  # the main process has gone: we are stopping anyway
+            pass
 
     async def serve_one(stream: trio.SocketStream) -> None:
         try:
             await handler(stream)
         finally:
-            report_closed()
+            report_ended()
 
     try:
         async with trio.open_nursery() as root:
@@ -79,6 +95,7 @@ async def serve_worker(config: Config, index: int, number: int, control: socket.
                     root.start_soon(_cancel_on_stop, shutdown, receiving)
                     await _receive_connections(channel, connections, serve_one)
                 shutdown.begin()
+                _stop_taking(control)
                 connections.cancel_scope.deadline = (
                     trio.current_time() + config.limits.shutdown_grace
                 )
@@ -90,6 +107,27 @@ async def serve_worker(config: Config, index: int, number: int, control: socket.
         log.plain(f"policy worker {number} stopped")
 
 
+def _stop_taking(control: socket.socket) -> None:
+    """Tell the main process (end of file) to hand over nothing more; close what it had
+    already sent (those clients reconnect: Postfix retries)."""
+    try:
+        control.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    while True:
+        try:
+            _message, ancillary, _flags, _address = control.recvmsg(
+                1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+            )
+        except OSError:
+            return
+        fds = _descriptors(ancillary)
+        if not fds and not _message:
+            return
+        for fd in fds:
+            socket.close(fd)
+
+
 async def _receive_connections(
     channel: trio.socket.SocketType,
     connections: trio.Nursery,
@@ -97,17 +135,18 @@ async def _receive_connections(
 ) -> None:
     """Serve each handed-over descriptor until end of file on the control socket."""
     while True:
-        message, ancillary, _flags, _address = await channel.recvmsg(
-            1, socket.CMSG_SPACE(MAX_FDS * 4)
-        )
+        try:
+            message, ancillary, _flags, _address = await channel.recvmsg(
+                1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+            )
+        except OSError:
+            return  # as end of file
         fds = _descriptors(ancillary)
-        if not message:
+        if not message or message != CONNECTION:
             for fd in fds:
                 socket.close(fd)
-            return
-        if message != CONNECTION:
-            for fd in fds:
-                socket.close(fd)
+            if not message:
+                return
             continue
         for fd in fds:
             sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))

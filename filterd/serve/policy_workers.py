@@ -10,31 +10,36 @@ its copy. Policy connections are long-lived (one per smtpd process), so counting
 measure of load, and a burst of connections is spread evenly, which hashing them to several
 listening sockets (``SO_REUSEPORT``) would not do.
 
-The control socket (``SOCK_SEQPACKET``: one message per send) carries one byte per message:
+The control socket (``SOCK_SEQPACKET``: one message per send) carries short messages:
 
-- worker → main: ``R`` ready (its plugins have started), ``C`` one connection has ended;
-- main → worker: ``F`` with one descriptor attached: a connection to serve;
-- end of file either way: the other side has gone. A worker that sees it stops gracefully
-  (as on SIGTERM: idle connections close at once, requests in progress are answered within
-  ``shutdown_grace``), so it never outlives the main process for long.
+- worker → main: ``R`` ready (its plugins have started); ``C<n>`` it has ended n connections
+  in all (a running total, so a report lost to a full socket is made good by the next one);
+  end of file (it shuts its side down as soon as it starts stopping): hand it nothing more;
+- main → worker: ``F`` with one descriptor attached, a connection to serve (sent without
+  waiting: a worker whose queue is full is skipped and the main process serves it); end of
+  file: stop gracefully (as on SIGTERM: idle connections close at once, requests in progress
+  are answered within ``shutdown_grace``), so a worker never outlives the main process.
 
-A worker that dies is started again after a pause (its connections are gone; Postfix retries
-them); one that fails to start stops filterd from starting.
+A worker that dies is started again, after 1 s and then up to 60 s between attempts while it
+keeps failing (its connections are gone; Postfix retries them). One that does not start at
+all stops filterd from starting. A second stop signal kills the workers at once.
 """
 
 from __future__ import annotations
 
 import array
+import json
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from filterd.config.schema import Config, ListenConfig
 from filterd.maillog import MailLog
-from filterd.serve.policy_service import PolicyHandler, PolicySettings
+from filterd.serve.policy_service import PolicyHandler, PolicySettings, _describe_peer
 from filterd.serve.shutdown import Shutdown
 
 log = MailLog("main")
@@ -43,8 +48,11 @@ READY = b"R"
 CLOSED = b"C"
 CONNECTION = b"F"
 START_TIMEOUT = 120.0  # a worker imports filterd and starts its plugins in this time
-RESTART_PAUSE = 1.0  # before a worker that died is started again
+RESTART_PAUSE = 1.0  # before a worker that died is started again; doubled while it fails
+RESTART_PAUSE_MAX = 60.0
+STABLE = 30.0  # a worker that ran this long before dying is restarted after RESTART_PAUSE
 STOP_MARGIN = 5.0  # beyond shutdown_grace, before a worker that does not stop is killed
+WORKER_MODULE = "filterd.serve.policy_worker"
 
 
 def policy_settings(listen: ListenConfig, config: Config) -> PolicySettings:
@@ -58,6 +66,15 @@ def policy_settings(listen: ListenConfig, config: Config) -> PolicySettings:
     )
 
 
+def config_message(config: Config) -> bytes:
+    """What a worker reads on its standard input: the TOML text the main process parsed (so it
+    validates the same way and its errors name the same file), or, for a configuration built
+    in code, its JSON form."""
+    if config.text:
+        return json.dumps({"source": config.source, "toml": config.text}).encode()
+    return json.dumps({"source": config.source, "json": config.model_dump_json()}).encode()
+
+
 class WorkerStartError(RuntimeError):
     """A policy worker did not become ready: filterd does not start."""
 
@@ -65,13 +82,14 @@ class WorkerStartError(RuntimeError):
 @dataclass(eq=False)
 class _Worker:
     number: int  # 1 .. N-1 (the main process is 0)
-    control: trio.socket.SocketType | None = None  # None while (re)starting
+    control: socket.socket | None = None  # set while it takes connections
     process: trio.Process | None = None
-    open: int = 0  # connections handed over (or being handed) and not reported closed
+    handed: int = 0  # connections handed over to the current process
+    closed: int = 0  # of those, reported ended
 
     @property
-    def available(self) -> bool:
-        return self.control is not None
+    def open(self) -> int:
+        return self.handed - self.closed
 
 
 class PolicyWorkers:
@@ -85,12 +103,15 @@ class PolicyWorkers:
         config: Config,
         local: PolicyHandler,
         shutdown: Shutdown,
+        *,
+        command: list[str] | None = None,
     ) -> None:
         self.listen = listen
         self.index = index  # the listener's position in config.listen
         self.config = config
         self.local = local
         self.shutdown = shutdown
+        self.command = command or [sys.executable, "-m", WORKER_MODULE]  # tests replace it
         self.workers = [_Worker(number) for number in range(1, listen.processes)]
 
     # ------------------------------------------------------------- handler
@@ -100,21 +121,22 @@ class PolicyWorkers:
     async def refuse(self, stream: trio.abc.Stream) -> None:
         await stream.aclose()
 
+    @property
+    def active(self) -> int:
+        """Open connections of this listener, in every process."""
+        return self.local.active + sum(w.open for w in self.workers if w.control is not None)
+
     async def __call__(self, stream: trio.abc.Stream) -> None:
-        total = self.local.active + sum(w.open for w in self.workers)
-        if total >= self.listen.max_connections:
-            await self.local(stream)  # refused there, with its log line
-            return
-        worker = self._least_loaded()
-        if worker is None:
-            await self.local(stream)
+        if self.active >= self.listen.max_connections:
+            log.warning(
+                f"too many policy connections ({self.active}): closing {_describe_peer(stream)}"
+            )
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
             return
         sock = getattr(stream, "socket", None)
-        assert sock is not None, "policy listeners accept sockets"
-        try:
-            await self._hand_over(worker, sock.fileno())
-        except OSError as exc:  # the worker has just gone: serve it here instead
-            log.warning(f"policy worker {worker.number}: cannot hand a connection over: {exc}")
+        worker = self._least_loaded()
+        if worker is None or sock is None or not self._hand_over(worker, sock.fileno()):
             await self.local(stream)
             return
         with trio.CancelScope(shield=True):
@@ -125,120 +147,179 @@ class PolicyWorkers:
         best: _Worker | None = None
         fewest = self.local.active
         for worker in self.workers:
-            if worker.available and worker.open < fewest:
+            if worker.control is not None and worker.open < fewest:
                 best, fewest = worker, worker.open
         return best
 
-    async def _hand_over(self, worker: _Worker, fd: int) -> None:
+    def _hand_over(self, worker: _Worker, fd: int) -> bool:
+        """Send the descriptor without waiting; False if the worker cannot take it now."""
         control = worker.control
         if control is None:
-            raise OSError("the worker is restarting")
+            return False
         fds = array.array("i", [fd])
-        worker.open += 1  # before the send: connections accepted meanwhile must see it
         try:
-            await control.sendmsg([CONNECTION], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        except BaseException:
-            worker.open -= 1
-            raise
+            control.sendmsg(
+                [CONNECTION], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_DONTWAIT
+            )
+        except OSError as exc:  # full (it is not reading), or gone: serve it here instead
+            log.warning(f"policy worker {worker.number} takes no connection now: {exc}")
+            return False
+        worker.handed += 1
+        return True
 
     # ------------------------------------------------------------- processes
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every worker (ready: ``task_status.started()``), keep them running until
-        shutdown, then stop them: end of file on their control sockets, then a kill for any
-        still there after ``shutdown_grace`` + 5 s."""
+        """Start every worker (ready: ``task_status.started()``; a stop signal meanwhile ends
+        the wait), keep them running until shutdown, then stop them: end of file on their
+        control sockets, then a kill for any still there after ``shutdown_grace`` + 5 s, or at
+        once on a second stop signal."""
+        started = False
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_shutdown, nursery.cancel_scope)
             for worker in self.workers:
                 await nursery.start(self._keep_running, worker)
             task_status.started()
-            await self.shutdown.event.wait()
-            nursery.cancel_scope.cancel()
+            started = True
+        if not started:  # stopped while starting: nothing left to wait for
+            task_status.started()
+
+    async def _cancel_on_shutdown(self, scope: trio.CancelScope) -> None:
+        await self.shutdown.event.wait()
+        scope.cancel()
 
     async def _keep_running(
         self, worker: _Worker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         first = True
+        pause = RESTART_PAUSE
         while True:
+            began = trio.current_time()
             try:
                 await self._run_once(worker, task_status if first else None)
             except WorkerStartError as exc:
                 if first:
                     raise
                 log.error(str(exc))
+            except Exception as exc:  # out of descriptors, processes, memory...
+                if first:
+                    raise WorkerStartError(f"policy worker {worker.number}: {exc}") from exc
+                log.error(f"policy worker {worker.number} could not be started: {exc}")
+            else:
+                if self.shutdown.stopping:
+                    return
+                status = worker.process.returncode if worker.process is not None else None
+                log.error(
+                    f"policy worker {worker.number} exited (status {status}); its connections "
+                    f"are lost (Postfix retries them)"
+                )
             first = False
-            if self.shutdown.stopping:
-                return
-            status = worker.process.returncode if worker.process is not None else None
-            log.error(
-                f"policy worker {worker.number} exited (status {status}); its connections are "
-                f"lost (Postfix retries them); starting a new one in {RESTART_PAUSE:g}s"
-            )
-            await trio.sleep(RESTART_PAUSE)
+            if trio.current_time() - began >= STABLE:
+                pause = RESTART_PAUSE
+            log.plain(f"policy worker {worker.number}: starting a new one in {pause:g}s")
+            await trio.sleep(pause)
+            pause = min(pause * 2, RESTART_PAUSE_MAX)
 
     async def _run_once(self, worker: _Worker, task_status: trio.TaskStatus[None] | None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control = trio.socket.from_stdlib_socket(ours)
-        argv = [
-            sys.executable,
-            "-m",
-            "filterd.serve.policy_worker",
-            "--listener",
-            str(self.index),
-            "--number",
-            str(worker.number),
-            "--control-fd",
-            str(theirs.fileno()),
-        ]
+        channel = trio.socket.from_stdlib_socket(ours)  # shares ``ours`` (non-blocking now)
         try:
-            process = await trio.lowlevel.open_process(
-                argv, stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),)
-            )
-        finally:
-            theirs.close()
+            argv = [
+                *self.command,
+                "--listener",
+                str(self.index),
+                "--number",
+                str(worker.number),
+                "--control-fd",
+                str(theirs.fileno()),
+            ]
+            try:
+                process = await trio.lowlevel.open_process(
+                    argv, stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),)
+                )
+            finally:
+                theirs.close()
+        except BaseException:
+            channel.close()
+            raise
         worker.process = process
         try:
             await self._send_config(process)
-            with trio.move_on_after(START_TIMEOUT):
-                ready = await control.recv(1)
+            ready = b""
+            with trio.move_on_after(START_TIMEOUT) as waiting:
+                ready = await _receive(channel)
             if ready != READY:
+                if waiting.cancelled_caught:
+                    why = f"did not start within {START_TIMEOUT:g}s"
+                    process.kill()  # it serves nothing yet: no graceful stop to wait for
+                else:
+                    with trio.move_on_after(5):
+                        await process.wait()
+                    why = f"exited while starting (status {process.returncode})"
                 raise WorkerStartError(
-                    f"policy worker {worker.number} (pid {process.pid}) did not start "
-                    f"within {START_TIMEOUT:g}s; its errors are above"
+                    f"policy worker {worker.number} (pid {process.pid}) {why}; "
+                    "its own messages are above"
                 )
-            worker.control = control
-            worker.open = 0
+            worker.handed = worker.closed = 0
+            worker.control = ours
+            log.plain(f"policy worker {worker.number} (pid {process.pid}) ready")
             if task_status is not None:
                 task_status.started()
-            await self._follow(worker, control)
+            await self._follow(worker, channel)
         finally:
             worker.control = None
-            worker.open = 0
             with trio.CancelScope(shield=True):
-                control.close()  # end of file for the worker: it stops gracefully
+                channel.close()  # end of file for the worker: it stops gracefully
                 await self._reap(worker, process)
 
     async def _send_config(self, process: trio.Process) -> None:
         stdin = process.stdin
         assert stdin is not None
         try:
-            await stdin.send_all(self.config.model_dump_json().encode())
+            await stdin.send_all(config_message(self.config))
         except trio.BrokenResourceError:
-            pass  # it died at once: _run_once reports it, the ready byte never comes
+            pass  # it died at once: _run_once reports it, the ready message never comes
         finally:
             await stdin.aclose()
 
-    async def _follow(self, worker: _Worker, control: trio.socket.SocketType) -> None:
-        """Count the connections the worker reports closed, until it goes away."""
+    async def _follow(self, worker: _Worker, channel: trio.socket.SocketType) -> None:
+        """Count the connections the worker reports ended, until it goes away or stops."""
         while True:
-            data = await control.recv(16)
-            if not data:
+            message = await _receive(channel)
+            if not message:
                 return
-            if data == CLOSED:
-                worker.open = max(0, worker.open - 1)
+            if message.startswith(CLOSED) and message[1:].isdigit():
+                worker.closed = min(worker.handed, int(message[1:]))
 
     async def _reap(self, worker: _Worker, process: trio.Process) -> None:
-        with trio.move_on_after(self.config.limits.shutdown_grace + STOP_MARGIN):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._kill_when, worker, process, self.shutdown.now.wait)
+            nursery.start_soon(
+                self._kill_when,
+                worker,
+                process,
+                trio.sleep,
+                self.config.limits.shutdown_grace + STOP_MARGIN,
+            )
             await process.wait()
-            return
-        log.warning(f"policy worker {worker.number} (pid {process.pid}) did not stop: killed")
-        process.kill()
-        await process.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _kill_when(
+        self,
+        worker: _Worker,
+        process: trio.Process,
+        wait: Callable[..., Awaitable[object]],
+        *args: object,
+    ) -> None:
+        await wait(*args)
+        if process.returncode is None:
+            log.warning(f"policy worker {worker.number} (pid {process.pid}) killed")
+            process.kill()
+
+
+async def _receive(channel: trio.socket.SocketType) -> bytes:
+    """One control message; ``b""`` for end of file, and for a reset (a worker that died with
+    connections still queued for it)."""
+    try:
+        return await channel.recv(64)
+    except OSError:
+        return b""

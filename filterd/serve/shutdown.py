@@ -10,6 +10,7 @@ class Shutdown:
         self.stopping = False
         self._idle: set[trio.CancelScope] = set()
         self.event = trio.Event()
+        self.now = trio.Event()  # a second stop signal: stop at once (helper processes too)
 
     def register_idle(self, scope: trio.CancelScope) -> None:
         """A session waiting for a command outside any transaction: cancel it on stop."""

@@ -136,29 +136,21 @@ async def serve(
             run = getattr(delivery, "run", None)
             if run is not None:
                 root.start_soon(run)
-            handlers: list[ConnectionHandler] = []
-            for listen in sockets:
-                handler = _handler_for(listen, config, chain, delivery, quarantine, shutdown)
-                if listen.processes > 1 and isinstance(handler, PolicyHandler):
-                    index = next(i for i, each in enumerate(config.listen) if each is listen)
-                    workers = PolicyWorkers(listen, index, config, handler, shutdown)
-                    await root.start(workers.run)
-                    handler = workers
-                handlers.append(handler)
-            async with trio.open_nursery() as connections:
-                for listen in milters:  # libmilter binds its own socket (one per process)
-                    await connections.start(_serve_milter, listen, config, chain, shutdown)
-                async with trio.open_nursery() as accepting:
-                    for listener, handler in zip(listeners, handlers, strict=True):
-                        accepting.start_soon(accept_loop, listener, handler, connections)
-                    task_status.started(infos)
-                    await shutdown.event.wait()
-                    log.plain("stopping: no new connections; sessions in progress may finish")
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                connections.cancel_scope.deadline = (
-                    trio.current_time() + config.limits.shutdown_grace
+            # Helper processes (policy workers) live in a nursery of their own, which ends
+            # after the connections' and before ``root`` is cancelled: they are stopped while
+            # the signals are still watched (a second one kills them).
+            async with trio.open_nursery() as helpers:
+                handlers: list[ConnectionHandler] = []
+                for listen in sockets:
+                    handler = _handler_for(listen, config, chain, delivery, quarantine, shutdown)
+                    if listen.processes > 1 and isinstance(handler, PolicyHandler):
+                        index = next(i for i, each in enumerate(config.listen) if each is listen)
+                        workers = PolicyWorkers(listen, index, config, handler, shutdown)
+                        await helpers.start(workers.run)
+                        handler = workers
+                    handlers.append(handler)
+                await _serve_connections(
+                    config, chain, shutdown, listeners, handlers, milters, task_status, infos
                 )
             root.cancel_scope.cancel()
     finally:
@@ -172,6 +164,32 @@ async def serve(
         log.plain("stopped")
 
 
+async def _serve_connections(
+    config: Config,
+    chain: ChainRunner,
+    shutdown: Shutdown,
+    listeners: list[trio.SocketListener],
+    handlers: list[ConnectionHandler],
+    milters: list[ListenConfig],
+    task_status: trio.TaskStatus[list[ListenerInfo]],
+    infos: list[ListenerInfo],
+) -> None:
+    """Accept until shutdown begins, then give sessions ``shutdown_grace`` to finish."""
+    async with trio.open_nursery() as connections:
+        for listen in milters:  # libmilter binds its own socket (one per process)
+            await connections.start(_serve_milter, listen, config, chain, shutdown)
+        async with trio.open_nursery() as accepting:
+            for listener, handler in zip(listeners, handlers, strict=True):
+                accepting.start_soon(accept_loop, listener, handler, connections)
+            task_status.started(infos)
+            await shutdown.event.wait()
+            log.plain("stopping: no new connections; sessions in progress may finish")
+            accepting.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.aclose()
+        connections.cancel_scope.deadline = trio.current_time() + config.limits.shutdown_grace
+
+
 async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
     try:
         receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
@@ -181,6 +199,7 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
         async for signum in signals:
             if shutdown.stopping:
                 log.plain(f"signal {signal.Signals(signum).name} again: stopping now")
+                shutdown.now.set()
                 root.cancel()
                 return
             log.plain(f"signal {signal.Signals(signum).name}: graceful stop")

@@ -25,7 +25,7 @@ REQUEST = (
     b"sender=alice@example.org\nrecipient=bob@example.net\ninstance=1.2\n\n"
 )
 CONNECT = re.compile(r"filterd/policy\[(\d+)\]: connect from ")
-WORKER_UP = re.compile(r"filterd/main\[(\d+)\]: policy worker 1 serving ")
+WORKER_UP = re.compile(r"filterd/main\[\d+\]: policy worker 1 \(pid (\d+)\) ready")
 
 
 def config(port: int, processes: int) -> str:
@@ -114,8 +114,8 @@ def test_connections_are_spread_over_the_processes(filterd_factory: FilterdFacto
     finally:
         for sock in socks:
             sock.close()
-    assert proc.stop() == 0
-    assert gone(worker)
+    assert proc.stop(sweep=False) == 0
+    assert gone(worker)  # the main process waited for it
     assert "policy worker 1 stopped" in proc.output_text()
 
 
@@ -148,7 +148,7 @@ def test_a_worker_that_dies_is_replaced(filterd_factory: FilterdFactory) -> None
     ):
         assert ask(one) == ask(two) == b"action=DUNNO\n\n"
         assert replacement in (served_by(proc, one), served_by(proc, two))
-    assert proc.stop() == 0
+    assert proc.stop(sweep=False) == 0
     assert gone(replacement)
 
 
@@ -165,3 +165,78 @@ def test_workers_stop_when_the_main_process_is_killed(filterd_factory: FilterdFa
     os.kill(proc.pid, signal.SIGKILL)
     wait_for("the workers have stopped", lambda: all(gone(pid) for pid in workers), proc)
     assert proc.output_text().count("stopped") >= 2
+
+
+def test_max_connections_counts_every_process(filterd_factory: FilterdFactory) -> None:
+    port = free_port()
+    proc = filterd_factory(
+        config(port, processes=2).replace(
+            'protocol = "policy"', 'protocol = "policy"\nmax_connections = 2'
+        )
+    )
+    wait_for("the worker is up, the start-up probe gone", lambda: settled(proc), proc)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as one,
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as two,
+    ):
+        assert ask(one) == ask(two) == b"action=DUNNO\n\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as three:
+            assert three.recv(4096) == b""  # closed at once: Postfix retries, then default_action
+        assert "too many policy connections (2)" in proc.output_text()
+    assert proc.stop() == 0
+
+
+def test_a_worker_dying_with_connections_queued_leaves_filterd_serving(
+    filterd_factory: FilterdFactory,
+) -> None:
+    port = free_port()
+    proc = filterd_factory(config(port, processes=2))
+    wait_for("the worker is up, the start-up probe gone", lambda: settled(proc), proc)
+    (worker,) = worker_pids(proc)
+    os.kill(worker, signal.SIGSTOP)  # it takes nothing off its queue now
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(4)]
+    try:
+        # the main process has served its own two; two wait in the stopped worker's queue
+        wait_for(
+            "2 connections served by the main process",
+            lambda: connections_by_pid(proc)[proc.pid] >= 3,
+            proc,
+        )
+        os.kill(worker, signal.SIGKILL)
+        wait_for("a new worker", lambda: len(worker_pids(proc)) == 2, proc)
+        assert proc.running()
+        for sock in socks:  # the queued ones went with the worker, the others still work
+            sock.sendall(REQUEST)
+        answers = []
+        for sock in socks:
+            try:
+                answers.append(sock.recv(4096))
+            except ConnectionResetError:
+                answers.append(b"")
+        assert sorted(answers) == [b"", b"", b"action=DUNNO\n\n", b"action=DUNNO\n\n"]
+    finally:
+        for sock in socks:
+            sock.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        assert ask(sock) == b"action=DUNNO\n\n"
+    assert proc.stop() == 0
+
+
+def test_a_second_stop_signal_kills_a_worker_that_does_not_stop(
+    filterd_factory: FilterdFactory,
+) -> None:
+    port = free_port()
+    proc = filterd_factory(config(port, processes=2) + '[limits]\nshutdown_grace = "60s"\n')
+    wait_for("the worker is up, the start-up probe gone", lambda: settled(proc), proc)
+    (worker,) = worker_pids(proc)
+    assert proc.pid is not None
+    os.kill(worker, signal.SIGSTOP)  # it will not see the end of its control socket
+    os.kill(proc.pid, signal.SIGTERM)
+    wait_for("the graceful stop", lambda: "graceful stop" in proc.output_text(), proc)
+    time.sleep(0.5)
+    assert proc.running()  # waiting for the worker, up to shutdown_grace + 5 s
+    os.kill(proc.pid, signal.SIGTERM)
+    wait_for("filterd has stopped", lambda: not proc.running(), proc)
+    assert gone(worker)
+    assert "policy worker 1 (pid " in proc.output_text()
+    assert "killed" in proc.output_text()

@@ -550,3 +550,37 @@ async def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
     with pytest.raises(trio.BrokenResourceError):  # the client has gone: trio's error, as before
         await answer_until_refused()
     ours.close()
+
+
+class _StepCounter(trio.abc.Instrument):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.name):
+            self.steps += 1
+
+
+async def test_pipelined_requests_give_other_tasks_a_turn_after_every_answer() -> None:
+    # An answer written straight to the socket is no checkpoint, and a warm chain may not
+    # yield either: with requests already buffered, the loop itself must let others run.
+    ours, theirs = trio.socket.socketpair()
+    counter = _StepCounter("serve_policy_connection")
+    trio.lowlevel.add_instrument(counter)
+    requests = 50
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                serve_policy_connection, trio.SocketStream(ours), ChainRunner([]), PolicySettings()
+            )
+            await theirs.send(b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n" * requests)
+            answers = b""
+            with trio.fail_after(10):
+                while answers.count(b"\n\n") < requests:
+                    answers += await theirs.recv(65536)
+            theirs.close()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert answers == b"action=DUNNO\n\n" * requests
+    assert counter.steps >= requests

@@ -125,10 +125,11 @@ class FilterdProcess:
                 )
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit status. Whatever is
-        left of its process group afterwards (policy workers of a filterd that was killed or
-        misbehaved) is killed too, so a failing test leaves no process behind."""
+    def stop(self, timeout: float = 10.0, *, sweep: bool = True) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit status. With `sweep`,
+        whatever is left of its process group afterwards (policy workers of a filterd that
+        was killed or misbehaved) is killed too, so a failing test leaves no process behind
+        (the factory always sweeps when the test ends)."""
         proc = self._proc
         if proc is None:
             return None
@@ -140,8 +141,9 @@ class FilterdProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
+        if sweep:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
         return proc.returncode
 
     def running(self) -> bool:

@@ -1,0 +1,84 @@
+"""Policy worker processes that fail: reported with what went wrong, and filterd does not
+start (``[[listen]] processes = N``; the working cases are in tests/e2e)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import trio
+
+from filterd.chain.runner import ChainRunner
+from filterd.config.load import parse_config
+from filterd.config.schema import Config
+from filterd.serve import policy_workers, supervisor
+from filterd.serve.policy_service import PolicyHandler
+from filterd.serve.policy_workers import PolicyWorkers, WorkerStartError, policy_settings
+from filterd.serve.shutdown import Shutdown
+from tests.support.postfix import free_port
+
+
+def policy_config(port: int) -> Config:
+    return parse_config(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+processes = 2
+[limits]
+shutdown_grace = "1s"
+[delivery]
+method = "maildir"
+""",
+        source="test.toml",
+    )
+
+
+def start_errors(group: BaseException) -> list[str]:
+    """The WorkerStartError messages inside ``group`` (trio wraps them in exception groups)."""
+    if isinstance(group, WorkerStartError):
+        return [str(group)]
+    if isinstance(group, BaseExceptionGroup):
+        return [text for exc in group.exceptions for text in start_errors(exc)]
+    return []
+
+
+async def start_workers(command: list[str]) -> list[str]:
+    config = policy_config(free_port())
+    listen = config.listen[0]
+    shutdown = Shutdown()
+    local = PolicyHandler(ChainRunner([]), policy_settings(listen, config), shutdown)
+    workers = PolicyWorkers(listen, 0, config, local, shutdown, command=command)
+    try:
+        await workers.run()
+    except BaseException as exc:
+        return start_errors(exc)
+    return []
+
+
+async def test_a_worker_that_exits_while_starting_says_with_which_status() -> None:
+    errors = await start_workers([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert len(errors) == 1
+    assert "policy worker 1 (pid " in errors[0]
+    assert "exited while starting (status 3)" in errors[0]
+
+
+async def test_a_worker_that_never_gets_ready_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_workers, "START_TIMEOUT", 0.5)
+    with trio.fail_after(10):  # killed at once, not left to a graceful stop
+        errors = await start_workers([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert len(errors) == 1
+    assert "did not start within 0.5s" in errors[0]
+
+
+def test_filterd_does_not_start_without_its_workers(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(policy_workers, "WORKER_MODULE", "filterd.no_such_module")
+    status = supervisor.main(policy_config(free_port()))
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "No module named filterd.no_such_module" in err  # the worker's own message
+    assert "cannot start: policy worker 1 (pid " in err
+    assert "exited while starting (status 1)" in err
+    assert "Traceback" not in err
