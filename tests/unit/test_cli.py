@@ -32,7 +32,11 @@ def test_check_config_prints_the_effective_configuration(
     out, err = capsys.readouterr()
     assert err == ""
     assert tomllib.loads(out)["listen"][0]["address"] == "127.0.0.1:10025"
-    assert parse_config(out, source="<embedded default>") == load_config(None)
+    again = parse_config(out, source="<embedded default>")
+    # equal but for the TOML text each was read from (the printed one reads differently)
+    assert again.model_copy(update={"text": ""}) == load_config(None).model_copy(
+        update={"text": ""}
+    )
 
 
 def test_check_config_with_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
