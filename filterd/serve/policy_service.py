@@ -236,14 +236,14 @@ class PolicyConnection:
                 return  # the connection's scope is cancelled: nothing more on it
             action = await self._answer(event)
             await self._send(self.codec.send(action))
-            if self.codec.in_request:  # a pipelined request is waiting: let others run first
-                await trio.lowlevel.checkpoint()
             self._answering = False
             queue_id_var.set("NOQUEUE")
             if self.shutdown.stopping:
                 return
             self._started = trio.current_time()  # a pipelined request may be waiting already
             self._scope.deadline = self._started + self.settings.request_timeout
+            if self.codec.in_request:  # it is: let the other connections run first
+                await trio.lowlevel.checkpoint()
 
     async def _send(self, answer: bytes) -> None:
         """The answer (a few hundred bytes), written straight to the socket when it takes it

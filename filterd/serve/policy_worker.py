@@ -7,9 +7,10 @@ builds its own chain, starts its plugins, says ``R`` on the control socket, then
 connection the main process hands over (``F`` + a descriptor) with the same policy handler the
 main process uses, and reports how many it has ended (``C<n>``). End of file on the control
 socket (the main process stopping, or gone) and SIGTERM stop it gracefully; as soon as it
-stops, it shuts its side of the control socket down, so the main process hands it nothing
-more. SIGINT (a terminal's Ctrl-C reaches the whole process group) is left to the main
-process, which then closes the control socket.
+stops, it shuts the control socket down both ways, so the main process hands it nothing more
+(its next hand-over fails and it serves that connection itself). SIGINT (a terminal's
+Ctrl-C reaches the whole process group) is left to the main process, which then closes the
+control socket.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)  # first of all: before the slow im
 import argparse  # noqa: E402
 import array  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = read_config(sys.stdin.buffer.read())
     setup_logging(config.log.level)
+    os.set_inheritable(args.control_fd, False)  # a plugin's subprocess must not keep it open
     control = socket.socket(fileno=args.control_fd)
     trio.run(serve_worker, config, args.listener, args.number, control)
     return 0
@@ -88,14 +91,20 @@ async def serve_worker(config: Config, index: int, number: int, control: socket.
         async with trio.open_nursery() as root:
             root.start_soon(_watch_sigterm, shutdown)
             await chain.start()
-            async with trio.open_nursery() as connections:
+            try:
                 await channel.send(READY)
+            except OSError:  # the main process stopped (or died) while we were starting
+                root.cancel_scope.cancel()
+                return
+            async with trio.open_nursery() as connections:
                 log.plain(f"policy worker {number} serving {listen.address}")
                 with trio.CancelScope() as receiving:
                     root.start_soon(_cancel_on_stop, shutdown, receiving)
                     await _receive_connections(channel, connections, serve_one)
                 shutdown.begin()
-                _stop_taking(control)
+                for fd in _stop_taking(control):
+                    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
+                    connections.start_soon(serve_one, trio.SocketStream(sock))
                 connections.cancel_scope.deadline = (
                     trio.current_time() + config.limits.shutdown_grace
                 )
@@ -107,25 +116,31 @@ async def serve_worker(config: Config, index: int, number: int, control: socket.
         log.plain(f"policy worker {number} stopped")
 
 
-def _stop_taking(control: socket.socket) -> None:
-    """Tell the main process (end of file) to hand over nothing more; close what it had
-    already sent (those clients reconnect: Postfix retries)."""
+def _stop_taking(control: socket.socket) -> list[int]:
+    """Shut the control socket down both ways: the main process's next hand-over fails, so it
+    serves that connection itself, and it reads end of file. Returns the descriptors it had
+    already sent (queued messages stay readable): they are served like the others, under
+    the graceful stop."""
     try:
-        control.shutdown(socket.SHUT_WR)
+        control.shutdown(socket.SHUT_RDWR)
     except OSError:
-        return
+        return []
+    fds: list[int] = []
     while True:
         try:
-            _message, ancillary, _flags, _address = control.recvmsg(
+            message, ancillary, _flags, _address = control.recvmsg(
                 1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
             )
         except OSError:
-            return
-        fds = _descriptors(ancillary)
-        if not fds and not _message:
-            return
-        for fd in fds:
-            socket.close(fd)
+            return fds
+        received = _descriptors(ancillary)
+        if message == CONNECTION:
+            fds.extend(received)
+        else:
+            for fd in received:
+                socket.close(fd)
+        if not message:
+            return fds
 
 
 async def _receive_connections(

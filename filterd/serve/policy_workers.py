@@ -14,7 +14,8 @@ The control socket (``SOCK_SEQPACKET``: one message per send) carries short mess
 
 - worker → main: ``R`` ready (its plugins have started); ``C<n>`` it has ended n connections
   in all (a running total, so a report lost to a full socket is made good by the next one);
-  end of file (it shuts its side down as soon as it starts stopping): hand it nothing more;
+  end of file (it shuts the socket down as soon as it starts stopping): hand it nothing more
+  (a hand-over in that instant fails, and the main process serves the connection itself);
 - main → worker: ``F`` with one descriptor attached, a connection to serve (sent without
   waiting: a worker whose queue is full is skipped and the main process serves it); end of
   file: stop gracefully (as on SIGTERM: idle connections close at once, requests in progress
@@ -51,7 +52,7 @@ START_TIMEOUT = 120.0  # a worker imports filterd and starts its plugins in this
 RESTART_PAUSE = 1.0  # before a worker that died is started again; doubled while it fails
 RESTART_PAUSE_MAX = 60.0
 STABLE = 30.0  # a worker that ran this long before dying is restarted after RESTART_PAUSE
-STOP_MARGIN = 5.0  # beyond shutdown_grace, before a worker that does not stop is killed
+STOP_MARGIN = 10.0  # beyond shutdown_grace (more than a worker's 5 s for its plugins' stop)
 WORKER_MODULE = "filterd.serve.policy_worker"
 
 
@@ -85,7 +86,8 @@ class _Worker:
     control: socket.socket | None = None  # set while it takes connections
     process: trio.Process | None = None
     handed: int = 0  # connections handed over to the current process
-    closed: int = 0  # of those, reported ended
+    closed: int = 0  # of those, reported ended (counted until the process is reaped)
+    refusals: int = 0  # hand-overs it could not take (logged sparingly)
 
     @property
     def open(self) -> int:
@@ -124,7 +126,7 @@ class PolicyWorkers:
     @property
     def active(self) -> int:
         """Open connections of this listener, in every process."""
-        return self.local.active + sum(w.open for w in self.workers if w.control is not None)
+        return self.local.active + sum(w.open for w in self.workers)
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
         if self.active >= self.listen.max_connections:
@@ -162,7 +164,12 @@ class PolicyWorkers:
                 [CONNECTION], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_DONTWAIT
             )
         except OSError as exc:  # full (it is not reading), or gone: serve it here instead
-            log.warning(f"policy worker {worker.number} takes no connection now: {exc}")
+            worker.refusals += 1
+            if worker.refusals in (1, 10) or worker.refusals % 100 == 0:
+                log.warning(
+                    f"policy worker {worker.number} takes no connection now ({exc}); "
+                    f"served here instead ({worker.refusals} so far)"
+                )
             return False
         worker.handed += 1
         return True
@@ -190,12 +197,19 @@ class PolicyWorkers:
     async def _keep_running(
         self, worker: _Worker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        first = True
+        first = True  # until the first process is ready: a failure then stops filterd
         pause = RESTART_PAUSE
+
+        def ready() -> None:
+            nonlocal first
+            if first:
+                first = False
+                task_status.started()
+
         while True:
             began = trio.current_time()
             try:
-                await self._run_once(worker, task_status if first else None)
+                await self._run_once(worker, ready)
             except WorkerStartError as exc:
                 if first:
                     raise
@@ -212,14 +226,13 @@ class PolicyWorkers:
                     f"policy worker {worker.number} exited (status {status}); its connections "
                     f"are lost (Postfix retries them)"
                 )
-            first = False
             if trio.current_time() - began >= STABLE:
                 pause = RESTART_PAUSE
             log.plain(f"policy worker {worker.number}: starting a new one in {pause:g}s")
             await trio.sleep(pause)
             pause = min(pause * 2, RESTART_PAUSE_MAX)
 
-    async def _run_once(self, worker: _Worker, task_status: trio.TaskStatus[None] | None) -> None:
+    async def _run_once(self, worker: _Worker, ready: Callable[[], None]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel = trio.socket.from_stdlib_socket(ours)  # shares ``ours`` (non-blocking now)
         try:
@@ -242,34 +255,35 @@ class PolicyWorkers:
             channel.close()
             raise
         worker.process = process
+        name = f"policy worker {worker.number} of {self.listen.address} (pid {process.pid})"
+        started = False
         try:
-            await self._send_config(process)
-            ready = b""
+            message = b""
             with trio.move_on_after(START_TIMEOUT) as waiting:
-                ready = await _receive(channel)
-            if ready != READY:
+                await self._send_config(process)
+                message = await _receive(channel)
+            if message != READY:
                 if waiting.cancelled_caught:
                     why = f"did not start within {START_TIMEOUT:g}s"
-                    process.kill()  # it serves nothing yet: no graceful stop to wait for
                 else:
                     with trio.move_on_after(5):
                         await process.wait()
                     why = f"exited while starting (status {process.returncode})"
-                raise WorkerStartError(
-                    f"policy worker {worker.number} (pid {process.pid}) {why}; "
-                    "its own messages are above"
-                )
-            worker.handed = worker.closed = 0
+                raise WorkerStartError(f"{name} {why}; its own messages are above")
+            started = True
+            worker.handed = worker.closed = worker.refusals = 0
             worker.control = ours
-            log.plain(f"policy worker {worker.number} (pid {process.pid}) ready")
-            if task_status is not None:
-                task_status.started()
+            log.plain(f"{name} ready")
+            ready()
             await self._follow(worker, channel)
         finally:
             worker.control = None
             with trio.CancelScope(shield=True):
                 channel.close()  # end of file for the worker: it stops gracefully
+                if not started and process.returncode is None:
+                    process.kill()  # it serves nothing yet: no graceful stop to wait for
                 await self._reap(worker, process)
+            worker.handed = worker.closed = 0
 
     async def _send_config(self, process: trio.Process) -> None:
         stdin = process.stdin
@@ -312,7 +326,9 @@ class PolicyWorkers:
     ) -> None:
         await wait(*args)
         if process.returncode is None:
-            log.warning(f"policy worker {worker.number} (pid {process.pid}) killed")
+            log.warning(
+                f"policy worker {worker.number} of {self.listen.address} (pid {process.pid}) killed"
+            )
             process.kill()
 
 

@@ -3,6 +3,7 @@ start (``[[listen]] processes = N``; the working cases are in tests/e2e)."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -18,7 +19,7 @@ from filterd.serve.shutdown import Shutdown
 from tests.support.postfix import free_port
 
 
-def policy_config(port: int) -> Config:
+def policy_config(port: int, grace: str = "1s") -> Config:
     return parse_config(
         f"""
 [[listen]]
@@ -26,7 +27,7 @@ address = "127.0.0.1:{port}"
 protocol = "policy"
 processes = 2
 [limits]
-shutdown_grace = "1s"
+shutdown_grace = "{grace}"
 [delivery]
 method = "maildir"
 """,
@@ -59,7 +60,7 @@ async def start_workers(command: list[str]) -> list[str]:
 async def test_a_worker_that_exits_while_starting_says_with_which_status() -> None:
     errors = await start_workers([sys.executable, "-c", "import sys; sys.exit(3)"])
     assert len(errors) == 1
-    assert "policy worker 1 (pid " in errors[0]
+    assert re.search(r"policy worker 1 of 127\.0\.0\.1:\d+ \(pid \d+\)", errors[0])
     assert "exited while starting (status 3)" in errors[0]
 
 
@@ -79,6 +80,23 @@ def test_filterd_does_not_start_without_its_workers(
     err = capfd.readouterr().err
     assert status == 1
     assert "No module named filterd.no_such_module" in err  # the worker's own message
-    assert "cannot start: policy worker 1 (pid " in err
+    assert re.search(r"cannot start: policy worker 1 of 127\.0\.0\.1:\d+ \(pid \d+\)", err)
     assert "exited while starting (status 1)" in err
     assert "Traceback" not in err
+
+
+async def test_stopping_while_a_worker_starts_kills_it_at_once() -> None:
+    config = policy_config(free_port(), grace="20s")
+    listen = config.listen[0]
+    shutdown = Shutdown()
+    local = PolicyHandler(ChainRunner([]), policy_settings(listen, config), shutdown)
+    slow = [sys.executable, "-c", "import time; time.sleep(60)"]  # never says it is ready
+    workers = PolicyWorkers(listen, 0, config, local, shutdown, command=slow)
+    with trio.fail_after(5):  # not shutdown_grace + 10 s: a worker not yet ready serves nothing
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(workers.run)
+            await trio.sleep(0.5)
+            shutdown.begin()
+    process = workers.workers[0].process
+    assert process is not None
+    assert process.returncode == -9
