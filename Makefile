@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check filterd plugins tests bench
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 
-# Every benchmark, one after the other (about 6 minutes); each also runs on its own.
+# Every benchmark, one after the other (about 8 minutes); each also runs on its own.
 bench: bench-smtp bench-spamd bench-policy bench-milter
 
 bench-smtp: install
