@@ -16,14 +16,18 @@ process was busy and how much other work competed with the measurement.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from filterd_bench.procs import CLOCK_TICKS, machine_busy_seconds, reaped_children_seconds
+from filterd_bench.procs import (
+    CLOCK_TICKS,
+    machine_busy_seconds,
+    process_stats,
+    reaped_children_seconds,
+)
 
 JobT = TypeVar("JobT")
 JobT_contra = TypeVar("JobT_contra", contravariant=True)
@@ -168,21 +172,12 @@ def run_pass(
 def group_cpu_total(pgid: int) -> float:
     """CPU seconds (user + system) of a process group's live members, plus what they have
     reaped of their exited children (a preforking server replaces its children)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        # state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-        # utime(11) stime(12) cutime(13) cstime(14)
-        if int(fields[2]) == pgid:
-            total += sum(int(value) for value in fields[11:15])
-    return total / CLOCK_TICKS
+    ticks = sum(
+        sum(int(value) for value in fields[11:15])
+        for _pid, fields in process_stats()
+        if int(fields[2]) == pgid
+    )
+    return ticks / CLOCK_TICKS
 
 
 class CpuMeter:

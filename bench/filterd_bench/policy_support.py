@@ -30,7 +30,14 @@ from pathlib import Path
 from string import Template
 
 from filterd_bench.loadgen import CpuMeter, PassResult
-from filterd_bench.procs import BenchError, Child, Processes, free_port, stop_group
+from filterd_bench.procs import (
+    BenchError,
+    Child,
+    Processes,
+    free_port,
+    process_stats,
+    stop_group,
+)
 from filterd_bench.servers import START_TIMEOUT, Server, filterd_binary
 
 POLICYD_SPF = Path("/usr/bin/policyd-spf")
@@ -211,15 +218,7 @@ def start_filterd_policy(
 
 def child_pids(parent: int) -> list[int]:
     """The processes whose parent is ``parent`` (filterd's policy workers)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return sorted(found)
+    return sorted(pid for pid, fields in process_stats() if int(fields[1]) == parent)
 
 
 def wait_for_listener(child: Child, port: int, timeout: float) -> None:

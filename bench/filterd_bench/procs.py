@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,9 +143,10 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User+system CPU time of the live processes in a process group."""
-    total = 0
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every live process: its pid and the fields of /proc/PID/stat after "pid (comm) ", so that
+    ``fields[1]`` is the parent, ``fields[2]`` the process group, ``fields[11:15]`` utime,
+    stime, cutime and cstime in clock ticks."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -152,13 +154,14 @@ def group_cpu_seconds(pgid: int) -> float:
             with open(f"/proc/{entry.name}/stat") as stat:
                 text = stat.read()
         except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        # after "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt
-        # cmajflt utime stime ...
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+            continue  # it has just exited
+        yield int(entry.name), text[text.rindex(")") + 2 :].split()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User+system CPU time of the live processes in a process group."""
+    ticks = sum(int(f[11]) + int(f[12]) for _pid, f in process_stats() if int(f[2]) == pgid)
+    return ticks / CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:

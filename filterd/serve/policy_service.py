@@ -82,6 +82,7 @@ __all__ = [
     "PolicyConnection",
     "PolicyHandler",
     "PolicySettings",
+    "close_over_limit",
     "serve_policy",
     "serve_policy_connection",
 ]
@@ -472,17 +473,21 @@ class PolicyHandler:
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
         if self.active >= self.settings.max_connections:
-            log.warning(
-                f"too many policy connections ({self.active}): closing {_describe_peer(stream)}"
-            )
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
+            await close_over_limit(stream, self.active)
             return
         self.active += 1
         try:
             await serve_policy_connection(stream, self.chain, self.settings, shutdown=self.shutdown)
         finally:
             self.active -= 1
+
+
+async def close_over_limit(stream: trio.abc.Stream, active: int) -> None:
+    """Beyond ``max_connections``: log and close at once (a policy client gets no reply line;
+    Postfix retries, then applies its default_action)."""
+    log.warning(f"too many policy connections ({active}): closing {_describe_peer(stream)}")
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        await stream.aclose()
 
 
 async def serve_policy(

@@ -40,6 +40,7 @@ from filterd.serve.shutdown import Shutdown  # noqa: E402
 log = MailLog("main")
 
 MAX_FDS = 16  # descriptors read per message (the main process sends one)
+ANCILLARY = socket.CMSG_SPACE(MAX_FDS * 4)
 CHAIN_STOP_TIMEOUT = 5.0
 
 
@@ -129,7 +130,7 @@ def _stop_taking(control: socket.socket) -> list[int]:
     while True:
         try:
             message, ancillary, _flags, _address = control.recvmsg(
-                1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+                1, ANCILLARY, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
             )
         except OSError:
             return fds
@@ -152,7 +153,7 @@ async def _receive_connections(
     while True:
         try:
             message, ancillary, _flags, _address = await channel.recvmsg(
-                1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+                1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
             )
         except OSError:
             return  # as end of file

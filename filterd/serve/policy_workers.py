@@ -33,14 +33,14 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from filterd.config.schema import Config, ListenConfig
 from filterd.maillog import MailLog
-from filterd.serve.policy_service import PolicyHandler, PolicySettings, _describe_peer
+from filterd.serve.policy_service import PolicyHandler, PolicySettings, close_over_limit
 from filterd.serve.shutdown import Shutdown
 
 log = MailLog("main")
@@ -130,11 +130,7 @@ class PolicyWorkers:
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
         if self.active >= self.listen.max_connections:
-            log.warning(
-                f"too many policy connections ({self.active}): closing {_describe_peer(stream)}"
-            )
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
+            await close_over_limit(stream, self.active)
             return
         sock = getattr(stream, "socket", None)
         worker = self._least_loaded()
@@ -305,26 +301,16 @@ class PolicyWorkers:
                 worker.closed = min(worker.handed, int(message[1:]))
 
     async def _reap(self, worker: _Worker, process: trio.Process) -> None:
+        """Wait for the worker to exit; kill it after ``shutdown_grace`` + 10 s, or at once on
+        a second stop signal."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._kill_when, worker, process, self.shutdown.now.wait)
-            nursery.start_soon(
-                self._kill_when,
-                worker,
-                process,
-                trio.sleep,
-                self.config.limits.shutdown_grace + STOP_MARGIN,
-            )
+            nursery.start_soon(self._kill_in_time, worker, process)
             await process.wait()
             nursery.cancel_scope.cancel()
 
-    async def _kill_when(
-        self,
-        worker: _Worker,
-        process: trio.Process,
-        wait: Callable[..., Awaitable[object]],
-        *args: object,
-    ) -> None:
-        await wait(*args)
+    async def _kill_in_time(self, worker: _Worker, process: trio.Process) -> None:
+        with trio.move_on_after(self.config.limits.shutdown_grace + STOP_MARGIN):
+            await self.shutdown.now.wait()
         if process.returncode is None:
             log.warning(
                 f"policy worker {worker.number} of {self.listen.address} (pid {process.pid}) killed"
