@@ -8,7 +8,7 @@
 
 One real spamd (tests/support/spamd.py's ``running_spamd``: ``-x -L``, loopback) with
 ``-m N`` children, N = the machine's cores by default. One fixed message set: the 48 messages of
-/work/shared/testdata/mail/cpython-test-email plus a GTUBE message, CRLF, repeated in order to
+tests/data/mail/cpython-test-email plus a GTUBE message, CRLF, repeated in order to
 ``--messages``. The targets each send the whole set with concurrency C (``--concurrency``;
 default N, the number of spamd children):
 

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
+from tests.support.data import MAIL_CORPUS  # noqa: E402
 from tests.support.dns_server import DnsServer  # noqa: E402
 from tests.support.spamd import (  # noqa: E402
     GTUBE,
@@ -22,6 +23,7 @@ from tests.support.spamd import (  # noqa: E402
 
 __all__ = [
     "GTUBE",
+    "MAIL_CORPUS",
     "REPO",
     "SPAMC",
     "SPAMD",

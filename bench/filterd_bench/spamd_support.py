@@ -1,7 +1,7 @@
 """The pieces of bench/spamd_bench.py: the message set, the two clients (spamc straight to spamd,
 SMTP through filterd), filterd with the spamassassin plugin, and the reading of spamd's log.
 
-Message set: the 48 messages of /work/shared/testdata/mail/cpython-test-email plus one GTUBE
+Message set: the 48 messages of tests/data/mail/cpython-test-email plus one GTUBE
 message, CRLF line ends, repeated in order up to the pass size.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 from string import Template
 
 from filterd_bench.procs import Processes, free_port, wait_for_smtp
-from filterd_bench.repo_support import SPAMC
+from filterd_bench.repo_support import MAIL_CORPUS, SPAMC
 from filterd_bench.servers import FILTERD_TEMPLATE, START_TIMEOUT, Server, filterd_binary
 
-MAIL_DIR = Path("/work/shared/testdata/mail/cpython-test-email")
+MAIL_DIR = MAIL_CORPUS
 SENDER = "bench-sender@example.com"
 RECIPIENT = "bench-rcpt@example.com"
 HELO = "bench.localhost"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.data import MAIL_CORPUS
 from tests.support.spamd import running_spamd
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared/testdata/mail/cpython-test-email"
+CORPUS = MAIL_CORPUS
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/spamd").exists(), reason="spamd not installed")
 

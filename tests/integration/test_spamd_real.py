@@ -14,7 +14,6 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 import trio
@@ -29,13 +28,14 @@ from filterd.protocols.spamd import (
     request_head,
 )
 from filterd.serve.spamd_client import SpamdClient, SpamdError
+from tests.support.data import MAIL_CORPUS
 from tests.support.spamd import GTUBE, SpamdInstance, running_spamd, spamd_installed
 
 pytestmark = pytest.mark.skipif(
     not spamd_installed(), reason="spamd/spamc not installed (deploy/install-system-packages.sh)"
 )
 
-HAM_DIR = Path("/work/shared/testdata/mail/cpython-test-email")
+HAM_DIR = MAIL_CORPUS
 STEP = 30  # seconds: the deadline of one test against the real spamd
 
 

@@ -24,19 +24,18 @@ private instance of tests/support/postfix.py (Postfix 3.7.11):
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tests.support.data import MAIL_CORPUS
+
 Injection = Literal["smtp", "sendmail"]
 
-CORPUS_DIR = Path(
-    os.environ.get("FILTERD_TEST_CORPUS", "/work/shared/testdata/mail/cpython-test-email")
-)
-"""The 48 CPython email test messages (override with $FILTERD_TEST_CORPUS)."""
+CORPUS_DIR = MAIL_CORPUS
+"""The 48 CPython email test messages (tests/data/mail/)."""
 
 # RFC 5322 field name: printable ASCII except ":" and space, then ":".
 _FIELD_START = re.compile(rb"^([!-9;-~]+):")

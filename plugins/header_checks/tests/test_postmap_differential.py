@@ -41,9 +41,9 @@ from pathlib import Path
 import pytest
 from filterd_header_checks.table import Flavour, TableError, parse_table
 
-CORPUS_DIR = Path(
-    os.environ.get("FILTERD_TEST_CORPUS", "/work/shared/testdata/mail/cpython-test-email")
-)
+from tests.support.data import MAIL_CORPUS
+
+CORPUS_DIR = MAIL_CORPUS
 SENTINEL = b"__NOMATCH__"
 BOTH: tuple[Flavour, ...] = ("regexp", "pcre")
 REGEXP: tuple[Flavour, ...] = ("regexp",)

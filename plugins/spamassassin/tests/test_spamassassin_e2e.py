@@ -4,10 +4,10 @@ a real spamd."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.support.data import MAIL_CORPUS
 from tests.support.filterd_proc import FilterdFactory, filterd_config
 from tests.support.postfix import PostfixFactory, free_port, postfix_available
 from tests.support.spamd import GTUBE, SpamdInstance, spamd_installed
@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 SENDER = "sender@example.org"
-HAM = Path("/work/shared/testdata/mail/cpython-test-email/msg_01.txt")
+HAM = MAIL_CORPUS / "msg_01.txt"
 
 
 def spam() -> bytes:

@@ -17,6 +17,7 @@ from filterd_spamassassin.headers import field_value, split_message
 from filterd.sdk import MessageView, Quarantine, Reject, TempFail
 from filterd.sdk.spamd import Command, SpamdClient
 from filterd.testing import ScanResult, load_message, run_plugin
+from tests.support.data import MAIL_CORPUS
 from tests.support.spamd import GTUBE, SpamdInstance, running_spamd, spamd_installed
 
 pytestmark = [
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.timeout(120),
 ]
 
-HAM = Path("/work/shared/testdata/mail/cpython-test-email/msg_01.txt")
+HAM = MAIL_CORPUS / "msg_01.txt"
 # filterd's trace header (first in what spamd sees) names the client: run_plugin's default,
 # 192.0.2.1 without a DNS name, costs about 2.6 points (RCVD_ILLEGAL_IP, RDNS_NONE), enough to
 # make the 2001 ham (DATE_IN_PAST_96_XX) spam. A local client is what ham comes from here.

@@ -1,4 +1,4 @@
-"""The openspf RFC 7208 test suite (shared/testdata/spf/rfc7208-tests.yml, 203 cases) against
+"""The openspf RFC 7208 test suite (tests/data/spf/rfc7208-tests.yml, 203 cases) against
 the spf plugin's own check path: the scenario's zone is served by a real DNS server on loopback
 (tests/support/dns_server.py), the plugin's resolver is pointed at it, and ``Spf.check`` runs
 pyspf in a worker thread exactly as at MAIL time.
@@ -11,11 +11,9 @@ marked with the reason in ``OVER_THE_WIRE``. Nothing is skipped.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,14 +26,10 @@ from filterd_spf.resolver import DnsRecord, DnsTemporaryError
 
 from filterd.maillog import MailLog
 from filterd.sdk import PluginEnv
+from tests.support.data import SPF_SUITE
 from tests.support.dns_server import DnsServer
 
-SUITE = Path(
-    os.environ.get(
-        "FILTERD_SPF_SUITE",
-        Path(__file__).resolve().parents[3].parent / "shared/testdata/spf/rfc7208-tests.yml",
-    )
-)
+SUITE = SPF_SUITE
 # Suite lookups that hit a TIMEOUT entry wait this long (the suite's runtime is mostly these).
 DNS_TIMEOUT = "150ms"
 DNS_LIFETIME = "400ms"
