@@ -29,6 +29,7 @@ lint: install
 	$(VENV)/bin/ruff check filterd plugins tests bench
 	$(VENV)/bin/ruff format --check filterd plugins tests bench
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
+	$(VENV)/bin/lint-imports --no-cache
 
 # Every benchmark, one after the other (about 8 minutes); each also runs on its own.
 bench: bench-smtp bench-spamd bench-policy bench-milter

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from filterd.model.notes import Notes
 from filterd.model.reply import Reply
-from filterd.protocols.smtp.xtext import xtext_decode
+from filterd.model.xtext import xtext_decode
 
 _id_base = int.from_bytes(secrets.token_bytes(5), "big")
 _id_counter = itertools.count()

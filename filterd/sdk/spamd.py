@@ -10,7 +10,7 @@ from filterd.protocols.spamd import (
     Tell,
     TellTarget,
 )
-from filterd.serve.spamd_client import SpamdClient, SpamdError
+from filterd.sdk.spamd_client import SpamdClient, SpamdError
 
 __all__ = [
     "Command",

@@ -20,6 +20,7 @@ from filterd.chain.registry import check_plugin_class, stages_of
 from filterd.chain.runner import ChainRunner, Entry
 from filterd.config.schema import ChainEntryConfig, Config
 from filterd.maillog import MailLog, queue_id_var
+from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
 from filterd.model.envelope import Client, Recipient, Session, Transaction, new_queue_id
 from filterd.model.findings import Finding
@@ -29,7 +30,6 @@ from filterd.model.spool import Spool
 from filterd.model.trace import received_header
 from filterd.model.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
 from filterd.sdk.plugin import Plugin, PluginEnv
-from filterd.serve.editing import apply_content_edits, apply_envelope_edits
 
 STAGE_ORDER = ("on_connect", "on_helo", "on_mail_from", "on_rcpt", "on_message")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from filterd.delivery.maildir import BAD_MAILBOX
 from filterd.model import replies
-from filterd.serve.maildir import BAD_MAILBOX
 from tests.integration.test_relay import connect, running, send_message
 
 

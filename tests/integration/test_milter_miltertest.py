@@ -3,7 +3,7 @@ tests/milter/), with filterd running as a real process: libmilter runs once per 
 filterd cannot be hosted inside the pytest process.
 
 The process is ``python -m tests.integration.test_milter_miltertest CONFIG`` (the bottom of
-this file): ``filterd.serve.supervisor.serve`` with a chain holding ``MilterProbe``, a plugin
+this file): ``filterd.runtime.supervisor.serve`` with a chain holding ``MilterProbe``, a plugin
 that turns what it saw into headers and refuses, holds or drops recipients by their prefix.
 """
 
@@ -261,7 +261,7 @@ def test_sigterm_lets_the_message_in_progress_finish(probe_filterd: ProbeFilterd
 def _main(config_path: str) -> None:
     config = load_config(config_path)
     setup_logging("info")
-    from filterd.serve.supervisor import serve
+    from filterd.runtime.supervisor import serve
 
     async def run() -> None:
         chain = _probe_chain()

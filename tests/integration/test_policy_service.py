@@ -12,10 +12,17 @@ import trio.testing
 
 from filterd.chain.runner import PLUGIN_FAILED, ChainRunner, Entry
 from filterd.config.schema import ChainEntryConfig
+from filterd.frontdoors.policy.service import (
+    PolicyHandler,
+    PolicySettings,
+    serve_policy_connection,
+)
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog
 from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.protocols.policy import PolicyLimits
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES
+from filterd.runtime.listeners import accept_loop
 from filterd.sdk import (
     Accept,
     AddHeader,
@@ -36,11 +43,32 @@ from filterd.sdk import (
     TempFail,
     Verdict,
 )
-from filterd.serve.policy_service import PolicySettings, serve_policy, serve_policy_connection
-from filterd.serve.shutdown import Shutdown
 
 SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
 SEEN = NoteKey[int]("test.rcpts_seen")
+
+
+async def serve_policy(
+    listener: trio.SocketListener,
+    chain: ChainRunner,
+    settings: PolicySettings,
+    *,
+    shutdown: Shutdown | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept policy connections on ``listener`` until ``shutdown`` begins (forever without
+    one). On shutdown: stop accepting, close idle connections at once, let requests in progress
+    be answered (at most ``request_timeout``), then return. The caller owns the listener and
+    the chain's start/stop."""
+    shutdown = shutdown or Shutdown()
+    handler = PolicyHandler(chain, settings, shutdown)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(accept_loop, listener, handler, connections)
+            task_status.started()
+            await shutdown.event.wait()
+            accepting.cancel_scope.cancel()
+        connections.cancel_scope.deadline = trio.current_time() + settings.request_timeout
 
 
 class RulesConfig(PluginConfig):
@@ -524,7 +552,7 @@ async def test_a_request_arriving_as_shutdown_begins_is_still_answered() -> None
 async def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
     # PolicyConnection writes an answer straight to the socket when it takes it all; the rest
     # (a partial write) goes through trio: every byte arrives, in order.
-    from filterd.serve.policy_service import PolicyConnection
+    from filterd.frontdoors.policy.service import PolicyConnection
 
     ours, theirs = trio.socket.socketpair()
     big = bytes(range(256)) * 8192  # 2 MiB: far more than a socket buffer holds

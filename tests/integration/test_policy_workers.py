@@ -12,10 +12,11 @@ import trio
 from filterd.chain.runner import ChainRunner
 from filterd.config.load import parse_config
 from filterd.config.schema import Config
-from filterd.serve import policy_workers, supervisor
-from filterd.serve.policy_service import PolicyHandler
-from filterd.serve.policy_workers import PolicyWorkers, WorkerStartError, policy_settings
-from filterd.serve.shutdown import Shutdown
+from filterd.frontdoors.policy.service import PolicyHandler
+from filterd.frontdoors.shutdown import Shutdown
+from filterd.runtime import supervisor
+from filterd.runtime import worker_pool as policy_workers
+from filterd.runtime.worker_pool import PolicyWorkers, WorkerStartError, policy_settings
 from tests.support.postfix import free_port
 
 

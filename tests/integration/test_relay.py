@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from filterd.config.load import parse_config
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.model import replies
-from filterd.serve.shutdown import Shutdown
-from filterd.serve.supervisor import serve
+from filterd.runtime.supervisor import serve
 from tests.support.nexthop import ScriptedNextHop, smtp_sink
 from tests.support.postfix import free_port
 from tests.support.session import LineClient

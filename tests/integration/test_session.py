@@ -5,9 +5,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from filterd.delivery.interface import collapse_replies
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.model import replies
-from filterd.serve.delivery import collapse_replies
-from filterd.serve.shutdown import Shutdown
 from tests.support.fakes import DELIVERED, ScriptedDelivery
 from tests.support.session import make_config, session
 

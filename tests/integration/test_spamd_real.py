@@ -27,7 +27,7 @@ from filterd.protocols.spamd import (
     Tell,
     request_head,
 )
-from filterd.serve.spamd_client import SpamdClient, SpamdError
+from filterd.sdk.spamd_client import SpamdClient, SpamdError
 from tests.support.data import MAIL_CORPUS
 from tests.support.spamd import GTUBE, SpamdInstance, running_spamd, spamd_installed
 

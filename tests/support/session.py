@@ -12,11 +12,11 @@ import trio.testing
 from filterd.chain.runner import ChainRunner
 from filterd.config.load import parse_config
 from filterd.config.schema import Config
+from filterd.delivery.interface import Delivery
+from filterd.delivery.quarantine import QuarantineStore
+from filterd.frontdoors.shutdown import Shutdown
+from filterd.frontdoors.smtp.session import SessionSettings, SmtpSession
 from filterd.model.envelope import Client, Session
-from filterd.serve.delivery import Delivery
-from filterd.serve.quarantine import QuarantineStore
-from filterd.serve.shutdown import Shutdown
-from filterd.serve.smtp_session import SessionSettings, SmtpSession
 
 BASE_CONFIG = """
 [[listen]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from filterd import __version__
-from filterd.cli import main
+from filterd.cli.main import main
 from filterd.config.load import load_config, parse_config
 from filterd.config.schema import Config
 
@@ -74,9 +74,9 @@ def test_run_hands_the_config_to_the_supervisor(monkeypatch: pytest.MonkeyPatch)
         seen.append(config)
         return 3
 
-    supervisor = types.ModuleType("filterd.serve.supervisor")
+    supervisor = types.ModuleType("filterd.runtime.supervisor")
     supervisor.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "filterd.serve.supervisor", supervisor)
+    monkeypatch.setitem(sys.modules, "filterd.runtime.supervisor", supervisor)
     assert main(["run"]) == 3
     assert seen == [load_config(None)]
 

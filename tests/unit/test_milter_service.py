@@ -19,6 +19,8 @@ Milter = pytest.importorskip("Milter", reason="pymilter (the milter extra) is no
 from filterd.chain.registry import stages_of  # noqa: E402
 from filterd.chain.runner import ChainRunner, Entry  # noqa: E402
 from filterd.config.schema import ChainEntryConfig  # noqa: E402
+from filterd.frontdoors.milter.service import FilterdMilter, MilterBridge, MilterSettings  # noqa: E402
+from filterd.frontdoors.shutdown import Shutdown  # noqa: E402
 from filterd.maillog import MailLog  # noqa: E402
 from filterd.model.spool import Spool  # noqa: E402
 from filterd.protocols.milter_map import (  # noqa: E402
@@ -57,8 +59,6 @@ from filterd.sdk import (  # noqa: E402
     Transaction,
     Verdict,
 )
-from filterd.serve.milter_service import FilterdMilter, MilterBridge, MilterSettings  # noqa: E402
-from filterd.serve.shutdown import Shutdown  # noqa: E402
 
 T = TypeVar("T")
 

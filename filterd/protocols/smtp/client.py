@@ -37,13 +37,13 @@ from typing import Final
 
 from filterd.model import replies
 from filterd.model.reply import Reply
+from filterd.model.xtext import is_xtext
 from filterd.protocols.smtp.common import (
     NEED_DATA,
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
 )
-from filterd.protocols.smtp.xtext import is_xtext
 
 __all__ = [
     "Capabilities",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from filterd.model import replies
 from filterd.model.reply import Reply
-from filterd.protocols.smtp.xtext import xtext_decode
+from filterd.model.xtext import xtext_decode
 
 MAX_PATH = 256  # RFC 5321 §4.5.3.1.3, including the angle brackets
 MAX_LOCAL_PART = 64

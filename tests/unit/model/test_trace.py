@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from filterd.model.envelope import Client, Recipient, Session, Transaction, Xforwarded
 from filterd.model.replies import RCPT_OK
 from filterd.model.trace import received_header
-from filterd.protocols.smtp.xtext import xtext_encode
+from filterd.model.xtext import xtext_encode
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

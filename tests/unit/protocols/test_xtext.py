@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filterd.protocols.smtp.xtext import (
+from filterd.model.xtext import (
     is_xtext,
     xtext_decode,
     xtext_decode_bytes,

@@ -55,6 +55,7 @@ import trio
 
 from filterd.chain.outcome import NOTHING, Outcome
 from filterd.chain.runner import ChainRunner
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model import replies
 from filterd.model.edits import Edit
@@ -102,7 +103,6 @@ from filterd.protocols.milter_map import (
     update_macros,
 )
 from filterd.sdk.stages import STAGES
-from filterd.serve.shutdown import Shutdown
 
 __all__ = ["FilterdMilter", "MilterBridge", "MilterSettings", "serve_milter"]
 

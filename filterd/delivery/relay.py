@@ -14,14 +14,14 @@ import time
 import trio
 
 from filterd.config.schema import RelayDelivery
+from filterd.delivery.nexthop import NextHopConnection, NextHopError, transient
 from filterd.maillog import MailLog
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
+from filterd.model.xtext import xtext_encode
 from filterd.protocols.smtp.client import Capabilities
 from filterd.protocols.smtp.dotstuff import DotStuffer
-from filterd.protocols.smtp.xtext import xtext_encode
-from filterd.serve.nexthop import NextHopConnection, NextHopError, transient
 
 log = MailLog("relay")
 

@@ -16,8 +16,12 @@ import trio
 from filterd.chain.outcome import Outcome
 from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
+from filterd.delivery.interface import Delivery, DeliveryTransaction, collapse_replies
+from filterd.delivery.quarantine import QuarantineStore
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model import replies
+from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
 from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
 from filterd.model.message import MessageView
@@ -28,10 +32,6 @@ from filterd.model.verdict import Discard, Quarantine, Reject, TempFail, Verdict
 from filterd.protocols.smtp import events as ev
 from filterd.protocols.smtp.common import NeedData
 from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer, State
-from filterd.serve.delivery import Delivery, DeliveryTransaction, collapse_replies
-from filterd.serve.editing import apply_content_edits, apply_envelope_edits
-from filterd.serve.quarantine import QuarantineStore
-from filterd.serve.shutdown import Shutdown
 
 log = MailLog("smtpd")
 

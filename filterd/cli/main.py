@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
     if args.command == "plugins":
-        from filterd.cli_plugins import list_plugins
+        from filterd.cli.plugins import list_plugins
 
         return list_plugins(sys.stdout)
     try:
@@ -73,11 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_config(config))
         return 0
     if args.command == "scan":
-        from filterd.cli_scan import scan
+        from filterd.cli.scan import scan
 
         return scan(config, args, sys.stdout)
     if args.command == "learn":
-        from filterd.cli_learn import learn
+        from filterd.cli.learn import learn
 
         return learn(config, args, sys.stdout, sys.stderr)
     return _serve(config)
@@ -93,7 +93,7 @@ def _check_chain(config: Config) -> None:
 
 def _serve(config: Config) -> int:
     # Imported here so that check-config never loads trio and the serving machinery.
-    from filterd.serve.supervisor import main as serve_main  # type: ignore[import-not-found, unused-ignore]
+    from filterd.runtime.supervisor import main as serve_main  # type: ignore[import-not-found, unused-ignore]
 
     status: int = serve_main(config)
     return status

@@ -17,8 +17,8 @@ from filterd.chain.build import build_chain
 from filterd.chain.runner import Entry
 from filterd.config.schema import Config
 from filterd.protocols.spamd import MessageClass, Tell
+from filterd.sdk.spamd_client import SpamdClient
 from filterd.sdk.stages import Learns
-from filterd.serve.spamd_client import SpamdClient
 from filterd.testing.harness import load_message
 
 EXIT_FAILED = 1

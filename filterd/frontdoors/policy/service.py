@@ -41,6 +41,7 @@ import trio
 
 from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.chain.runner import ChainRunner
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, sanitize
 from filterd.model import replies
 from filterd.model.edits import Edit
@@ -75,15 +76,12 @@ from filterd.protocols.policy_map import (
     prepend_allowed,
     request_to_envelope,
 )
-from filterd.serve.listeners import accept_loop
-from filterd.serve.shutdown import Shutdown
 
 __all__ = [
     "PolicyConnection",
     "PolicyHandler",
     "PolicySettings",
     "close_over_limit",
-    "serve_policy",
     "serve_policy_connection",
 ]
 
@@ -452,7 +450,7 @@ async def serve_policy_connection(
 
 
 class PolicyHandler:
-    """A connection handler with the supervisor's ``_Handler`` shape (``over_limit()``,
+    """A connection handler with the ``ConnectionHandler`` shape (``over_limit()``,
     ``await handler(stream)``). Beyond ``max_connections`` a connection is closed at once —
     a policy client gets no 421 line; Postfix retries, then applies its default_action — so
     ``over_limit`` is always False and the limit is enforced here."""
@@ -488,26 +486,3 @@ async def close_over_limit(stream: trio.abc.Stream, active: int) -> None:
     log.warning(f"too many policy connections ({active}): closing {_describe_peer(stream)}")
     with trio.CancelScope(shield=True), trio.move_on_after(1):
         await stream.aclose()
-
-
-async def serve_policy(
-    listener: trio.SocketListener,
-    chain: ChainRunner,
-    settings: PolicySettings,
-    *,
-    shutdown: Shutdown | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept policy connections on ``listener`` until ``shutdown`` begins (forever without
-    one). On shutdown: stop accepting, close idle connections at once, let requests in progress
-    be answered (at most ``request_timeout``), then return. The caller owns the listener and
-    the chain's start/stop."""
-    shutdown = shutdown or Shutdown()
-    handler = PolicyHandler(chain, settings, shutdown)
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as accepting:
-            accepting.start_soon(accept_loop, listener, handler, connections)
-            task_status.started()
-            await shutdown.event.wait()
-            accepting.cancel_scope.cancel()
-        connections.cancel_scope.deadline = trio.current_time() + settings.request_timeout

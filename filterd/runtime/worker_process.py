@@ -1,6 +1,6 @@
 """A policy worker process (``[[listen]] processes = N``; see ``policy_workers``).
 
-    python -m filterd.serve.policy_worker --listener INDEX --number N --control-fd FD
+    python -m filterd.runtime.worker_process --listener INDEX --number N --control-fd FD
 
 The configuration comes on standard input (the TOML text the main process parsed). The worker
 builds its own chain, starts its plugins, says ``R`` on the control socket, then serves each
@@ -32,10 +32,10 @@ import trio  # noqa: E402
 from filterd.chain.build import build_chain  # noqa: E402
 from filterd.config.load import parse_config  # noqa: E402
 from filterd.config.schema import Config  # noqa: E402
+from filterd.frontdoors.policy.service import PolicyHandler  # noqa: E402
+from filterd.frontdoors.shutdown import Shutdown  # noqa: E402
 from filterd.maillog import MailLog, setup_logging  # noqa: E402
-from filterd.serve.policy_service import PolicyHandler  # noqa: E402
-from filterd.serve.policy_workers import CLOSED, CONNECTION, READY, policy_settings  # noqa: E402
-from filterd.serve.shutdown import Shutdown  # noqa: E402
+from filterd.runtime.worker_pool import CLOSED, CONNECTION, READY, policy_settings  # noqa: E402
 
 log = MailLog("main")
 

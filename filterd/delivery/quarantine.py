@@ -11,12 +11,12 @@ from pathlib import Path
 
 import trio
 
+from filterd.delivery.maildir import write_to_maildirs
 from filterd.maillog import MailLog
 from filterd.model import replies
 from filterd.model.envelope import Transaction
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
-from filterd.serve.maildir import write_to_maildirs
 
 log = MailLog("quarantine")
 

@@ -2,7 +2,7 @@
 
 pyspf and the chain are CPU work in Python, so one process answers on one core. With
 ``processes = N`` the main process still owns the listening socket and accepts every
-connection, and it starts N - 1 worker processes (``filterd.serve.policy_worker``), each with its
+connection, and it starts N - 1 worker processes (``filterd.runtime.worker_process``), each with its
 own chain, plugins and caches. Each accepted connection goes to the process with the fewest
 open connections, the main process included: a worker gets it as a file descriptor over a
 private socket pair (``SCM_RIGHTS``) and serves it to its end; the main process only closes
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import trio
 
 from filterd.config.schema import Config, ListenConfig
+from filterd.frontdoors.policy.service import PolicyHandler, PolicySettings, close_over_limit
+from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog
-from filterd.serve.policy_service import PolicyHandler, PolicySettings, close_over_limit
-from filterd.serve.shutdown import Shutdown
 
 log = MailLog("main")
 
@@ -53,7 +53,7 @@ RESTART_PAUSE = 1.0  # before a worker that died is started again; doubled while
 RESTART_PAUSE_MAX = 60.0
 STABLE = 30.0  # a worker that ran this long before dying is restarted after RESTART_PAUSE
 STOP_MARGIN = 10.0  # beyond shutdown_grace (more than a worker's 5 s for its plugins' stop)
-WORKER_MODULE = "filterd.serve.policy_worker"
+WORKER_MODULE = "filterd.runtime.worker_process"
 
 
 def policy_settings(listen: ListenConfig, config: Config) -> PolicySettings:

@@ -12,9 +12,7 @@ Stop: close the listeners, tell idle sessions 421, give sessions mid-message
 
 from __future__ import annotations
 
-import ipaddress
 import signal
-import socket
 import ssl
 from dataclasses import dataclass
 
@@ -23,28 +21,25 @@ import trio
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
 from filterd.config.schema import Config, ListenConfig
+from filterd.delivery.interface import Delivery
+from filterd.delivery.maildir import Maildir
+from filterd.delivery.quarantine import QuarantineStore
+from filterd.delivery.relay import Relay
+from filterd.frontdoors.policy.service import PolicyHandler
+from filterd.frontdoors.shutdown import Shutdown
+from filterd.frontdoors.smtp.handler import SmtpHandler
+from filterd.frontdoors.smtp.session import SessionSettings
 from filterd.maillog import MailLog, setup_logging
-from filterd.model import replies
-from filterd.model.envelope import Client, Session, new_queue_id
-from filterd.serve.delivery import Delivery
-from filterd.serve.listeners import (
+from filterd.runtime.listeners import (
     ConnectionHandler,
     accept_loop,
     bound_address,
     open_listener,
     remove_socket,
 )
-from filterd.serve.maildir import Maildir
-from filterd.serve.policy_service import PolicyHandler
-from filterd.serve.policy_workers import PolicyWorkers, WorkerStartError, policy_settings
-from filterd.serve.quarantine import QuarantineStore
-from filterd.serve.relay import Relay
-from filterd.serve.shutdown import Shutdown
-from filterd.serve.smtp_session import SessionSettings, SmtpSession
+from filterd.runtime.worker_pool import PolicyWorkers, WorkerStartError, policy_settings
 
 log = MailLog("main")
-
-REFUSE_TIMEOUT = 5.0
 
 
 def main(config: Config) -> int:
@@ -215,8 +210,8 @@ async def _serve_milter(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     # Imported here: pymilter is the optional ``milter`` extra.
+    from filterd.frontdoors.milter.service import MilterSettings, serve_milter
     from filterd.protocols.milter_map import libmilter_socket
-    from filterd.serve.milter_service import MilterSettings, serve_milter
 
     settings = MilterSettings(
         name=str(listen.address),
@@ -242,71 +237,4 @@ def _handler_for(
     if listen.protocol == "policy":
         return PolicyHandler(chain, policy_settings(listen, config), shutdown)
     session = SessionSettings(listen, config.limits, server_ssl_context(listen))
-    return _Handler(session, chain, delivery, quarantine, shutdown)
-
-
-class _Handler:
-    def __init__(
-        self,
-        settings: SessionSettings,
-        chain: ChainRunner,
-        delivery: Delivery,
-        quarantine: QuarantineStore,
-        shutdown: Shutdown,
-    ) -> None:
-        self.settings = settings
-        self.chain = chain
-        self.delivery = delivery
-        self.quarantine = quarantine
-        self.shutdown = shutdown
-        self.active = 0
-        self.networks = settings.listen.xforward_hosts
-
-    async def __call__(self, stream: trio.abc.Stream) -> None:
-        self.active += 1
-        try:
-            peer, trusted = self._peer(stream)
-            session = Session(
-                id=new_queue_id(), listener=str(self.settings.listen.address), peer=peer
-            )
-            await SmtpSession(
-                stream,
-                session,
-                self.settings,
-                self.chain,
-                self.delivery,
-                self.quarantine,
-                self.shutdown,
-                xforward_allowed=trusted,
-            ).run()
-        finally:
-            self.active -= 1
-
-    def over_limit(self) -> bool:
-        return self.active >= self.settings.listen.max_connections
-
-    async def refuse(self, stream: trio.abc.Stream) -> None:
-        await refuse_smtp(stream)
-
-    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
-        sock = getattr(stream, "socket", None)
-        if sock is None or sock.family == socket.AF_UNIX:
-            return Client(address="unknown", name="localhost"), True
-        host, port = sock.getpeername()[:2]
-        address = ipaddress.ip_address(host)
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        trusted = any(address in net for net in self.networks)
-        return Client(address=str(address), port=port, name="unknown"), trusted
-
-
-async def refuse_smtp(stream: trio.abc.Stream) -> None:
-    """Beyond max_connections: 421 4.7.0 and close, without reading anything."""
-    log.plain("too many connections: refused with 421")
-    with trio.move_on_after(REFUSE_TIMEOUT):
-        try:
-            await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
-        except (trio.BrokenResourceError, OSError):
-            pass
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        await stream.aclose()
+    return SmtpHandler(session, chain, delivery, quarantine, shutdown)

@@ -1,0 +1,5 @@
+"""The ``filterd`` command."""
+
+from filterd.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,91 @@
+"""The SMTP/LMTP door's connection handler: one ``SmtpSession`` per accepted connection,
+``421 4.7.0`` beyond ``max_connections``."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import trio
+
+from filterd.chain.runner import ChainRunner
+from filterd.delivery.interface import Delivery
+from filterd.delivery.quarantine import QuarantineStore
+from filterd.frontdoors.shutdown import Shutdown
+from filterd.frontdoors.smtp.session import SessionSettings, SmtpSession
+from filterd.maillog import MailLog
+from filterd.model import replies
+from filterd.model.envelope import Client, Session, new_queue_id
+
+log = MailLog("smtpd")
+
+REFUSE_TIMEOUT = 5.0
+
+
+class SmtpHandler:
+    """Runs an SmtpSession for each connection of one smtp/lmtp listener."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        chain: ChainRunner,
+        delivery: Delivery,
+        quarantine: QuarantineStore,
+        shutdown: Shutdown,
+    ) -> None:
+        self.settings = settings
+        self.chain = chain
+        self.delivery = delivery
+        self.quarantine = quarantine
+        self.shutdown = shutdown
+        self.active = 0
+        self.networks = settings.listen.xforward_hosts
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        self.active += 1
+        try:
+            peer, trusted = self._peer(stream)
+            session = Session(
+                id=new_queue_id(), listener=str(self.settings.listen.address), peer=peer
+            )
+            await SmtpSession(
+                stream,
+                session,
+                self.settings,
+                self.chain,
+                self.delivery,
+                self.quarantine,
+                self.shutdown,
+                xforward_allowed=trusted,
+            ).run()
+        finally:
+            self.active -= 1
+
+    def over_limit(self) -> bool:
+        return self.active >= self.settings.listen.max_connections
+
+    async def refuse(self, stream: trio.abc.Stream) -> None:
+        await refuse_smtp(stream)
+
+    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
+        sock = getattr(stream, "socket", None)
+        if sock is None or sock.family == socket.AF_UNIX:
+            return Client(address="unknown", name="localhost"), True
+        host, port = sock.getpeername()[:2]
+        address = ipaddress.ip_address(host)
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        trusted = any(address in net for net in self.networks)
+        return Client(address=str(address), port=port, name="unknown"), trusted
+
+
+async def refuse_smtp(stream: trio.abc.Stream) -> None:
+    """Beyond max_connections: 421 4.7.0 and close, without reading anything."""
+    log.plain("too many connections: refused with 421")
+    with trio.move_on_after(REFUSE_TIMEOUT):
+        try:
+            await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())
+        except (trio.BrokenResourceError, OSError):
+            pass
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        await stream.aclose()
