@@ -14,9 +14,11 @@ can be read, never an exception.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import email.policy
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import Message
@@ -25,6 +27,7 @@ from email.parser import BytesFeedParser
 TEXT_LIMIT = 1024 * 1024  # bytes of a message parsed for its text parts, unless told otherwise
 _HEADER_PIECE = 4096  # header text decoded at a time (the decoder is superlinear in its input)
 
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
 _UNSTRUCTURED = HeaderRegistry(default_class=UnstructuredHeader, use_default_map=False)
 POLICY = email.policy.default.clone(header_factory=_UNSTRUCTURED)
 
@@ -96,24 +99,42 @@ def message_text(chunks: Iterable[bytes], limit: int = TEXT_LIMIT) -> MessageTex
             break
         parser.feed(chunk)
         remaining -= len(chunk)
-    root = parser.close()
-    parts = tuple(_text_part(part) for part in root.walk() if _is_text(part))
-    return MessageText(parts, truncated)
+    return MessageText(tuple(_text_parts(parser.close())), truncated)
 
 
-def _is_text(part: Message) -> bool:
-    return (
-        not part.is_multipart()
-        and part.get_content_maintype() == "text"
-        and part.get_content_disposition() != "attachment"
-    )
+def _text_parts(part: Message) -> Iterator[TextPart]:
+    """Depth first, like ``Message.walk``, but not into a delivery status report (the parser
+    makes each of its field blocks a headers-only "text/plain" part)."""
+    if part.is_multipart():
+        if part.get_content_type() != "message/delivery-status":
+            for child in part.get_payload():  # a list: parts, or an attached message
+                if isinstance(child, Message):
+                    yield from _text_parts(child)
+    elif part.get_content_maintype() == "text" and part.get_content_disposition() != "attachment":
+        yield _text_part(part)
 
 
 def _text_part(part: Message) -> TextPart:
-    payload = part.get_payload(decode=True)  # transfer encoding undone
-    data = payload if isinstance(payload, bytes) else b""
+    if str(part.get("content-transfer-encoding", "")).strip().lower() == "base64":
+        data = _base64(str(part.get_payload()))
+    else:
+        payload = part.get_payload(decode=True)  # quoted-printable (or nothing) undone
+        data = payload if isinstance(payload, bytes) else b""
     charset = part.get_content_charset() or "us-ascii"
     return TextPart(part.get_content_type(), charset, _decode(data, charset).replace("\r\n", "\n"))
+
+
+def _base64(encoded: str) -> bytes:
+    """Base64, leniently: what is not base64 is skipped, padding ends it, and an incomplete last
+    group (a part cut at the limit, a broken encoder) is dropped. The email package would give
+    such a payload back still encoded, and plugins would read base64 as text."""
+    data = _NOT_BASE64.sub("", encoded.partition("=")[0])
+    extra = len(data) % 4
+    if extra == 1:
+        data = data[:-1]
+    elif extra:
+        data += "=" * (4 - extra)
+    return base64.b64decode(data)
 
 
 def _decode(data: bytes, charset: str) -> str:

@@ -114,7 +114,7 @@ async def test_make_plugin_validates_and_gives_an_environment() -> None:
     assert plugin.config == TagConfig(header="X-Made")
     assert plugin.env.name == "tag"
     plugin.env.log.info("seen")  # a working logger
-    with pytest.raises(ConfigError, match="config.header"):
+    with pytest.raises(ConfigError, match=r"config\.header"):
         make_plugin(Tag, {"header": "X:"})
 
 

@@ -176,7 +176,7 @@ async def test_harness_applies_edits_and_captures_log_lines() -> None:
 
 
 async def test_harness_validates_plugin_config() -> None:
-    with pytest.raises(ConfigError, match='config.no_such_key: unknown key "no_such_key"'):
+    with pytest.raises(ConfigError, match=r'config\.no_such_key: unknown key "no_such_key"'):
         await run_plugin(Scripted, {"no_such_key": 1}, message=MESSAGE)
 
 
