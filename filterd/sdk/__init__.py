@@ -1,14 +1,14 @@
 """filterd's plugin SDK: the only module a plugin imports.
 
 See docs/plugins.md for the guide and a complete example. A plugin's settings model needs
-nothing else either: ``Field``, the validators and the ``Duration``/``ByteSize`` value types
-come from here (pydantic's own, re-exported), and so does ``ConfigError``, what a bad
-``[[chain]]`` ``config`` table raises.
+nothing else either: ``Field`` and the validators (pydantic's own, re-exported) and the
+``Duration``, ``ByteSize`` and ``IPNetwork`` value types come from here, and so does
+``ConfigError``, what a bad ``[[chain]]`` ``config`` table raises.
 """
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from filterd.config.types import ByteSize, Duration
+from filterd.config.types import ByteSize, Duration, IPNetwork
 from filterd.errors import ConfigError
 from filterd.maillog import MailLog
 from filterd.model.edits import (
@@ -69,6 +69,7 @@ __all__ = [
     "Field",
     "Finding",
     "Header",
+    "IPNetwork",
     "InsertHeader",
     "Learns",
     "MailLog",

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import trio
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from filterd.model.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
 from filterd.sdk.plugin import Plugin, PluginConfig, PluginEnv
 
 P = TypeVar("P", bound=Plugin[Any])
+C = TypeVar("C", bound=PluginConfig)
 
 STAGE_ORDER = ("on_connect", "on_helo", "on_mail_from", "on_rcpt", "on_message")
 
@@ -126,12 +127,12 @@ async def run_plugin(
                        client_ip, client_name, helo)  # fmt: skip
 
 
-def validate_config(plugin: type[Plugin[Any]], config: Mapping[str, object]) -> PluginConfig:
+def validate_config(plugin: type[Plugin[C]], config: Mapping[str, object]) -> C:
     """``config`` validated by the plugin's ``Config`` model, as filterd validates a ``[[chain]]``
     entry's ``config`` table: a ConfigError naming each bad key and its fix, as the CLI shows
     it (``<settings of Razor>: config.max_parallel: must be at least 1, got 0 (fix: ...)``)."""
     try:
-        return plugin.Config.model_validate(dict(config))
+        return cast(C, plugin.Config.model_validate(dict(config)))
     except ValidationError as exc:
         raise nested_config_error(
             exc, plugin.Config, ("config",), _settings_source(plugin)
