@@ -81,8 +81,9 @@ class Entry:
         """Log the traceback of a failure of this plugin, if it starts an incident."""
         if self.incidents.is_new(exc, time.monotonic()):
             log.traceback(
-                f"{self.label}: {what} raised {_describe(exc)} (traceback once per incident)",
+                f"{self.label}: {what} raised (traceback once per incident)",
                 exc,
+                error=_describe(exc),
             )
 
 

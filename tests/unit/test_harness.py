@@ -76,7 +76,10 @@ async def test_returned_names_the_error_of_a_plugin_that_raised() -> None:
     assert result.results[-1].error == "RuntimeError: tag broke"
     # The traceback is in the captured log, once, with the plugin's own frame in it.
     (logged,) = [line for line in result.log if "Traceback" in line]
-    assert "tag: on_message raised RuntimeError: tag broke" in logged
+    assert (
+        "tag: on_message raised (traceback once per incident), error=RuntimeError: tag broke"
+        in logged
+    )
     assert 'raise RuntimeError("tag broke")' in logged
 
 
