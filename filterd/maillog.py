@@ -54,12 +54,16 @@ class MailLog:
     def enabled_for_debug(self) -> bool:
         return self._logger.isEnabledFor(logging.DEBUG)
 
-    def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
+    def _log(
+        self, level: int, message: str, fields: dict[str, object], exc: BaseException | None = None
+    ) -> None:
         if not self._logger.isEnabledFor(level):
             return
         if fields:
             message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
-        self._logger.log(level, "%s: %s", queue_id_var.get(), message, extra=self._extra)
+        self._logger.log(
+            level, "%s: %s", queue_id_var.get(), message, exc_info=exc, extra=self._extra
+        )
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""
@@ -75,6 +79,11 @@ class MailLog:
 
     def error(self, message: str, **fields: object) -> None:
         self._log(logging.ERROR, message, fields)
+
+    def traceback(self, message: str, exc: BaseException, **fields: object) -> None:
+        """An ERROR line followed by ``exc``'s traceback: for a failure someone has to debug
+        (a plugin that raised), once per incident, not once per message."""
+        self._log(logging.ERROR, message, fields, exc)
 
     def debug(self, message: str, **fields: object) -> None:
         self._log(logging.DEBUG, message, fields)

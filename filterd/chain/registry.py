@@ -41,13 +41,31 @@ def stages_of(cls: type) -> list[str]:
     return [name for name in STAGES if _implemented(cls, name)]
 
 
+def plugin_name(cls: type) -> str:
+    """The ``name`` a plugin class declares (the harness has no entry point to go by)."""
+    declared = getattr(cls, "name", None)
+    if not isinstance(declared, str) or not declared:
+        raise PluginError(_no_name(cls, "..."))
+    return declared
+
+
+def _no_name(cls: type, name: str) -> str:
+    return (
+        f'plugin class {cls.__qualname__} has no name: add name = "{name}" to the class '
+        "(the name of its filterd.plugins entry point)"
+    )
+
+
 def check_plugin_class(name: str, cls: object) -> PluginClass:
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise PluginError(f"entry point {name!r} is not a filterd.sdk.Plugin subclass")
     declared = getattr(cls, "name", None)
+    if declared is None:
+        raise PluginError(_no_name(cls, name))
     if declared != name:
         raise PluginError(
-            f"plugin class {cls.__qualname__} has name {declared!r}, entry point {name!r}"
+            f"plugin class {cls.__qualname__} has name {declared!r}, entry point {name!r} "
+            "(fix: make them the same)"
         )
     unknown = [attr for attr in dir(cls) if attr.startswith("on_") and attr not in STAGES]
     if unknown:

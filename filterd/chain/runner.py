@@ -7,13 +7,17 @@
   logged, never a silent pass.
 - ``Accept(final=True)`` skips every later check of the transaction.
 - ``on_close`` always runs for every plugin that has it.
+- A plugin that raises gets its traceback logged (at ERROR) once per incident: the first time
+  that exception comes from that place, and again only after ``INCIDENT_GAP`` without it. A
+  storm of the same failure logs its ``status=plugin-error`` lines, one traceback.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -37,7 +41,28 @@ PLUGIN_FAILED_REJECT = Reply(554, "5.3.0", "Error: message check failed")
 
 FINAL_ACCEPT = NoteKey[bool]("filterd.final_accept")
 
+INCIDENT_GAP = 600.0  # seconds without a failure before it counts as a new incident
+MAX_FAILURE_KINDS = 100  # failure kinds remembered per entry (the oldest are forgotten)
+
 StageCall = Callable[[Plugin[PluginConfig]], Awaitable[Verdict]]
+
+
+class Incidents:
+    """Which plugin failures deserve a traceback: a kind of failure (exception type and the
+    place it was raised) is new the first time, and again after ``INCIDENT_GAP`` without it."""
+
+    def __init__(self) -> None:
+        self._last_seen: dict[tuple[str, str, int], float] = {}  # oldest first
+
+    def is_new(self, exc: BaseException, now: float) -> bool:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        kind = (type(exc).__qualname__, *where)
+        last = self._last_seen.pop(kind, None)
+        if len(self._last_seen) >= MAX_FAILURE_KINDS:
+            del self._last_seen[next(iter(self._last_seen))]
+        self._last_seen[kind] = now
+        return last is None or now - last > INCIDENT_GAP
 
 
 @dataclass(slots=True)
@@ -46,10 +71,20 @@ class Entry:
     plugin: Plugin[PluginConfig]
     limiter: trio.CapacityLimiter
     stages: frozenset[str]
+    incidents: Incidents = field(default_factory=Incidents)
 
     @property
     def label(self) -> str:
         return self.config.label
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """Log the traceback of a failure of this plugin, if it starts an incident."""
+        if self.incidents.is_new(exc, time.monotonic()):
+            log.traceback(
+                f"{self.label}: {what} raised (traceback once per incident)",
+                exc,
+                error=_describe(exc),
+            )
 
 
 class ChainRunner:
@@ -71,6 +106,7 @@ class ChainRunner:
             try:
                 await entry.plugin.stop()
             except Exception as exc:
+                entry.failed("stop", exc)
                 log.warning(f"{entry.label}: stop failed: {_describe(exc)}")
 
     # ------------------------------------------------------------- stages
@@ -97,6 +133,8 @@ class ChainRunner:
                 with trio.fail_after(entry.config.timeout):
                     await entry.plugin.on_close(session)  # type: ignore[attr-defined]
             except Exception as exc:
+                if not isinstance(exc, trio.TooSlowError):
+                    entry.failed("on_close", exc)
                 log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
 
     # -------------------------------------------------------------- rules
@@ -147,6 +185,7 @@ class ChainRunner:
                 error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
                 verdict = _on_error(policy, PLUGIN_FAILED)
         except Exception as exc:  # Cancelled is a BaseException: it passes through
+            entry.failed(stage, exc)
             error = _describe(exc)
             verdict = _on_error(policy, PLUGIN_FAILED)
         finally:

@@ -282,6 +282,8 @@ def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
             return f"expected [[listen]] tables, {got}", _listen_hint()
         case "tuple_type" | "list_type":
             return f"expected an array, {got}", f"write {name} = [ ... ]"
+        case "value_error" if "error" in ctx:  # a validator's ValueError: its text alone
+            return str(ctx["error"]), ""
         case _:
             return error["msg"], ""
 

@@ -1,10 +1,12 @@
-"""The message as plugins see it: parsed headers over the spooled content, never whole in RAM."""
+"""The message as plugins see it: parsed headers over the spooled content, never whole in RAM;
+decoded header values and text parts on demand (filterd.model.mime)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from filterd.model.headers import Header, HeaderSection, find_all, parse_header_section
+from filterd.model.mime import TEXT_LIMIT, MessageText, decode_header_value, message_text
 from filterd.model.spool import READ_CHUNK, Spool
 
 HEAD_LIMIT = 1024 * 1024  # a header section larger than this is treated as body
@@ -21,6 +23,7 @@ class MessageView:
         complete = spool.size <= HEAD_LIMIT
         self.section: HeaderSection = parse_header_section(head, complete=complete)
         self._content_body = max(0, self.section.body_offset - len(spool.prefix))
+        self._text: dict[int, MessageText] = {}
 
     @property
     def headers(self) -> tuple[Header, ...]:
@@ -33,6 +36,25 @@ class MessageView:
 
     def headers_named(self, name: str) -> list[Header]:
         return find_all(self.section.headers, name)
+
+    def decoded_header(self, name: str) -> str | None:
+        """The first header called ``name``, unfolded, with RFC 2047 encoded words decoded
+        (``=?utf-8?q?caf=C3=A9?=`` → ``café``); raw 8-bit text is read as UTF-8."""
+        value = self.header(name)
+        return None if value is None else decode_header_value(value)
+
+    def decoded_headers(self, name: str) -> list[str]:
+        """Every header called ``name``, in order, decoded as ``decoded_header`` decodes."""
+        return [decode_header_value(h.value) for h in find_all(self.section.headers, name)]
+
+    def text(self, limit: int = TEXT_LIMIT) -> MessageText:
+        """The text parts (``text/*``, not attachments), MIME structure, transfer encoding and
+        charset undone, from at most the first ``limit`` bytes of the message (``truncated``
+        says when there was more). Parsed once per message and limit, for every plugin."""
+        found = self._text.get(limit)
+        if found is None:
+            found = self._text[limit] = message_text(self._spool.content_chunks(), limit)
+        return found
 
     @property
     def size(self) -> int:

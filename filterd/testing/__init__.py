@@ -4,11 +4,33 @@
 from filterd.testing import run_plugin
 result = await run_plugin(MyPlugin, {"threshold": 5}, message=raw_bytes,
                           mail_from="a@example.com", rcpts=["b@example.org"])
-assert result.verdict("on_message") == Continue()
+assert result.returned("on_message") == Continue(edits=(AddHeader("X-Checked", "yes"),))
 assert b"X-Checked: yes" in result.message
 ```
+
+See docs/plugins.md, "Testing a plugin".
 """
 
-from filterd.testing.harness import ScanResult, load_message, run_chain, run_plugin
+from filterd.chain.registry import PluginError
+from filterd.errors import ConfigError
+from filterd.model.envelope import Xforwarded
+from filterd.testing.harness import (
+    ScanResult,
+    load_message,
+    make_plugin,
+    run_chain,
+    run_plugin,
+    validate_config,
+)
 
-__all__ = ["ScanResult", "load_message", "run_chain", "run_plugin"]
+__all__ = [
+    "ConfigError",
+    "PluginError",
+    "ScanResult",
+    "Xforwarded",
+    "load_message",
+    "make_plugin",
+    "run_chain",
+    "run_plugin",
+    "validate_config",
+]

@@ -10,14 +10,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import trio
+from pydantic import ValidationError
 
-from filterd.chain.build import build_chain
+from filterd.chain.build import THREADS_PER_PLUGIN, build_chain
 from filterd.chain.outcome import Outcome, PluginResult
-from filterd.chain.registry import check_plugin_class, stages_of
+from filterd.chain.registry import check_plugin_class, plugin_name, stages_of
 from filterd.chain.runner import ChainRunner, Entry
+from filterd.config.load import nested_config_error
 from filterd.config.schema import ChainEntryConfig, Config
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
@@ -29,7 +31,10 @@ from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.trace import received_header
 from filterd.model.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
-from filterd.sdk.plugin import Plugin, PluginEnv
+from filterd.sdk.plugin import Plugin, PluginConfig, PluginEnv
+
+P = TypeVar("P", bound=Plugin[Any])
+C = TypeVar("C", bound=PluginConfig)
 
 STAGE_ORDER = ("on_connect", "on_helo", "on_mail_from", "on_rcpt", "on_message")
 
@@ -50,9 +55,32 @@ class ScanResult:
     recipients: list[str] = field(default_factory=list)  # after envelope edits
     log: list[str] = field(default_factory=list)
 
-    def verdict(self, stage: str) -> Verdict:
+    def decision(self, stage: str) -> Verdict:
+        """The verdict that decided ``stage`` for the chain: the first that was not
+        ``Continue`` (or a non-final ``Accept``), else a bare ``Continue()``. The edits and
+        findings that accumulated are in ``edits`` and ``findings``; what each plugin
+        returned, with its own edits, is ``returned``."""
         outcome = self.outcomes.get(stage)
         return outcome.verdict if outcome is not None else CONTINUE
+
+    def returned(self, stage: str, label: str | None = None, *, rcpt: str | None = None) -> Verdict:
+        """What the plugin returned at ``stage``, edits and findings included: the plugin
+        labelled ``label`` (needed when several ran there). ``on_rcpt`` runs once per recipient:
+        ``rcpt`` picks one (default: the last). A plugin that was not called there is a
+        LookupError; one that raised or timed out an AssertionError with its error."""
+        results = self.rcpt_outcomes[rcpt].results if rcpt is not None else self.results
+        calls = [r for r in results if r.stage == stage and label in (None, r.label)]
+        labels = sorted({r.label for r in calls})
+        if len(labels) > 1:
+            raise LookupError(f"several plugins ran at {stage} ({', '.join(labels)}): name one")
+        if not calls:
+            ran = ", ".join(f"{r.label} at {r.stage}" for r in results) or "none"
+            who = label or "no plugin"
+            raise LookupError(f"{who} was not called at {stage} (calls: {ran})")
+        call = calls[-1]
+        if call.error is not None:
+            raise AssertionError(f"{call.label} returned nothing at {stage}: {call.error}")
+        return call.verdict
 
     @property
     def reply(self) -> Reply | None:
@@ -79,23 +107,52 @@ async def run_plugin(
     plugin_timeout: float = 30.0,
     on_error: str = "tempfail",
 ) -> ScanResult:
-    """Run one plugin class with ``config`` (validated by its Config model) on a message."""
-    cls = check_plugin_class(plugin.name, plugin)
-    entry_config = ChainEntryConfig.model_validate(
-        {
-            "plugin": plugin.name,
-            "timeout": plugin_timeout,
-            "on_error": on_error,
-            "config": dict(config or {}),
-        }
-    )
-    settings = cls.Config.model_validate(entry_config.config)
-    env = PluginEnv(plugin.name, MailLog(plugin.name), trio.CapacityLimiter(4))
+    """Run one plugin class with ``config`` on a message, as a ``[[chain]]`` entry with this
+    ``timeout`` and ``on_error`` would. A bad ``config`` raises ConfigError, as at start-up."""
+    instance = make_plugin(plugin, config)
+    source = _settings_source(plugin)
+    try:
+        entry_config = ChainEntryConfig.model_validate(
+            {"plugin": instance.name, "timeout": plugin_timeout, "on_error": on_error}
+        )
+    except ValidationError as exc:
+        raise nested_config_error(exc, ChainEntryConfig, (), source) from None
     entry = Entry(
-        entry_config, cls(settings, env), trio.CapacityLimiter(10), frozenset(stages_of(cls))
+        entry_config,
+        instance,
+        trio.CapacityLimiter(entry_config.concurrency),
+        frozenset(stages_of(plugin)),
     )
     return await _scan(ChainRunner([entry]), load_message(message), mail_from, list(rcpts),
                        client_ip, client_name, helo)  # fmt: skip
+
+
+def validate_config(plugin: type[Plugin[C]], config: Mapping[str, object]) -> C:
+    """``config`` validated by the plugin's ``Config`` model, as filterd validates a ``[[chain]]``
+    entry's ``config`` table: a ConfigError naming each bad key and its fix, as the CLI shows
+    it (``<settings of Razor>: config.max_parallel: must be at least 1, got 0 (fix: ...)``)."""
+    try:
+        return cast(C, plugin.Config.model_validate(dict(config)))
+    except ValidationError as exc:
+        raise nested_config_error(
+            exc, plugin.Config, ("config",), _settings_source(plugin)
+        ) from None
+
+
+def make_plugin(plugin: type[P], config: Mapping[str, object] | None = None) -> P:
+    """An instance of ``plugin`` as filterd makes one: its class checked (PluginError), its
+    ``config`` validated (ConfigError) and a ``PluginEnv`` of its own. Not started: call
+    ``await instance.start()`` (and ``stop()``) around what the test does with it."""
+    name = plugin_name(plugin)
+    cls = check_plugin_class(name, plugin)
+    settings = validate_config(cls, config or {})
+    return plugin(
+        settings, PluginEnv(name, MailLog(name), trio.CapacityLimiter(THREADS_PER_PLUGIN))
+    )
+
+
+def _settings_source(plugin: type[Plugin[Any]]) -> str:
+    return f"<settings of {plugin.__qualname__}>"
 
 
 async def run_chain(
@@ -207,7 +264,10 @@ async def _stage(result: ScanResult, stage: str, outcome: Outcome) -> bool:
 def _captured_log(lines: list[str]) -> Iterator[None]:
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
+            text = record.getMessage()
+            if record.exc_info:  # a plugin's traceback: part of the line it explains
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            lines.append(text)
 
     handler = _Collect(level=logging.DEBUG)
     logger = logging.getLogger("filterd")

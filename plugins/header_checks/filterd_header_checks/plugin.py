@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
-
 from filterd.sdk import (
     AddRecipient,
     Continue,
     Discard,
     Edit,
+    Field,
     Header,
     InsertHeader,
     MessageView,
@@ -38,6 +37,7 @@ from filterd.sdk import (
     TempFail,
     Transaction,
     Verdict,
+    field_validator,
 )
 
 from .actions import Action, ActionKind

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from filterd_header_checks.plugin import HeaderChecks
-from pydantic import ValidationError
 
-from filterd.sdk import Continue, Discard, Quarantine, Reject, Reply, TempFail
+from filterd.sdk import ConfigError, Continue, Discard, Quarantine, Reject, Reply, TempFail
 from filterd.testing import run_plugin
 
 MESSAGE = (
@@ -46,7 +45,7 @@ async def test_ignore_strip_prepend_replace_keep_order(tmp_path: Path) -> None:
         "/^X-Spam: (.*)/ REPLACE X-Spam-Flag: $1\n"
         "/^Content-Type:/ PREPEND X-Before-Type: here\n",
     )
-    assert isinstance(result.verdict("on_message"), Continue)
+    assert isinstance(result.decision("on_message"), Continue)
     assert headers_of(result.message) == [
         b"Subject: quarterly",
         b" report",
@@ -114,7 +113,7 @@ async def test_body_checks(tmp_path: Path) -> None:
 async def test_a_filter_rule_refuses_to_load(tmp_path: Path) -> None:
     table = tmp_path / "table"
     table.write_text("# a comment\n/^X-Spam:/ FILTER smtp:[127.0.0.1]:10027\n")
-    with pytest.raises(ValidationError, match=rf"{table}, line 2: FILTER cannot apply"):
+    with pytest.raises(ConfigError, match=rf"{table}, line 2: FILTER cannot apply"):
         await run_plugin(HeaderChecks, {"header_checks": [f"regexp:{table}"]}, message=MESSAGE)
 
 

@@ -20,17 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import Field, field_validator
-
 from filterd.sdk import (
     AddHeader,
     Continue,
+    Field,
     Finding,
     Learns,
     MessageView,
     OnMessage,
     Transaction,
     Verdict,
+    field_validator,
 )
 from filterd.sdk.listing import ListingConfig, ListingPlugin, program_on_path, when_listed
 from filterd.sdk.process import Completed, last_lines, run

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from filterd_pyzor import Pyzor, PyzorError, check_result, report
-from pydantic import ValidationError
 
-from filterd.sdk import AddHeader, Quarantine, Reject, TempFail
+from filterd.sdk import AddHeader, ConfigError, Quarantine, Reject, TempFail
 from filterd.sdk.process import Completed
-from filterd.testing import run_plugin
+from filterd.testing import make_plugin, run_plugin, validate_config
 from tests.support.pyzord import PyzordInstance
 
 pytestmark = pytest.mark.timeout(60)
@@ -141,25 +140,18 @@ def test_check_result_interpretation() -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ValidationError, match="not an executable on PATH"):
-        Pyzor.Config.model_validate({"command": "no-such-pyzor"})
-    with pytest.raises(ValidationError, match="server_timeout"):
-        Pyzor.Config.model_validate({"server_timeout": 0})
-    with pytest.raises(ValidationError, match="Extra inputs"):
-        Pyzor.Config.model_validate({"servers": ["127.0.0.1:24441"]})
+    with pytest.raises(ConfigError, match="not an executable on PATH"):
+        validate_config(Pyzor, {"command": "no-such-pyzor"})
+    with pytest.raises(ConfigError, match="server_timeout"):
+        validate_config(Pyzor, {"server_timeout": 0})
+    with pytest.raises(ConfigError, match='unknown key "servers"'):
+        validate_config(Pyzor, {"servers": ["127.0.0.1:24441"]})
 
 
 async def test_learn_spam_reports_it_and_the_next_check_lists_it(pyzord: PyzordInstance) -> None:
     """`filterd learn --spam` calls Pyzor.learn: the `pyzor report` equivalent."""
-    import trio
-    from filterd_pyzor.plugin import PyzorConfig
-
-    from filterd.maillog import MailLog
-    from filterd.sdk import PluginEnv
-
     spam = message(uuid.uuid4().hex)
-    env = PluginEnv("pyzor", MailLog("pyzor"), trio.CapacityLimiter(1))
-    plugin = Pyzor(PyzorConfig.model_validate(settings(pyzord)), env)
+    plugin = make_plugin(Pyzor, settings(pyzord))
     await plugin.start()
     assert await plugin.learn(spam, spam=False) == "pyzor: nothing to do for ham"
     assert await plugin.learn(spam, spam=True) == "pyzor reported it as spam to 1 server(s)"

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from pydantic import Field, field_validator
-
 from filterd.sdk import (
     AddHeader,
     Continue,
+    Field,
     Finding,
     MessageView,
     OnMessage,
     Transaction,
     Verdict,
+    field_validator,
 )
 from filterd.sdk.listing import ListingConfig, ListingPlugin, program_on_path, when_listed
 from filterd.sdk.process import run

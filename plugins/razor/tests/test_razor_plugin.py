@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from filterd_razor import Razor
-from pydantic import ValidationError
 
-from filterd.sdk import AddHeader, Continue, Quarantine, Reject, TempFail
-from filterd.testing import run_plugin
+from filterd.sdk import AddHeader, ConfigError, Continue, Quarantine, Reject, TempFail
+from filterd.testing import run_plugin, validate_config
 
 MESSAGE = (
     b"From: Alice <alice@example.net>\r\n"
@@ -152,14 +151,14 @@ async def test_large_message_is_not_checked(standin: Path) -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ValidationError, match="not an executable on PATH"):
-        Razor.Config.model_validate({"command": "no-such-razor-check"})
-    with pytest.raises(ValidationError, match="max_parallel"):
-        Razor.Config.model_validate({"max_parallel": 0})
-    with pytest.raises(ValidationError, match="header name"):
-        Razor.Config.model_validate({"tag_header": "X-Razor:"})
-    with pytest.raises(ValidationError, match="action_when_listed"):
-        Razor.Config.model_validate({"action_when_listed": "discard"})
+    with pytest.raises(ConfigError, match="not an executable on PATH"):
+        validate_config(Razor, {"command": "no-such-razor-check"})
+    with pytest.raises(ConfigError, match="max_parallel"):
+        validate_config(Razor, {"max_parallel": 0})
+    with pytest.raises(ConfigError, match="header name"):
+        validate_config(Razor, {"tag_header": "X-Razor:"})
+    with pytest.raises(ConfigError, match="action_when_listed"):
+        validate_config(Razor, {"action_when_listed": "discard"})
 
 
 def _razor_servers_reachable() -> bool:

@@ -6,9 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from filterd.sdk import PluginConfig, Reply
+from filterd.sdk import Field, PluginConfig, Reply, field_validator, model_validator
 
 DEFAULT_MAX_SIZE = 512_000  # spamc's -s default: 500 KB
 _USER = re.compile(r"[!-~]{1,255}")  # what filterd's spamd codec (and spamd) accept

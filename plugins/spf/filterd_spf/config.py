@@ -8,9 +8,7 @@ import socket
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
-
-from filterd.sdk import PluginConfig
+from filterd.sdk import BeforeValidator, Field, IPNetwork, PluginConfig, field_validator
 
 HeaderKind = Literal["received-spf", "authentication-results"]
 
@@ -74,10 +72,8 @@ def _authserv_id_default() -> str:
     return socket.gethostname() or "localhost"  # as pypolicyd-spf; getfqdn() could wait on DNS
 
 
-class ResolverConfig(BaseModel):
+class ResolverConfig(PluginConfig):
     """The DNS resolver the checks use (one per chain entry, with its own cache)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     nameservers: list[str] = Field(
         default_factory=list,
@@ -118,7 +114,7 @@ class SpfConfig(PluginConfig):
         description="Also check the HELO identity (RFC 7208 §2.3) at MAIL: off, tag (note "
         "and headers), or reject-fail (a HELO fail is refused with 550 5.7.23).",
     )
-    skip_networks: list[IPv4Network | IPv6Network] = Field(
+    skip_networks: list[IPNetwork] = Field(
         default_factory=_loopback_networks,
         description="Clients never checked (trusted relays, local submission).",
     )

@@ -18,14 +18,12 @@ from typing import Any
 
 import pytest
 import spf
-import trio
 import yaml  # type: ignore[import-untyped, unused-ignore]
-from filterd_spf import Spf, SpfConfig, SpfRequest
+from filterd_spf import Spf, SpfRequest
 from filterd_spf.checker import DnsLookup, using_lookup
 from filterd_spf.resolver import DnsRecord, DnsTemporaryError
 
-from filterd.maillog import MailLog
-from filterd.sdk import PluginEnv
+from filterd.testing import make_plugin
 from tests.support.data import SPF_SUITE
 from tests.support.dns_server import DnsServer
 
@@ -226,7 +224,8 @@ def test_suite_is_complete() -> None:
 @pytest.mark.parametrize("case", list(_params()))
 async def test_rfc7208(case: Case, dns_server: DnsServer) -> None:
     dns_server.set_zone(case.zone)
-    config = SpfConfig.model_validate(
+    plugin = make_plugin(
+        Spf,
         {
             "authserv_id": "mx.example.org",
             "resolver": {
@@ -234,9 +233,9 @@ async def test_rfc7208(case: Case, dns_server: DnsServer) -> None:
                 "timeout": DNS_TIMEOUT,
                 "lifetime": DNS_LIFETIME,
             },
-        }
+        },
     )
-    plugin = Spf(config, PluginEnv("spf", MailLog("spf"), trio.CapacityLimiter(4)))
+    config = plugin.config
     await plugin.start()
     request = SpfRequest(
         client_ip=case.host,

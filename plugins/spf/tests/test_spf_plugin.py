@@ -11,22 +11,19 @@ from typing import Any
 import pytest
 import trio
 from filterd_spf import SPF_HELO_RESULT, SPF_OUTCOME, SPF_RESULT, SPF_SKIPPED, Spf
-from pydantic import ValidationError
 
-from filterd.maillog import MailLog
-from filterd.model.envelope import Xforwarded
 from filterd.sdk import (
     Client,
+    ConfigError,
     Continue,
     Finding,
-    PluginEnv,
     Reject,
     Reply,
     Session,
     TempFail,
     Transaction,
 )
-from filterd.testing import ScanResult, run_plugin
+from filterd.testing import ScanResult, Xforwarded, make_plugin, run_plugin, validate_config
 from tests.support.dns_server import DnsServer, Zone
 
 MESSAGE = b"From: alice@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -80,7 +77,7 @@ def headers(result: ScanResult) -> list[str]:
 
 def continued(result: ScanResult, *findings: Finding) -> bool:
     """MAIL went on, with these findings."""
-    return isinstance(result.verdict("on_mail_from"), Continue) and result.findings == [*findings]
+    return isinstance(result.decision("on_mail_from"), Continue) and result.findings == [*findings]
 
 
 def named(result: ScanResult, name: str) -> list[str]:
@@ -318,8 +315,7 @@ async def test_helo_check_reject_fail(dns: DnsServer) -> None:
 
 async def test_notes_and_the_xforwarded_client(dns: DnsServer) -> None:
     """Other plugins read the notes; the client checked is the one XFORWARD names."""
-    config = Spf.Config.model_validate(settings(dns, helo_check="tag"))
-    plugin = Spf(config, PluginEnv("spf", MailLog("spf"), trio.CapacityLimiter(2)))
+    plugin = make_plugin(Spf, settings(dns, helo_check="tag"))
     await plugin.start()
     postfix = Client(address="127.0.0.1", helo="localhost")
     t = Transaction("Q1", Session("s1", "smtp", postfix), sender="alice@example.com")
@@ -357,13 +353,12 @@ def test_config_is_validated() -> None:
         {"authserv_id": "mx example"},
         {"helo_checks": "off"},
     ):
-        with pytest.raises(ValidationError):
-            Spf.Config.model_validate(bad)
+        with pytest.raises(ConfigError):
+            validate_config(Spf, bad)
 
 
 async def started(server: DnsServer, **extra: object) -> Spf:
-    config = Spf.Config.model_validate(settings(server, **extra))
-    plugin = Spf(config, PluginEnv("spf", MailLog("spf"), trio.CapacityLimiter(2)))
+    plugin = make_plugin(Spf, settings(server, **extra))
     await plugin.start()
     return plugin
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 
 from filterd.chain.registry import PluginError, check_plugin_class
 from filterd.chain.runner import (
+    INCIDENT_GAP,
+    MAX_FAILURE_KINDS,
     PLUGIN_FAILED,
     PLUGIN_FAILED_REJECT,
     PLUGIN_TIMEOUT,
     ChainRunner,
     Entry,
+    Incidents,
 )
 from filterd.config.schema import ChainEntryConfig
 from filterd.maillog import MailLog
@@ -19,6 +24,7 @@ from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.sdk import (
     Accept,
     AddHeader,
+    ConfigError,
     Continue,
     Finding,
     MessageView,
@@ -170,10 +176,63 @@ async def test_harness_applies_edits_and_captures_log_lines() -> None:
 
 
 async def test_harness_validates_plugin_config() -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match=r'config\.no_such_key: unknown key "no_such_key"'):
         await run_plugin(Scripted, {"no_such_key": 1}, message=MESSAGE)
+
+
+async def test_a_crash_logs_its_traceback_once_per_incident(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chain = ChainRunner([entry("crashy", on_error="continue", mail="crash")])
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        for _ in range(3):
+            outcome = await chain.mail_from(transaction())
+            assert outcome.results[0].error == "RuntimeError: boom"
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1
+    assert tracebacks[0].levelno == logging.ERROR
+    assert (
+        tracebacks[0]
+        .getMessage()
+        .endswith(
+            "crashy: on_mail_from raised (traceback once per incident), error=RuntimeError: boom"
+        )
+    )
+    assert "in on_mail_from" in caplog.text  # the plugin's own frame
+    assert caplog.text.count("status=plugin-error") == 3
+
+
+def test_an_incident_is_a_kind_of_failure_and_ends_after_a_quiet_gap() -> None:
+    incidents = Incidents()
+
+    def fail(kind: type[Exception]) -> Exception:
+        try:
+            raise kind("x")
+        except Exception as exc:
+            return exc
+
+    assert incidents.is_new(fail(RuntimeError), now=0.0)
+    assert not incidents.is_new(fail(RuntimeError), now=INCIDENT_GAP)  # the storm goes on
+    assert incidents.is_new(fail(ValueError), now=INCIDENT_GAP)  # another kind
+    assert not incidents.is_new(fail(RuntimeError), now=2 * INCIDENT_GAP)
+    assert incidents.is_new(fail(RuntimeError), now=3 * INCIDENT_GAP + 1)  # quiet, then again
+
+
+def test_incidents_remember_a_bounded_number_of_kinds() -> None:
+    incidents = Incidents()
+
+    def fail_at(line: int) -> Exception:
+        try:
+            exec(compile("\n" * line + "raise RuntimeError", "generated.py", "exec"))
+        except RuntimeError as exc:
+            return exc
+        raise AssertionError("unreachable")
+
+    assert incidents.is_new(fail_at(0), now=0.0)
+    for line in range(1, MAX_FAILURE_KINDS + 1):
+        assert incidents.is_new(fail_at(line), now=0.0)
+    assert incidents.is_new(fail_at(0), now=0.0)  # the oldest kind was forgotten
+    assert not incidents.is_new(fail_at(MAX_FAILURE_KINDS), now=0.0)
 
 
 def test_registry_refuses_misspelled_stage_and_stage_less_plugins() -> None:
@@ -209,3 +268,10 @@ def test_registry_refuses_misspelled_stage_and_stage_less_plugins() -> None:
         check_plugin_class("empty", Empty)
     with pytest.raises(PluginError, match="entry point 'misnamed'"):
         check_plugin_class("misnamed", Misnamed)
+
+    class Nameless(Plugin[PluginConfig], OnRcpt):
+        async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+            return Continue()
+
+    with pytest.raises(PluginError, match='Nameless has no name: add name = "nameless" to the'):
+        check_plugin_class("nameless", Nameless)
