@@ -6,6 +6,7 @@ tests cannot see: which callbacks hop into trio, what is negotiated, the counter
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -711,4 +712,28 @@ async def test_a_slow_chain_is_answered_tempfail_never_accept() -> None:
     assert conn.codes["eom"] == TEMPFAIL
     assert conn.ctx.replies == [("451", "4.4.5", "Error: message check timed out, try again later")]
     assert conn.ctx.actions == []
+    assert bridge.messages == 0
+
+
+async def test_a_slow_envelope_stage_is_a_tempfail_logged_as_a_refusal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class SlowRcpt(RcptProbe):
+        name = "slow_rcpt"
+
+        async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+            await trio.sleep(5)
+            return Continue()
+
+    chain, _ = chain_of(SlowRcpt)
+    bridge = await make_bridge(chain, limits={"milter_command_timeout": 0.2})
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        conn = await in_thread(lambda: one_message(bridge))
+    assert conn.codes["rcpt"] == TEMPFAIL
+    timed_out = ("451", "4.4.5", "Error: message check timed out, try again later")
+    assert conn.ctx.replies[0] == timed_out
+    assert (
+        "reject: RCPT from client.example.net[192.0.2.1]: 451 4.4.5 Error: message check timed "
+        "out, try again later; from=<alice@example.net> to=<good@example.org> proto=ESMTPSA"
+    ) in caplog.text
     assert bridge.messages == 0
