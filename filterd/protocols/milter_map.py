@@ -42,7 +42,7 @@ and the model and the spool are built exactly as before (macros still arrive), b
 not wait — it sends them together with the next step that has a reply. CONNECT, DATA and end
 of message always get one.
 
-Pure: no libmilter, no trio; the service (``filterd.frontdoors.milter.service``) performs the
+Pure: no libmilter, no trio; the milter door (``filterd.frontdoors.milter``) performs the
 actions. It takes the chain's outcome structurally (``OutcomeLike``), as the policy map does.
 """
 

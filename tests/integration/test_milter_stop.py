@@ -2,8 +2,8 @@
 
 libmilter's listener (sendmail's libmilter/listener.c, ``mi_listener``) checks its stop flag
 only between two waits for a connection, each up to MI_CHK_TIME = 5 s, so ``milter.stop()``
-alone takes effect up to 5 s later. filterd wakes the listener after the stop by connecting
-to it once (``filterd.frontdoors.milter.service._wake_listener``).
+alone takes effect up to 5 s later. filterd ends that wait by connecting to its own listener
+once the stop is under way (``filterd.frontdoors.milter.service._stop_listener``).
 
 The check is behavioural, not a benchmark: SIGTERM is sent as soon as ``FilterdProcess.start``
 has seen the listener accept a connection (its readiness probe), so libmilter has just begun
