@@ -121,7 +121,7 @@ class FilterdMilter(MilterConnection):
         session = self.session
         assert session is not None
         self._end_message()
-        quiet = bool(self.bridge.protocol & SMFIP_NR_MAIL)  # never refuse here (_guarded)
+        quiet = bool(self.bridge.protocol & SMFIP_NR_MAIL)  # never refuse here (guarded)
         if self.broken:
             if quiet:
                 return CONTINUE  # refused at the next step with a reply
@@ -150,7 +150,7 @@ class FilterdMilter(MilterConnection):
 
     @guarded("RCPT", quiet=SMFIP_NR_RCPT)
     def envrcpt(self, to: str, *params: str) -> int:
-        quiet = bool(self.bridge.protocol & SMFIP_NR_RCPT)  # never refuse here (_guarded)
+        quiet = bool(self.bridge.protocol & SMFIP_NR_RCPT)  # never refuse here (guarded)
         pending = None if quiet else self._pending_refusal()
         if pending is not None:
             return self._refuse_pending("RCPT", pending)
