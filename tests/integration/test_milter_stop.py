@@ -6,11 +6,12 @@ alone takes effect up to 5 s later. filterd ends that wait by connecting to its 
 once the stop is under way (``filterd.frontdoors.milter.service._stop_listener``).
 
 The check is behavioural, not a benchmark: SIGTERM is sent as soon as ``FilterdProcess.start``
-has seen the listener accept a connection (its readiness probe), so libmilter has just begun
-a fresh 5 s wait. Left to its poll, the listener would notice the stop about 5 s after the
-signal and filterd could not exit before that; woken, it stops in milliseconds. filterd must
-exit within ``STOPPED_WITHIN`` = 3 s of the signal: that leaves about 2 s for a slow machine
-on one side and 2 s before libmilter's own poll could have noticed on the other.
+has seen the listener accept a connection (its readiness probe) and filterd has logged that the
+milter listens, so libmilter has just begun a fresh 5 s wait. Left to its poll, the listener
+would notice the stop about 5 s after the signal and filterd could not exit before that; woken,
+it stops in milliseconds. filterd must exit within ``STOPPED_WITHIN`` = 3 s of the signal: that
+leaves about 2 s for a slow machine on one side and 2 s before libmilter's own poll could have
+noticed on the other.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.support.postfix import free_port
 pytest.importorskip("Milter", reason="pymilter (the milter extra) is not installed")
 
 MI_CHK_TIME = 5.0  # libmilter's poll of its stop flag (libmilter.h)
+START_TIMEOUT = 30.0
 STOPPED_WITHIN = 3.0  # well before MI_CHK_TIME; see the module docstring
 assert STOPPED_WITHIN < MI_CHK_TIME
 
@@ -47,6 +49,11 @@ def test_sigterm_stops_an_idle_milter_listener_at_once(tmp_path: Path, kind: str
     filterd = FilterdProcess(milter_config(address), tmp_path / "run")
     try:
         filterd.start()  # returns once the listener accepted a connection: a fresh 5 s wait
+        # Signals are handled from then on (a SIGTERM while filterd starts would kill it).
+        deadline = time.monotonic() + START_TIMEOUT
+        while "milter listening on" not in filterd.output_text():
+            assert time.monotonic() < deadline, filterd.output_text()
+            time.sleep(0.01)
         signalled = time.monotonic()
         status = filterd.stop(timeout=2 * MI_CHK_TIME)
         stopped_after = time.monotonic() - signalled

@@ -55,7 +55,7 @@ ACTION_FLAGS = (
     | milter.QUARANTINE
 )
 STOP_JOIN_TIMEOUT = 15.0  # libmilter's thread, once its listener stopped
-WAKE_INTERVAL = 0.05  # between two connections that wake libmilter's listener
+WAKE_INTERVAL = 0.02  # before each connection that wakes libmilter's listener
 WAKE_TIMEOUT = 1.0  # for one such connection
 
 
@@ -97,9 +97,9 @@ async def _stop_listener(address: Endpoint) -> None:
     takes that lock to close the socket: it blocks until the wait ends. So it runs on a worker
     thread, and a connection to the listener ends the wait: the listener accepts it (a session
     thread reads EOF before any command; pymilter's close callback finds no ``FilterdMilter``:
-    nothing runs), reads the flag, stops and closes its socket. One connection may come before
-    the flag is set (the listener then only waits again), so they are repeated every
-    ``WAKE_INTERVAL`` until ``milter.stop()`` returns or the listener refuses (gone)."""
+    nothing runs), reads the flag, stops and closes its socket. A connection that comes before
+    the flag is set only starts another wait, so one is made every ``WAKE_INTERVAL`` until
+    ``milter.stop()`` returns or the listener refuses (gone)."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_wake_listener, address)
         await trio.to_thread.run_sync(milter.stop)
@@ -108,6 +108,7 @@ async def _stop_listener(address: Endpoint) -> None:
 
 async def _wake_listener(address: Endpoint) -> None:
     while True:
+        await trio.sleep(WAKE_INTERVAL)  # first: the worker thread sets the stop flag
         with trio.move_on_after(WAKE_TIMEOUT):
             try:
                 if address.kind == "unix":
@@ -117,7 +118,6 @@ async def _wake_listener(address: Endpoint) -> None:
             except OSError:
                 return  # the listener is gone: nothing left to wake
             await stream.aclose()
-        await trio.sleep(WAKE_INTERVAL)
 
 
 async def serve_milter(
