@@ -2,6 +2,10 @@
 
 One line per event. The queue id lives in a context variable (trio tasks copy the context), so
 every line written while a transaction is open carries it. Peer-supplied text is escaped.
+
+The lines every front door writes as Postfix's smtpd does, so that admins' log parsers read
+them alike: ``connect from``/``disconnect from`` (``MailLog.connect``/``MailLog.disconnect``)
+and a refused step (``smtpd_line``).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from typing import Protocol
 
 queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="NOQUEUE")
 
@@ -18,6 +23,39 @@ _ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F]}
 def sanitize(text: object) -> str:
     """Make peer-controlled text safe for one log line (no CR/LF/controls)."""
     return str(text).translate(_ESCAPES)
+
+
+class Peer(Protocol):
+    """What ``smtpd_line`` says about the SMTP client (``filterd.model.envelope.Client``)."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def helo(self) -> str | None: ...
+
+    def describe(self) -> str: ...
+
+
+def smtpd_line(
+    what: str,
+    step: str,
+    peer: Peer,
+    answer: object,
+    *,
+    sender: str | None,
+    rcpt: str | None = None,
+) -> str:
+    """Postfix smtpd's line for an answered step, peer-supplied text escaped, e.g.
+    ``reject: RCPT from host[addr]: 550 5.7.1 text; from=<a@b> to=<c@d> proto=ESMTP helo=<h>``.
+    ``what``: ``reject`` (or another word for what was answered); ``sender`` None (no MAIL
+    yet) leaves ``from=<>`` out, ``rcpt`` None leaves ``to=<>`` out."""
+    mail = f" from=<{sender}>" if sender is not None else ""
+    to = f" to=<{rcpt}>" if rcpt is not None else ""
+    return sanitize(
+        f"{what}: {step} from {peer.describe()}: {answer};{mail}{to}"
+        f" proto={peer.protocol} helo=<{peer.helo or ''}>"
+    )
 
 
 class _QueueIdFilter(logging.Filter):
@@ -70,6 +108,14 @@ class MailLog:
         if fields:
             message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
         self._logger.info("%s", message, extra=self._extra)
+
+    def connect(self, peer: str) -> None:
+        """``connect from <peer>``: a client connected (no queue id, as Postfix logs it)."""
+        self.plain(f"connect from {sanitize(peer)}")
+
+    def disconnect(self, peer: str, **fields: object) -> None:
+        """``disconnect from <peer>``: the connection ended (``fields``: what it did)."""
+        self.plain(f"disconnect from {sanitize(peer)}", **fields)
 
     def info(self, message: str, **fields: object) -> None:
         self._log(logging.INFO, message, fields)

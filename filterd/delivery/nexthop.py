@@ -17,12 +17,11 @@ from filterd.config.types import Endpoint
 from filterd.maillog import MailLog
 from filterd.model import replies
 from filterd.model.reply import Reply
-from filterd.protocols.smtp.client import ConnectionClosed, SmtpClient
-from filterd.protocols.smtp.common import ProtocolError
+from filterd.protocols.smtp.client import SmtpClient
+from filterd.protocols.smtp.common import RECEIVE_SIZE, ConnectionClosed, ProtocolError
 
 log = MailLog("relay")
 
-RECEIVE_SIZE = 65536
 CLOSE_TIMEOUT = 2.0
 STARTTLS_MISSING = Reply(451, "4.7.5", "Error: next hop does not offer STARTTLS")
 

@@ -1,9 +1,15 @@
 """What a plugin answers at a stage: a closed set of frozen verdicts (Haraka's result set,
-typed). The first verdict that is not ``Continue`` ends the stage."""
+typed). The first verdict that is not ``Continue`` ends the stage.
+
+Also the few questions every front door asks of a verdict, answered once: is it a refusal
+(``is_refusal``), is it a disposition decided early (``disposition_of``), and what stands at
+the end of a message that got one (``final_verdict``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from filterd.model.edits import Edit
 from filterd.model.findings import Finding
@@ -71,6 +77,29 @@ class Quarantine:
 Verdict = Continue | Accept | Reject | TempFail | Discard | Quarantine
 
 CONTINUE = Continue()
+
+Disposition = Discard | Quarantine
+"""A verdict that accepts the message but keeps it from its recipients: decided at any stage,
+carried out at the end of the message."""
+
+
+def is_refusal(verdict: Verdict) -> TypeGuard[Reject | TempFail]:
+    """True for ``Reject`` and ``TempFail``: the client is told no (its ``reply``)."""
+    return isinstance(verdict, Reject | TempFail)
+
+
+def disposition_of(verdict: Verdict) -> Disposition | None:
+    """The verdict itself when it is a ``Discard`` or ``Quarantine``, else None."""
+    return verdict if isinstance(verdict, Discard | Quarantine) else None
+
+
+def final_verdict(verdict: Verdict, earlier: Disposition | None) -> Verdict:
+    """What stands when a stage decided ``verdict`` after an ``earlier`` Discard or Quarantine:
+    the earlier disposition wins unless this stage refuses (a refusal keeps the message with
+    its sender; a discard or quarantine already accepted it)."""
+    if earlier is None or is_refusal(verdict):
+        return verdict
+    return earlier
 
 
 def verdict_name(verdict: Verdict) -> str:

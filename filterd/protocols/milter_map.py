@@ -42,7 +42,7 @@ and the model and the spool are built exactly as before (macros still arrive), b
 not wait — it sends them together with the next step that has a reply. CONNECT, DATA and end
 of message always get one.
 
-Pure: no libmilter, no trio; the service (``filterd.frontdoors.milter.service``) performs the
+Pure: no libmilter, no trio; the milter door (``filterd.frontdoors.milter``) performs the
 actions. It takes the chain's outcome structurally (``OutcomeLike``), as the policy map does.
 """
 
@@ -67,7 +67,17 @@ from filterd.model.edits import (
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.notes import NoteKey
 from filterd.model.reply import Reply
-from filterd.model.verdict import Accept, Continue, Discard, Quarantine, Reject, TempFail, Verdict
+from filterd.model.verdict import (
+    Accept,
+    Continue,
+    Discard,
+    Disposition,
+    Quarantine,
+    Reject,
+    TempFail,
+    Verdict,
+    final_verdict,
+)
 
 __all__ = [
     "ACCEPT",
@@ -108,7 +118,6 @@ __all__ = [
     "SetReply",
     "apply_helo",
     "client_from_connect",
-    "disposition_of",
     "edit_actions",
     "escape_percent",
     "header_actions",
@@ -539,15 +548,13 @@ def plan_eom(
     header_names: Sequence[str],
     *,
     earlier_edits: Sequence[Edit] = (),
-    disposition: Discard | Quarantine | None = None,
+    disposition: Disposition | None = None,
 ) -> EomPlan:
     """The answer at end of message. ``earlier_edits`` come from the envelope stages;
     ``disposition`` is a Discard/Quarantine decided before end of message (it wins unless the
-    message stage refuses, as in the SMTP proxy). ``header_names``: the headers the milter
-    received, in order."""
-    verdict: Verdict = outcome.verdict
-    if disposition is not None and not isinstance(verdict, Reject | TempFail):
-        verdict = disposition
+    message stage refuses, as in the SMTP proxy: ``final_verdict``). ``header_names``: the
+    headers the milter received, in order."""
+    verdict = final_verdict(outcome.verdict, disposition)
     edits = [*earlier_edits, *outcome.edits]
     match verdict:
         case Reject(reply=reply):
@@ -563,7 +570,3 @@ def plan_eom(
             return EomPlan(tuple(edit_actions(header_names, edits)), Response(ACCEPT))
         case Continue():
             return EomPlan(tuple(edit_actions(header_names, edits)), Response(CONTINUE))
-
-
-def disposition_of(verdict: Verdict) -> Discard | Quarantine | None:
-    return verdict if isinstance(verdict, Discard | Quarantine) else None

@@ -41,6 +41,7 @@ from types import MappingProxyType
 
 from filterd.protocols.smtp.common import (
     NEED_DATA,
+    ConnectionClosed,
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
@@ -83,11 +84,6 @@ class PolicyRequest:
 
     def get(self, name: str, default: str = "") -> str:
         return self.attributes.get(name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """Postfix closed the connection between two requests."""
 
 
 PolicyEvent = PolicyRequest | ConnectionClosed

@@ -49,6 +49,7 @@ from typing import Final
 
 from filterd.protocols.smtp.common import (
     NEED_DATA,
+    ConnectionClosed,
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
@@ -230,11 +231,6 @@ def request_head(
 
 
 # --- responses -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """spamd closed the connection after its response (only ever follows the response)."""
 
 
 @dataclass(frozen=True, slots=True)

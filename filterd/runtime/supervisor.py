@@ -211,18 +211,8 @@ async def _serve_milter(
 ) -> None:
     # Imported here: pymilter is the optional ``milter`` extra.
     from filterd.frontdoors.milter.service import MilterSettings, serve_milter
-    from filterd.protocols.milter_map import libmilter_socket
 
-    settings = MilterSettings(
-        name=str(listen.address),
-        socket=libmilter_socket(listen.address),
-        max_connections=listen.max_connections,
-        spool_memory=config.limits.spool_memory,
-        spool_dir=config.limits.spool_dir,
-        shutdown_grace=config.limits.shutdown_grace,
-        command_budget=config.limits.milter_command_timeout,
-        content_budget=config.limits.milter_content_timeout,
-    )
+    settings = MilterSettings.from_config(listen, config.limits)
     await serve_milter(chain, settings, shutdown=shutdown, task_status=task_status)
 
 

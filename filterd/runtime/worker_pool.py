@@ -58,13 +58,7 @@ WORKER_MODULE = "filterd.runtime.worker_process"
 
 def policy_settings(listen: ListenConfig, config: Config) -> PolicySettings:
     """The settings of a policy listener: the same in the main process and in every worker."""
-    return PolicySettings(
-        name=str(listen.address),
-        accept_as_ok=listen.accept_as_ok,
-        max_connections=listen.max_connections,
-        request_timeout=config.limits.policy_request_timeout,
-        idle_timeout=config.limits.policy_idle_timeout,
-    )
+    return PolicySettings.from_config(listen, config.limits)
 
 
 def config_message(config: Config) -> bytes:

@@ -53,7 +53,7 @@ STOP_AFTER = 20  # SIGTERM once at least this many were delivered
 SENDER = "alice@example.net"
 RECIPIENT = "burst@example.org"
 TAG = "X-Example-Tag"
-STOP_TIMEOUT = 30.0  # shutdown_grace (10 s) + libmilter's 5 s stop poll + slack
+STOP_TIMEOUT = 30.0  # shutdown_grace (10 s) + slack
 DELIVERY_TIMEOUT = 90.0
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
+from types import MappingProxyType
 
 import pytest
 import trio
 import trio.testing
 
 from filterd.chain.runner import PLUGIN_FAILED, ChainRunner, Entry
-from filterd.config.schema import ChainEntryConfig
+from filterd.config.schema import ChainEntryConfig, LimitsConfig, ListenConfig
 from filterd.frontdoors.policy.service import (
     PolicyHandler,
     PolicySettings,
@@ -46,6 +48,17 @@ from filterd.sdk import (
 
 SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
 SEEN = NoteKey[int]("test.rcpts_seen")
+NO_CHANGE: Mapping[str, object] = MappingProxyType({})
+
+
+def policy_settings(
+    listen: Mapping[str, object] = NO_CHANGE, limits: Mapping[str, object] = NO_CHANGE
+) -> PolicySettings:
+    """A policy listener's settings: the configuration's defaults but for these keys."""
+    return PolicySettings.from_config(
+        ListenConfig.model_validate({"address": "127.0.0.1:10040", "protocol": "policy", **listen}),
+        LimitsConfig.model_validate(limits),
+    )
 
 
 async def serve_policy(
@@ -163,7 +176,7 @@ async def serving(
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 partial(
-                    serve_policy, listener, chain, settings or PolicySettings(), shutdown=shutdown
+                    serve_policy, listener, chain, settings or policy_settings(), shutdown=shutdown
                 )
             )
             with trio.fail_after(20):
@@ -264,7 +277,7 @@ async def test_accept_is_dunno_unless_the_admin_opts_in_to_ok() -> None:
         client = await PolicyClient.connect(listener)
         assert await client.ask(sender="friend@x.example") == "DUNNO"
     chain, _ = rules(whitelist_sender="friend@x.example")
-    async with serving(chain, PolicySettings(accept_as_ok=True)) as listener:
+    async with serving(chain, policy_settings(listen={"accept_as_ok": True})) as listener:
         client = await PolicyClient.connect(listener)
         assert await client.ask(sender="friend@x.example") == "OK"
         assert await client.ask(sender="other@x.example", instance="i2") == "DUNNO"
@@ -441,7 +454,7 @@ async def test_malformed_input_closes_that_connection_without_an_answer(case: st
 
 async def test_request_deadline_closes_without_an_answer(caplog: pytest.LogCaptureFixture) -> None:
     chain, _ = rules(timeout=1000, hang_rcpt="slow")
-    async with serving(chain, PolicySettings(request_timeout=0.3)) as listener:
+    async with serving(chain, policy_settings(limits={"policy_request_timeout": 0.3})) as listener:
         client = await PolicyClient.connect(listener)
         await client.send(policy_request(recipient="slow@example.org"))
         assert await client.closed_without_answer()
@@ -452,7 +465,9 @@ async def test_a_request_trickling_in_is_bounded_by_the_request_deadline(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     chain, _ = rules()
-    async with serving(chain, PolicySettings(request_timeout=0.3, idle_timeout=60)) as listener:
+    async with serving(
+        chain, policy_settings(limits={"policy_request_timeout": 0.3, "policy_idle_timeout": 60})
+    ) as listener:
         client = await PolicyClient.connect(listener)
         await client.send(b"request=smtpd_access_policy\n")
         assert await client.closed_without_answer()
@@ -462,7 +477,9 @@ async def test_a_request_trickling_in_is_bounded_by_the_request_deadline(
 async def test_the_request_deadline_runs_from_the_first_byte_not_from_the_last_answer() -> None:
     """After an answer the idle timeout applies again, however short the request deadline."""
     chain, _ = rules()
-    async with serving(chain, PolicySettings(request_timeout=0.2, idle_timeout=60)) as listener:
+    async with serving(
+        chain, policy_settings(limits={"policy_request_timeout": 0.2, "policy_idle_timeout": 60})
+    ) as listener:
         client = await PolicyClient.connect(listener)
         assert await client.ask() == "DUNNO"
         await trio.sleep(0.5)
@@ -472,7 +489,7 @@ async def test_the_request_deadline_runs_from_the_first_byte_not_from_the_last_a
 async def test_idle_connection_times_out(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="filterd")
     chain, _ = rules()
-    async with serving(chain, PolicySettings(idle_timeout=0.2)) as listener:
+    async with serving(chain, policy_settings(limits={"policy_idle_timeout": 0.2})) as listener:
         client = await PolicyClient.connect(listener)
         assert await client.ask() == "DUNNO"
         assert await client.closed_without_answer()
@@ -494,7 +511,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
 
 async def test_small_limits_come_from_the_settings() -> None:
     chain, _ = rules()
-    settings = PolicySettings(limits=PolicyLimits(max_attributes=5))
+    settings = dataclasses.replace(policy_settings(), limits=PolicyLimits(max_attributes=5))
     async with serving(chain, settings) as listener:
         client = await PolicyClient.connect(listener)
         await client.send(policy_request())
@@ -503,7 +520,7 @@ async def test_small_limits_come_from_the_settings() -> None:
 
 async def test_beyond_max_connections_a_connection_is_closed_at_once() -> None:
     chain, _ = rules()
-    async with serving(chain, PolicySettings(max_connections=1)) as listener:
+    async with serving(chain, policy_settings(listen={"max_connections": 1})) as listener:
         first = await PolicyClient.connect(listener)
         assert await first.ask() == "DUNNO"
         second = await PolicyClient.connect(listener)
@@ -519,7 +536,7 @@ async def test_shutdown_closes_idle_connections_and_serve_policy_returns() -> No
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve_policy, listener, chain, PolicySettings(), shutdown=shutdown)
+                partial(serve_policy, listener, chain, policy_settings(), shutdown=shutdown)
             )
             client = await PolicyClient.connect(listener)
             assert await client.ask() == "DUNNO"
@@ -539,7 +556,9 @@ async def test_a_request_arriving_as_shutdown_begins_is_still_answered() -> None
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                partial(serve_policy_connection, server, chain, PolicySettings(), shutdown=shutdown)
+                partial(
+                    serve_policy_connection, server, chain, policy_settings(), shutdown=shutdown
+                )
             )
             await trio.testing.wait_all_tasks_blocked()
             await client.send_all(policy_request())
@@ -557,7 +576,7 @@ async def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
     ours, theirs = trio.socket.socketpair()
     big = bytes(range(256)) * 8192  # 2 MiB: far more than a socket buffer holds
     received = bytearray()
-    connection = PolicyConnection(trio.SocketStream(ours), ChainRunner([]), PolicySettings())
+    connection = PolicyConnection(trio.SocketStream(ours), ChainRunner([]), policy_settings())
 
     async def read_all() -> None:
         while len(received) < len(big):
@@ -600,7 +619,7 @@ async def test_pipelined_requests_give_other_tasks_a_turn_after_every_answer() -
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                serve_policy_connection, trio.SocketStream(ours), ChainRunner([]), PolicySettings()
+                serve_policy_connection, trio.SocketStream(ours), ChainRunner([]), policy_settings()
             )
             await theirs.send(b"request=smtpd_access_policy\nprotocol_state=RCPT\n\n" * requests)
             answers = b""

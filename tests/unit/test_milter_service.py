@@ -6,9 +6,11 @@ tests cannot see: which callbacks hop into trio, what is negotiated, the counter
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TypeVar
 
 import pytest
@@ -18,8 +20,9 @@ Milter = pytest.importorskip("Milter", reason="pymilter (the milter extra) is no
 
 from filterd.chain.registry import stages_of  # noqa: E402
 from filterd.chain.runner import ChainRunner, Entry  # noqa: E402
-from filterd.config.schema import ChainEntryConfig  # noqa: E402
-from filterd.frontdoors.milter.service import FilterdMilter, MilterBridge, MilterSettings  # noqa: E402
+from filterd.config.schema import ChainEntryConfig, LimitsConfig, ListenConfig  # noqa: E402
+from filterd.frontdoors.milter.bridge import MilterBridge, MilterSettings  # noqa: E402
+from filterd.frontdoors.milter.callbacks import FilterdMilter  # noqa: E402
 from filterd.frontdoors.shutdown import Shutdown  # noqa: E402
 from filterd.maillog import MailLog  # noqa: E402
 from filterd.model.spool import Spool  # noqa: E402
@@ -252,15 +255,14 @@ async def make_bridge(
     chain: ChainRunner,
     shutdown: Shutdown | None = None,
     *,
-    max_connections: int = 100,
-    content_budget: float = 280.0,
+    listen: Mapping[str, object] = MappingProxyType({}),
+    limits: Mapping[str, object] = MappingProxyType({}),
 ) -> CountingBridge:
+    """A bridge with the configuration's defaults but for the ``listen`` and ``limits`` keys."""
     await chain.start()
-    settings = MilterSettings(
-        name="127.0.0.1:10029",
-        socket="inet:10029@127.0.0.1",
-        max_connections=max_connections,
-        content_budget=content_budget,
+    settings = MilterSettings.from_config(
+        ListenConfig.model_validate({"address": "127.0.0.1:10029", "protocol": "milter", **listen}),
+        LimitsConfig.model_validate(limits),
     )
     return CountingBridge(
         chain, settings, shutdown or Shutdown(), trio.lowlevel.current_trio_token()
@@ -636,7 +638,7 @@ async def test_stopping_refuses_at_the_first_step_with_a_reply(cls: type[Message
 
 async def test_connections_beyond_the_limit_are_refused_at_connect() -> None:
     chain, _ = chain_of(MessageProbe)
-    bridge = await make_bridge(chain, max_connections=2)
+    bridge = await make_bridge(chain, listen={"max_connections": 2})
     first, second, third = Connection(bridge), Connection(bridge), Connection(bridge)
     assert await in_thread(first.connect) == CONTINUE
     assert await in_thread(second.connect) == CONTINUE
@@ -654,7 +656,7 @@ async def test_connections_beyond_the_limit_are_refused_at_connect() -> None:
 
 async def test_counters_hold_under_concurrent_connections() -> None:
     chain, probe = chain_of(MessageProbe)
-    bridge = await make_bridge(chain, max_connections=1000)
+    bridge = await make_bridge(chain, listen={"max_connections": 1000})
     per_thread, threads = 25, 8
 
     def worker() -> None:
@@ -705,9 +707,33 @@ async def test_a_slow_chain_is_answered_tempfail_never_accept() -> None:
             return Continue()
 
     chain, _ = chain_of(Slow)
-    bridge = await make_bridge(chain, content_budget=0.2)
+    bridge = await make_bridge(chain, limits={"milter_content_timeout": 0.2})
     conn = await in_thread(lambda: one_message(bridge))
     assert conn.codes["eom"] == TEMPFAIL
     assert conn.ctx.replies == [("451", "4.4.5", "Error: message check timed out, try again later")]
     assert conn.ctx.actions == []
+    assert bridge.messages == 0
+
+
+async def test_a_slow_envelope_stage_is_a_tempfail_logged_as_a_refusal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class SlowRcpt(RcptProbe):
+        name = "slow_rcpt"
+
+        async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+            await trio.sleep(5)
+            return Continue()
+
+    chain, _ = chain_of(SlowRcpt)
+    bridge = await make_bridge(chain, limits={"milter_command_timeout": 0.2})
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        conn = await in_thread(lambda: one_message(bridge))
+    assert conn.codes["rcpt"] == TEMPFAIL
+    timed_out = ("451", "4.4.5", "Error: message check timed out, try again later")
+    assert conn.ctx.replies[0] == timed_out
+    assert (
+        "reject: RCPT from client.example.net[192.0.2.1]: 451 4.4.5 Error: message check timed "
+        "out, try again later; from=<alice@example.net> to=<good@example.org> proto=ESMTPSA"
+    ) in caplog.text
     assert bridge.messages == 0

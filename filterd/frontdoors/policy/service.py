@@ -41,8 +41,10 @@ import trio
 
 from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.chain.runner import ChainRunner
+from filterd.config.schema import LimitsConfig, ListenConfig
+from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
-from filterd.maillog import MailLog, queue_id_var, sanitize
+from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
 from filterd.model import replies
 from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction, new_queue_id
@@ -51,11 +53,10 @@ from filterd.model.verdict import (
     CONTINUE,
     Accept,
     Continue,
-    Discard,
     Quarantine,
-    Reject,
-    TempFail,
-    Verdict,
+    disposition_of,
+    final_verdict,
+    is_refusal,
 )
 from filterd.protocols.policy import (
     ConnectionClosed,
@@ -76,6 +77,7 @@ from filterd.protocols.policy_map import (
     prepend_allowed,
     request_to_envelope,
 )
+from filterd.protocols.smtp.common import RECEIVE_SIZE
 
 __all__ = [
     "PolicyConnection",
@@ -87,20 +89,28 @@ __all__ = [
 
 log = MailLog("policy")
 
-RECEIVE_SIZE = 65536
-CLOSE_TIMEOUT = 5.0
-
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    """What a policy listener needs; derived once at start-up."""
+    """What a policy listener needs, derived once at start-up from its configuration
+    (``from_config``: the schema holds every default)."""
 
-    name: str = "policy"  # Session.listener, for logs and plugins
-    accept_as_ok: bool = False  # render Accept as OK (ends Postfix's restriction list)
-    request_timeout: float = 90.0  # first byte of a request → its answer
-    idle_timeout: float = 330.0  # between requests
-    max_connections: int = 100  # more are closed at once (Postfix retries, then default_action)
-    limits: PolicyLimits = field(default_factory=PolicyLimits)
+    name: str  # Session.listener: the address as configured, for logs and plugins
+    accept_as_ok: bool  # render Accept as OK (ends Postfix's restriction list)
+    request_timeout: float  # first byte of a request → its answer
+    idle_timeout: float  # between requests
+    max_connections: int  # more are closed at once (Postfix retries, then default_action)
+    limits: PolicyLimits = field(default_factory=PolicyLimits)  # the codec's, not configured
+
+    @classmethod
+    def from_config(cls, listen: ListenConfig, limits: LimitsConfig) -> PolicySettings:
+        return cls(
+            name=str(listen.address),
+            accept_as_ok=listen.accept_as_ok,
+            request_timeout=limits.policy_request_timeout,
+            idle_timeout=limits.policy_idle_timeout,
+            max_connections=listen.max_connections,
+        )
 
 
 @dataclass(slots=True)
@@ -126,33 +136,33 @@ class _Message:
             self.transaction.size = envelope.transaction.size
 
 
-def _refusal(verdict: Verdict) -> bool:
-    return isinstance(verdict, Reject | TempFail)
-
-
 def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
     """One outcome for a request from its stages' outcomes (``fresh`` = ran for this request;
     edits and findings of reused outcomes were already answered). The first refusal wins,
-    then the first Discard/Quarantine (SMTP proxy: decided early, applied to the message),
-    then the first Accept, else Continue."""
+    then the first Discard/Quarantine (SMTP proxy: decided early, applied to the message:
+    ``final_verdict``), then the first Accept, else Continue."""
     edits: list[Edit] = []
     findings: list[Finding] = []
     results: list[PluginResult] = []
-    decision: tuple[Verdict, str | None] | None = None
-    accepted: tuple[Verdict, str | None] | None = None
+    disposition: Outcome | None = None  # the first Discard/Quarantine
+    standing: Outcome | None = None  # the refusal, else the first Accept
     for outcome, fresh in steps:
         if fresh:
             edits.extend(outcome.edits)
             findings.extend(outcome.findings)
             results.extend(outcome.results)
         verdict = outcome.verdict
-        if _refusal(verdict) or (isinstance(verdict, Discard | Quarantine) and decision is None):
-            decision = (verdict, outcome.decided_by)
-            if _refusal(verdict):
-                break
-        elif isinstance(verdict, Accept) and accepted is None:
-            accepted = (verdict, outcome.decided_by)
-    verdict, decided_by = decision or accepted or (CONTINUE, None)
+        if is_refusal(verdict):
+            standing = outcome
+            break
+        if disposition is None and disposition_of(verdict) is not None:
+            disposition = outcome
+        elif standing is None and isinstance(verdict, Accept):
+            standing = outcome
+    earlier = disposition_of(disposition.verdict) if disposition is not None else None
+    verdict = final_verdict(standing.verdict if standing is not None else CONTINUE, earlier)
+    decider = disposition if verdict is earlier else standing
+    decided_by = decider.decided_by if decider is not None else None
     return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results))
 
 
@@ -187,7 +197,7 @@ class PolicyConnection:
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
-        log.plain(f"connect from {self.peer}")
+        log.connect(self.peer)
         try:
             await self._serve()
         except RemoteProtocolError as exc:
@@ -203,7 +213,7 @@ class PolicyConnection:
                 await self._end_message()
                 await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
-            log.plain(f"disconnect from {self.peer}", requests=self.codec.requests)
+            log.disconnect(self.peer, requests=self.codec.requests)
 
     async def _serve(self) -> None:
         # One cancel scope for the whole connection whose deadline moves: the idle timeout
@@ -318,7 +328,7 @@ class PolicyConnection:
             outcome = await self._run_stages(message, envelope)
         finally:
             if message.key is None and self._closes:
-                await _close_session(self.chain, message.session)
+                await close_chain(self.chain, message.session)
         plan = plan_action(
             outcome,
             accept_as_ok=self.settings.accept_as_ok,
@@ -350,7 +360,7 @@ class PolicyConnection:
     async def _end_message(self) -> None:
         message, self._message = self._message, None
         if message is not None and self._closes:
-            await _close_session(self.chain, message.session)
+            await close_chain(self.chain, message.session)
 
     async def _run_stages(self, message: _Message, envelope: PolicyEnvelope) -> Outcome:
         session, t = message.session, message.transaction
@@ -368,7 +378,7 @@ class PolicyConnection:
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
-            if _refusal(step[0].verdict):
+            if is_refusal(step[0].verdict):
                 break
         return _combine(steps)
 
@@ -394,7 +404,7 @@ class PolicyConnection:
         outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
         verdict = outcome.verdict
         # Our answer, not Postfix's: a later restriction may still refuse what we let pass.
-        rcpt.reply = verdict.reply if isinstance(verdict, Reject | TempFail) else replies.RCPT_OK
+        rcpt.reply = verdict.reply if is_refusal(verdict) else replies.RCPT_OK
         t.recipients.append(rcpt)
         message.rcpt_outcomes[address] = outcome
         return outcome, True
@@ -405,23 +415,18 @@ class PolicyConnection:
         quiet = action == "DUNNO"  # the common answer is logged at debug level only
         if not (log.enabled_for_debug() if quiet else log.enabled_for_info()):
             return
-        peer = envelope.session.peer
-        t = envelope.transaction
-        to = f" to=<{envelope.recipient.address}>" if envelope.recipient is not None else ""
-        what = "reject" if _refusal(outcome.verdict) else "action"
-        line = (
-            f"{what}: {state or 'UNKNOWN'} from {peer.describe()}: {action}; from=<{t.sender}>"
-            f"{to} proto={peer.protocol} helo=<{peer.helo or ''}>"
+        line = smtpd_line(
+            "reject" if is_refusal(outcome.verdict) else "action",
+            state or "UNKNOWN",
+            envelope.session.peer,
+            action,
+            sender=envelope.transaction.sender,
+            rcpt=envelope.recipient.address if envelope.recipient is not None else None,
         )
         if quiet:
-            log.debug(sanitize(line))
+            log.debug(line)
         else:
-            log.info(sanitize(line), decided_by=outcome.decided_by or "-")
-
-
-async def _close_session(chain: ChainRunner, session: Session) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-        await chain.close(session)
+            log.info(line, decided_by=outcome.decided_by or "-")
 
 
 def _describe_peer(stream: trio.abc.Stream) -> str:

@@ -18,8 +18,9 @@ from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.delivery.interface import Delivery, DeliveryTransaction, collapse_replies
 from filterd.delivery.quarantine import QuarantineStore
+from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
-from filterd.maillog import MailLog, queue_id_var
+from filterd.maillog import MailLog, queue_id_var, smtpd_line
 from filterd.model import replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
@@ -28,15 +29,19 @@ from filterd.model.message import MessageView
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.trace import received_header
-from filterd.model.verdict import Discard, Quarantine, Reject, TempFail, Verdict
+from filterd.model.verdict import (
+    Discard,
+    Disposition,
+    Quarantine,
+    disposition_of,
+    final_verdict,
+    is_refusal,
+)
 from filterd.protocols.smtp import events as ev
-from filterd.protocols.smtp.common import NeedData
+from filterd.protocols.smtp.common import RECEIVE_SIZE, NeedData
 from filterd.protocols.smtp.server import Capabilities, ServerLimits, SmtpServer, State
 
 log = MailLog("smtpd")
-
-RECEIVE_SIZE = 65536
-CLOSE_TIMEOUT = 5.0
 
 
 class _SessionEnd(Exception):
@@ -72,18 +77,12 @@ class _Open:
     spool: Spool | None = None
     started: float = field(default=0.0)
     edits: list[Edit] = field(default_factory=list)  # from envelope stages, applied at the end
-    disposition: Discard | Quarantine | None = None  # decided before the end of message
+    disposition: Disposition | None = None  # decided before the end of message
 
 
 def _refusal(outcome: Outcome) -> Reply | None:
     verdict = outcome.verdict
-    if isinstance(verdict, Reject | TempFail):
-        return verdict.reply
-    return None
-
-
-def _disposition(verdict: Verdict) -> Discard | Quarantine | None:
-    return verdict if isinstance(verdict, Discard | Quarantine) else None
+    return verdict.reply if is_refusal(verdict) else None
 
 
 def _accepted_locally(t: Transaction) -> Reply:
@@ -126,12 +125,12 @@ class SmtpSession:
         self._open: _Open | None = None
         self._xforward: Xforwarded | None = None
         self._data_deadline = 0.0
-        self._session_disposition: Discard | Quarantine | None = None
+        self._session_disposition: Disposition | None = None
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         peer = self.session.peer
-        log.plain(f"connect from {peer.describe()}")
+        log.connect(peer.describe())
         try:
             await self._serve()
         except _SessionEnd:
@@ -146,14 +145,14 @@ class SmtpSession:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await self._abort_transaction()
-                await self.chain.close(self.session)
+                await close_chain(self.chain, self.session)
                 await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
-            log.plain(f"disconnect from {peer.describe()}")
+            log.disconnect(peer.describe())
 
     async def _serve(self) -> None:
         outcome = await self.chain.connect(self.session)
-        self._session_disposition = _disposition(outcome.verdict)
+        self._session_disposition = disposition_of(outcome.verdict)
         refusal = _refusal(outcome)
         if refusal is not None:
             # RFC 5321 §3.1: a refused connection is greeted with 554 (or 421 to try later).
@@ -276,7 +275,7 @@ class SmtpSession:
 
     async def _hello(self, verb: str, name: str) -> None:
         outcome = await self.chain.helo(self.session, name)
-        self._session_disposition = self._session_disposition or _disposition(outcome.verdict)
+        self._session_disposition = self._session_disposition or disposition_of(outcome.verdict)
         refusal = _refusal(outcome)
         if refusal is not None:
             self._reply(refusal)
@@ -312,7 +311,7 @@ class SmtpSession:
         if reply.is_positive:
             self._open = _Open(t, delivery, started=trio.current_time())
             self._open.edits.extend(outcome.edits)
-            self._open.disposition = self._session_disposition or _disposition(outcome.verdict)
+            self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
             log.info(f"client={t.client.describe()}")
         else:
             self._log_reject("MAIL", reply, t.sender, None)
@@ -332,7 +331,7 @@ class SmtpSession:
         current.t.recipients.append(rcpt)
         if reply.is_positive:
             current.edits.extend(outcome.edits)
-            current.disposition = current.disposition or _disposition(outcome.verdict)
+            current.disposition = current.disposition or disposition_of(outcome.verdict)
         if not reply.is_positive:
             self._log_reject("RCPT", reply, current.t.sender, rcpt.address)
         self._reply(reply)
@@ -379,13 +378,11 @@ class SmtpSession:
         view = MessageView(spool)
         outcome = await self.chain.message(t, view)
         edits = [*current.edits, *outcome.edits]
-        verdict: Verdict = outcome.verdict
-        if current.disposition is not None and not isinstance(verdict, Reject | TempFail):
-            verdict = current.disposition
+        verdict = final_verdict(outcome.verdict, current.disposition)
+        if is_refusal(verdict):
+            await self._abort_delivery(current)
+            return [verdict.reply] * accepted
         match verdict:
-            case Reject(reply=reply) | TempFail(reply=reply):
-                await self._abort_delivery(current)
-                return [reply] * accepted
             case Discard(reason=reason):
                 await self._abort_delivery(current)
                 log.info(f"discard: END-OF-MESSAGE: {reason}", decided_by=outcome.decided_by)
@@ -481,9 +478,4 @@ class SmtpSession:
         queue_id_var.set("NOQUEUE")
 
     def _log_reject(self, stage: str, reply: Reply, sender: str, rcpt: str | None) -> None:
-        client = self.session.peer
-        to = f" to=<{rcpt}>" if rcpt is not None else ""
-        log.info(
-            f"reject: {stage} from {client.describe()}: {reply}; from=<{sender}>{to}"
-            f" proto={client.protocol} helo=<{client.helo or ''}>"
-        )
+        log.info(smtpd_line("reject", stage, self.session.peer, reply, sender=sender, rcpt=rcpt))

@@ -40,6 +40,7 @@ from filterd.model.reply import Reply
 from filterd.model.xtext import is_xtext
 from filterd.protocols.smtp.common import (
     NEED_DATA,
+    ConnectionClosed,
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
@@ -52,14 +53,6 @@ __all__ = [
     "SmtpClient",
     "parse_ehlo",
 ]
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The server closed the connection cleanly: no reply owed (after QUIT, or after a 421)."""
 
 
 class ReplyTo(enum.Enum):

@@ -1,10 +1,14 @@
-"""Pieces shared by the SMTP server and client codecs: the need-data marker and protocol errors."""
+"""Pieces shared by every codec (SMTP server and client, policy, spamd): the need-data and
+connection-closed events, the protocol errors, and how much to read from a socket at a time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from filterd.model.reply import Reply
+
+RECEIVE_SIZE = 65536
+"""How many bytes the code driving a codec asks its socket for per read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +17,12 @@ class NeedData:
 
 
 NEED_DATA = NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed the connection where the protocol allows it: between two SMTP commands
+    or policy requests, after the reply to QUIT (or a 421), after spamd's response."""
 
 
 class ProtocolError(Exception):

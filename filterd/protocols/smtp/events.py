@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from filterd.model.reply import Reply
+from filterd.protocols.smtp.common import ConnectionClosed as ConnectionClosed  # an event too
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,6 @@ class BadCommand:
 
     reply: Reply
     fatal: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The client closed its side."""
 
 
 ServerEvent = (

@@ -1,0 +1,197 @@
+"""The milter door's thread bridge: what libmilter's threads share with trio.
+
+A libmilter callback runs on one of libmilter's threads (one per MTA connection, its callbacks
+one at a time). It reaches the chain only through ``MilterBridge.run``: a hop into the trio
+thread (``trio.from_thread.run``), made only for a stage some plugin implements. Everything
+else — the counters, the stop check — is under the bridge's ``threading.Lock``, not a hop.
+
+- **Timeouts inside the hop**: a hop runs as a trio system task that no cancel scope of ours
+  reaches, so each hop has its own deadline (``budget``): ``command_budget`` (under Postfix's
+  ``milter_command_timeout``, 30 s) for CONNECT..RCPT, ``content_budget`` (under
+  ``milter_content_timeout``, 300 s) at end of message. Too slow → ``HopFailed`` with
+  451 4.4.5.
+- **Trio gone or going** (``RunFinishedError``, ``Cancelled``) → ``HopFailed`` with 451 4.3.2:
+  never ACCEPT, so nothing is lost.
+- **Overload**: at most ``max_connections`` MTA connections; one more is told 451 4.3.2 at
+  CONNECT, never queued.
+- **Stop**: once ``shutdown.stopping``, no new connection and no new message; a stop waits
+  (``wait_for_messages``) for the messages in progress.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from filterd.chain.runner import ChainRunner
+from filterd.config.schema import LimitsConfig, ListenConfig
+from filterd.config.types import Endpoint
+from filterd.frontdoors.closing import CLOSE_TIMEOUT
+from filterd.frontdoors.shutdown import Shutdown
+from filterd.maillog import MailLog, queue_id_var
+from filterd.model.reply import Reply
+from filterd.protocols.milter_map import (
+    FILTER_BUSY,
+    FILTER_STOPPING,
+    FILTER_TIMEOUT,
+    libmilter_socket,
+    protocol_flags,
+)
+from filterd.sdk.stages import STAGES
+
+__all__ = ["MTA_TIMEOUT", "HopFailed", "MilterBridge", "MilterSettings"]
+
+log = MailLog("milter")
+
+T = TypeVar("T")
+
+MTA_TIMEOUT = 600
+"""``smfi_settimeout``: how long libmilter waits for the MTA (not configurable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MilterSettings:
+    """What the milter listener needs, derived once at start-up from its configuration
+    (``from_config``: the schema holds every default)."""
+
+    address: Endpoint  # where libmilter listens, as configured
+    max_connections: int
+    command_budget: float  # < milter_command_timeout (30 s)
+    content_budget: float  # < milter_content_timeout (300 s)
+    spool_memory: int
+    spool_dir: Path | None
+    shutdown_grace: float
+    mta_timeout: int = MTA_TIMEOUT
+
+    @classmethod
+    def from_config(cls, listen: ListenConfig, limits: LimitsConfig) -> MilterSettings:
+        return cls(
+            address=listen.address,
+            max_connections=listen.max_connections,
+            command_budget=limits.milter_command_timeout,
+            content_budget=limits.milter_content_timeout,
+            spool_memory=limits.spool_memory,
+            spool_dir=limits.spool_dir,
+            shutdown_grace=limits.shutdown_grace,
+        )
+
+    @property
+    def name(self) -> str:
+        """``Session.listener``: the address as configured."""
+        return str(self.address)
+
+    @property
+    def socket(self) -> str:
+        """The address in libmilter's syntax: ``inet:PORT@HOST`` or ``unix:/path``."""
+        return libmilter_socket(self.address)
+
+
+class HopFailed(Exception):
+    """A hop could not give the chain's answer; ``reply`` is what to tell Postfix."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class MilterBridge:
+    """What the libmilter threads share: the chain (reached by a hop into trio), the counters
+    (under ``_lock``) and the stop flag."""
+
+    def __init__(
+        self,
+        chain: ChainRunner,
+        settings: MilterSettings,
+        shutdown: Shutdown,
+        token: trio.lowlevel.TrioToken,
+    ) -> None:
+        self.chain = chain
+        self.settings = settings
+        self.shutdown = shutdown
+        self.token = token
+        self.connections = 0
+        self.messages = 0
+        self._lock = threading.Lock()
+        self._draining = False  # a stop waits for the messages in progress: tell it when done
+        self._drained = trio.Event()
+        # The chain is fixed once serving starts: which stages need a hop, what to negotiate.
+        self.stages = frozenset(stage for stage in STAGES if chain.has_stage(stage))
+        self.protocol = protocol_flags(self.stages)
+
+    # ------------------------------------------------------------- libmilter threads
+    def run(self, fn: Callable[[], Awaitable[T]], budget: float, queue_id: str) -> T:
+        """Run ``fn`` on the trio thread under ``budget`` seconds; failures → ``HopFailed``."""
+        try:
+            return trio.from_thread.run(self._call, fn, budget, queue_id, trio_token=self.token)
+        except trio.TooSlowError:
+            log.warning(f"chain did not answer within {budget:g}s: tempfail")
+            raise HopFailed(FILTER_TIMEOUT) from None
+        except (trio.RunFinishedError, trio.Cancelled):
+            raise HopFailed(FILTER_STOPPING) from None
+
+    def run_quietly(self, fn: Callable[[], Awaitable[None]], queue_id: str) -> None:
+        """For endings (close): trio being gone is not worth a line."""
+        try:
+            self.run(fn, CLOSE_TIMEOUT, queue_id)
+        except HopFailed:
+            pass
+
+    def open_connection(self) -> Reply | None:
+        """Admit one more MTA connection, or say why not (stopping, too many)."""
+        with self._lock:
+            if self.shutdown.stopping:
+                return FILTER_STOPPING
+            if self.connections >= self.settings.max_connections:
+                busy = self.connections
+            else:
+                self.connections += 1
+                return None
+        log.warning(f"too many milter connections ({busy}): tempfail")
+        return FILTER_BUSY
+
+    def close_connection(self) -> None:
+        with self._lock:
+            self.connections -= 1
+
+    def begin_message(self) -> Reply | None:
+        """Count one more message in progress, or refuse it while stopping. A stop reads the
+        count under the same lock after setting ``stopping``, so it never misses one."""
+        with self._lock:
+            if self.shutdown.stopping:
+                return FILTER_STOPPING
+            self.messages += 1
+            return None
+
+    def end_message(self) -> None:
+        with self._lock:
+            self.messages -= 1
+            drained = self._draining and self.messages == 0
+        if drained:
+            try:
+                self.token.run_sync_soon(self._drained.set)
+            except trio.RunFinishedError:
+                pass
+
+    # ------------------------------------------------------------------ trio thread
+    async def _call(self, fn: Callable[[], Awaitable[T]], budget: float, queue_id: str) -> T:
+        queue_id_var.set(queue_id)
+        with trio.CancelScope(deadline=trio.current_time() + budget):  # cheaper than fail_after
+            return await fn()
+        raise trio.TooSlowError
+
+    def in_progress(self) -> int:
+        with self._lock:
+            return self.messages
+
+    async def wait_for_messages(self) -> None:
+        """Until no message is in progress (while stopping, no new one can begin)."""
+        with self._lock:
+            if self.messages == 0:
+                return
+            self._draining = True
+        await self._drained.wait()

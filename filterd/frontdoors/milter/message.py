@@ -1,0 +1,129 @@
+"""The milter door's message in progress on one MTA connection, and its end.
+
+``MilterMessage``: its transaction, what the envelope stages left for end of message (edits, a
+Discard or Quarantine), whether a stop waits for it, and the spool its headers and body are
+written to (opened at DATA or the first header: a message refused before its content costs no
+spool). ``perform``: an end-of-message plan (``milter_map.plan_eom``) carried out on the MTA
+connection, in order; ``log_result``: its log lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from filterd.maillog import MailLog
+from filterd.model.edits import Edit
+from filterd.model.envelope import Transaction
+from filterd.model.reply import Reply
+from filterd.model.spool import Spool
+from filterd.model.verdict import Disposition
+from filterd.protocols.milter_map import (
+    AddHeaderAction,
+    AddRcptAction,
+    ChangeFromAction,
+    ChangeHeaderAction,
+    DelRcptAction,
+    EomPlan,
+    InsertHeaderAction,
+    QuarantineAction,
+    ReplaceBodyAction,
+)
+
+__all__ = ["MilterMessage", "Modifier", "log_result", "perform"]
+
+log = MailLog("milter")
+
+
+@dataclass(slots=True)
+class MilterMessage:
+    """One message, MAIL to end of message (or abort)."""
+
+    t: Transaction
+    spool_memory: int  # bytes kept in memory before the spool goes to a file
+    spool_dir: Path | None
+    edits: list[Edit] = field(default_factory=list)  # from MAIL/RCPT, sent at end of message
+    disposition: Disposition | None = None
+    counted: bool = False  # in bridge.messages (a stop waits for it)
+    # Why the message must be refused at its next step with a reply: a stop that began
+    # before a MAIL without reply, or a failure in a step without reply.
+    refusal: Reply | None = None
+    _spool: Spool | None = None
+    _in_body: bool = False  # the blank line after the headers is spooled
+
+    def spool(self) -> Spool:
+        if self._spool is None:
+            self._spool = Spool(self.spool_memory, self.spool_dir)
+        return self._spool
+
+    def write_header(self, name: str, value: bytes) -> None:
+        """One header as libmilter gives it (LF line ends inside folded values) → CRLF."""
+        field_name = name.encode("utf-8", "surrogateescape")
+        self.spool().write(b"".join((field_name, b": ", value.replace(b"\n", b"\r\n"), b"\r\n")))
+
+    def end_headers(self) -> Spool:
+        """The blank line after the headers, once: at EOH, or (EOH not sent, SMFIP_NOEOH)
+        before the first body chunk or at end of message."""
+        spool = self.spool()
+        if not self._in_body:
+            self._in_body = True
+            spool.write(b"\r\n")
+        return spool
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+class Modifier(Protocol):
+    """The modifications pymilter's ``Milter.Base`` offers at end of message."""
+
+    def addheader(self, field: str, value: str, idx: int = -1) -> object: ...
+    def chgheader(self, field: str, idx: int, value: str) -> object: ...
+    def addrcpt(self, rcpt: str, params: str | None = None) -> object: ...
+    def delrcpt(self, rcpt: str) -> object: ...
+    def chgfrom(self, sender: str, params: str | None = None) -> object: ...
+    def replacebody(self, body: bytes) -> object: ...
+    def quarantine(self, reason: str) -> object: ...
+
+
+def perform(plan: EomPlan, milter: Modifier) -> None:
+    """Send the plan's modifications to the MTA, in the plan's order."""
+    for action in plan.actions:
+        match action:
+            case AddHeaderAction(name=name, value=value):
+                milter.addheader(name, value)
+            case InsertHeaderAction(index=index, name=name, value=value):
+                milter.addheader(name, value, index)
+            case ChangeHeaderAction(name=name, index=index, value=value):
+                milter.chgheader(name, index, value)
+            case AddRcptAction(rcpt=rcpt, params=params):
+                milter.addrcpt(rcpt, " ".join(params) if params else None)
+            case DelRcptAction(rcpt=rcpt):
+                milter.delrcpt(rcpt)
+            case ChangeFromAction(sender=sender, params=params):
+                milter.chgfrom(sender, " ".join(params) if params else None)
+            case ReplaceBodyAction(chunk=chunk):
+                milter.replacebody(chunk)
+            case QuarantineAction(reason=reason):
+                milter.quarantine(reason)
+
+
+_WHAT = {0: "continue", 1: "reject", 2: "discard", 3: "accept", 4: "tempfail"}  # SMFIS_*
+
+
+def log_result(t: Transaction, plan: EomPlan, decided_by: str | None) -> None:
+    """The message's lines: sender, size and recipients, then what was answered and why."""
+    log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
+    what = _WHAT[plan.response.code]
+    if any(isinstance(a, QuarantineAction) for a in plan.actions):
+        what = "hold"
+    reply = plan.response.reply
+    detail = f" ({reply.rcode} {reply.xcode})" if reply is not None else ""
+    log.info(
+        f"{what}: END-OF-MESSAGE{detail}",
+        modifications=len(plan.actions),
+        decided_by=decided_by or "-",
+    )
