@@ -30,7 +30,16 @@ from filterd.model.findings import Finding
 from filterd.model.message import MessageView
 from filterd.model.notes import NoteKey
 from filterd.model.reply import Reply
-from filterd.model.verdict import Accept, Continue, Discard, Quarantine, Reject, TempFail, Verdict
+from filterd.model.verdict import (
+    Accept,
+    Continue,
+    Discard,
+    Quarantine,
+    Reject,
+    TempFail,
+    Verdict,
+    is_refusal,
+)
 from filterd.sdk.plugin import Plugin, PluginConfig
 
 log = MailLog("chain")
@@ -222,7 +231,7 @@ def _log(result: PluginResult, t: Transaction | None) -> None:
         return  # the per-message hot path when logging at warning
     verdict = result.verdict
     parts = [f"{result.label}: {result.stage} {type(verdict).__name__.lower()}"]
-    if isinstance(verdict, Reject | TempFail):
+    if is_refusal(verdict):
         parts.append(f"({verdict.reply})")
     elif isinstance(verdict, Discard | Quarantine):
         parts.append(f"({verdict.reason})")

@@ -23,13 +23,13 @@ import os
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from functools import partial
-from typing import Final, TypeAlias
+from typing import TypeAlias
 
 import trio
 
 from filterd.config.types import Endpoint
 from filterd.errors import FilterdError
-from filterd.protocols.smtp.common import RemoteProtocolError
+from filterd.protocols.smtp.common import RECEIVE_SIZE, RemoteProtocolError
 from filterd.protocols.spamd import (
     SCAN_COMMANDS,
     Command,
@@ -44,7 +44,6 @@ from filterd.protocols.spamd import (
 
 __all__ = ["MessageSource", "SpamdAddress", "SpamdClient", "SpamdError"]
 
-RECEIVE_SIZE: Final = 65536
 
 SpamdAddress: TypeAlias = Endpoint | tuple[str, int] | str | os.PathLike[str]
 """``Endpoint``, ``(host, port)`` for TCP, or a unix socket path (``"unix:"`` prefix optional)."""

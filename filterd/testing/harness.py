@@ -30,7 +30,7 @@ from filterd.model.message import MessageView
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.trace import received_header
-from filterd.model.verdict import CONTINUE, Continue, Reject, TempFail, Verdict
+from filterd.model.verdict import CONTINUE, Continue, Verdict, is_refusal
 from filterd.sdk.plugin import Plugin, PluginConfig, PluginEnv
 
 P = TypeVar("P", bound=Plugin[Any])
@@ -85,7 +85,7 @@ class ScanResult:
     @property
     def reply(self) -> Reply | None:
         """The refusal the client would get, if any."""
-        return self.final.reply if isinstance(self.final, Reject | TempFail) else None
+        return self.final.reply if is_refusal(self.final) else None
 
 
 def load_message(source: str | Path | bytes) -> bytes:
@@ -217,7 +217,7 @@ async def _stages(
             result.outcomes["on_rcpt"] = outcome
             result.results.extend(outcome.results)
             refusal = outcome.verdict
-            if isinstance(refusal, Reject | TempFail):
+            if is_refusal(refusal):
                 rcpt.reply = refusal.reply
             else:
                 rcpt.reply = Reply(250, "2.1.5", "Ok")
@@ -257,7 +257,7 @@ async def _stage(result: ScanResult, stage: str, outcome: Outcome) -> bool:
     if not isinstance(verdict, Continue) and result.decided_at is None:
         result.final = verdict
         result.decided_at = stage
-    return isinstance(verdict, Reject | TempFail)
+    return is_refusal(verdict)
 
 
 @contextmanager
