@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return list_plugins(sys.stdout)
     try:
-        config = load_config(args.config)
+        # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
+        config = load_config(args.config, serving=args.command in ("run", "check-config"))
         _check_chain(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

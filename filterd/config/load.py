@@ -22,7 +22,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticUndefined
 
 from filterd.config.locate import KeyLines, KeyPath
-from filterd.config.schema import Config
+from filterd.config.schema import LISTEN_HINT, Config
 from filterd.config.types import show_value
 from filterd.errors import ConfigError
 
@@ -35,14 +35,16 @@ _LOADER_ONLY_KEYS = frozenset({"source", "text"})  # Config fields that never co
 _TOML_SPEC = "https://toml.io/en/v1.0.0"
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(path: str | Path | None = None, *, serving: bool = True) -> Config:
     """Read and validate a configuration file; ``None`` means the embedded default.
 
-    Raises ``ConfigError`` (with every problem found in ``.problems``).
+    ``serving=False`` accepts a file without listeners or delivery (``filterd scan`` and
+    ``filterd learn`` use only the chain). Raises ``ConfigError`` (with every problem found in
+    ``.problems``).
     """
     if path is None:
         text = resources.files("filterd.config").joinpath("defaults.toml").read_text("utf-8")
-        return parse_config(text, source=EMBEDDED_SOURCE)
+        return parse_config(text, source=EMBEDDED_SOURCE, serving=serving)
     source = str(path)
     try:
         data = Path(path).read_bytes()
@@ -61,11 +63,14 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(
             source, line, "", "the file is not valid UTF-8 text", "save it as UTF-8"
         ) from None
-    return parse_config(text, source=source)
+    return parse_config(text, source=source, serving=serving)
 
 
-def parse_config(text: str, *, source: str = "<string>") -> Config:
-    """Validate configuration TOML text; ``source`` names it in errors and in ``Config.source``."""
+def parse_config(text: str, *, source: str = "<string>", serving: bool = True) -> Config:
+    """Validate configuration TOML text; ``source`` names it in errors and in ``Config.source``.
+
+    ``serving``: as for ``load_config``.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -77,7 +82,7 @@ def parse_config(text: str, *, source: str = "<string>") -> Config:
     ]
     data = {key: value for key, value in data.items() if key not in _LOADER_ONLY_KEYS}
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"serving": serving})
     except ValidationError as exc:
         errors.extend(_convert(exc.errors(), lines, source))
     if errors:
@@ -274,27 +279,19 @@ def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
             return f"expected a path string, {got}", f'write {name} = "/some/path"'
         case "greater_than_equal":
             return f"must be at least {ctx.get('ge')}, {got}", f"use {ctx.get('ge')} or more"
-        case "too_short" if name == "listen":
-            return "at least one [[listen]] table is required", _listen_hint()
         case "model_type" | "model_attributes_type" | "dict_type":
             return f"expected a table, {got}", f"write it as a {_table_name(loc)} table"
         case "tuple_type" | "list_type" if name == "listen":
-            return f"expected [[listen]] tables, {got}", _listen_hint()
+            return f"expected [[listen]] tables, {got}", LISTEN_HINT
         case "tuple_type" | "list_type":
             return f"expected an array, {got}", f"write {name} = [ ... ]"
         case _:
             return error["msg"], ""
 
 
-def _listen_hint() -> str:
-    return 'add a [[listen]] table with address = "127.0.0.1:10025"'
-
-
 def _missing(loc: KeyPath, where: _Where) -> tuple[str, str]:
     name = str(loc[-1])
     message = f"missing required key {show_value(name)}"
-    if name == "listen" and len(loc) == 1:
-        return message, _listen_hint()
     if where.tags:
         choices = " or ".join(f"method = {_toml_string(tag)}" for tag in where.tags)
         return message, f"add a {_table_name(loc)} table with {choices}"

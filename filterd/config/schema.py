@@ -7,11 +7,19 @@ context names the offending key (``loc``, relative to the model) and the fix (``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from filterd.config.types import ByteSize, Duration, HostName, IPNetwork, SocketAddress
@@ -28,6 +36,9 @@ __all__ = [
     "RelayDelivery",
     "rule_error",
 ]
+
+LISTEN_HINT = 'add a [[listen]] table with address = "127.0.0.1:10025"'
+"""The fix for a configuration without listeners (``filterd run`` needs one)."""
 
 Count = Annotated[int, Field(strict=True)]
 """An integer as TOML writes it: ``true``, ``"100"`` and ``100.0`` are refused."""
@@ -368,11 +379,16 @@ class Config(_Section):
 
     log: LogConfig = Field(default=LogConfig(), description="Logging.")
     listen: tuple[ListenConfig, ...] = Field(
-        min_length=1, description="Listening sockets, one [[listen]] table each."
+        default=(),
+        description="Listening sockets, one [[listen]] table each; `filterd run` needs at least "
+        "one (`filterd scan` and `filterd learn` use only the chain).",
     )
     limits: LimitsConfig = Field(default=LimitsConfig(), description="Inbound session limits.")
-    delivery: RelayDelivery | MaildirDelivery = Field(
-        discriminator="method", description="Where accepted mail goes."
+    delivery: RelayDelivery | MaildirDelivery | None = Field(
+        default=None,
+        discriminator="method",
+        description="Where mail accepted by smtp and lmtp listeners goes; milter and policy "
+        "listeners need none.",
     )
     chain: tuple[ChainEntryConfig, ...] = Field(
         default=(), description="The plugin chain, one [[chain]] table per plugin, in order."
@@ -392,6 +408,36 @@ class Config(_Section):
         description="The TOML text it was parsed from (set by the loader; policy worker "
         "processes parse the same text).",
     )
+
+    @model_validator(mode="after")
+    def _what_serving_needs(self, info: ValidationInfo) -> Config:
+        """``filterd run`` needs listeners, and a delivery behind smtp and lmtp listeners.
+
+        Validation context ``{"serving": False}`` (``filterd scan``, ``filterd learn``) skips this.
+        """
+        if isinstance(info.context, Mapping) and info.context.get("serving") is False:
+            return self
+        if not self.listen:
+            written = "listen" in self.model_fields_set
+            raise rule_error(
+                ("listen",),
+                "at least one [[listen]] table is required"
+                if written
+                else 'missing required key "listen"',
+                LISTEN_HINT,
+            )
+        if self.delivery is None:
+            for index, listener in enumerate(self.listen):
+                if listener.protocol in ("smtp", "lmtp"):
+                    raise rule_error(
+                        ("listen", index, "protocol"),
+                        f'a "{listener.protocol}" listener needs a [delivery] table (where the '
+                        "mail it accepts goes)",
+                        'add a [delivery] table with method = "relay" and next_hop = '
+                        '"127.0.0.1:10026", or method = "maildir"; or make this listener '
+                        'protocol = "milter" or "policy"',
+                    )
+        return self
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Config:
