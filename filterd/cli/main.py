@@ -88,7 +88,9 @@ def _check_chain(config: Config) -> None:
     """Load and validate every plugin the chain names (ConfigError naming file and line)."""
     if config.chain:
         from filterd.chain.registry import resolve_chain
+        from filterd.cli.plugins import check_installed
 
+        check_installed(config)
         resolve_chain(config)
 
 
