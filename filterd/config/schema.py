@@ -122,8 +122,11 @@ class ListenConfig(_Section):
         default=None,
         description="PEM certificate chain for STARTTLS; STARTTLS is offered iff tls_cert and "
         "tls_key are both set.",
+        examples=["/etc/filterd/cert.pem"],
     )
-    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert.")
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key for tls_cert.", examples=["/etc/filterd/key.pem"]
+    )
 
     @field_validator("tls_cert")
     @classmethod
@@ -209,6 +212,7 @@ class LimitsConfig(_Section):
     spool_dir: Path | None = Field(
         default=None,
         description="Directory for spooled messages; unset means the system temporary directory.",
+        examples=["/var/spool/filterd"],
     )
     shutdown_grace: Duration = Field(
         default=30.0,
@@ -284,6 +288,7 @@ class RelayDelivery(_Section):
     tls_ca_file: Path | None = Field(
         default=None,
         description="PEM CA bundle to verify the next hop; unset means the system store.",
+        examples=["/etc/ssl/certs/ca-certificates.crt"],
     )
     tls_verify: Flag = Field(default=True, description="Verify the next hop's certificate.")
     send_xforward: Flag = Field(
@@ -335,6 +340,7 @@ class ChainEntryConfig(_Section):
     name: str | None = Field(
         default=None,
         description="A label for logs, to tell two entries of the same plugin apart.",
+        examples=["outbound-headers"],
     )
     timeout: Duration = Field(
         default=30.0, description="Longest time one stage of this plugin may take."
