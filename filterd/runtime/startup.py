@@ -2,8 +2,9 @@
 
 A configuration can be valid and still not start here: a port another process listens on, a
 port below 1024 without the privilege, a directory the user cannot write, a next hop whose name
-does not resolve. Each such failure is a ``StartupError`` whose text names what failed and what
-to do; ``filterd run`` prints it as one line (``filterd: ...``) and exits with status 2.
+does not resolve, a TLS certificate or key that does not load. Each such failure is a
+``StartupError`` whose text names what failed and what to do; ``filterd run`` prints it as one
+line (``filterd: ...``) and exits with status 2.
 
 ``check_before_serving`` runs before the event loop starts; ``open_listeners`` binds the
 listening sockets and turns the errors raised while binding into the same kind of line.
@@ -16,6 +17,7 @@ import ipaddress
 import os
 import pwd
 import socket
+import ssl
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +54,11 @@ def check_before_serving(config: Config) -> None:
         writable_directory(config.limits.spool_dir, "the spool directory", "limits.spool_dir")
     if takes_mail and isinstance(config.delivery, RelayDelivery):
         resolvable_next_hop(config.delivery.next_hop)
-    for listen in config.listen:
+        if config.delivery.starttls != "never" and config.delivery.tls_ca_file is not None:
+            loadable_ca_file(config.delivery.tls_ca_file)
+    for index, listen in enumerate(config.listen):
+        if listen.tls_cert is not None and listen.tls_key is not None:
+            loadable_certificate(listen.tls_cert, listen.tls_key, f"listen[{index}]")
         if listen.protocol == "milter":
             bindable(listen.address)
 
@@ -166,6 +172,39 @@ def resolvable_next_hop(next_hop: Endpoint) -> None:
             f'cannot resolve the next hop "{next_hop.host}" (delivery.next_hop): {_reason(exc)} '
             "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)"
         ) from None
+
+
+# --- TLS files ----------------------------------------------------------------------------------
+
+
+def loadable_certificate(cert: Path, key: Path, table: str) -> None:
+    """A listener's STARTTLS certificate chain and key load (as the listener will load them)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the TLS certificate {cert} and key {key} ({table}.tls_cert, "
+            f"{table}.tls_key): {_tls_reason(exc)} (give a PEM certificate chain and the PEM "
+            "private key that goes with it)"
+        ) from None
+
+
+def loadable_ca_file(path: Path) -> None:
+    """The relay's CA bundle loads."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the CA file {path} (delivery.tls_ca_file): {_tls_reason(exc)} (give "
+            "a PEM bundle of CA certificates)"
+        ) from None
+
+
+def _tls_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"not usable PEM ({exc.reason or exc.library or 'unreadable'})"
+    return _reason(exc)
 
 
 def _probe_write(directory: Path) -> None:

@@ -4,7 +4,7 @@ Each case really fails: a port another socket listens on, a port below 1024 and 
 owned by someone else for a process without capabilities (root's are dropped with setpriv,
 in a network namespace of its own where ports below 1024 are privileged), a path through a
 regular file, a next hop whose name cannot resolve (in a network namespace without a route, so
-no query leaves the machine).
+no query leaves the machine), TLS files that do not load.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import trustme
 
 FILTERD = Path(sys.executable).with_name("filterd")
 TIMEOUT = 60.0
@@ -198,6 +199,41 @@ def test_next_hop_that_does_not_resolve(tmp_path: Path) -> None:
     )
     assert line.endswith(
         "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)"
+    )
+
+
+def test_a_certificate_and_key_that_do_not_match(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    one, other = authority.issue_cert("one.test"), authority.issue_cert("other.test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    one.cert_chain_pems[0].write_to_path(str(cert))
+    other.private_key_pem.write_to_path(str(key))
+    config = (
+        f'[[listen]]\naddress = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        '[delivery]\nmethod = "relay"\nnext_hop = "127.0.0.1:1"\n'
+        f'[quarantine]\nroot = "{tmp_path / "quarantine"}"\n'
+    )
+    status, stderr = run_filterd(config, tmp_path)
+    assert status == 2
+    assert one_line(stderr) == (
+        f"filterd: cannot load the TLS certificate {cert} and key {key} (listen[0].tls_cert, "
+        "listen[0].tls_key): not usable PEM (KEY_VALUES_MISMATCH) (give a PEM certificate "
+        "chain and the PEM private key that goes with it)"
+    )
+
+
+def test_a_ca_file_that_is_no_pem(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    config = (
+        '[[listen]]\naddress = "127.0.0.1:0"\n'
+        '[delivery]\nmethod = "relay"\nnext_hop = "127.0.0.1:1"\nstarttls = "required"\n'
+        f'tls_ca_file = "{bundle}"\n[quarantine]\nroot = "{tmp_path / "quarantine"}"\n'
+    )
+    status, stderr = run_filterd(config, tmp_path)
+    assert status == 2
+    assert one_line(stderr).startswith(
+        f"filterd: cannot load the CA file {bundle} (delivery.tls_ca_file): not usable PEM ("
     )
 
 
