@@ -3,10 +3,13 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Wheels of everything filterd[plugins] needs from PyPI, so that a test can install the wheels
+# it builds into a fresh virtualenv without the network (pip install --no-index --find-links).
+WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: install run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
 
-install: $(STAMP)
+install: $(STAMP) $(WHEELHOUSE)/.complete
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plugin/pyproject.toml \
 		deploy/install-system-packages.sh
@@ -18,6 +21,14 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$${p%/}[test]" || exit 1; fi; \
 	done
 	touch $(STAMP)
+
+# Rebuilt only when a pyproject.toml changes. setuptools builds the wheels (build-system.requires);
+# filterd's own wheels are left out: the test builds them from the checkout it tests.
+$(WHEELHOUSE)/.complete: pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(PY) -m pip wheel -q --wheel-dir $(WHEELHOUSE) '.[plugins]' $(wildcard plugins/*/) 'setuptools>=77'
+	rm -f $(WHEELHOUSE)/filterd-*.whl $(WHEELHOUSE)/filterd_*.whl
+	touch $@
 
 run: install
 	$(VENV)/bin/filterd run

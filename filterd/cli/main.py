@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from filterd import __version__
-from filterd.config.load import load_config, render_config
+from filterd.config.load import load_config
+from filterd.config.render import PluginSettings, render_commented, render_config
 from filterd.config.schema import Config
 from filterd.errors import ConfigError
 
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration and print the effective settings"
     )
     check.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    check.add_argument(
+        "--commented",
+        action="store_true",
+        help="print every setting, with its description and default as comments (the form of "
+        "deploy/filterd.example.toml)",
+    )
     scan = commands.add_parser(
         "scan", help="run the configured chain on a message file and show what it did"
     )
@@ -64,13 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return list_plugins(sys.stdout)
     try:
-        config = load_config(args.config)
-        _check_chain(config)
+        # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
+        config = load_config(args.config, serving=args.command in ("run", "check-config"))
+        plugins = _check_chain(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        sys.stdout.write(render_config(config))
+        text = render_commented(config, plugins) if args.commented else render_config(config)
+        sys.stdout.write(text)
         return 0
     if args.command == "scan":
         from filterd.cli.scan import scan
@@ -83,12 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(config)
 
 
-def _check_chain(config: Config) -> None:
-    """Load and validate every plugin the chain names (ConfigError naming file and line)."""
-    if config.chain:
-        from filterd.chain.registry import resolve_chain
+def _check_chain(config: Config) -> PluginSettings:
+    """Load and validate every plugin the chain names (ConfigError naming file and line);
+    each entry's plugin settings model, by the entry's index."""
+    if not config.chain:
+        return {}
+    from filterd.chain.registry import resolve_chain
+    from filterd.cli.plugins import check_installed
 
-        resolve_chain(config)
+    check_installed(config)
+    resolved = resolve_chain(config)
+    return {index: plugin.Config for index, (_, plugin, _) in enumerate(resolved)}
 
 
 def _serve(config: Config) -> int:

@@ -1,4 +1,4 @@
-"""Load the TOML configuration into a ``Config``, and render a ``Config`` back to TOML.
+"""Load the TOML configuration into a ``Config`` (``config.render`` writes one back as TOML).
 
 Every problem becomes a ``ConfigError`` naming the file, the line, the key and the fix; all the
 problems pydantic finds are reported at once, in file order.
@@ -9,24 +9,24 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticUndefined
 
 from filterd.config.locate import KeyLines, KeyPath
-from filterd.config.schema import Config
+from filterd.config.render import format_key, toml_string, toml_value, unwrap_annotation
+from filterd.config.schema import LISTEN_HINT, Config
 from filterd.config.types import show_value
 from filterd.errors import ConfigError
 
-__all__ = ["EMBEDDED_SOURCE", "format_key", "load_config", "parse_config", "render_config"]
+__all__ = ["EMBEDDED_SOURCE", "load_config", "parse_config"]
 
 EMBEDDED_SOURCE = "<embedded default>"
 """``Config.source`` of the configuration embedded in the package (``defaults.toml``)."""
@@ -35,14 +35,16 @@ _LOADER_ONLY_KEYS = frozenset({"source", "text"})  # Config fields that never co
 _TOML_SPEC = "https://toml.io/en/v1.0.0"
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(path: str | Path | None = None, *, serving: bool = True) -> Config:
     """Read and validate a configuration file; ``None`` means the embedded default.
 
-    Raises ``ConfigError`` (with every problem found in ``.problems``).
+    ``serving=False`` accepts a file without listeners or delivery (``filterd scan`` and
+    ``filterd learn`` use only the chain). Raises ``ConfigError`` (with every problem found in
+    ``.problems``).
     """
     if path is None:
         text = resources.files("filterd.config").joinpath("defaults.toml").read_text("utf-8")
-        return parse_config(text, source=EMBEDDED_SOURCE)
+        return parse_config(text, source=EMBEDDED_SOURCE, serving=serving)
     source = str(path)
     try:
         data = Path(path).read_bytes()
@@ -61,11 +63,14 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(
             source, line, "", "the file is not valid UTF-8 text", "save it as UTF-8"
         ) from None
-    return parse_config(text, source=source)
+    return parse_config(text, source=source, serving=serving)
 
 
-def parse_config(text: str, *, source: str = "<string>") -> Config:
-    """Validate configuration TOML text; ``source`` names it in errors and in ``Config.source``."""
+def parse_config(text: str, *, source: str = "<string>", serving: bool = True) -> Config:
+    """Validate configuration TOML text; ``source`` names it in errors and in ``Config.source``.
+
+    ``serving``: as for ``load_config``.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -77,7 +82,7 @@ def parse_config(text: str, *, source: str = "<string>") -> Config:
     ]
     data = {key: value for key, value in data.items() if key not in _LOADER_ONLY_KEYS}
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"serving": serving})
     except ValidationError as exc:
         errors.extend(_convert(exc.errors(), lines, source))
     if errors:
@@ -132,24 +137,9 @@ class _Where:
     tags: Mapping[str, type[BaseModel]] = field(default_factory=dict)  # union at loc, if any
 
 
-def _unwrap(annotation: object) -> object:
-    """Strip ``Annotated`` and ``| None`` from an annotation."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-            if len(members) != 1:
-                return annotation
-            annotation = members[0]
-        else:
-            return annotation
-
-
 def _union_tags(annotation: object, discriminator: str) -> dict[str, type[BaseModel]]:
     tags: dict[str, type[BaseModel]] = {}
-    for member in typing.get_args(_unwrap(annotation)):
+    for member in typing.get_args(unwrap_annotation(annotation)):
         if isinstance(member, type) and issubclass(member, BaseModel):
             tag_field = member.model_fields.get(discriminator)
             if tag_field is not None and typing.get_origin(tag_field.annotation) is Literal:
@@ -169,7 +159,7 @@ def _resolve(loc: Sequence[str | int], root: type[BaseModel] = Config) -> _Where
             node, tags = tags.get(str(item)), {}
             continue
         clean.append(item)
-        node = _unwrap(node)
+        node = unwrap_annotation(node)
         if isinstance(node, type) and issubclass(node, BaseModel):
             model, info = node, node.model_fields.get(str(item))
             node = None if info is None else info.annotation
@@ -180,21 +170,6 @@ def _resolve(loc: Sequence[str | int], root: type[BaseModel] = Config) -> _Where
         else:
             node = None
     return _Where(tuple(clean), model, info, tags)
-
-
-def format_key(loc: Sequence[str | int]) -> str:
-    """``("listen", 1, "address")`` → ``listen[1].address``."""
-    text = ""
-    for item in loc:
-        if isinstance(item, int):
-            text += f"[{item}]"
-        else:
-            name = item if item and set(item) <= _BARE else _toml_string(item)
-            text += f".{name}" if text else name
-    return text
-
-
-_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def _valid_keys(model: type[BaseModel], *, at_top: bool) -> list[str]:
@@ -234,7 +209,7 @@ def _example(info: FieldInfo | None) -> object | None:
 
 def _assignment(name: str, info: FieldInfo | None) -> str:
     example = _example(info)
-    return "" if example is None else f"{name} = {_toml_value(example)}"
+    return "" if example is None else f"{name} = {toml_value(example)}"
 
 
 def _quoted_choices(ctx_text: object) -> list[str]:
@@ -257,7 +232,7 @@ def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
         case "missing":
             return _missing(loc, where)
         case "union_tag_not_found":
-            choices = " or ".join(_toml_string(tag) for tag in where.tags)
+            choices = " or ".join(toml_string(tag) for tag in where.tags)
             return f"missing required key {show_value(name)}", f"set {name} = {choices}"
         case "union_tag_invalid":
             tags = _quoted_choices(ctx.get("expected_tags", ""))
@@ -274,12 +249,10 @@ def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
             return f"expected a path string, {got}", f'write {name} = "/some/path"'
         case "greater_than_equal":
             return f"must be at least {ctx.get('ge')}, {got}", f"use {ctx.get('ge')} or more"
-        case "too_short" if name == "listen":
-            return "at least one [[listen]] table is required", _listen_hint()
         case "model_type" | "model_attributes_type" | "dict_type":
             return f"expected a table, {got}", f"write it as a {_table_name(loc)} table"
         case "tuple_type" | "list_type" if name == "listen":
-            return f"expected [[listen]] tables, {got}", _listen_hint()
+            return f"expected [[listen]] tables, {got}", LISTEN_HINT
         case "tuple_type" | "list_type":
             return f"expected an array, {got}", f"write {name} = [ ... ]"
         case "value_error" if "error" in ctx:  # a validator's ValueError: its text alone
@@ -288,17 +261,11 @@ def _describe(error: ErrorDetails, where: _Where) -> tuple[str, str]:
             return error["msg"], ""
 
 
-def _listen_hint() -> str:
-    return 'add a [[listen]] table with address = "127.0.0.1:10025"'
-
-
 def _missing(loc: KeyPath, where: _Where) -> tuple[str, str]:
     name = str(loc[-1])
     message = f"missing required key {show_value(name)}"
-    if name == "listen" and len(loc) == 1:
-        return message, _listen_hint()
     if where.tags:
-        choices = " or ".join(f"method = {_toml_string(tag)}" for tag in where.tags)
+        choices = " or ".join(f"method = {toml_string(tag)}" for tag in where.tags)
         return message, f"add a {_table_name(loc)} table with {choices}"
     what = _assignment(name, where.info) or name
     hint = f"add {what} to {_table_name(loc[:-1])}"
@@ -311,7 +278,7 @@ def _missing(loc: KeyPath, where: _Where) -> tuple[str, str]:
 
 
 def _not_one_of(name: str, value: object, choices: list[str]) -> tuple[str, str]:
-    shown = [_toml_string(choice) for choice in choices]
+    shown = [toml_string(choice) for choice in choices]
     expected = " or ".join(shown) if len(shown) <= 2 else f"one of {', '.join(shown)}"
     suggestion = _suggest(value, choices) if isinstance(value, str) else ""
     return (
@@ -381,72 +348,3 @@ def _source_text(source: str) -> str:
         return Path(source).read_text(encoding="utf-8")
     except OSError:
         return ""
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-def render_config(config: Config) -> str:
-    """The effective configuration as TOML that ``parse_config``/``load_config`` accept again."""
-    data = config.model_dump(mode="json", exclude_none=True)
-    out = [f"# filterd: effective configuration, from {show_value(config.source)}"]
-    _emit_table(out, (), data)
-    return "\n".join(out) + "\n"
-
-
-def _is_table_array(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-
-
-def _emit_table(out: list[str], path: tuple[str, ...], table: Mapping[str, object]) -> None:
-    for key, value in table.items():
-        if not isinstance(value, dict) and not _is_table_array(value):
-            out.append(f"{format_key((key,))} = {_toml_value(value)}")
-    for key, value in table.items():
-        sub = (*path, key)
-        if isinstance(value, dict):
-            out.extend(("", f"[{format_key(sub)}]"))
-            _emit_table(out, sub, value)
-        elif isinstance(value, list) and _is_table_array(value):
-            for item in value:
-                out.extend(("", f"[[{format_key(sub)}]]"))
-                _emit_table(out, sub, item)
-
-
-def _toml_value(value: object) -> str:
-    match value:
-        case bool():
-            return "true" if value else "false"
-        case int():
-            return str(value)
-        case float():
-            return repr(value)  # "nan", "inf" and "-inf" are TOML too
-        case str():
-            return _toml_string(value)
-        case list() | tuple():
-            return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-        case dict():
-            items = (f"{format_key((str(k),))} = {_toml_value(v)}" for k, v in value.items())
-            return "{" + ", ".join(items) + "}"
-        case _:
-            raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _toml_string(text: str) -> str:
-    chars = (
-        _ESCAPES.get(char)
-        or (f"\\u{ord(char):04x}" if ord(char) < 0x20 or char == "\x7f" else char)
-        for char in text
-    )
-    return '"' + "".join(chars) + '"'

@@ -7,11 +7,19 @@ context names the offending key (``loc``, relative to the model) and the fix (``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from filterd.config.types import ByteSize, Duration, HostName, IPNetwork, SocketAddress
@@ -28,6 +36,9 @@ __all__ = [
     "RelayDelivery",
     "rule_error",
 ]
+
+LISTEN_HINT = 'add a [[listen]] table with address = "127.0.0.1:10025"'
+"""The fix for a configuration without listeners (``filterd run`` needs one)."""
 
 Count = Annotated[int, Field(strict=True)]
 """An integer as TOML writes it: ``true``, ``"100"`` and ``100.0`` are refused."""
@@ -111,8 +122,11 @@ class ListenConfig(_Section):
         default=None,
         description="PEM certificate chain for STARTTLS; STARTTLS is offered iff tls_cert and "
         "tls_key are both set.",
+        examples=["/etc/filterd/cert.pem"],
     )
-    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert.")
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key for tls_cert.", examples=["/etc/filterd/key.pem"]
+    )
 
     @field_validator("tls_cert")
     @classmethod
@@ -198,6 +212,7 @@ class LimitsConfig(_Section):
     spool_dir: Path | None = Field(
         default=None,
         description="Directory for spooled messages; unset means the system temporary directory.",
+        examples=["/var/spool/filterd"],
     )
     shutdown_grace: Duration = Field(
         default=30.0,
@@ -273,6 +288,7 @@ class RelayDelivery(_Section):
     tls_ca_file: Path | None = Field(
         default=None,
         description="PEM CA bundle to verify the next hop; unset means the system store.",
+        examples=["/etc/ssl/certs/ca-certificates.crt"],
     )
     tls_verify: Flag = Field(default=True, description="Verify the next hop's certificate.")
     send_xforward: Flag = Field(
@@ -324,6 +340,7 @@ class ChainEntryConfig(_Section):
     name: str | None = Field(
         default=None,
         description="A label for logs, to tell two entries of the same plugin apart.",
+        examples=["outbound-headers"],
     )
     timeout: Duration = Field(
         default=30.0, description="Longest time one stage of this plugin may take."
@@ -368,11 +385,16 @@ class Config(_Section):
 
     log: LogConfig = Field(default=LogConfig(), description="Logging.")
     listen: tuple[ListenConfig, ...] = Field(
-        min_length=1, description="Listening sockets, one [[listen]] table each."
+        default=(),
+        description="Listening sockets, one [[listen]] table each; `filterd run` needs at least "
+        "one (`filterd scan` and `filterd learn` use only the chain).",
     )
     limits: LimitsConfig = Field(default=LimitsConfig(), description="Inbound session limits.")
-    delivery: RelayDelivery | MaildirDelivery = Field(
-        discriminator="method", description="Where accepted mail goes."
+    delivery: RelayDelivery | MaildirDelivery | None = Field(
+        default=None,
+        discriminator="method",
+        description="Where mail accepted by smtp and lmtp listeners goes; milter and policy "
+        "listeners need none.",
     )
     chain: tuple[ChainEntryConfig, ...] = Field(
         default=(), description="The plugin chain, one [[chain]] table per plugin, in order."
@@ -392,6 +414,36 @@ class Config(_Section):
         description="The TOML text it was parsed from (set by the loader; policy worker "
         "processes parse the same text).",
     )
+
+    @model_validator(mode="after")
+    def _what_serving_needs(self, info: ValidationInfo) -> Config:
+        """``filterd run`` needs listeners, and a delivery behind smtp and lmtp listeners.
+
+        Validation context ``{"serving": False}`` (``filterd scan``, ``filterd learn``) skips this.
+        """
+        if isinstance(info.context, Mapping) and info.context.get("serving") is False:
+            return self
+        if not self.listen:
+            written = "listen" in self.model_fields_set
+            raise rule_error(
+                ("listen",),
+                "at least one [[listen]] table is required"
+                if written
+                else 'missing required key "listen"',
+                LISTEN_HINT,
+            )
+        if self.delivery is None:
+            for index, listener in enumerate(self.listen):
+                if listener.protocol in ("smtp", "lmtp"):
+                    raise rule_error(
+                        ("listen", index, "protocol"),
+                        f'a "{listener.protocol}" listener needs a [delivery] table (where the '
+                        "mail it accepts goes)",
+                        'add a [delivery] table with method = "relay" and next_hop = '
+                        '"127.0.0.1:10026", or method = "maildir"; or make this listener '
+                        'protocol = "milter" or "policy"',
+                    )
+        return self
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Config:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import signal
 import ssl
+import sys
 from dataclasses import dataclass
 
 import trio
 
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
-from filterd.config.schema import Config, ListenConfig
+from filterd.config.schema import Config, ListenConfig, RelayDelivery
 from filterd.delivery.interface import Delivery
 from filterd.delivery.maildir import Maildir
 from filterd.delivery.quarantine import QuarantineStore
@@ -34,8 +35,13 @@ from filterd.runtime.listeners import (
     ConnectionHandler,
     accept_loop,
     bound_address,
-    open_listener,
     remove_socket,
+)
+from filterd.runtime.startup import (
+    EXIT_STARTUP,
+    StartupError,
+    check_before_serving,
+    open_listeners,
 )
 from filterd.runtime.worker_pool import PolicyWorkers, WorkerStartError, policy_settings
 
@@ -43,10 +49,14 @@ log = MailLog("main")
 
 
 def main(config: Config) -> int:
-    """``filterd run``: serve until SIGTERM/SIGINT."""
+    """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
     setup_logging(config.log.level)
     try:
+        check_before_serving(config)
         trio.run(serve, config)
+    except StartupError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     except KeyboardInterrupt:
         return 130
     except WorkerStartError as exc:
@@ -71,9 +81,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return leaves
 
 
-def build_delivery(config: Config) -> Delivery:
+def build_delivery(config: Config) -> Delivery | None:
+    """The configured delivery; ``None`` when only milter and policy listeners need none."""
     delivery = config.delivery
-    if delivery.method == "relay":
+    if isinstance(delivery, RelayDelivery):
         context = None
         if delivery.starttls != "never":
             context = ssl.create_default_context(
@@ -83,7 +94,7 @@ def build_delivery(config: Config) -> Delivery:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
         return Relay(delivery, context)
-    return Maildir(delivery)
+    return None if delivery is None else Maildir(delivery)
 
 
 def server_ssl_context(listen: ListenConfig) -> ssl.SSLContext | None:
@@ -116,7 +127,7 @@ async def serve(
         chain = build_chain(config)
     sockets = [listen for listen in config.listen if listen.protocol != "milter"]
     milters = [listen for listen in config.listen if listen.protocol == "milter"]
-    listeners = [await open_listener(listen.address) for listen in sockets]
+    listeners = await open_listeners(sockets)
     infos = [
         ListenerInfo(listen, bound_address(listener, listen.address))
         for listen, listener in zip(sockets, listeners, strict=True)
@@ -150,7 +161,8 @@ async def serve(
             root.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await delivery.aclose()
+            if delivery is not None:
+                await delivery.aclose()
             if owns_chain:
                 await chain.stop()
         for listen in config.listen:
@@ -220,11 +232,12 @@ def _handler_for(
     listen: ListenConfig,
     config: Config,
     chain: ChainRunner,
-    delivery: Delivery,
+    delivery: Delivery | None,
     quarantine: QuarantineStore,
     shutdown: Shutdown,
 ) -> ConnectionHandler:
     if listen.protocol == "policy":
         return PolicyHandler(chain, policy_settings(listen, config), shutdown)
+    assert delivery is not None, "the configuration gives smtp and lmtp listeners a delivery"
     session = SessionSettings(listen, config.limits, server_ssl_context(listen))
     return SmtpHandler(session, chain, delivery, quarantine, shutdown)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from filterd.config.load import EMBEDDED_SOURCE, load_config, parse_config, render_config
+from filterd.config.load import EMBEDDED_SOURCE, load_config, parse_config
+from filterd.config.render import render_config
 from filterd.config.schema import (
     Config,
     LimitsConfig,

@@ -1,0 +1,239 @@
+"""What ``filterd run`` needs from the machine, checked before serving: one line per failure.
+
+A configuration can be valid and still not start here: a port another process listens on, a
+port below 1024 without the privilege, a directory the user cannot write, a next hop whose name
+does not resolve, a TLS certificate or key that does not load. Each such failure is a
+``StartupError`` whose text names what failed and what to do; ``filterd run`` prints it as one
+line (``filterd: ...``) and exits with status 2.
+
+``check_before_serving`` runs before the event loop starts; ``open_listeners`` binds the
+listening sockets and turns the errors raised while binding into the same kind of line.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import pwd
+import socket
+import ssl
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
+from filterd.config.types import Endpoint
+from filterd.errors import FilterdError
+from filterd.runtime.listeners import open_listener
+
+__all__ = ["StartupError", "check_before_serving", "open_listeners"]
+
+EXIT_STARTUP = 2
+"""``filterd run``'s exit status when it cannot start (as for a configuration error)."""
+
+_PRIVILEGED_PORTS = 1024
+
+
+class StartupError(FilterdError):
+    """``filterd run`` cannot start; ``str()`` is the line to show (without ``filterd: ``)."""
+
+
+def check_before_serving(config: Config) -> None:
+    """Everything that can be checked before binding: directories, the next hop's name,
+    the milter listener's address (libmilter binds it later, in its own thread)."""
+    takes_mail = any(listen.protocol in ("smtp", "lmtp") for listen in config.listen)
+    spools = any(listen.protocol != "policy" for listen in config.listen)
+    if takes_mail and isinstance(config.delivery, MaildirDelivery):
+        writable_directory(config.delivery.root, "the Maildir root", "delivery.root")
+    if takes_mail:
+        writable_directory(config.quarantine.root, "the quarantine", "quarantine.root")
+    if spools and config.limits.spool_dir is not None:
+        writable_directory(config.limits.spool_dir, "the spool directory", "limits.spool_dir")
+    if takes_mail and isinstance(config.delivery, RelayDelivery):
+        resolvable_next_hop(config.delivery.next_hop)
+        if config.delivery.starttls != "never" and config.delivery.tls_ca_file is not None:
+            loadable_ca_file(config.delivery.tls_ca_file)
+    for index, listen in enumerate(config.listen):
+        if listen.tls_cert is not None and listen.tls_key is not None:
+            loadable_certificate(listen.tls_cert, listen.tls_key, f"listen[{index}]")
+        if listen.protocol == "milter":
+            bindable(listen.address)
+
+
+async def open_listeners(listens: Sequence[ListenConfig]) -> list[trio.SocketListener]:
+    """Bind every listener's socket, in order; a failure closes those already bound."""
+    opened: list[trio.SocketListener] = []
+    try:
+        for listen in listens:
+            try:
+                opened.append(await open_listener(listen.address))
+            except OSError as exc:
+                raise StartupError(cannot_listen(listen.address, exc)) from None
+    except BaseException:
+        for listener in opened:
+            listener.socket.close()
+        raise
+    return opened
+
+
+# --- listening sockets --------------------------------------------------------------------------
+
+
+def cannot_listen(address: Endpoint, exc: OSError) -> str:
+    """The line for a socket that cannot be bound (or, for a host name, resolved)."""
+    what = f"cannot listen on {address}"
+    if isinstance(exc, socket.gaierror):
+        return (
+            f'{what}: cannot resolve "{address.host}": {_reason(exc)} (give an IP address, or a '
+            "name this machine resolves: /etc/hosts or DNS)"
+        )
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        if address.kind == "tcp" and 0 < address.port < _PRIVILEGED_PORTS:
+            fix = "ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        elif address.kind == "unix":
+            fix = f"let user {_user()} write to {_parent(address.path)}, or choose another path"
+        else:
+            fix = "a security policy forbids this port: choose another one"
+        return f"{what}: permission denied ({fix})"
+    if code == errno.EADDRINUSE:
+        if address.kind == "unix":
+            return (
+                f"{what}: a file that is not a socket is in the way (remove it, or choose "
+                "another path)"
+            )
+        return (
+            f"{what}: address already in use (another process listens there: stop it, or give "
+            "this [[listen]] another port)"
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return (
+            f"{what}: address not available (no interface of this machine has "
+            f"{address.host}: give one of its addresses, such as 127.0.0.1)"
+        )
+    if code in (errno.ENOENT, errno.ENOTDIR) and address.kind == "unix":
+        return f"{what}: {_parent(address.path)} is not a directory (create it first)"
+    return f"{what}: {_reason(exc)} (check the address in [[listen]])"
+
+
+def bindable(address: Endpoint) -> None:
+    """Bind a throwaway socket where a listener will bind (libmilter binds its own later)."""
+    if address.kind == "unix":
+        try:
+            _probe_write(Path(_parent(address.path)))
+        except OSError as exc:
+            raise StartupError(cannot_listen(address, exc)) from None
+        if os.path.lexists(address.path) and not Path(address.path).is_socket():
+            raise StartupError(cannot_listen(address, OSError(errno.EADDRINUSE, "in use")))
+        return
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+    except OSError as exc:
+        raise StartupError(cannot_listen(address, exc)) from None
+
+
+# --- directories and the next hop ---------------------------------------------------------------
+
+
+def writable_directory(path: Path, what: str, key: str) -> None:
+    """Create ``path`` if it is missing and check that a file can be created in it."""
+    shown = f"{path} ({key})" if path.is_absolute() else f'{Path.cwd() / path} ({key} = "{path}")'
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _probe_write(path)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            reason = "it exists and is not a directory"
+        elif exc.errno == errno.ENOTDIR:
+            reason = "a part of its path is a file, not a directory"
+        else:
+            reason = _reason(exc)
+        raise StartupError(
+            f"cannot write to {what} {shown}: {reason} (give a directory that user "
+            f"{_user()} can create and write to)"
+        ) from None
+
+
+def resolvable_next_hop(next_hop: Endpoint) -> None:
+    """A next hop named by a host name must resolve (an address or a unix socket need not)."""
+    if next_hop.kind != "tcp" or _is_address(next_hop.host):
+        return
+    try:
+        socket.getaddrinfo(next_hop.host, next_hop.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise StartupError(
+            f'cannot resolve the next hop "{next_hop.host}" (delivery.next_hop): {_reason(exc)} '
+            "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)"
+        ) from None
+
+
+# --- TLS files ----------------------------------------------------------------------------------
+
+
+def loadable_certificate(cert: Path, key: Path, table: str) -> None:
+    """A listener's STARTTLS certificate chain and key load (as the listener will load them)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the TLS certificate {cert} and key {key} ({table}.tls_cert, "
+            f"{table}.tls_key): {_tls_reason(exc)} (give a PEM certificate chain and the PEM "
+            "private key that goes with it)"
+        ) from None
+
+
+def loadable_ca_file(path: Path) -> None:
+    """The relay's CA bundle loads."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the CA file {path} (delivery.tls_ca_file): {_tls_reason(exc)} (give "
+            "a PEM bundle of CA certificates)"
+        ) from None
+
+
+def _tls_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"not usable PEM ({exc.reason or exc.library or 'unreadable'})"
+    return _reason(exc)
+
+
+def _probe_write(directory: Path) -> None:
+    fd, name = tempfile.mkstemp(prefix=".filterd-startup-check-", dir=directory)
+    os.close(fd)
+    os.unlink(name)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    text = text or type(exc).__name__
+    return text[0].lower() + text[1:]
+
+
+def _parent(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return f'"{pwd.getpwuid(uid).pw_name}"'
+    except KeyError:
+        return f"uid {uid}"
