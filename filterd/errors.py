@@ -1,4 +1,4 @@
-"""filterd's exception families (STYLE.md §2.6): catch by family at the shell, never bare."""
+"""filterd's exception families : catch by family at the shell, never bare."""
 
 from __future__ import annotations
 

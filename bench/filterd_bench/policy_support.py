@@ -122,7 +122,7 @@ _serial = 0
 
 
 def make_request(sender_domain: str, want: str, index: int) -> Request:
-    """A protocol_state=RCPT request as Postfix 3.7 sends it (contracts.md §4), each with its
+    """A protocol_state=RCPT request as Postfix 3.7 sends it (SMTPD_POLICY_README), each with its
     own ``instance`` (one message per request)."""
     global _serial
     _serial += 1

@@ -7,7 +7,7 @@
     hexchar = ASCII "+" immediately followed by two upper case hexadecimal digits
 
 Text is turned into octets with UTF-8 and ``surrogateescape``, so any octet string survives a
-decode/encode round trip (a value is re-emitted exactly as received, contracts.md §1.5).
+decode/encode round trip (a value is re-emitted exactly as received, Postfix XFORWARD_README).
 """
 
 from __future__ import annotations

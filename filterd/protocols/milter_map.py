@@ -1,4 +1,4 @@
-"""The milter front door's pure mappings (STYLE.md §2.3, contracts.md §3):
+"""The milter front door's pure mappings (Postfix MILTER_README, libmilter's mfapi.h):
 
 - Postfix's milter callbacks and macros → the chain's model (``Session``, ``Client``,
   ``Transaction``, ``Recipient``), so a plugin cannot tell which front door ran it;
@@ -133,7 +133,7 @@ __all__ = [
     "update_macros",
 ]
 
-# SMFIS_* return codes (mfapi.h; contracts.md §3.2), the values pymilter's constants carry.
+# SMFIS_* return codes (libmilter's mfapi.h), the values pymilter's constants carry.
 CONTINUE = 0
 REJECT = 1
 DISCARD = 2
@@ -141,7 +141,7 @@ ACCEPT = 3
 TEMPFAIL = 4
 NOREPLY = 7  # "no reply": only for a step negotiated with its SMFIP_NR_* bit
 
-# SMFIP_* protocol bits filterd may ask for (mfdef.h; contracts.md §3.2).
+# SMFIP_* protocol bits filterd may ask for (libmilter's mfdef.h).
 SMFIP_NOEOH = 0x40
 SMFIP_NR_HDR = 0x80
 SMFIP_NOUNKNOWN = 0x100
@@ -246,7 +246,7 @@ class EndpointLike(Protocol):
 
 def libmilter_socket(endpoint: EndpointLike) -> str:
     """filterd's address form → libmilter's ``smfi_setconn`` syntax: ``inet:PORT@HOST``,
-    ``inet6:PORT@HOST`` or ``unix:/path`` (contracts.md §3.1: it differs from Postfix's)."""
+    ``inet6:PORT@HOST`` or ``unix:/path`` (smfi_setconn(3): it differs from Postfix's)."""
     if endpoint.kind == "unix":
         return f"unix:{endpoint.path}"
     family = "inet6" if ":" in endpoint.host else "inet"

@@ -2,7 +2,7 @@
 
 Postfix (``check_policy_service``) writes a request as ``name=value`` lines, each ended by LF,
 and ends it with an empty line; the server answers one ``action=...`` line plus an empty line.
-The connection is reused for request after request (contracts.md §4).
+The connection is reused for request after request (Postfix SMTPD_POLICY_README).
 
 Wire rules this codec enforces:
 
@@ -28,7 +28,7 @@ Wire rules this codec enforces:
 
 Like the SMTP codec, it pauses: after a ``PolicyRequest`` it produces nothing more until
 ``send`` has answered it, so answers can never get out of order. After a
-``RemoteProtocolError`` the codec is dead and raises it again; per contracts.md §4 the shell
+``RemoteProtocolError`` the codec is dead and raises it again; per SMTPD_POLICY_README the shell
 answers nothing and closes (Postfix retries, then applies its ``default_action``).
 """
 

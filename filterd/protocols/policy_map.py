@@ -1,4 +1,4 @@
-"""The policy front door's two pure mappings (STYLE.md §2.3, contracts.md §4):
+"""The policy front door's two pure mappings (Postfix SMTPD_POLICY_README, access(5)):
 
 - a request's attributes → the chain's model (``Session``, ``Transaction``, ``Recipient``) and
   the stages to run (``request_to_envelope``);
@@ -49,7 +49,7 @@ table. PREPEND is offered only where Postfix honours it: RCPT and DATA (not befo
 succeeded, not at END-OF-MESSAGE) — see ``prepend_allowed``.
 
 Pure: imports only the model. It takes the chain's ``Outcome`` structurally (``OutcomeLike``)
-so that ``filterd.protocols`` does not depend on ``filterd.chain`` (STYLE.md §2.10 layers).
+so that ``filterd.protocols`` does not depend on ``filterd.chain`` (the layers in docs/architecture.md).
 """
 
 from __future__ import annotations

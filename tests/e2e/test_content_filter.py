@@ -1,7 +1,7 @@
 """filterd in Postfix's after-queue content-filter loop, end to end.
 
 Postfix (private instance, deploy/postfix snippets) -> filterd (`python -m filterd run`)
--> Postfix reinjection smtpd -> virtual(8) Maildir. See contracts.md §1.2-§1.5.
+-> Postfix reinjection smtpd -> virtual(8) Maildir. See Postfix FILTER_README and XFORWARD_README.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SpamdClient and the spamd codec against a REAL spamd (SpamAssassin 4.0.1, contracts.md §6),
+"""SpamdClient and the spamd codec against a REAL spamd (SpamAssassin 4.0.1, spamd's PROTOCOL),
 started once for the module by ``tests/support/spamd.py``; plus fake spamds (trio listeners)
 for what a real one will not do on demand: hang, flood connections, talk nonsense.
 

@@ -67,7 +67,7 @@ DEFAULT_TIMEOUT = 30.0
 
 FilterProtocol = Literal["smtp", "lmtp"]
 
-# Minimal master.cf (contracts.md §10): the services a queue needs, nothing chrooted.
+# Minimal master.cf (master(5)): the services a queue needs, nothing chrooted.
 _MASTER_CF_BASE = """\
 # service  type  private unpriv  chroot  wakeup  maxproc command + args
 {smtp_listen} inet  n       -       n       -       -       smtpd

@@ -1,4 +1,4 @@
-"""A private Pyzor server for tests (contracts.md §7.2): Debian's ``pyzord``, fully offline.
+"""A private Pyzor server for tests: Debian's ``pyzord``, fully offline.
 
 ``running_pyzord()`` starts ``/usr/bin/pyzord`` in the foreground on a free loopback UDP port,
 with a gdbm digest database, its log and a client home directory (holding a ``servers`` file

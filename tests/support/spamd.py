@@ -1,4 +1,4 @@
-"""A private spamd for tests and benchmarks (contracts.md §6.3).
+"""A private spamd for tests and benchmarks (spamd(1)).
 
 ``running_spamd()`` starts ``/usr/sbin/spamd`` in the foreground (no ``-d``, so the Popen PID is
 spamd's), local tests only (``-L``), no user config (``-x``), dropping to ``nobody`` when run as

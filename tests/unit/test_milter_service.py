@@ -65,7 +65,7 @@ from filterd.sdk import (  # noqa: E402
 
 T = TypeVar("T")
 
-# What Postfix 3.7 offers (contracts.md §3.1) plus the "no reply" bits libmilter can fake.
+# What Postfix 3.7 offers (MILTER_README) plus the "no reply" bits libmilter can fake.
 OFFERED_ACTIONS = 0x1FF
 OFFERED_PROTOCOL = 0x1FFFFF
 

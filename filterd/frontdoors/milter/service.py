@@ -1,6 +1,6 @@
 """The milter front door: Postfix's ``smtpd_milters`` talks to libmilter (via pymilter) in this
 process; a callback hops into trio only to run a chain stage that some plugin implements
-(contracts.md §3.5, option C; the reasons are in docs/architecture.md, "The milter front door").
+(option C in docs/architecture.md, "The milter front door", with the reasons).
 
 ```
 trio thread                                  libmilter threads (one per MTA connection here;

@@ -1,7 +1,7 @@
 """The Postfix policy front door: one trio task per policy connection, many requests on each.
 
 Postfix (``check_policy_service inet:host:port``) keeps a connection per smtpd process and sends
-one request per check, one at a time (contracts.md §4). For each request this shell:
+one request per check, one at a time (Postfix SMTPD_POLICY_README). For each request this shell:
 
 1. builds the model with ``policy_map.request_to_envelope``;
 2. runs the chain's stages for the request's ``protocol_state`` in SMTP order (connect, helo,

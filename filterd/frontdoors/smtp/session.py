@@ -1,6 +1,6 @@
 """One inbound SMTP/LMTP connection: read, feed the codec, answer its events.
 
-Boring on purpose (STYLE.md §2.2): the codec decides what is legal; this module does the I/O,
+Boring on purpose: the codec decides what is legal; this module does the I/O,
 the deadlines, and calls the checks (the plugin chain's seam) and the delivery at each stage.
 No 250 is ever given to the end of DATA before the delivery has the message.
 """

@@ -1,6 +1,6 @@
 """Sans-I/O SMTP/LMTP client codec: commands out as bytes, server replies in as ``Reply``.
 
-The contract is h11's (STYLE.md §2.2): ``receive_data(bytes)`` (``b""`` = the server closed),
+The contract is h11's: ``receive_data(bytes)`` (``b""`` = the server closed),
 ``next_reply()`` returning a ``Reply``, ``NEED_DATA`` or ``ConnectionClosed``; each command method
 returns the bytes to send and records that a reply is owed, so replies come back in command order
 and pipelining (RFC 2920) needs nothing more. A relay session looks like::
@@ -461,7 +461,7 @@ class SmtpClient:
     def start_tls(self) -> None:
         """Forget the plaintext session once STARTTLS got 220 (RFC 3207 §4.2).
 
-        Bytes the server sent after the 220 are response injection (contracts.md §9.3) and
+        Bytes the server sent after the 220 are response injection (RFC 2920 §3.1, CVE-2011-0411) and
         raise ``RemoteProtocolError``. Afterwards the capabilities are empty and no greeting is
         expected: send EHLO/LHLO again over TLS.
         """

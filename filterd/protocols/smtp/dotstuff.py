@@ -5,7 +5,7 @@ character; if it is a period, one more period is inserted at the start of the li
 the content ends with "<CRLF>.<CRLF>", where the first <CRLF> ends the last line of content
 (or the DATA command line, for empty content).
 
-SMTP smuggling (CVE-2023-51764 and friends, contracts.md §9.3): a relay must never emit a bare CR
+SMTP smuggling (CVE-2023-51764 and friends): a relay must never emit a bare CR
 or bare LF, since a receiver that takes them for line ends would see a different end of data than
 we meant. ``DotStuffer`` either refuses such content or turns every bare CR and bare LF into CRLF.
 

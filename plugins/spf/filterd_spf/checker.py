@@ -1,6 +1,6 @@
 """The one place that touches pyspf (untyped): a typed ``evaluate(request, lookup)``.
 
-pyspf resolves through the module-global function ``spf.DNSLookup`` (contracts.md §8.3), shared
+pyspf resolves through the module-global function ``spf.DNSLookup`` (pyspf's DNS hook), shared
 by the whole process. So that each chain entry keeps its own resolver (servers, timeouts,
 cache), this module installs, once, a dispatcher as ``spf.DNSLookup``: ``evaluate`` binds the
 caller's lookup function in a context variable for the duration of one check (it runs in a

@@ -1,4 +1,4 @@
-"""The spf plugin's settings, in the spirit of pypolicyd-spf (contracts.md §4.1)."""
+"""The spf plugin's settings, in the spirit of pypolicyd-spf (postfix-policyd-spf-python's policyd-spf.conf)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The DNS lookups of the SPF checks: a dnspython ``Resolver`` with its own servers, timeouts and a
-TTL-honouring cache, answering in the shape pyspf's DNS hook wants (contracts.md §8.3).
+TTL-honouring cache, answering in the shape pyspf's DNS hook (spf.DNSLookup) wants.
 
 Blocking: call it from worker threads only (the checks run in ``trio.to_thread``). dnspython's
 ``Resolver.resolve`` and ``LRUCache`` are thread-safe, so one ``SpfResolver`` serves every check

@@ -4,7 +4,7 @@ the spf plugin's own check path: the scenario's zone is served by a real DNS ser
 pyspf in a worker thread exactly as at MAIL time.
 
 Every case is also run through pyspf alone, with the in-memory DNS of pyspf's own runner
-(test/testspf.py, contracts.md §8.4). A case pyspf itself gets wrong is marked
+(pyspf's test/testspf.py). A case pyspf itself gets wrong is marked
 ``xfail(strict=True, reason="pyspf disagrees: ...")``; a case that fails only over real DNS is
 marked with the reason in ``OVER_THE_WIRE``. Nothing is skipped.
 """

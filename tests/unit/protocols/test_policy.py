@@ -1,4 +1,4 @@
-"""The policy delegation codec and its pure mappings (contracts.md §4).
+"""The policy delegation codec and its pure mappings (Postfix SMTPD_POLICY_README).
 
 Every parser test feeds the input whole, byte by byte and with trailing bytes (h11's ``tr``).
 """
@@ -35,7 +35,7 @@ from filterd.protocols.policy_map import (
     request_to_envelope,
 )
 
-# Captured from Postfix 3.7.11 at RCPT (contracts.md §4), in the order sent.
+# Captured from Postfix 3.7.11 at RCPT, in the order sent.
 RCPT_LINES = [
     "request=smtpd_access_policy",
     "protocol_state=RCPT",

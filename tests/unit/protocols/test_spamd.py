@@ -123,7 +123,7 @@ def ok(
 
 
 def test_check_head_matches_spamc() -> None:
-    # contracts.md §6.1: spamc 4.0.1 sends User before Content-length.
+    # spamc 4.0.1 sends User before Content-length.
     assert request_head(Command.CHECK, 215, user="root") == (
         b"CHECK SPAMC/1.5\r\nUser: root\r\nContent-length: 215\r\n\r\n"
     )
