@@ -49,7 +49,8 @@ table. PREPEND is offered only where Postfix honours it: RCPT and DATA (not befo
 succeeded, not at END-OF-MESSAGE) — see ``prepend_allowed``.
 
 Pure: imports only the model. It takes the chain's ``Outcome`` structurally (``OutcomeLike``)
-so that ``filterd.protocols`` does not depend on ``filterd.chain`` (the layers in docs/architecture.md).
+so that ``filterd.protocols`` does not depend on ``filterd.chain`` (the layers in
+docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -211,5 +211,5 @@ def test_sigterm_during_burst_loses_nothing_and_passes_nothing_unfiltered(
     assert postfix.queue_json() == []
     log = postfix.log_text()
     assert "status=bounced" not in log
-    # Messages really met the stopped filter and were kept for a retry (milter_default_action = tempfail).
+    # Messages really met the stopped filter and were kept for a retry (tempfail).
     assert "milter-reject: CONNECT from localhost[127.0.0.1]: 4.7.1" in log

@@ -149,7 +149,7 @@ class _StandInFilter(socketserver.ThreadingTCPServer):
     """A minimal after-queue filter: SMTP or LMTP in, smtplib out to the reinjection port.
 
     It announces XFORWARD, stores what Postfix sends, and forwards it downstream. It
-    answers the final "." only after the downstream "." succeeded (FILTER_README's contract for an advanced filter).
+    answers the final "." only after the downstream "." succeeded (FILTER_README's contract).
     """
 
     daemon_threads = True

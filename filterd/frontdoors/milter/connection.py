@@ -1,9 +1,8 @@
 """One MTA connection as libmilter sees it: its state, what is negotiated, and how its steps
 are answered. ``FilterdMilter`` (``callbacks``) adds what each step does.
 
-- **Per-connection state only on this object** (libmilter may run a connection's callbacks on different threads): a connection's
-  callbacks may run on different OS threads, one at a time; shared counters only in the
-  bridge.
+- **Per-connection state only on this object**: libmilter may run a connection's callbacks
+  on different OS threads, one at a time; shared counters only in the bridge.
 - **Negotiation** (``milter_map.protocol_flags``): no reply to headers and body chunks, no
   end-of-headers step, and no reply to HELO/MAIL/RCPT when no plugin implements the stage.
   Such a step never refuses (libmilter would drop the reply and lose step with the MTA): a

@@ -461,7 +461,7 @@ class SmtpClient:
     def start_tls(self) -> None:
         """Forget the plaintext session once STARTTLS got 220 (RFC 3207 §4.2).
 
-        Bytes the server sent after the 220 are response injection (RFC 2920 §3.1, CVE-2011-0411) and
+        Bytes the server sent after the 220 are response injection (CVE-2011-0411) and
         raise ``RemoteProtocolError``. Afterwards the capabilities are empty and no greeting is
         expected: send EHLO/LHLO again over TLS.
         """

@@ -1,4 +1,4 @@
-"""The spf plugin's settings, in the spirit of pypolicyd-spf (postfix-policyd-spf-python's policyd-spf.conf)."""
+"""The spf plugin's settings, in the spirit of pypolicyd-spf's policyd-spf.conf."""
 
 from __future__ import annotations
 
