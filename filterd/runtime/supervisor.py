@@ -51,6 +51,7 @@ log = MailLog("main")
 def main(config: Config) -> int:
     """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
     setup_logging(config.log.level)
+    held = _hold_stop_signals()
     try:
         check_before_serving(config)
         trio.run(serve, config)
@@ -60,18 +61,39 @@ def main(config: Config) -> int:
     except KeyboardInterrupt:
         return 130
     except WorkerStartError as exc:
-        log.error(f"cannot start: {exc}")
-        return 1
+        print(f"filterd: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     except BaseExceptionGroup as group:
         matched, rest = group.split(WorkerStartError)
         if matched is None:
             raise
         for error in _leaves(matched):
-            log.error(f"cannot start: {error}")
+            print(f"filterd: cannot start: {error}", file=sys.stderr)
         if rest is not None:
             raise rest from None
-        return 1
+        return EXIT_STARTUP
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
     return 0
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_early_signals: list[int] = []
+"""Stop signals received before the signal watcher runs (during start-up)."""
+
+
+def _hold_stop_signals() -> dict[int, signal._HANDLER]:
+    """Until trio's watcher takes over, a stop signal is remembered rather than fatal, so a
+    SIGTERM during start-up is a graceful stop once serving begins. Returns what to restore."""
+    _early_signals.clear()
+    try:
+        return {
+            signum: signal.signal(signum, lambda got, _frame: _early_signals.append(got))
+            for signum in _STOP_SIGNALS
+        }
+    except ValueError:  # not the main thread
+        return {}
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -203,14 +225,26 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
     except ValueError:  # not the main thread (embedded in tests): no signal handling
         return
     with receiver as signals:
-        async for signum in signals:
-            if shutdown.stopping:
-                log.plain(f"signal {signal.Signals(signum).name} again: stopping now")
-                shutdown.now.set()
-                root.cancel()
+        early, _early_signals[:] = list(_early_signals), []
+        for signum in early:
+            if _on_stop_signal(signum, shutdown, root):
                 return
-            log.plain(f"signal {signal.Signals(signum).name}: graceful stop")
-            shutdown.begin()
+        async for signum in signals:
+            if _on_stop_signal(signum, shutdown, root):
+                return
+
+
+def _on_stop_signal(signum: int, shutdown: Shutdown, root: trio.CancelScope) -> bool:
+    """The first stop signal begins a graceful stop; a second stops now (True: done)."""
+    name = signal.Signals(signum).name
+    if shutdown.stopping:
+        log.plain(f"signal {name} again: stopping now")
+        shutdown.now.set()
+        root.cancel()
+        return True
+    log.plain(f"signal {name}: graceful stop")
+    shutdown.begin()
+    return False
 
 
 async def _serve_milter(

@@ -79,7 +79,7 @@ def test_filterd_does_not_start_without_its_workers(
     monkeypatch.setattr(policy_workers, "WORKER_MODULE", "filterd.no_such_module")
     status = supervisor.main(policy_config(free_port()))
     err = capfd.readouterr().err
-    assert status == 1
+    assert status == 2  # a start-up failure
     assert "No module named filterd.no_such_module" in err  # the worker's own message
     assert re.search(r"cannot start: policy worker 1 of 127\.0\.0\.1:\d+ \(pid \d+\)", err)
     assert "exited while starting (status 1)" in err

@@ -126,3 +126,27 @@ def test_sigterm_lets_the_message_in_flight_finish(tmp_path: Path) -> None:
             assert client.reply() == str(replies.SHUTTING_DOWN)
             assert wait_exit(proc) == 0
             assert len(sink.dumps()) == 1
+
+
+def test_sigterm_during_start_up_is_a_graceful_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGTERM that arrives while filterd is still starting (here: during the start-up
+    checks, before the signal watcher runs) is kept and honoured once serving begins: a
+    graceful stop with status 0, not death by the signal."""
+    from filterd.config.load import parse_config
+    from filterd.runtime import startup, supervisor
+
+    checks = startup.check_before_serving
+
+    def check_then_get_a_sigterm(config: object) -> None:
+        checks(config)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(supervisor, "check_before_serving", check_then_get_a_sigterm)
+    monkeypatch.chdir(tmp_path)
+    status = supervisor.main(parse_config(config(free_port(), free_port()), source="test.toml"))
+    err = capfd.readouterr().err
+    assert status == 0
+    assert "signal SIGTERM: graceful stop" in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the run
