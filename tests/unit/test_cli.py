@@ -115,3 +115,24 @@ def test_module_check_config_bad_file_has_no_traceback(bad_config: Path) -> None
         assert result.stdout == ""
         assert result.stderr.startswith(f"{bad_config}:5: limits.command_timeout: ")
         assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback() -> None:
+    """`filterd plugins | head -1`: the reader has gone; filterd stops without a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: every write fails with EPIPE
+    try:
+        writer = subprocess.run(
+            [sys.executable, "-m", "filterd", "plugins"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert b"Traceback" not in writer.stderr
+    assert writer.returncode == 1
