@@ -8,6 +8,7 @@ from typing import TextIO
 
 from filterd.chain.registry import PluginError, installed, load_plugin_class, stages_of
 from filterd.config.load import locate_key
+from filterd.config.render import describe_default
 from filterd.config.schema import Config
 from filterd.errors import ConfigError
 
@@ -82,11 +83,7 @@ def list_plugins(out: TextIO) -> int:
         if not fields:
             out.write("  settings: none\n")
         for key, field in fields.items():
-            if field.is_required():
-                default = "required"
-            else:
-                default = f"default {field.get_default(call_default_factory=True)!r}"
             about = f" - {field.description}" if field.description else ""
-            out.write(f"  {key} ({default}){about}\n")
+            out.write(f"  {key} ({describe_default(field)}){about}\n")
         out.write("\n")
     return 0

@@ -26,6 +26,7 @@ from filterd.config.schema import Config
 from filterd.config.types import show_value
 
 __all__ = [
+    "describe_default",
     "format_key",
     "render_commented",
     "render_config",
@@ -231,14 +232,15 @@ def _table(
 
 def _setting(out: list[str], name: str, info: FieldInfo, value: object, *, shown: bool) -> None:
     out.extend(_comment(info.description or ""))
-    out.append(f"# {_default(info)}")
+    out.append(f"# {describe_default(info)}")
     assignment = f"{format_key((name,))} ="
     if value is not None:
         assignment += f" {toml_value(value)}"
     out.append(assignment if shown else f"#{assignment}")
 
 
-def _default(info: FieldInfo) -> str:
+def describe_default(info: FieldInfo) -> str:
+    """A setting's default as TOML would write it: ``default: \"30s\"``, ``required``..."""
     if info.is_required():
         return "required"
     default = info.get_default(call_default_factory=True)
