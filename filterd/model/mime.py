@@ -1,15 +1,16 @@
 """Decoded text for plugins: the text parts of a message (MIME structure, transfer encodings and
 charsets undone) and header values with their RFC 2047 encoded words decoded.
 
-The standard library's ``email`` package does the parsing and the decoding, with
-``email.policy.default`` except for one thing: every header is read as unstructured text (encoded
-words decoded wherever they are, nothing re-rendered). Its structured header parsers take
-seconds, or overflow the stack, on a few kilobytes of crafted ``From:``, and the MIME walk needs
-only the string parameters ``email.message.Message`` reads itself.
+The standard library's ``email`` package does the parsing and the decoding. The MIME structure
+is read with ``email.policy.compat32``, whose headers are plain strings: the structured parsers
+of ``email.policy.default`` take seconds, or overflow the stack, on a few kilobytes of crafted
+header, and they would decode encoded words inside parameters, which RFC 2047 §5 forbids. Header
+values for plugins are decoded as unstructured text, piece by piece.
 
-Both are bounded: at most ``limit`` bytes of a message are parsed, and a long header value is
-decoded piece by piece (whitespace-separated, as encoded words are). Malformed input gives what
-can be read, never an exception.
+Everything is bounded, and malformed input gives what can be read, never an exception: at most
+``limit`` bytes of a message are parsed, at most ``MAX_PARTS`` parts ``MAX_DEPTH`` levels deep
+are looked at, a message nested deeper than the parser can follow gives no text parts (and
+``truncated``), and a long header value is decoded piece by piece (the decoder is superlinear).
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ import base64
 import codecs
 import email.policy
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import Message
 from email.parser import BytesFeedParser
 
 TEXT_LIMIT = 1024 * 1024  # bytes of a message parsed for its text parts, unless told otherwise
+MAX_PARTS = 1000  # MIME parts looked at (text or not)
+MAX_DEPTH = 50  # multipart and attached-message levels followed
+_MAX_DELIMITERS = 2 * MAX_PARTS  # possible boundary lines parsed (each may start a part)
 _HEADER_PIECE = 4096  # header text decoded at a time (the decoder is superlinear in its input)
 
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
 _UNSTRUCTURED = HeaderRegistry(default_class=UnstructuredHeader, use_default_map=False)
-POLICY = email.policy.default.clone(header_factory=_UNSTRUCTURED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,29 +92,65 @@ def _decode_piece(piece: str) -> str:
 
 def message_text(chunks: Iterable[bytes], limit: int = TEXT_LIMIT) -> MessageText:
     """Parse at most ``limit`` bytes of the message in ``chunks`` and decode its text parts."""
-    parser = BytesFeedParser(policy=POLICY)
+    parser = BytesFeedParser(policy=email.policy.compat32)
     remaining = limit
     truncated = False
-    for chunk in chunks:
-        if len(chunk) > remaining:
-            parser.feed(chunk[:remaining])
-            truncated = True
-            break
-        parser.feed(chunk)
-        remaining -= len(chunk)
-    return MessageText(tuple(_text_parts(parser.close())), truncated)
+    delimiters = 0  # lines that may be MIME boundaries: each may start a part the parser builds
+    try:
+        for chunk in chunks:
+            if len(chunk) > remaining:
+                chunk, truncated = chunk[:remaining], True
+            found = chunk.count(b"\n--")
+            if delimiters + found > _MAX_DELIMITERS:  # more parts than are looked at
+                chunk, truncated = chunk[: _cut_after(chunk, _MAX_DELIMITERS - delimiters)], True
+            delimiters += found
+            parser.feed(chunk)
+            remaining -= len(chunk)
+            if truncated:
+                break
+        root = parser.close()
+    except (RecursionError, Exception):  # nested deeper than the parser follows, or a bug
+        return MessageText((), truncated=True)
+    parts, complete = _text_parts(root)
+    return MessageText(tuple(parts), truncated or not complete)
 
 
-def _text_parts(part: Message) -> Iterator[TextPart]:
-    """Depth first, like ``Message.walk``, but not into a delivery status report (the parser
-    makes each of its field blocks a headers-only "text/plain" part)."""
-    if part.is_multipart():
-        if part.get_content_type() != "message/delivery-status":
-            for child in part.get_payload():  # a list: parts, or an attached message
-                if isinstance(child, Message):
-                    yield from _text_parts(child)
-    elif part.get_content_maintype() == "text" and part.get_content_disposition() != "attachment":
-        yield _text_part(part)
+def _cut_after(chunk: bytes, allowed: int) -> int:
+    """Where ``chunk`` holds its first ``allowed`` possible boundary lines and no more."""
+    at = -1
+    for _ in range(allowed + 1):
+        at = chunk.find(b"\n--", at + 1)
+        if at == -1:
+            return len(chunk)
+    return at
+
+
+def _text_parts(root: Message) -> tuple[list[TextPart], bool]:
+    """The text parts in order (depth first, like ``Message.walk``, without recursion), not
+    into a delivery status report (the parser makes each of its field blocks a headers-only
+    "text/plain" part); False when ``MAX_PARTS`` or ``MAX_DEPTH`` cut the walk short."""
+    found: list[TextPart] = []
+    complete = True
+    stack: list[tuple[Message, int]] = [(root, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PARTS:
+            return found, False
+        if part.is_multipart():
+            if part.get_content_type() == "message/delivery-status":
+                continue
+            if depth >= MAX_DEPTH:
+                complete = False
+                continue
+            children = [c for c in part.get_payload() if isinstance(c, Message)]
+            stack.extend((child, depth + 1) for child in reversed(children))
+        elif (
+            part.get_content_maintype() == "text" and part.get_content_disposition() != "attachment"
+        ):
+            found.append(_text_part(part))
+    return found, complete
 
 
 def _text_part(part: Message) -> TextPart:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from filterd.model.mime import decode_header_value, message_text
+from filterd.model.mime import MAX_DEPTH, MAX_PARTS, decode_header_value, message_text
 from filterd.sdk import (
     Continue,
     Finding,
@@ -200,3 +200,45 @@ def test_message_text_of_no_mime_at_all() -> None:
     text = message_text([b"Subject: x\r\n", b"\r\nline one\r\nline two\r\n"])
     assert text == MessageText((TextPart("text/plain", "us-ascii", "line one\nline two\n"),), False)
     assert message_text([b"Subject: x\r\n\r\n" + b"y" * 10], limit=16).truncated
+
+
+# Hostile structure: bounded work, what can be read, never an exception.
+
+
+def test_encoded_words_in_parameters_are_not_decoded() -> None:
+    """RFC 2047 §5: an encoded word is not a parameter value (and decoding one in a huge
+    Content-Type took seconds with the structured header parsers)."""
+    raw = b"Content-Type: text/plain; charset==?utf-8?q?koi8-r?=\r\n\r\nhello\r\n"
+    (part,) = message_text([raw]).parts
+    assert part.charset == "=?utf-8?q?koi8-r?="
+    assert part.text == "hello\n"
+
+
+def test_nesting_deeper_than_the_parser_follows_gives_no_parts_and_truncated() -> None:
+    levels = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(1000)
+    )
+    text = message_text([b"Subject: deep\r\n" + levels + b"Content-Type: text/plain\r\n\r\nx\r\n"])
+    assert text.truncated
+    assert text.parts == ()
+
+
+def test_nesting_beyond_max_depth_is_not_followed() -> None:
+    depth = MAX_DEPTH + 5
+    levels = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(depth)
+    )
+    text = message_text([levels + b"Content-Type: text/plain\r\n\r\ndeep text\r\n"])
+    assert text.truncated
+    assert "deep text" not in text.joined()
+
+
+def test_more_parts_than_max_parts_are_cut_short() -> None:
+    parts = b"".join(b"--z\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(3000))
+    raw = b"Content-Type: multipart/mixed; boundary=z\r\n\r\n" + parts + b"--z--\r\n"
+    text = message_text([raw])
+    assert text.truncated
+    assert 0 < len(text.parts) <= MAX_PARTS
+    assert text.parts[0].text == "part 0"  # the CRLF before a boundary belongs to it
