@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import traceback
 from typing import Protocol
 
 queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="NOQUEUE")
@@ -92,16 +93,12 @@ class MailLog:
     def enabled_for_debug(self) -> bool:
         return self._logger.isEnabledFor(logging.DEBUG)
 
-    def _log(
-        self, level: int, message: str, fields: dict[str, object], exc: BaseException | None = None
-    ) -> None:
+    def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
         if not self._logger.isEnabledFor(level):
             return
         if fields:
             message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
-        self._logger.log(
-            level, "%s: %s", queue_id_var.get(), message, exc_info=exc, extra=self._extra
-        )
+        self._logger.log(level, "%s: %s", queue_id_var.get(), message, extra=self._extra)
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""
@@ -128,8 +125,17 @@ class MailLog:
 
     def traceback(self, message: str, exc: BaseException, **fields: object) -> None:
         """An ERROR line followed by ``exc``'s traceback: for a failure someone has to debug
-        (a plugin that raised), once per incident, not once per message."""
-        self._log(logging.ERROR, message, fields, exc)
+        (a plugin that raised), once per incident, not once per message. The traceback's lines
+        are indented and the exception's text is escaped (it often quotes what a peer sent), so
+        nothing in it reads as a line of its own."""
+        if not self._logger.isEnabledFor(logging.ERROR):
+            return
+        frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip("\n")
+        last = f"{type(exc).__qualname__}: {sanitize(exc)}" if str(exc) else type(exc).__qualname__
+        indented = "\n".join(f"  {line}" for line in ["Traceback:", *frames.split("\n"), last])
+        if fields:
+            message += ", " + ", ".join(f"{k}={sanitize(v)}" for k, v in fields.items())
+        self._logger.error("%s: %s\n%s", queue_id_var.get(), message, indented, extra=self._extra)
 
     def debug(self, message: str, **fields: object) -> None:
         self._log(logging.DEBUG, message, fields)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -64,8 +63,12 @@ class Incidents:
         self._last_seen: dict[tuple[str, str, int], float] = {}  # oldest first
 
     def is_new(self, exc: BaseException, now: float) -> bool:
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        innermost = exc.__traceback__
+        while innermost is not None and innermost.tb_next is not None:
+            innermost = innermost.tb_next
+        where = (
+            (innermost.tb_frame.f_code.co_filename, innermost.tb_lineno) if innermost else ("", 0)
+        )
         kind = (type(exc).__qualname__, *where)
         last = self._last_seen.pop(kind, None)
         if len(self._last_seen) >= MAX_FAILURE_KINDS:

@@ -46,7 +46,7 @@ REFUSED = Reply(550, "5.7.1", "no")
 
 
 class Script(PluginConfig):
-    mail: str = "continue"  # continue | reject | tempfail | crash | hang | accept-final
+    mail: str = "continue"  # continue|reject|tempfail|crash|crash-quoting|hang|accept-final
     header: str = ""
     rcpt_reject: str = ""
 
@@ -65,6 +65,8 @@ class Scripted(Plugin[Script], OnMailFrom, OnRcpt, OnMessage):
                 return TempFail(Reply(451, "4.7.1", "later"))
             case "crash":
                 raise RuntimeError("boom")
+            case "crash-quoting":
+                raise ValueError("bad sender\nfilterd/smtpd[1]: forged line")
             case "hang":
                 await trio.sleep_forever()
             case "accept-final":
@@ -188,17 +190,16 @@ async def test_a_crash_logs_its_traceback_once_per_incident(
         for _ in range(3):
             outcome = await chain.mail_from(transaction())
             assert outcome.results[0].error == "RuntimeError: boom"
-    tracebacks = [r for r in caplog.records if r.exc_info]
+    tracebacks = [r for r in caplog.records if "Traceback:" in r.getMessage()]
     assert len(tracebacks) == 1
     assert tracebacks[0].levelno == logging.ERROR
-    assert (
-        tracebacks[0]
-        .getMessage()
-        .endswith(
-            "crashy: on_mail_from raised (traceback once per incident), error=RuntimeError: boom"
-        )
+    first, *trace = tracebacks[0].getMessage().split("\n")
+    assert first.endswith(
+        "crashy: on_mail_from raised (traceback once per incident), error=RuntimeError: boom"
     )
-    assert "in on_mail_from" in caplog.text  # the plugin's own frame
+    assert any("in on_mail_from" in line for line in trace)  # the plugin's own frame
+    assert all(line.startswith("  ") for line in trace)  # nothing reads as a line of its own
+    assert trace[-1] == "  RuntimeError: boom"
     assert caplog.text.count("status=plugin-error") == 3
 
 
@@ -275,3 +276,18 @@ def test_registry_refuses_misspelled_stage_and_stage_less_plugins() -> None:
 
     with pytest.raises(PluginError, match='Nameless has no name: add name = "nameless" to the'):
         check_plugin_class("nameless", Nameless)
+
+
+async def test_a_traceback_escapes_what_the_exception_quotes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception's text often quotes what a peer sent: a CR/LF in it must not start a line
+    that looks like one of ours."""
+
+    chain = ChainRunner([entry("quoting", on_error="continue", mail="crash-quoting")])
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        await chain.mail_from(transaction())
+    (record,) = [r for r in caplog.records if "Traceback:" in r.getMessage()]
+    lines = record.getMessage().split("\n")
+    assert not any(line.startswith("filterd/") for line in lines)
+    assert lines[-1] == "  ValueError: bad sender\\x0afilterd/smtpd[1]: forged line"
