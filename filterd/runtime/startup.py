@@ -27,7 +27,7 @@ import trio
 from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
 from filterd.config.types import Endpoint
 from filterd.errors import FilterdError
-from filterd.runtime.listeners import open_listener
+from filterd.runtime.listeners import open_listener, remove_socket
 
 __all__ = ["StartupError", "check_before_serving", "open_listeners"]
 
@@ -35,6 +35,8 @@ EXIT_STARTUP = 2
 """``filterd run``'s exit status when it cannot start (as for a configuration error)."""
 
 _PRIVILEGED_PORTS = 1024
+PRIVATE = 0o700
+"""Mode of the quarantine and spool directories filterd creates: they hold other people's mail."""
 
 
 class StartupError(FilterdError):
@@ -48,10 +50,16 @@ def check_before_serving(config: Config) -> None:
     spools = any(listen.protocol != "policy" for listen in config.listen)
     if takes_mail and isinstance(config.delivery, MaildirDelivery):
         writable_directory(config.delivery.root, "the Maildir root", "delivery.root")
-    if takes_mail:
-        writable_directory(config.quarantine.root, "the quarantine", "quarantine.root")
+    if takes_mail and "quarantine" in config.model_fields_set:
+        # Only when configured: the default (relative to the working directory) is written
+        # only if a plugin quarantines, and a failure then is a 4xx, not lost mail.
+        writable_directory(
+            config.quarantine.root, "the quarantine", "quarantine.root", mode=PRIVATE
+        )
     if spools and config.limits.spool_dir is not None:
-        writable_directory(config.limits.spool_dir, "the spool directory", "limits.spool_dir")
+        writable_directory(
+            config.limits.spool_dir, "the spool directory", "limits.spool_dir", mode=PRIVATE
+        )
     if takes_mail and isinstance(config.delivery, RelayDelivery):
         resolvable_next_hop(config.delivery.next_hop)
         if config.delivery.starttls != "never" and config.delivery.tls_ca_file is not None:
@@ -73,8 +81,10 @@ async def open_listeners(listens: Sequence[ListenConfig]) -> list[trio.SocketLis
             except OSError as exc:
                 raise StartupError(cannot_listen(listen.address, exc)) from None
     except BaseException:
-        for listener in opened:
+        for listen, listener in zip(listens, opened, strict=False):
             listener.socket.close()
+            if listen.address.kind == "unix":
+                remove_socket(listen.address.path)
         raise
     return opened
 
@@ -128,9 +138,18 @@ def bindable(address: Endpoint) -> None:
             raise StartupError(cannot_listen(address, exc)) from None
         if os.path.lexists(address.path) and not Path(address.path).is_socket():
             raise StartupError(cannot_listen(address, OSError(errno.EADDRINUSE, "in use")))
+        if _someone_listens(address.path):
+            raise StartupError(
+                f"cannot listen on {address}: another process listens on this socket (stop it, "
+                "or give this [[listen]] another path)"
+            )
         return
+    # libmilter binds IPv6 only for an IPv6 address ("inet6:"), anything else as IPv4.
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(
+            address.host, address.port, family=family, type=socket.SOCK_STREAM
+        )
         family, kind, proto, _, sockaddr = infos[0]
         with socket.socket(family, kind, proto) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,11 +161,12 @@ def bindable(address: Endpoint) -> None:
 # --- directories and the next hop ---------------------------------------------------------------
 
 
-def writable_directory(path: Path, what: str, key: str) -> None:
-    """Create ``path`` if it is missing and check that a file can be created in it."""
-    shown = f"{path} ({key})" if path.is_absolute() else f'{Path.cwd() / path} ({key} = "{path}")'
+def writable_directory(path: Path, what: str, key: str, *, mode: int = 0o777) -> None:
+    """Create ``path`` if it is missing (``mode``, less the umask) and check that a file can be
+    created in it."""
+    shown = f"{path} ({key})" if path.is_absolute() else f'{path.absolute()} ({key} = "{path}")'
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
         _probe_write(path)
     except OSError as exc:
         if isinstance(exc, FileExistsError):
@@ -168,9 +188,16 @@ def resolvable_next_hop(next_hop: Endpoint) -> None:
     try:
         socket.getaddrinfo(next_hop.host, next_hop.port, type=socket.SOCK_STREAM)
     except OSError as exc:
+        if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN:
+            fix = (
+                "no DNS server answered: is the network up? Start filterd after it "
+                "(After=network-online.target), or give the next hop's IP address"
+            )
+        else:
+            fix = "give its IP address, or a name this machine resolves: /etc/hosts or DNS"
         raise StartupError(
             f'cannot resolve the next hop "{next_hop.host}" (delivery.next_hop): {_reason(exc)} '
-            "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)"
+            f"({fix})"
         ) from None
 
 
@@ -205,6 +232,20 @@ def _tls_reason(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"not usable PEM ({exc.reason or exc.library or 'unreadable'})"
     return _reason(exc)
+
+
+def _someone_listens(path: str) -> bool:
+    """Whether a process accepts connections on the unix socket ``path`` (libmilter would
+    remove it and take the path over)."""
+    if not Path(path).is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _probe_write(directory: Path) -> None:

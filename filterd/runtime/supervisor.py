@@ -51,7 +51,7 @@ log = MailLog("main")
 def main(config: Config) -> int:
     """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
     setup_logging(config.log.level)
-    held = _hold_stop_signals()
+    _hold_stop_signals()
     try:
         check_before_serving(config)
         trio.run(serve, config)
@@ -73,27 +73,33 @@ def main(config: Config) -> int:
             raise rest from None
         return EXIT_STARTUP
     finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
+        _release_stop_signals()
     return 0
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _early_signals: list[int] = []
 """Stop signals received before the signal watcher runs (during start-up)."""
+_held: dict[int, signal._HANDLER] = {}
+"""The stop signals' handlers from before ``_hold_stop_signals``."""
 
 
-def _hold_stop_signals() -> dict[int, signal._HANDLER]:
+def _hold_stop_signals() -> None:
     """Until trio's watcher takes over, a stop signal is remembered rather than fatal, so a
-    SIGTERM during start-up is a graceful stop once serving begins. Returns what to restore."""
+    SIGTERM during start-up is a graceful stop once serving begins."""
     _early_signals.clear()
     try:
-        return {
-            signum: signal.signal(signum, lambda got, _frame: _early_signals.append(got))
-            for signum in _STOP_SIGNALS
-        }
+        for signum in _STOP_SIGNALS:
+            _held[signum] = signal.signal(signum, lambda got, _: _early_signals.append(got))
     except ValueError:  # not the main thread
-        return {}
+        pass
+
+
+def _release_stop_signals() -> None:
+    """Give the stop signals their handlers back (after the watcher, a third signal kills)."""
+    while _held:
+        signum, handler = _held.popitem()
+        signal.signal(signum, handler)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -224,14 +230,17 @@ async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
         receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
     except ValueError:  # not the main thread (embedded in tests): no signal handling
         return
-    with receiver as signals:
-        early, _early_signals[:] = list(_early_signals), []
-        for signum in early:
-            if _on_stop_signal(signum, shutdown, root):
-                return
-        async for signum in signals:
-            if _on_stop_signal(signum, shutdown, root):
-                return
+    try:
+        with receiver as signals:
+            early, _early_signals[:] = list(_early_signals), []
+            for signum in early:
+                if _on_stop_signal(signum, shutdown, root):
+                    return
+            async for signum in signals:
+                if _on_stop_signal(signum, shutdown, root):
+                    return
+    finally:
+        _release_stop_signals()  # the receiver put back the start-up handler: undo that too
 
 
 def _on_stop_signal(signum: int, shutdown: Shutdown, root: trio.CancelScope) -> bool:

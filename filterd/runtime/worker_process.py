@@ -1,4 +1,4 @@
-"""A policy worker process (``[[listen]] processes = N``; see ``policy_workers``).
+"""A policy worker process (``[[listen]] processes = N``; see ``worker_pool``).
 
     python -m filterd.runtime.worker_process --listener INDEX --number N --control-fd FD
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_config(message: bytes) -> Config:
-    """The configuration as ``policy_workers.config_message`` wrote it."""
+    """The configuration as ``worker_pool.config_message`` wrote it."""
     data = json.loads(message)
     if "toml" in data:
         return parse_config(data["toml"], source=data["source"])

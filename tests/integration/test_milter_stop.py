@@ -49,7 +49,7 @@ def test_sigterm_stops_an_idle_milter_listener_at_once(tmp_path: Path, kind: str
     filterd = FilterdProcess(milter_config(address), tmp_path / "run")
     try:
         filterd.start()  # returns once the listener accepted a connection: a fresh 5 s wait
-        # Signals are handled from then on (a SIGTERM while filterd starts would kill it).
+        # The milter listens from then on.
         deadline = time.monotonic() + START_TIMEOUT
         while "milter listening on" not in filterd.output_text():
             assert time.monotonic() < deadline, filterd.output_text()

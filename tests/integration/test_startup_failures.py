@@ -197,8 +197,12 @@ def test_next_hop_that_does_not_resolve(tmp_path: Path) -> None:
     assert line.startswith(
         'filterd: cannot resolve the next hop "next-hop.invalid" (delivery.next_hop): '
     )
+    # Without a network (unshare --net) glibc says EAI_AGAIN; with one, the name is unknown.
     assert line.endswith(
-        "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)"
+        (
+            "(give its IP address, or a name this machine resolves: /etc/hosts or DNS)",
+            "(After=network-online.target), or give the next hop's IP address)",
+        )
     )
 
 
@@ -286,6 +290,8 @@ def test_the_checks_create_missing_directories(tmp_path: Path) -> None:
         for name in ("mail", "quarantine", "spool"):
             assert (tmp_path / "new" / name).is_dir()
             assert list((tmp_path / "new" / name).iterdir()) == []  # the probe file is gone
+        for private in ("quarantine", "spool"):  # they hold other people's mail
+            assert (tmp_path / "new" / private).stat().st_mode & 0o077 == 0
 
 
 def test_a_policy_service_needs_no_delivery_nor_quarantine(tmp_path: Path) -> None:
@@ -293,3 +299,46 @@ def test_a_policy_service_needs_no_delivery_nor_quarantine(tmp_path: Path) -> No
     with serving(config, tmp_path) as first:
         assert "(policy)" in first, first
     assert list(tmp_path.iterdir()) == [tmp_path / "filterd.toml"]  # no var/quarantine
+
+
+def test_the_default_quarantine_is_not_needed_to_start(tmp_path: Path) -> None:
+    """Without a [quarantine] table the default (./var/quarantine) is used only if a plugin
+    quarantines; an unwritable working directory (systemd starts services in /) must not stop
+    a relay from starting. Here ./var is a regular file, so ./var/quarantine cannot exist."""
+    (tmp_path / "var").write_text("not a directory")
+    config = (
+        '[[listen]]\naddress = "127.0.0.1:0"\n'
+        '[delivery]\nmethod = "relay"\nnext_hop = "127.0.0.1:10026"\n'
+    )
+    with serving(config, tmp_path) as first:
+        assert "listening on 127.0.0.1:" in first, first
+
+
+def test_a_unix_milter_socket_another_process_listens_on(tmp_path: Path) -> None:
+    """libmilter removes a unix socket before it binds: it would take the path over from a
+    running filterd. The start-up check refuses instead."""
+    path = tmp_path / "milter.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen(1)
+        status, stderr = run_filterd(
+            f'[[listen]]\naddress = "unix:{path}"\nprotocol = "milter"\n', tmp_path
+        )
+    assert status == 2
+    assert one_line(stderr) == (
+        f"filterd: cannot listen on unix:{path}: another process listens on this socket (stop "
+        "it, or give this [[listen]] another path)"
+    )
+
+
+def test_a_next_hop_name_that_does_not_resolve_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAI_AGAIN (no DNS server reachable, as early at boot) says what to do about it."""
+    from filterd.config.types import parse_endpoint
+    from filterd.runtime import startup
+
+    def no_dns_yet(*args: object, **kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(startup.socket, "getaddrinfo", no_dns_yet)
+    with pytest.raises(startup.StartupError, match=r"After=network-online\.target"):
+        startup.resolvable_next_hop(parse_endpoint("mx.example.net:25"))

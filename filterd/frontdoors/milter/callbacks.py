@@ -6,8 +6,9 @@ doors do and is answered with what the chain decided (``filterd.protocols.milter
   (``ChainRunner.has_stage``), so its callback answers on the libmilter thread; the model
   (``Session``, ``Transaction``, macros, spool) is built the same either way. A hop that cannot
   answer (too slow, trio stopping) counts as the chain's ``TempFail``.
-- **Stop**: new connections are answered TEMPFAIL at CONNECT, new messages at MAIL (or, if
-  MAIL has no reply, at their next step with one, before any content).
+- **Stop**: the listener closes at once (new connections are refused: Postfix's
+  ``milter_default_action`` applies); on connections already open, new messages are answered
+  TEMPFAIL at MAIL (or, if MAIL has no reply, at their next step with one, before any content).
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ lifecycle — register the callbacks, listen, run ``smfi_main`` on a thread of i
 
 **Shutdown**: trio owns SIGTERM/SIGINT (libmilter blocks them in its threads; the supervisor's
 signal watcher gets them) and stops libmilter's listener at once (``_stop_listener``: left to
-itself, it would notice the stop only at the end of its current 5 s wait). Messages in
-progress get ``shutdown_grace`` to reach end of message; a hop that finds trio gone or going
+itself, it would notice the stop only at the end of its current 5 s wait); from then on a new
+connection is refused, so Postfix applies its ``milter_default_action`` (``tempfail`` keeps the
+mail queued; ``accept`` lets it through unfiltered). Messages in progress get
+``shutdown_grace`` to reach end of message (a second signal ends it); a hop that finds trio gone or going
 answers TEMPFAIL — never ACCEPT — so nothing is lost.
 """
 
@@ -169,8 +171,16 @@ async def serve_milter(
         with trio.CancelScope(shield=True):
             await _stop_listener(settings.address)
             with trio.move_on_after(settings.shutdown_grace) as grace:
-                await bridge.wait_for_messages()
-            if grace.cancelled_caught:
+                async with trio.open_nursery() as draining:  # a second signal cuts the grace
+
+                    async def until_now() -> None:
+                        await shutdown.now.wait()
+                        grace.cancel()
+
+                    draining.start_soon(until_now)
+                    await bridge.wait_for_messages()
+                    draining.cancel_scope.cancel()
+            if grace.cancelled_caught or shutdown.now.is_set():
                 log.warning(f"{bridge.in_progress()} milter message(s) still open after the grace")
             await trio.to_thread.run_sync(thread.join, STOP_JOIN_TIMEOUT)
         log.plain("milter stopped")
