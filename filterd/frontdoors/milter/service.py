@@ -20,8 +20,8 @@ signal watcher gets them) and stops libmilter's listener at once (``_stop_listen
 itself, it would notice the stop only at the end of its current 5 s wait); from then on a new
 connection is refused, so Postfix applies its ``milter_default_action`` (``tempfail`` keeps the
 mail queued; ``accept`` lets it through unfiltered). Messages in progress get
-``shutdown_grace`` to reach end of message (a second signal ends it); a hop that finds trio gone or going
-answers TEMPFAIL — never ACCEPT — so nothing is lost.
+``shutdown_grace`` to reach end of message (a second signal ends it); a hop that finds trio
+gone or going answers TEMPFAIL — never ACCEPT — so nothing is lost.
 """
 
 from __future__ import annotations
