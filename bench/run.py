@@ -1,21 +1,24 @@
-"""filterd's throughput benchmark (``make bench``): smtp-source into smtp-sink over loopback,
-directly, through filterd (empty chain), through filterd with the header_checks plugin as its
-chain (bench/header_checks.regexp), and through Haraka 3 as a forwarding relay: one process, a
-cluster of two (nodes=2), and one process with TCP_NODELAY on its outgoing connections
-(bench/haraka/).
+"""filterd's SMTP benchmark (``make bench-smtp``), at production settings, beside Haraka 3.
 
-    .venv/bin/python bench/run.py [--quick] [--only direct,filterd,filterd-hc,haraka,rss]
-                                  [--repeat N] [--json FILE] [--keep]
+    .venv/bin/python bench/run.py [--quick] [--only PARTS] [--processes N] [--repeat N]
+                                  [--json FILE] [--keep]
 
-Matrix: body sizes 4 KiB and 100 KiB x 1, 10 and 50 parallel sessions. Each cell first sends a
-short warm-up batch, which also measures the rate; the measured batch is then sized to last
-about ``target_seconds`` (bounded by a message count), and smtp-source is killed if it runs past
-the cell's time limit. The rate is messages / wall time of the smtp-source run.
+1. **Throughput**: smtp-source into smtp-sink over loopback, directly and through each target
+   (``filterd_bench/smtp_targets.py``: filterd at production settings with ``processes = N``
+   and ``processes = 1``, with log ``warning``, the empty-chain reference, Haraka 1 process,
+   ``nodes=2``, ``nodes=2`` with TCP_NODELAY), in two load shapes (persistent connections as
+   Postfix's content_filter keeps them, and a new connection per message), for 4 KiB x 50
+   sessions, 100 KiB x 50 and 100 KiB x 1 (``filterd_bench/smtp_matrix.py``).
+2. **Latency**: a fresh production filterd between a Python client and a Python sink that stamp
+   every message (``filterd_bench/latency_client.py``, ``latency_sink.py``): the closed-loop
+   maximum, then a pace of half the maximum; the added latency is filterd's 250 at the client
+   minus the next hop's 250 at the sink, p50 and p99.
+3. **Memory**: a fresh production filterd's RSS growth while it relays one 100 MiB message.
 
-Then, on a fresh filterd, the RSS growth while relaying one 100 MiB message.
-
-Every child runs in its own process group and is stopped by that group's id at the end, also on
-failure or Ctrl-C. See docs/benchmarks.md for the columns and results.
+Then the table of the specification's targets (``filterd_bench/smtp_report.py``), each with its
+figure and met / not met. Every child runs in its own process group and is stopped by that
+group's id at the end, also on failure or Ctrl-C; every run is bounded in count and time. See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,119 +26,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from filterd_bench import benchinfo
-from filterd_bench.bigmessage import BigMessageResult, relay_big_message, write_message
-from filterd_bench.procs import (
-    BenchError,
-    Processes,
-    group_cpu_seconds,
-    machine_busy_seconds,
-    memory_kib,
-    reaped_children_seconds,
-)
+from filterd_bench.bigmessage import relay_big_message, write_message
+from filterd_bench.latency import latency_figures
+from filterd_bench.latency_client import run_load
+from filterd_bench.procs import BenchError, Processes, free_port, group_memory_kib, wait_for_smtp
 from filterd_bench.servers import (
     SMTP_SINK,
-    HarakaUnavailable,
+    START_TIMEOUT,
+    FilterdRefused,
     Server,
-    install_haraka,
     start_filterd,
-    start_haraka,
     start_sink,
 )
-from filterd_bench.source import SMTP_SOURCE, SourceRun, run_source
+from filterd_bench.smtp_matrix import CELLS, Plan, run_matrix
+from filterd_bench.smtp_report import LatencyResult, LogSummary, Results, check_targets, report
+from filterd_bench.smtp_targets import PARTS, all_targets, production_settings, start_targets
+from filterd_bench.source import SMTP_SOURCE
 
-SIZES = (4 * 1024, 100 * 1024)
-SESSIONS = (1, 10, 50)
-PARTS = ("direct", "filterd", "filterd-hc", "haraka", "rss")
-LABELS = {
-    "direct": "direct",
-    "filterd": "filterd",
-    "filterd-hc": "filterd-hc",
-    "haraka1": "Haraka-1p",
-    "haraka2": "Haraka-n2",
-    "haraka1nd": "Haraka-1p-nd",
-}
-# target: (smtp.ini nodes, TCP_NODELAY preload); nodes=0 is one process, no cluster
-HARAKA_VARIANTS = {"haraka1": (0, False), "haraka2": (2, False), "haraka1nd": (0, True)}
-# (size, sessions, minimum ratio filterd / Haraka) from the specification
-TARGETS = ((4 * 1024, 50, 1.0), (4 * 1024, 1, 10.0), (100 * 1024, 50, 1.5))
-# (size, sessions, maximum cost of the header_checks chain: 1 - filterd-hc rate / filterd rate)
-HC_COST_TARGET = (4 * 1024, 50, 0.15)
-FILTERDS = {"filterd": False, "filterd-hc": True}  # target: with the header_checks chain
-RSS_TARGET_MIB = 16.0
-OTHER_CPU_WARNING = 15.0  # % of a core used by other processes that makes a run suspect
-
-
-@dataclass(frozen=True)
-class Plan:
-    target_seconds: float  # aim of each measured batch
-    max_count: int  # ... but never more messages than this
-    min_count: int
-    warm_count: int  # per-cell warm-up: max(this, 2 x sessions) messages
-    warm_timeout: float
-    cell_timeout: float  # smtp-source is killed past this
-    target_warmup: int  # once per server, 4 KiB over 10 sessions
-    big_message: int  # bytes
-    repeat: int = 1  # measured runs per cell (the median is reported)
-
-    @classmethod
-    def full(cls, repeat: int) -> Plan:
-        return cls(5.0, 20_000, 20, 20, 5.0, 20.0, 300, 100 * 1024 * 1024, repeat)
-
-    @classmethod
-    def quick(cls, repeat: int) -> Plan:
-        return cls(1.0, 1_000, 10, 10, 3.0, 10.0, 50, 20 * 1024 * 1024, repeat)
-
-
-@dataclass
-class Cell:
-    target: str
-    size: int
-    sessions: int
-    messages: int = 0
-    seconds: float = 0.0
-    rate: float | None = None  # msg/s (median of the runs); None: not measured
-    runs: list[float] = field(default_factory=list)  # msg/s of each measured run
-    partial: bool = False  # the rate is from a run that stopped early
-    server_cpu_percent: float | None = None  # of one core, the server's process group
-    # of one core: the machine's CPU time less the benchmark's own (server, smtp-sink,
-    # smtp-source) -- other work on the machine that competed with the measurement
-    other_cpu_percent: float | None = None
-    error: str = ""
-
-
-@dataclass
-class Results:
-    machine: dict[str, str]
-    options: dict[str, object]
-    cells: list[Cell] = field(default_factory=list)
-    filterd_memory_kib: dict[str, int] = field(default_factory=dict)
-    filterd_log_lines: list[str] = field(default_factory=list)
-    filterd_hc_memory_kib: dict[str, int] = field(default_factory=dict)  # filterd-hc's
-    filterd_hc_log_lines: list[str] = field(default_factory=list)
-    haraka: str = ""  # version, or why it did not run
-    big_message: dict[str, object] = field(default_factory=dict)
-    targets: list[Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # things that went wrong besides the cells
-
-    def cell(self, target: str, size: int, sessions: int) -> Cell | None:
-        for cell in self.cells:
-            if (cell.target, cell.size, cell.sessions) == (target, size, sessions):
-                return cell
-        return None
-
-    def rate(self, target: str, size: int, sessions: int) -> float | None:
-        cell = self.cell(target, size, sessions)
-        return cell.rate if cell is not None else None
+LATENCY_SINK = Path(__file__).resolve().parent / "filterd_bench" / "latency_sink.py"
+LATENCY_SINK_LIMIT = 900.0  # seconds: the sink stops by itself after this
+LATENCY_WARM = 200  # messages before the latency measurements
+LOG_LINES_SHOWN = 10
+MESSAGE_LINE = re.compile(r": from=<[^>]*>, size=\d+, nrcpt=")  # smtpd's line for each message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,11 +67,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     plan = Plan.quick(args.repeat) if args.quick else Plan.full(args.repeat)
     parts = set(args.only)
+    targets = [target for target in all_targets(args.processes) if target.part in parts]
     results = Results(
         machine=benchinfo.machine_info(
             {"node": benchinfo.output(["node", "--version"]) or "not available"}
         ),
-        options={"quick": args.quick, "only": args.only, "repeat": args.repeat},
+        options={
+            "quick": args.quick,
+            "only": args.only,
+            "repeat": args.repeat,
+            "processes": args.processes,
+        },
+        labels={target.key: target.label for target in targets},
     )
     benchinfo.print_machine(results.machine)
 
@@ -162,47 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sink = start_sink(procs, workdir)
         print(f"smtp-sink on 127.0.0.1:{sink.port} (pid {sink.child.pid})")
-        servers: dict[str, Server] = {}
-        if "direct" in parts:
-            servers["direct"] = sink
-        for target, header_checks in FILTERDS.items():
-            if target in parts:
-                server = start_filterd(
-                    procs,
-                    workdir,
-                    sink.port,
-                    name=target,
-                    level="warning",
-                    header_checks=header_checks,
-                )
-                chain = "header_checks chain" if header_checks else "empty chain"
-                print(f"{target} ({chain}) on 127.0.0.1:{server.port} (pid {server.pid})")
-                servers[target] = server
-        if "haraka" in parts:
-            servers |= start_harakas(results, procs, workdir, sink.port)
-        if servers:
+        started = start_targets(targets, procs, workdir, sink, results.notes)
+        results.haraka, results.refused = started.haraka, started.refused
+        results.production = "filterd" if "filterd" in started.servers else "filterd-p1"
+        if started.servers:
+            results.cells = run_matrix(started.servers, plan, results.labels)
             print()
-            run_matrix(results, servers, plan)
-        for target, server in servers.items():
-            child = server.child
-            if not child.alive():
-                results.notes.append(
-                    f"{LABELS[target]} exited during the run (status {child.popen.returncode}); "
-                    f"its log ends with:\n{child.log_tail()}"
-                )
-            elif target == "filterd":
-                results.filterd_memory_kib = memory_kib(server.pid)  # before stopping it
-            elif target == "filterd-hc":
-                results.filterd_hc_memory_kib = memory_kib(server.pid)
-            if target != "direct":
-                procs.stop(child)
-        if "filterd" in servers:
-            results.filterd_log_lines = servers["filterd"].child.log.read_text().splitlines()
-        if "filterd-hc" in servers:
-            log = servers["filterd-hc"].child.log
-            results.filterd_hc_log_lines = log.read_text().splitlines()
+        conclude_servers(results, procs, started.servers)
+        if "latency" in parts:
+            run_latency(results, procs, workdir, plan, args.processes)
         if "rss" in parts:
-            run_big_message(results, procs, workdir, sink.port, plan)
+            run_big_message(results, procs, workdir, sink.port, plan, args.processes)
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping every process started", file=sys.stderr)
         return 130
@@ -241,6 +138,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(PARTS)} (default: all)",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        choices=range(1, 65),
+        default=2,
+        metavar="N",
+        help="the production filterd's processes = N (default 2; measured beside processes = 1)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         choices=range(1, 10),
@@ -265,368 +170,164 @@ def _parts(text: str) -> list[str]:
     return parts
 
 
-# ------------------------------------------------------------------------------------ matrix
-@dataclass
-class Measure:
-    """One target's measurement in one cell, in progress."""
-
-    target: str
-    server: Server
-    count: int = 0  # messages per measured run, from the warm-up's rate
-    runs: list[SourceRun] = field(default_factory=list)
-    server_cpu: float = 0.0  # CPU seconds over the measured runs
-    other_cpu: float = 0.0
-    error: str = ""
-
-    @property
-    def active(self) -> bool:
-        return not self.error and all(run.ok for run in self.runs)
-
-
-def run_matrix(results: Results, servers: dict[str, Server], plan: Plan) -> None:
-    """Every cell in turn; within a cell the targets take turns (warm-ups, then ``repeat``
-    rounds of one measured run each), so that a disturbance hits them alike. The servers not
-    being measured are idle."""
-    for target, server in servers.items():
-        warm = run_source(
-            server.port, size=SIZES[0], sessions=10, count=plan.target_warmup, timeout=20.0
-        )
-        problem = f" -- {warm.problem}" if warm.problem else ""
-        print(f"{LABELS[target]}: warm-up {warm.completed} messages{problem}")
-    print()
-    groups = {server.pid for server in servers.values()}
-    for size, sessions in cells():
-        measures = [Measure(target, server) for target, server in servers.items()]
-        for measure in measures:
-            calibrate(measure, plan, size, sessions)
-        for _ in range(plan.repeat):
-            for measure in measures:
-                if measure.active:
-                    measure_once(measure, plan, size, sessions, groups)
-        for measure in measures:
-            cell = conclude(measure, size, sessions)
-            results.cells.append(cell)
-            print(describe(LABELS[cell.target], cell))
-        print()
+def conclude_servers(results: Results, procs: Processes, servers: dict[str, Server]) -> None:
+    """After the matrix: every filterd's memory and log, then stop every server but the sink."""
+    for key, server in servers.items():
+        child = server.child
+        label = results.labels.get(key, key)
+        if not child.alive():
+            results.notes.append(
+                f"{label} exited during the run (status {child.popen.returncode}); "
+                f"its log ends with:\n{child.log_tail()}"
+            )
+        elif key.startswith("filterd"):
+            memory = group_memory_kib(server.pid)
+            if memory:
+                results.memory_kib[key] = {
+                    "VmHWM": max(m.get("VmHWM", 0) for m in memory.values()),
+                    "VmRSS": max(m.get("VmRSS", 0) for m in memory.values()),
+                    "processes": len(memory),
+                }
+        if key != "direct":
+            procs.stop(child)
+        if key.startswith("filterd"):
+            results.logs[key] = summarize_log(child.log, key)
 
 
-def cells() -> Iterator[tuple[int, int]]:
-    for size in SIZES:
-        for sessions in SESSIONS:
-            yield size, sessions
+def summarize_log(path: Path, key: str) -> LogSummary:
+    level = "warning" if key in ("filterd-warn", "filterd-ref") else "info"
+    data = path.read_bytes()
+    lines = data.decode(errors="replace").splitlines()
+    first = lines[:LOG_LINES_SHOWN] if level == "warning" else []
+    messages = sum(1 for line in lines if MESSAGE_LINE.search(line))
+    return LogSummary(level, len(lines), len(data), messages, first)
 
 
-def calibrate(measure: Measure, plan: Plan, size: int, sessions: int) -> None:
-    """The cell's warm-up, whose rate sizes the measured runs to about ``target_seconds``."""
-    warm_count = max(plan.warm_count, 2 * sessions)
-    warm = run_source(
-        measure.server.port,
-        size=size,
-        sessions=sessions,
-        count=warm_count,
-        timeout=plan.warm_timeout,
-    )
-    if not warm.ok and not warm.timed_out:
-        measure.error = "warm-up: " + warm.problem
-    elif warm.rate <= 0:
-        measure.error = "warm-up: " + (warm.problem or "nothing sent")
-    count = int(warm.rate * plan.target_seconds)
-    count = min(max(count, plan.min_count, 2 * sessions), plan.max_count)
-    measure.count = -(-count // sessions) * sessions  # whole rounds of the sessions
-
-
-def measure_once(measure: Measure, plan: Plan, size: int, sessions: int, groups: set[int]) -> None:
-    server = measure.server.pid
-    before = _cpu_sample(server, groups)
-    run = run_source(
-        measure.server.port,
-        size=size,
-        sessions=sessions,
-        count=measure.count,
-        timeout=plan.cell_timeout,
-    )
-    after = _cpu_sample(server, groups)
-    server_cpu, own, machine = (b - a for a, b in zip(before, after, strict=True))
-    measure.runs.append(run)
-    measure.server_cpu += server_cpu
-    measure.other_cpu += max(0.0, machine - own)
-
-
-def _cpu_sample(server: int, groups: set[int]) -> tuple[float, float, float]:
-    """CPU seconds so far: the server's group; all the benchmark's processes; the machine."""
-    own = sum(group_cpu_seconds(pgid) for pgid in groups) + reaped_children_seconds()
-    return group_cpu_seconds(server), own, machine_busy_seconds()
-
-
-def conclude(measure: Measure, size: int, sessions: int) -> Cell:
-    """The cell's rate is the median of its runs' rates (the last one's if it failed)."""
-    cell = Cell(measure.target, size, sessions, error=measure.error)
-    runs = measure.runs
-    if not runs:
-        return cell
-    last = runs[-1]
-    cell.messages = sum(run.completed for run in runs)
-    seconds = sum(run.seconds for run in runs)
-    cell.seconds = round(seconds, 3)
-    cell.runs = [round(run.rate, 1) for run in runs]
-    rate = statistics.median(run.rate for run in runs) if last.ok else last.rate
-    cell.rate = round(rate, 1) if last.completed else None
-    cell.partial = not last.ok
-    cell.error = last.problem
-    if seconds > 0:
-        cell.server_cpu_percent = round(measure.server_cpu / seconds * 100, 1)
-        cell.other_cpu_percent = round(measure.other_cpu / seconds * 100, 1)
-    return cell
-
-
-def describe(label: str, cell: Cell) -> str:
-    where = f"{label:<15} {size_label(cell.size):>7} x {cell.sessions:>2} sessions:"
-    if cell.rate is None:
-        return f"{where} FAILED: {cell.error}"
-    text = f"{where} {cell.messages:>6} msgs in {cell.seconds:6.2f} s: {cell.rate:>8,.0f} msg/s"
-    if len(cell.runs) > 1:
-        text += " (median of " + " ".join(f"{rate:,.0f}" for rate in cell.runs) + ")"
-    if cell.server_cpu_percent is not None:
-        text += (
-            f"  (server CPU {cell.server_cpu_percent:.0f}%, other {cell.other_cpu_percent:.0f}%)"
-        )
-    if cell.error:
-        text += f"  PROBLEM: {cell.error}"
-    return text
-
-
-# ------------------------------------------------------------------------------------ Haraka
-def start_harakas(
-    results: Results, procs: Processes, workdir: Path, sink_port: int
-) -> dict[str, Server]:
-    """The Haraka variants that could be installed and started (the reasons for the others
-    go into ``results.haraka``)."""
-    try:
-        binary, version = install_haraka()
-    except HarakaUnavailable as exc:
-        results.haraka = f"not run: {exc}"
-        print(f"Haraka: {results.haraka}")
-        return {}
-    results.haraka = f"Haraka {version}"
-    servers: dict[str, Server] = {}
-    for target, (nodes, nodelay) in HARAKA_VARIANTS.items():
+def start_production(
+    results: Results, procs: Processes, workdir: Path, next_hop: int, name: str, processes: int
+) -> tuple[Server, str, str]:
+    """A fresh production filterd (``processes``, else 1 if refused): the server, its label
+    and its target key in the matrix."""
+    if processes > 1:
         try:
-            server = start_haraka(procs, workdir, binary, sink_port, nodes=nodes, nodelay=nodelay)
-        except HarakaUnavailable as exc:
-            print(f"{LABELS[target]}: not run: {exc}")
-            results.haraka += f"; {LABELS[target]} not run: {exc}"
-            continue
-        if nodes:
-            time.sleep(2.0)  # the first worker greets; give the others time to listen too
-        print(f"{LABELS[target]}: Haraka {version} on 127.0.0.1:{server.port} (pid {server.pid})")
-        servers[target] = server
-    return servers
+            server = start_filterd(
+                procs, workdir, next_hop, name=name, settings=production_settings(processes)
+            )
+            return server, f"f-p{processes}", "filterd"
+        except FilterdRefused as exc:
+            results.refused = results.refused or str(exc)
+    server = start_filterd(
+        procs, workdir, next_hop, name=f"{name}-p1", settings=production_settings(1)
+    )
+    return server, "f-p1", "filterd-p1"
+
+
+# ----------------------------------------------------------------------------------- latency
+def run_latency(
+    results: Results, procs: Processes, workdir: Path, plan: Plan, processes: int
+) -> None:
+    """The closed-loop maximum, then the paced pass at half of it; see the module docstring."""
+    size, sessions = CELLS[0]
+    port = free_port()
+    stamps_file = workdir / "latency-stamps.json"
+    argv = [sys.executable, str(LATENCY_SINK), str(port), str(stamps_file), str(LATENCY_SINK_LIMIT)]
+    sink = procs.start("latency-sink", argv, log=workdir / "latency-sink.log")
+    wait_for_smtp(sink, port, START_TIMEOUT)
+    filterd, label, key = start_production(results, procs, workdir, port, "latency", processes)
+    print(
+        f"latency pass: {label} (pid {filterd.pid}) in front of the latency sink (pid {sink.pid})"
+    )
+    try:
+        run_load(
+            filterd.port,
+            sessions=sessions,
+            count=LATENCY_WARM,
+            size=size,
+            rate=None,
+            time_limit=30.0,
+            first_id=0,
+        )
+        peak = run_load(
+            filterd.port,
+            sessions=sessions,
+            count=plan.max_count,
+            size=size,
+            rate=None,
+            time_limit=plan.target_seconds,
+            first_id=1_000_000,
+        )
+        matrix = results.rate(key, "persistent", size, sessions)
+        ceiling = min(peak.achieved, matrix) if matrix else peak.achieved
+        latency = LatencyResult(label, sessions, size, peak.achieved, matrix, ceiling / 2)
+        if peak.error_count or ceiling <= 0:
+            latency.error = "closed-loop pass: " + (peak.problem() or "nothing answered")
+            results.latency = latency
+            return
+        count = max(1, int(latency.paced_rate * plan.latency_seconds))
+        paced = run_load(
+            filterd.port,
+            sessions=sessions,
+            count=count,
+            size=size,
+            rate=latency.paced_rate,
+            time_limit=plan.latency_seconds * 2 + 5,
+            first_id=2_000_000,
+        )
+    finally:
+        procs.stop(filterd.child)
+        procs.stop(sink)  # SIGTERM: the sink writes its stamps and exits
+    latency.requested, latency.completed = paced.requested, paced.completed
+    latency.achieved_rate = round(paced.achieved, 1)
+    latency.lag_ms = round(paced.lag * 1000, 2)
+    latency.error = paced.problem()
+    try:
+        sink_stamps = {
+            sender: (float(dot), float(reply))
+            for sender, (dot, reply) in json.loads(stamps_file.read_text()).items()
+        }
+    except (OSError, ValueError) as exc:
+        latency.error = f"the sink's stamps: {exc}; its log ends with:\n{sink.log_tail()}"
+        sink_stamps = {}
+    figures = latency_figures(paced.stamps, sink_stamps)
+    latency.added, latency.turnaround = figures.added, figures.turnaround
+    latency.unmatched, latency.negative = figures.unmatched, figures.negative
+    if figures.unmatched or figures.negative:
+        latency.error = (latency.error + "; " if latency.error else "") + (
+            f"{figures.unmatched} message(s) not stamped by the sink, {figures.negative} negative"
+        )
+    results.latency = latency
+    if latency.added:
+        print(f"  added latency: {latency.added.describe()}\n")
 
 
 # ------------------------------------------------------------------------------- big message
 def run_big_message(
-    results: Results, procs: Processes, workdir: Path, sink_port: int, plan: Plan
+    results: Results, procs: Processes, workdir: Path, sink_port: int, plan: Plan, processes: int
 ) -> None:
     path = workdir / "big.eml"
     size = write_message(path, plan.big_message)
-    filterd = start_filterd(procs, workdir, sink_port, name="filterd-big", level="warning")
-    print(f"one {size / 2**20:.0f} MiB message through a fresh filterd (pid {filterd.child.pid})")
+    filterd, label, _key = start_production(results, procs, workdir, sink_port, "big", processes)
+    print(f"one {size / 2**20:.0f} MiB message through a fresh {label} (pid {filterd.pid})")
     try:
-        big: BigMessageResult = relay_big_message(filterd.child.pid, filterd.port, path)
+        big = relay_big_message(filterd.pid, filterd.port, path)
     except (BenchError, OSError) as exc:
-        results.big_message = {"error": str(exc), "message_bytes": size}
+        results.big_message = {"error": str(exc), "message_bytes": size, "target": label}
         print(f"  FAILED: {exc}\n")
         return
     finally:
         procs.stop(filterd.child)
         path.unlink(missing_ok=True)
-    results.big_message = asdict(big) | {"growth_mib": round(big.growth_mib, 1)}
+    results.big_message = asdict(big) | {
+        "growth_mib": round(big.growth_mib, 1),
+        "target": label,
+        "seconds": round(big.seconds, 2),
+    }
     print(
         f"  reply {big.reply!r} after {big.seconds:.2f} s "
         f"({big.message_bytes / 2**20 / big.seconds:.0f} MiB/s); VmRSS before "
         f"{big.rss_before_kib / 1024:.1f} MiB, VmHWM after {big.hwm_after_kib / 1024:.1f} MiB: "
         f"growth {big.growth_mib:.1f} MiB\n"
     )
-
-
-# ----------------------------------------------------------------------------------- report
-COLUMNS = ("direct", "filterd", "filterd-hc", "haraka1", "haraka2", "haraka1nd")
-RATIOS = {  # column title: (the target whose rate is divided, the one it is divided by)
-    "hc/f": ("filterd-hc", "filterd"),
-    "f/direct": ("filterd", "direct"),
-    "f/H-1p": ("filterd", "haraka1"),
-    "f/H-n2": ("filterd", "haraka2"),
-    "f/H-1p-nd": ("filterd", "haraka1nd"),
-}
-
-
-@dataclass
-class Check:
-    what: str
-    value: float | None
-    met: bool | None  # None: not measured
-    specified: bool = True  # False: for information, not one of the specification's targets
-    unit: str = ""  # of the value, as printed
-
-
-def check_targets(results: Results) -> list[Check]:
-    checks: list[Check] = []
-    ran = {cell.target for cell in results.cells}
-    for size, sessions, minimum in TARGETS:
-        filterd = results.rate("filterd", size, sessions)
-        for haraka in ("haraka1", "haraka2", "haraka1nd"):
-            if "filterd" not in ran or haraka not in ran:
-                continue
-            other = results.rate(haraka, size, sessions)
-            ratio = filterd / other if filterd and other else None
-            checks.append(
-                Check(
-                    f"{size_label(size)}, {sessions} session(s): filterd >= {minimum:g} x "
-                    f"{LABELS[haraka]}",
-                    round(ratio, 2) if ratio is not None else None,
-                    ratio >= minimum if ratio is not None else None,
-                    specified=haraka != "haraka1nd",
-                )
-            )
-    size, sessions, maximum = HC_COST_TARGET
-    if "filterd" in ran and "filterd-hc" in ran:
-        empty = results.rate("filterd", size, sessions)
-        chain = results.rate("filterd-hc", size, sessions)
-        cost = 1 - chain / empty if empty and chain is not None else None
-        checks.append(
-            Check(
-                f"{size_label(size)}, {sessions} session(s): the header_checks chain costs "
-                f"< {maximum:.0%} of the empty chain's rate (cost = 1 - hc/f)",
-                round(cost * 100, 1) if cost is not None else None,
-                cost < maximum if cost is not None else None,
-                unit="%",
-            )
-        )
-    growth = results.big_message.get("growth_mib")
-    big_size = results.big_message.get("message_bytes")
-    if isinstance(growth, float) and isinstance(big_size, int):
-        mib = big_size / 2**20
-        checks.append(
-            Check(
-                f"RSS growth for one {mib:.0f} MiB message < {RSS_TARGET_MIB:g} MiB",
-                growth,
-                growth < RSS_TARGET_MIB,
-            )
-        )
-    return checks
-
-
-def report(results: Results) -> str:
-    ran = {cell.target for cell in results.cells}
-    columns = [c for c in COLUMNS if c in ran]
-    ratio_columns = {
-        title: pair for title, pair in RATIOS.items() if pair[0] in ran and pair[1] in ran
-    }
-    rate_rows = [["body", "sessions", *(LABELS[c] for c in columns), *ratio_columns]]
-    cpu_rows = [["body", "sessions", *(LABELS[c] for c in columns)]]
-    other_rows = [list(row) for row in cpu_rows]
-    for size, sessions in cells():
-        ratios = []
-        for top_target, bottom_target in ratio_columns.values():
-            top = results.rate(top_target, size, sessions)
-            bottom = results.rate(bottom_target, size, sessions)
-            ratios.append(f"{top / bottom:.2f}" if top and bottom else "-")
-        where = [size_label(size), str(sessions)]
-        rates = [rate_text(results.cell(c, size, sessions)) for c in columns]
-        rate_rows.append([*where, *rates, *ratios])
-        cell_list = [results.cell(c, size, sessions) for c in columns]
-        cpu_rows.append(
-            [*where, *(cpu_text(c.server_cpu_percent if c else None) for c in cell_list)]
-        )
-        other_rows.append(
-            [*where, *(cpu_text(c.other_cpu_percent if c else None) for c in cell_list)]
-        )
-    if not columns:
-        return "no throughput measured" + _report_tail(results)
-    lines = ["messages/second (smtp-source -d -s SESSIONS -l BODY; one transaction per message):"]
-    lines += format_table(rate_rows)
-    lines += ["", "server CPU, % of one core (direct: smtp-sink's; Haraka-n2: all 3 processes):"]
-    lines += format_table(cpu_rows)
-    lines += ["", "other processes' CPU during each cell, % of one core (not the benchmark's):"]
-    lines += format_table(other_rows)
-    return "\n".join(lines) + _report_tail(results)
-
-
-def _report_tail(results: Results) -> str:
-    lines = [""]
-    if results.haraka:
-        lines.append(f"Haraka: {results.haraka}")
-    ran = {cell.target for cell in results.cells}
-    for target, memory, log in (
-        ("filterd", results.filterd_memory_kib, results.filterd_log_lines),
-        ("filterd-hc", results.filterd_hc_memory_kib, results.filterd_hc_log_lines),
-    ):
-        if memory:
-            lines.append(
-                f"{target} memory after its cells: peak RSS (VmHWM) "
-                f"{memory['VmHWM'] / 1024:.1f} MiB, RSS (VmRSS) {memory['VmRSS'] / 1024:.1f} MiB"
-            )
-        if target in ran:
-            lines.append(f"{target} log (level warning) during its cells: {len(log)} line(s)")
-            lines.extend(f"    {line}" for line in log[:10])
-    big = results.big_message
-    if "growth_mib" in big:
-        lines.append(
-            f"one {int(str(big['message_bytes'])) / 2**20:.0f} MiB message through filterd: "
-            f"RSS growth {big['growth_mib']} MiB (VmHWM after - VmRSS before)"
-        )
-    elif big:
-        lines.append(f"large message: FAILED: {big.get('error')}")
-    busy = sorted(c.other_cpu_percent for c in results.cells if c.other_cpu_percent is not None)
-    if busy and busy[len(busy) // 2] > OTHER_CPU_WARNING:
-        lines.append(
-            f"WARNING: other processes used {busy[len(busy) // 2]:.0f}% of a core (median over "
-            f"the cells) during the measurements: these figures are disturbed"
-        )
-    lines.extend(results.notes)
-    problems = [cell for cell in results.cells if cell.error]
-    if problems:
-        lines.append("problems (* in the table: rate of a run that stopped early):")
-        lines.extend(
-            f"  {LABELS[c.target]} {size_label(c.size)} x {c.sessions}: {c.error}" for c in problems
-        )
-    if results.targets:
-        lines += [
-            "",
-            "targets (f = filterd, hc = filterd-hc: filterd with the header_checks chain):",
-        ]
-        for check in results.targets:
-            met = {True: "met", False: "NOT met", None: "not measured"}[check.met]
-            value = "-" if check.value is None else f"{check.value:g}{check.unit}"
-            note = "" if check.specified else "  (for information)"
-            lines.append(f"  {check.what}: {value} -> {met}{note}")
-    return "\n".join(lines)
-
-
-def format_table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(text.rjust(width) for text, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return lines
-
-
-def rate_text(cell: Cell | None) -> str:
-    if cell is None:
-        return "-"
-    if cell.rate is None:
-        return "FAILED"
-    return f"{cell.rate:,.0f}" + ("*" if cell.partial else "")
-
-
-def cpu_text(percent: float | None) -> str:
-    return "-" if percent is None else f"{percent:.0f}"
-
-
-def size_label(size: int) -> str:
-    return f"{size // 1024} KiB"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Memory use for one very large message: filterd's RSS growth while it relays it.
 
-The message (headers, then lines of 998 characters + CRLF, none starting with ".") is written
-to a file once and streamed by a minimal SMTP client in 1 MiB writes, so the client never holds
-it whole (smtplib would build several in-memory copies).
+filterd may run several processes (``processes = N``): every process of its group is read
+before and after, and the one that grew most is reported (the one that took the message).
+Before the large message, ``WARM_MESSAGES`` small ones, each on a connection of its own, so
+that every process has relayed a message already. The message (headers, then lines of 998
+characters + CRLF, none starting with ".") is written to a file once and streamed by a minimal
+SMTP client in 1 MiB writes, so the client never holds it whole (smtplib would build several
+in-memory copies).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from filterd_bench.procs import BenchError, memory_kib
+from filterd_bench.procs import BenchError, group_memory_kib
 from filterd_bench.source import HELO, RECIPIENT, SENDER
 
 LINE_LENGTH = 998  # characters before CRLF: the RFC 5321 maximum
 SEND_CHUNK = 1024 * 1024
+WARM_MESSAGES = 8
 CLIENT_TIMEOUT = 300.0
 
 
@@ -47,6 +52,8 @@ def write_message(path: Path, size: int) -> int:
 @dataclass
 class BigMessageResult:
     message_bytes: int
+    pid: int  # the process that grew most
+    processes: int  # in filterd's process group
     rss_before_kib: int
     hwm_before_kib: int
     hwm_after_kib: int
@@ -60,24 +67,35 @@ class BigMessageResult:
         return (self.hwm_after_kib - self.rss_before_kib) / 1024
 
 
-def relay_big_message(pid: int, port: int, message: Path) -> BigMessageResult:
-    """Send a warm-up message, read filterd's VmRSS, send ``message``, read VmHWM."""
+def relay_big_message(pgid: int, port: int, message: Path) -> BigMessageResult:
+    """Send the warm-up messages, read every process's VmRSS, send ``message``, read VmHWM."""
     small = message.with_suffix(".small")
     write_message(small, 4096)
-    reply = send_file(port, small)
-    if not reply.startswith("250"):
-        raise BenchError(f"warm-up message refused by filterd: {reply}")
-    before = memory_kib(pid)
+    for _ in range(WARM_MESSAGES):
+        reply = send_file(port, small)
+        if not reply.startswith("250"):
+            raise BenchError(f"warm-up message refused by filterd: {reply}")
+    before = group_memory_kib(pgid)
     started = time.perf_counter()
     reply = send_file(port, message)
     seconds = time.perf_counter() - started
-    after = memory_kib(pid)
+    after = group_memory_kib(pgid)
+    growth = {
+        pid: memory["VmHWM"] - before[pid]["VmRSS"]
+        for pid, memory in after.items()
+        if "VmHWM" in memory and "VmRSS" in before.get(pid, {})
+    }
+    if not growth:
+        raise BenchError(f"no process of group {pgid} could be read before and after")
+    pid = max(growth, key=lambda key: growth[key])
     return BigMessageResult(
         message_bytes=message.stat().st_size,
-        rss_before_kib=before["VmRSS"],
-        hwm_before_kib=before["VmHWM"],
-        hwm_after_kib=after["VmHWM"],
-        rss_after_kib=after["VmRSS"],
+        pid=pid,
+        processes=len(after),
+        rss_before_kib=before[pid]["VmRSS"],
+        hwm_before_kib=before[pid]["VmHWM"],
+        hwm_after_kib=after[pid]["VmHWM"],
+        rss_after_kib=after[pid]["VmRSS"],
         seconds=seconds,
         reply=reply,
     )

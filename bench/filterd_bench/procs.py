@@ -143,6 +143,19 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+def group_memory_kib(pgid: int) -> dict[int, dict[str, int]]:
+    """``memory_kib`` of every live process of a process group (a filterd with several
+    processes), by pid."""
+    found: dict[int, dict[str, int]] = {}
+    for pid, fields in process_stats():
+        if int(fields[2]) == pgid:
+            try:
+                found[pid] = memory_kib(pid)
+            except OSError:
+                continue  # it has just exited
+    return found
+
+
 def process_stats() -> Iterator[tuple[int, list[str]]]:
     """Every live process: its pid and the fields of /proc/PID/stat after "pid (comm) ", so that
     ``fields[1]`` is the parent, ``fields[2]`` the process group, ``fields[11:15]`` utime,

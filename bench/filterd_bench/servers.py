@@ -1,8 +1,11 @@
 """The servers under test: smtp-sink (the final hop), filterd, and Haraka 3 (installed by npm).
 
 Each one listens on 127.0.0.1 only, on a free port, with its configuration and log in the run's
-temporary directory; configuration templates live in ``bench/filterd.toml`` (plus
-``bench/filterd-header_checks.toml`` for the header_checks chain) and ``bench/haraka/``.
+temporary directory; configuration templates live in ``bench/filterd.toml`` (its chain from
+``filterd_bench.chains``) and ``bench/haraka/``. A filterd configuration is first checked with
+``filterd check-config``: a setting this filterd refuses (``processes = 2`` on an SMTP listener
+before that exists) raises ``FilterdRefused`` with filterd's own words, and the benchmark goes on
+without that variant.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from filterd_bench.chains import ChainName, chain_toml
 from filterd_bench.procs import BenchError, Child, Processes, free_port, wait_for_smtp
 from filterd_bench.source import DOMAIN
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO = BENCH_DIR.parent
-FILTERD_TEMPLATE = BENCH_DIR / "filterd.toml"
-HEADER_CHECKS_CHAIN = BENCH_DIR / "filterd-header_checks.toml"  # appended: the chain
-HEADER_CHECKS_TABLE = BENCH_DIR / "header_checks.regexp"
+FILTERD_TEMPLATE = BENCH_DIR / "filterd.toml"  # $port $sink_port $log_level $processes $chain
 HARAKA_TEMPLATES = BENCH_DIR / "haraka" / "config"
 HARAKA_NODELAY = BENCH_DIR / "haraka" / "nodelay.js"
 HARAKA_CACHE = BENCH_DIR / ".haraka"  # npm install target, kept between runs (not in git)
@@ -31,6 +33,7 @@ HARAKA_PACKAGE = "Haraka@3"
 NPM_TIMEOUT = 600.0
 SMTP_SINK = "/usr/sbin/smtp-sink"
 START_TIMEOUT = 30.0
+CHECK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -65,29 +68,62 @@ def filterd_binary() -> Path:
     return Path(found)
 
 
+@dataclass(frozen=True)
+class FilterdSettings:
+    """What distinguishes the benchmark's filterd variants."""
+
+    level: str  # [log] level: "info" (production) or "warning"
+    chain: ChainName  # "seed": the embedded default's chain; "empty": none
+    processes: int = 1  # the SMTP listener's processes
+
+    def describe(self) -> str:
+        chain = "seed chain" if self.chain == "seed" else "empty chain"
+        return f"log {self.level}, {chain}, processes = {self.processes}"
+
+
+class FilterdRefused(BenchError):
+    """``filterd check-config`` refused the configuration (the message is filterd's)."""
+
+
+def filterd_config(port: int, sink_port: int, settings: FilterdSettings) -> str:
+    values = {
+        "port": port,
+        "sink_port": sink_port,
+        "log_level": settings.level,
+        "processes": settings.processes,
+        "chain": chain_toml(settings.chain),
+    }
+    return Template(FILTERD_TEMPLATE.read_text()).substitute(values)
+
+
+def check_config(config: Path) -> None:
+    """``filterd check-config -c CONFIG``; ``FilterdRefused`` with its message if it fails."""
+    argv = [str(filterd_binary()), "check-config", "-c", str(config)]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"filterd check-config took over {CHECK_TIMEOUT:.0f} s") from None
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise FilterdRefused(" / ".join(lines[-3:]) or f"exit status {done.returncode}")
+
+
 def start_filterd(
     procs: Processes,
     workdir: Path,
     sink_port: int,
     *,
     name: str = "filterd",
-    level: str,
-    header_checks: bool = False,
+    settings: FilterdSettings,
 ) -> Server:
-    """filterd relaying into the sink: with an empty chain, or with ``header_checks`` the
-    header_checks plugin on bench/header_checks.regexp as its chain."""
+    """filterd relaying into the next hop at ``sink_port`` with ``settings``; its log (stderr)
+    goes to a file in ``workdir``."""
     port = free_port()
     config = workdir / f"{name}.toml"
-    text = FILTERD_TEMPLATE.read_text()
-    if header_checks:
-        text += "\n" + HEADER_CHECKS_CHAIN.read_text()
-    values = {
-        "port": port,
-        "sink_port": sink_port,
-        "log_level": level,
-        "table": HEADER_CHECKS_TABLE,
-    }
-    config.write_text(Template(text).substitute(values))
+    config.write_text(filterd_config(port, sink_port, settings))
+    check_config(config)
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start(name, argv, log=workdir / f"{name}.log")
     wait_for_smtp(child, port, START_TIMEOUT)

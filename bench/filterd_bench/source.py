@@ -3,9 +3,10 @@
 Options chosen (see ``man smtp-source``):
 
 - ``-s N``: N parallel SMTP sessions; ``-m COUNT``: COUNT messages in all, over those sessions.
-- ``-d``: each session keeps its connection and sends its next message over it (as Postfix
-  reuses connections to a content filter); every message is one transaction
-  (MAIL FROM, one RCPT TO, DATA).
+- ``-d`` (``persistent=True``): each session keeps its connection and sends its next message
+  over it (as Postfix reuses connections to a content filter). Without it, each message gets a
+  connection of its own (greeting, EHLO, the transaction, QUIT). Either way every message is one
+  transaction (MAIL FROM, one RCPT TO, DATA).
 - ``-l SIZE``: SIZE bytes of body (80-byte lines) after a few header lines.
 - ``-f``/``-t``: fixed sender and recipient in a domain the relays accept.
 - ``-c``: a running count of completed DATA commands on stdout (flushed each time), so a run
@@ -62,12 +63,15 @@ class SourceRun:
         return ""
 
 
-def run_source(port: int, *, size: int, sessions: int, count: int, timeout: float) -> SourceRun:
-    """Send ``count`` messages of ``size`` body bytes over ``sessions`` parallel sessions."""
+def run_source(
+    port: int, *, size: int, sessions: int, count: int, timeout: float, persistent: bool = True
+) -> SourceRun:
+    """Send ``count`` messages of ``size`` body bytes over ``sessions`` parallel sessions, each
+    keeping its connection (``persistent``) or opening one per message."""
     argv = [
         SMTP_SOURCE,
         "-c",
-        "-d",
+        *(["-d"] if persistent else []),
         "-s",
         str(sessions),
         "-m",

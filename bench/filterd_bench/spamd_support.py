@@ -17,7 +17,13 @@ from string import Template
 
 from filterd_bench.procs import Processes, free_port, wait_for_smtp
 from filterd_bench.repo_support import MAIL_CORPUS, SPAMC
-from filterd_bench.servers import FILTERD_TEMPLATE, START_TIMEOUT, Server, filterd_binary
+from filterd_bench.servers import (
+    START_TIMEOUT,
+    FilterdSettings,
+    Server,
+    filterd_binary,
+    filterd_config,
+)
 
 MAIL_DIR = MAIL_CORPUS
 SENDER = "bench-sender@example.com"
@@ -149,17 +155,10 @@ def start_filterd_spamassassin(
     entry: the spamassassin plugin aimed at ``spamd`` with ``max_connections = children``."""
     port = free_port()
     host, spamd_port = spamd
-    text = FILTERD_TEMPLATE.read_text() + SPAMASSASSIN_CHAIN.template
-    values = {
-        "port": port,
-        "sink_port": sink_port,
-        "log_level": level,
-        "address": f"{host}:{spamd_port}",
-        "children": children,
-        "timeout": SCAN_TIMEOUT,
-    }
+    text = filterd_config(port, sink_port, FilterdSettings(level, "empty"))
+    values = {"address": f"{host}:{spamd_port}", "children": children, "timeout": SCAN_TIMEOUT}
     config = workdir / "filterd-spamassassin.toml"
-    config.write_text(Template(text).substitute(values))
+    config.write_text(text + SPAMASSASSIN_CHAIN.substitute(values))
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start("filterd", argv, log=workdir / "filterd.log")
     wait_for_smtp(child, port, START_TIMEOUT)
