@@ -1,37 +1,41 @@
-"""Throughput of Postfix with filterd as its smtpd milter, beside the same Postfix without one.
+"""Postfix with filterd as its smtpd milter, beside the floor: Postfix alone, and Postfix with
+a milter that does nothing, in C and in pymilter.
 
     .venv/bin/python bench/milter_bench.py [--count 1000] [--sessions 10] [--size 4096]
-                                           [--rounds 2] [--write bench/MILTER_RESULTS.md]
-                                           [--null] [--rest 30]
+                                           [--rounds 2] [--rest 30] [--variants LIST]
+                                           [--write bench/MILTER_RESULTS.md] [--keep]
 
 Each run builds a private, loopback-only Postfix (tests/support/postfix.py), injects `--count`
 messages of `--size` bytes with Postfix's own `smtp-source -d -s SESSIONS -m COUNT -l SIZE`
 into its smtpd, and measures from the first connection until every message is in the Maildir
-and the queue is empty: msg/s end to end. The "milter" variant adds filterd as `smtpd_milters`
-(deploy/postfix/main.cf.milter.snippet) with a header_checks chain holding the seed rules
-`/^Received: .*/ IGNORE` and `/^User-Agent: .*/ IGNORE`; "plain" is the same Postfix with no
-milter. The variants alternate (plain, milter, plain, milter, ...), `--rounds` times each.
-`--null` adds a third variant after each milter run: a milter that does nothing (pymilter,
-negotiated as filterd negotiates for that chain: `protocol_flags({"on_message"})`), which shows
-what any milter hosted by pymilter costs Postfix on this machine — filterd's floor.
+and the queue is empty: msg/s end to end. The variants, in this order each round:
 
-The milter's cost = 1 - milter_rate / plain_rate (the medians over the rounds); the target is
-a cost below 30 %. The report also gives each round's own cost (milter beside the plain run
-just before it: slow drifts of the shared machine cancel out), filterd's CPU per message
-(/proc/PID/stat: less sensitive to the machine's noise than msg/s) and the whole machine's CPU
-per message. Every child (Postfix's master and its daemons, filterd) runs in its own process
-group and is stopped by PID, also on failure; every wait is bounded.
+- **plain**: no milter (the reference);
+- **c-null**: a do-nothing milter in C on Debian's libmilter (bench/null_milter.c, built by
+  this script with gcc into bench/.build/, which git ignores);
+- **py-null**: a do-nothing milter on pymilter, the library filterd's milter runs on;
+- **filterd**: filterd as `smtpd_milters` (deploy/postfix/main.cf.milter.snippet) at
+  production settings: log `info` to a file, the seed chain (the embedded default's
+  header_checks rules, bench/filterd_bench/chains.py).
 
-`--rest` seconds of quiet come before every run. On this VM a run started at once after
-another one is slower than the same run after a quiet minute: plain Postfix gets 550-700
-msg/s right after a run and 780-1,180 msg/s after 30-60 s of quiet, with about 1.5 times
-less system (kernel) time per message, and the milter variant moves the same way (420-470
-against 500-580 msg/s). A CPU-bound loop shows no such slowdown. The likely cause is the
-file system: ext4 mounted with `discard`, so every deleted file (each queue file after
-delivery, the thousands of files of the previous run's instance) is trimmed on the virtual
-disk by kernel work that goes on after the run that caused it. Without the rest, whichever
-variant follows a quiet moment wins, which is what made earlier reports swing between 24 %
-and 48 %.
+Both do-nothing milters negotiate what filterd negotiates for that chain
+(`filterd.protocols.milter_map.protocol_flags` of the chain's stages, found by building the
+chain with filterd's own code): the same steps are sent, with and without replies.
+
+Per variant: msg/s (median over the rounds), cost = 1 - rate / plain rate, and the milter
+process's own CPU per message (/proc/PID/stat, all its threads: less sensitive to the
+machine's noise than msg/s). Targets: filterd's own CPU <= 0.30 ms per message, and filterd's
+cost <= 1.1 x the C do-nothing milter's cost in the same run. Every child (Postfix's master and
+its daemons, filterd, the do-nothing milters) runs in its own process group and is stopped by
+its id, also on failure; every wait is bounded.
+
+`--rest` seconds of quiet come before every run. On the benchmark's VM a run started at once
+after another one is slower than the same run after a quiet minute: plain Postfix gets 550-700
+msg/s right after a run and 780-1,180 msg/s after 30-60 s of quiet, with about 1.5 times less
+system (kernel) time per message. The likely cause is the file system: ext4 mounted with
+`discard`, so every deleted file (each queue file after delivery, the thousands of files of
+the previous run's instance) is trimmed on the virtual disk by kernel work that goes on after
+the run that caused it. Without the rest, whichever variant follows a quiet moment wins.
 """
 
 from __future__ import annotations
@@ -42,8 +46,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +59,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from filterd_bench.chains import chain_toml  # noqa: E402
+from filterd_bench.milters import (  # noqa: E402
+    MilterError,
+    protocol_bits,
+    serve_null_pymilter,
+    start_c_milter,
+    start_pymilter,
+)
+from filterd_bench.procs import stop_group  # noqa: E402
+
 from tests.support.filterd_proc import FilterdProcess  # noqa: E402
 from tests.support.postfix import (  # noqa: E402
     DEPLOY_DIR,
@@ -69,18 +81,26 @@ from tests.support.postfix import (  # noqa: E402
 SENDER = "bench@example.net"
 RECIPIENT = "sink@example.org"
 WARMUP = 20  # messages through each fresh instance before the clock starts
-TARGET_COST = 0.30
-SEED_RULES = ("/^Received: .*/ IGNORE", "/^User-Agent: .*/ IGNORE")
+VARIANTS = ("plain", "c-null", "py-null", "filterd")
+LABELS = {
+    "plain": "plain Postfix",
+    "c-null": "C do-nothing milter (libmilter)",
+    "py-null": "pymilter do-nothing milter",
+    "filterd": "filterd (seed chain, log info)",
+}
+FILTERD_CPU_TARGET_MS = 0.30  # filterd's own CPU per message
+COST_RATIO_TARGET = 1.1  # filterd's cost / the C do-nothing milter's cost
+STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
 class Run:
-    variant: str  # "plain" | "milter" | "null"
+    variant: str  # one of VARIANTS
     round: int
     count: int
     inject_seconds: float  # smtp-source until its last session ended
     total_seconds: float  # until all delivered and the queue is empty
-    filterd_cpu: float | None = None  # the milter process's CPU seconds (user + system)
+    milter_cpu: float | None = None  # the milter process's CPU seconds (user + system)
     busy: float = 0.0  # share of all CPUs busy (whole machine, /proc/stat) while measuring
 
     @property
@@ -90,6 +110,11 @@ class Run:
     @property
     def accept_rate(self) -> float:
         return self.count / self.inject_seconds
+
+    @property
+    def milter_ms(self) -> float | None:
+        """The milter process's CPU milliseconds per message."""
+        return None if self.milter_cpu is None else 1000 * self.milter_cpu / self.count
 
     @property
     def machine_ms(self) -> float:
@@ -106,21 +131,32 @@ def milter_main_cf(port: int) -> dict[str, str]:
 
 
 def filterd_milter_config(port: int) -> str:
-    rules = ", ".join(f"'{rule}'" for rule in SEED_RULES)
+    """filterd's milter at production settings: log info (FilterdProcess writes it to a
+    file), the seed chain."""
     return f"""
+[log]
+level = "info"
 [[listen]]
 address = "127.0.0.1:{port}"
 protocol = "milter"
 [delivery]
 method = "maildir"
-[[chain]]
-plugin = "header_checks"
-config = {{ rules = [{rules}] }}
-"""
+{chain_toml("seed")}"""
+
+
+def chain_stages(config_text: str) -> frozenset[str]:
+    """The chain stages filterd's milter finds in ``config_text``, found as it finds them
+    (filterd.frontdoors.milter.bridge): they decide what it negotiates."""
+    from filterd.chain.build import build_chain
+    from filterd.config.load import parse_config
+    from filterd.sdk.stages import STAGES
+
+    chain = build_chain(parse_config(config_text, serving=False))
+    return frozenset(stage for stage in STAGES if chain.has_stage(stage))
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (/proc/PID/stat fields 14 and 15)."""
+    """User + system CPU time of one process, all its threads, so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -164,110 +200,39 @@ def smtp_source(
     subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
 
 
-def serve_null_milter(port: int) -> None:
-    """The "null" variant's milter (run as `milter_bench.py --serve-null PORT`): answers
-    CONTINUE, or nothing where the step was negotiated without a reply, and does nothing else.
-    libmilter handles SIGTERM itself (it runs in the main thread here)."""
-    import Milter
-
-    from filterd.protocols.milter_map import CONTINUE, NOREPLY, protocol_flags
-
-    wanted = protocol_flags({"on_message"})
-
-    class NullMilter(Milter.Base):  # type: ignore[misc]
-        def negotiate(self, opts: list[int]) -> int:
-            self._actions = opts[0]
-            self._protocol = opts[1] = opts[1] & wanted
-            opts[2] = opts[3] = 0
-            return CONTINUE
-
-        def _quiet(self, bit: int) -> int:
-            return NOREPLY if self._protocol & bit else CONTINUE
-
-        def connect(self, hostname: str, family: object, hostaddr: object) -> int:
-            return CONTINUE
-
-        def hello(self, name: str) -> int:
-            return self._quiet(Milter.P_NR_HELO)
-
-        def envfrom(self, sender: str, *params: str) -> int:
-            return self._quiet(Milter.P_NR_MAIL)
-
-        def envrcpt(self, rcpt: str, *params: str) -> int:
-            return self._quiet(Milter.P_NR_RCPT)
-
-        def data(self) -> int:
-            return CONTINUE
-
-        def header(self, name: str, value: str) -> int:
-            return self._quiet(Milter.P_NR_HDR)
-
-        def eoh(self) -> int:
-            return self._quiet(Milter.P_NR_EOH)
-
-        def body(self, chunk: bytes) -> int:
-            return self._quiet(Milter.P_NR_BODY)
-
-        def eom(self) -> int:
-            return CONTINUE
-
-    Milter.factory = NullMilter
-    Milter.runmilter("null", f"inet:{port}@127.0.0.1", 600)
+def start_milter(
+    variant: str, stack: ExitStack, workdir: Path, stages: frozenset[str], timeout: float
+) -> tuple[int | None, dict[str, str], FilterdProcess | None]:
+    """The variant's milter, stopped by ``stack``: its pid (None for plain), Postfix's
+    settings for it, and the FilterdProcess for "filterd"."""
+    if variant == "plain":
+        return None, {}, None
+    port = free_port()
+    if variant == "filterd":
+        filterd = FilterdProcess(filterd_milter_config(port), workdir / "filterd")
+        stack.callback(filterd.stop)
+        filterd.start()
+        assert filterd.pid is not None
+        return filterd.pid, milter_main_cf(port), filterd
+    log = workdir / f"{variant}.log"
+    if variant == "c-null":
+        proc = start_c_milter(port, protocol_bits(stages), log, timeout)
+    else:
+        proc = start_pymilter(Path(__file__).resolve(), port, log, timeout)
+    stack.callback(stop_group, proc, STOP_GRACE)
+    return proc.pid, milter_main_cf(port), None
 
 
-def start_null_milter(port: int, timeout: float) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-null", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
-            return proc
-        if proc.poll() is not None or time.monotonic() >= deadline:
-            stop_process(proc)
-            raise RuntimeError(f"the null milter did not listen on port {port}")
-        time.sleep(0.05)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL to its process group; bounded."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> Run:
-    """Fresh Postfix (+ filterd for "milter", the null milter for "null"), warm up, then
-    measure `args.count` messages."""
+def one_run(variant: str, number: int, args: argparse.Namespace, stages: frozenset[str]) -> Run:
+    """A fresh Postfix (and the variant's milter), warm up, then measure `args.count`
+    messages."""
     with ExitStack() as stack:
-        extra: dict[str, str] = {}
-        filterd: FilterdProcess | None = None
-        measured: int | None = None  # the milter process whose CPU is measured
-        if variant == "null":
-            port = free_port()
-            null = start_null_milter(port, args.timeout)
-            stack.callback(stop_process, null)
-            measured = null.pid
-            extra = milter_main_cf(port)
-        if variant == "milter":
-            port = free_port()
-            workdir = Path(tempfile.mkdtemp(prefix="filterd-milter-bench-"))
-            filterd = FilterdProcess(filterd_milter_config(port), workdir)
+        workdir = Path(tempfile.mkdtemp(prefix="filterd-milter-bench-"))
+        if not args.keep:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-            stack.callback(filterd.stop)
-            filterd.start()
-            measured = filterd.pid
-            extra = milter_main_cf(port)
+        measured, extra, filterd = start_milter(variant, stack, workdir, stages, args.timeout)
         postfix = PostfixInstance(make_base_dir(), main_cf_extra=extra)
-        if not keep:
+        if not args.keep:
             stack.callback(shutil.rmtree, postfix.base_dir, ignore_errors=True)
         stack.callback(postfix.stop)
         postfix.start()
@@ -294,10 +259,128 @@ def one_run(variant: str, number: int, args: argparse.Namespace, keep: bool) -> 
                 raise RuntimeError(f"filterd logged {seen} messages, expected more")
             if filterd.stop() != 0:
                 raise RuntimeError("filterd did not exit 0:\n" + filterd.output_text()[-3000:])
-        refused = re.findall(r"milter-reject|reject:", postfix.log_text())
+        log = postfix.log_text()
+        refused = re.findall(r"milter-reject|reject:", log)
         if refused:
             raise RuntimeError(f"{len(refused)} refusals in the Postfix log")
+        # e.g. a step answered that was negotiated without a reply: Postfix says so
+        complaints = re.findall(r"warning: .*milter.*", log)
+        if complaints:
+            raise RuntimeError(f"Postfix warns about the milter: {complaints[0]}")
         return Run(variant, number, args.count, injected - start, done - start, cpu, busy_share)
+
+
+# ------------------------------------------------------------------------------------ report
+@dataclass(frozen=True)
+class Summary:
+    """One variant over the rounds: medians."""
+
+    variant: str
+    rate: float
+    cost: float | None  # 1 - rate / plain rate; None without plain
+    milter_ms: float | None
+    machine_ms: float
+
+
+def summarize(runs: list[Run]) -> dict[str, Summary]:
+    variants = [v for v in VARIANTS if any(r.variant == v for r in runs)]
+    rates = {v: statistics.median(r.rate for r in runs if r.variant == v) for v in variants}
+    plain = rates.get("plain")
+    found: dict[str, Summary] = {}
+    for variant in variants:
+        mine = [r for r in runs if r.variant == variant]
+        cpu = [ms for r in mine if (ms := r.milter_ms) is not None]
+        found[variant] = Summary(
+            variant,
+            rates[variant],
+            1 - rates[variant] / plain if plain else None,
+            statistics.median(cpu) if cpu else None,
+            statistics.median(r.machine_ms for r in mine),
+        )
+    return found
+
+
+def paired_costs(runs: list[Run], variant: str) -> list[float]:
+    """Each round's cost of ``variant``: beside that round's plain run."""
+    plain = {r.round: r.rate for r in runs if r.variant == "plain"}
+    return [1 - r.rate / plain[r.round] for r in runs if r.variant == variant and r.round in plain]
+
+
+def targets(summary: dict[str, Summary]) -> list[tuple[str, str, str]]:
+    """(target, figure, met / NOT met / not measured)."""
+    rows = []
+    filterd = summary.get("filterd")
+    what = f"filterd's own CPU per message <= {FILTERD_CPU_TARGET_MS:.2f} ms"
+    if filterd is not None and filterd.milter_ms is not None:
+        met = filterd.milter_ms <= FILTERD_CPU_TARGET_MS
+        rows.append((what, f"{filterd.milter_ms:.2f} ms", "met" if met else "NOT met"))
+    else:
+        rows.append((what, "-", "not measured"))
+    c_null = summary.get("c-null")
+    what = f"filterd's cost <= {COST_RATIO_TARGET:g} x the C do-nothing milter's cost"
+    if filterd and c_null and filterd.cost is not None and c_null.cost:
+        ratio = filterd.cost / c_null.cost
+        figure = f"{ratio:.2f} x ({filterd.cost:.1%} / {c_null.cost:.1%})"
+        rows.append((what, figure, "met" if ratio <= COST_RATIO_TARGET else "NOT met"))
+    else:
+        rows.append((what, "-", "not measured"))
+    return rows
+
+
+def _fmt(value: float | None, text: str) -> str:
+    return "-" if value is None else text.format(value)
+
+
+def report(runs: list[Run], args: argparse.Namespace, command: str, protocol: int) -> str:
+    summary = summarize(runs)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        "# Milter benchmark: Postfix with filterd as smtpd milter, beside the floor",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Load: `smtp-source -d -s {args.sessions} -m {args.count} -l {args.size}` into a private"
+        " loopback Postfix (tests/support/postfix.py), delivery by virtual(8) into one Maildir;"
+        f" {WARMUP} warm-up messages per fresh instance first, after {args.rest:g} s of quiet"
+        " (`--rest`). Clock: first connection until all messages are delivered and the queue"
+        " is empty. filterd: log `info` to a file, the seed chain (header_checks, the embedded"
+        " default's rules). The do-nothing milters negotiate as filterd does for that chain:"
+        f" protocol bits 0x{protocol:x}.",
+        "",
+        f"Load average when the report was written: {load}.",
+        "",
+        "| variant | msg/s (median) | cost vs plain | milter CPU ms/msg | machine CPU ms/msg |"
+        " cost per round |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for variant, item in summary.items():
+        paired = ", ".join(f"{c:.1%}" for c in paired_costs(runs, variant))
+        lines.append(
+            f"| {LABELS[variant]} | {item.rate:.1f} | {_fmt(item.cost, '{:.1%}')}"
+            f" | {_fmt(item.milter_ms, '{:.3f}')} | {item.machine_ms:.2f}"
+            f" | {paired if variant != 'plain' else '-'} |"
+        )
+    lines += [
+        "",
+        "| target | figure | status |",
+        "|---|---|---|",
+        *(f"| {what} | {figure} | **{status}** |" for what, figure, status in targets(summary)),
+        "",
+        "Every run:",
+        "",
+        "| round | variant | accepted msg/s (smtp-source) | delivered msg/s (end to end)"
+        " | milter CPU ms/msg | all CPUs busy | machine CPU ms/msg |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {r.round} | {r.variant} | {r.accept_rate:.1f} | {r.rate:.1f}"
+        f" ({r.total_seconds:.2f} s) | {_fmt(r.milter_ms, '{:.3f}')} | {r.busy:.0%}"
+        f" | {r.machine_ms:.2f} |"
+        for r in runs
+    )
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> str:
@@ -316,83 +399,11 @@ def machine() -> str:
     )
 
 
-def per_message_ms(run: Run) -> str:
-    return "-" if run.filterd_cpu is None else f"{1000 * run.filterd_cpu / run.count:.2f}"
-
-
-def paired_costs(runs: list[Run]) -> list[float]:
-    """Each round's cost: its milter run beside its plain run (run just before it)."""
-    plain = {r.round: r.rate for r in runs if r.variant == "plain"}
-    return [1 - r.rate / plain[r.round] for r in runs if r.variant == "milter"]
-
-
-def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
-    plain = statistics.median(r.rate for r in runs if r.variant == "plain")
-    milter = statistics.median(r.rate for r in runs if r.variant == "milter")
-    cost = 1 - milter / plain
-    met = "met" if cost < TARGET_COST else "NOT met"
-    paired = paired_costs(runs)
-    filterd_ms = statistics.median(
-        1000 * r.filterd_cpu / r.count
-        for r in runs
-        if r.variant == "milter" and r.filterd_cpu is not None
-    )
-    machine_ms = {
-        variant: statistics.median(r.machine_ms for r in runs if r.variant == variant)
-        for variant in ("plain", "milter")
-    }
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [
-        "# Milter benchmark: Postfix with filterd as smtpd milter vs. Postfix alone",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {machine()}",
-        "",
-        f"Load: `smtp-source -d -s {args.sessions} -m {args.count} -l {args.size}` into a private"
-        " loopback Postfix (tests/support/postfix.py), delivery by virtual(8) into one Maildir;"
-        f" {WARMUP} warm-up messages per fresh instance first, after {args.rest:g} s of quiet"
-        " (`--rest`). Clock: first connection until"
-        " all messages are delivered and the queue is empty. filterd's chain: header_checks"
-        " with " + ", ".join(f"`{rule}`" for rule in SEED_RULES) + ".",
-        "",
-        f"Load average when the report was written: {load}.",
-        "",
-        "| run | variant | accepted msg/s (smtp-source) | delivered msg/s (end to end)"
-        " | milter process CPU ms/msg | all CPUs busy | machine CPU ms/msg |",
-        "|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    lines.extend(
-        f"| {r.round} | {r.variant} | {r.accept_rate:.1f} | {r.rate:.1f}"
-        f" ({r.total_seconds:.2f} s) | {per_message_ms(r)} | {r.busy:.0%} | {r.machine_ms:.2f} |"
-        for r in runs
-    )
-    lines += [
-        "",
-        f"Median end-to-end rate: plain {plain:.1f} msg/s, milter {milter:.1f} msg/s.",
-        "",
-        f"Milter cost = 1 - milter/plain = **{cost:.1%}** (target < {TARGET_COST:.0%}): **{met}**.",
-        "",
-        "Each round's own cost (milter beside the plain run before it): "
-        + ", ".join(f"{c:.1%}" for c in paired)
-        + f" (median {statistics.median(paired):.1%}).",
-        "",
-        f"Median CPU per message: filterd {filterd_ms:.2f} ms; whole machine"
-        f" {machine_ms['plain']:.2f} ms plain, {machine_ms['milter']:.2f} ms with the milter"
-        f" (+{machine_ms['milter'] - machine_ms['plain']:.2f} ms, of which filterd"
-        f" {filterd_ms:.2f}).",
-        "",
-    ]
-    nulls = [r for r in runs if r.variant == "null"]
-    if nulls:
-        null = statistics.median(r.rate for r in nulls)
-        null_ms = statistics.median(1000 * (r.filterd_cpu or 0.0) / r.count for r in nulls)
-        lines += [
-            f"Do-nothing milter (pymilter, filterd's negotiation): median {null:.1f} msg/s,"
-            f" cost {1 - null / plain:.1%}; its own CPU {null_ms:.2f} ms/msg.",
-            "",
-        ]
-    return "\n".join(lines)
+def _variants(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen or any(part not in VARIANTS for part in chosen):
+        raise argparse.ArgumentTypeError(f"choose from {','.join(VARIANTS)}")
+    return [variant for variant in VARIANTS if variant in chosen]
 
 
 def main() -> int:
@@ -402,11 +413,14 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=4096, help="message size in bytes")
     parser.add_argument("--rounds", type=int, default=2, help="runs per variant")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        default=list(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all, in that order)",
+    )
     parser.add_argument("--write", type=Path, help="also write the Markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the Postfix directories")
-    parser.add_argument(
-        "--null", action="store_true", help="also run a do-nothing milter (filterd's floor)"
-    )
     parser.add_argument(
         "--rest",
         type=float,
@@ -415,27 +429,34 @@ def main() -> int:
     )
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    stages = chain_stages(filterd_milter_config(10029))
     if args.serve_null is not None:
-        serve_null_milter(args.serve_null)
+        serve_null_pymilter(args.serve_null, stages)
         return 0
     if not (1 <= args.count <= 100_000 and 1 <= args.rounds <= 10 and 1 <= args.sessions <= 100):
         parser.error("count 1..100000, rounds 1..10, sessions 1..100")
     if not 0 <= args.rest <= 600:
         parser.error("--rest must be 0..600 seconds")
     command = " ".join([".venv/bin/python", "bench/milter_bench.py", *sys.argv[1:]])
+    protocol = protocol_bits(stages)
+    print(f"chain stages {sorted(stages)}: the milters negotiate protocol bits 0x{protocol:x}")
     runs: list[Run] = []
-    for number in range(1, args.rounds + 1):
-        for variant in ("plain", "milter", "null") if args.null else ("plain", "milter"):
-            time.sleep(args.rest)  # the previous run's deleted files are discarded meanwhile
-            run = one_run(variant, number, args, args.keep)
-            print(
-                f"round {number} {variant:6}: {run.rate:7.1f} msg/s delivered"
-                f" ({run.total_seconds:.2f} s), {run.accept_rate:7.1f} msg/s accepted,"
-                f" milter CPU {per_message_ms(run)} ms/msg, CPUs busy {run.busy:.0%}",
-                flush=True,
-            )
-            runs.append(run)
-    text = report(runs, args, command)
+    try:
+        for number in range(1, args.rounds + 1):
+            for variant in args.variants:
+                time.sleep(args.rest)  # the previous run's deleted files are discarded meanwhile
+                run = one_run(variant, number, args, stages)
+                print(
+                    f"round {number} {variant:8}: {run.rate:7.1f} msg/s delivered"
+                    f" ({run.total_seconds:.2f} s), {run.accept_rate:7.1f} msg/s accepted,"
+                    f" milter CPU {_fmt(run.milter_ms, '{:.3f}')} ms/msg, CPUs busy {run.busy:.0%}",
+                    flush=True,
+                )
+                runs.append(run)
+    except MilterError as exc:
+        print(f"milter_bench: {exc}", file=sys.stderr)
+        return 1
+    text = report(runs, args, command, protocol)
     print(text)
     if args.write is not None:
         args.write.write_text(text)
