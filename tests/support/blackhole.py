@@ -31,6 +31,7 @@ class SilentServer:
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
+        self._quiet: list[socket.socket] = []  # held, with nothing more to read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="silent-server", daemon=True)
         self._thread.start()
@@ -53,9 +54,9 @@ class SilentServer:
                     data = sock.recv(65536)
                 except OSError:
                     data = b""
-                if not data:
+                if not data:  # the end of its request (spamc shuts its side down): keep it open
                     self._selector.unregister(sock)
-                    sock.close()
+                    self._quiet.append(sock)
                     continue
                 with self._lock:
                     key.data.received += data
@@ -75,10 +76,14 @@ class SilentServer:
 
     def close(self) -> None:
         """Refuse new connections, and close the held ones (their peers read end of file)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         for key in list(self._selector.get_map().values()):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
+            sock.close()
+        for sock in self._quiet:
             sock.close()
         self._selector.close()
