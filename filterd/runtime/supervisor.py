@@ -1,14 +1,17 @@
-"""The nursery tree: signals, the delivery's background work, listeners and connections.
+"""The nursery tree: signals, the delivery's background work, worker processes, listeners and
+connections.
 
 ```
 root nursery
 ├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
 ├── delivery background (the next-hop pool reaper)
-└── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
+└── workers nursery: the worker processes of each listener with processes > 1 (worker_pool)
+    └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
+        └── the milter service (libmilter on a thread of its own)
 ```
 Stop: close the listeners, tell idle sessions 421, give sessions mid-message
 ``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
-"""
+Workers stop the same way, told by end of file on their control sockets."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import trio
 
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
-from filterd.config.schema import Config, ListenConfig
+from filterd.config.schema import MAX_PROCESSES, Config, ListenConfig
 from filterd.delivery.quarantine import QuarantineStore
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, setup_logging
@@ -150,23 +153,13 @@ async def serve(
         for door in milters:
             if door.config.process_count > 1:
                 door.listening = open_milter_socket(door.config.address)
-                door.tally = SharedTally.create(door.config.process_count)
-    except BaseException:
-        for listener in listeners:
-            listener.socket.close()
-        for door in milters:
-            door.close()
-        for listen in config.listen:
-            if listen.address.kind == "unix":
-                remove_socket(listen.address.path)
-        raise
-    infos = [
-        ListenerInfo(listen, bound_address(listener, listen.address))
-        for listen, listener in zip(sockets, listeners, strict=True)
-    ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
-    for info in infos:
-        log.plain(f"listening on {info.address} ({info.config.protocol})")
-    try:
+                door.tally = SharedTally.create(MAX_PROCESSES)  # a slot for any worker
+        infos = [
+            ListenerInfo(listen, bound_address(listener, listen.address))
+            for listen, listener in zip(sockets, listeners, strict=True)
+        ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
+        for info in infos:
+            log.plain(f"listening on {info.address} ({info.config.protocol})")
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
             if owns_chain:
@@ -208,6 +201,8 @@ async def serve(
                 await delivery.aclose()
             if owns_chain:
                 await chain.stop()
+        for listener in listeners:
+            listener.socket.close()  # (closed already, unless serving never began)
         for door in milters:
             door.close()
         for listen in config.listen:
