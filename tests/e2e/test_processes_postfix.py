@@ -137,44 +137,61 @@ def _send(postfix: PostfixInstance, number: int) -> tuple[int, str]:
     return 250, "ok"
 
 
-def test_milter_worker_killed_mid_message(
-    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, silent_spamd: SilentServer
-) -> None:
+def start_milter(
+    filterd_factory: FilterdFactory, silent_spamd: SilentServer, processes: int
+) -> tuple[FilterdProcess, int, list[int]]:
+    """filterd with a milter listener of ``processes`` processes: (it, its port, worker pids)."""
     port = free_port()
     filterd = filterd_factory(
         f"""
 [[listen]]
 address = "127.0.0.1:{port}"
 protocol = "milter"
-processes = 3
+processes = {processes}
 """
         + scanning_chain(silent_spamd)
     )
-    assert filterd.pid is not None
     wait_for(
         "the workers are up",
-        lambda: len(worker_pids(filterd.output_text(), "milter")) == 2,
+        lambda: len(worker_pids(filterd.output_text(), "milter")) == processes - 1,
         filterd,
     )
-    workers = worker_pids(filterd.output_text(), "milter")
-    pids = [filterd.pid, *workers]
-    postfix = postfix_factory(main_cf_extra=milter_main_cf(port))
+    return filterd, port, worker_pids(filterd.output_text(), "milter")
+
+
+def until_a_worker_holds_one(
+    pool: ThreadPoolExecutor,
+    postfix: PostfixInstance,
+    silent_spamd: SilentServer,
+    pids: list[int],
+    workers: list[int],
+) -> tuple[dict[int, Future[tuple[int, str]]], list[int | None]]:
+    """Send messages, each in an SMTP session of its own, until a worker holds one (each waits
+    at end of message for the silent spamd): the sessions, and the process holding each
+    message. Each process answers the connections it accepts, whichever that is."""
     sessions: dict[int, Future[tuple[int, str]]] = {}
-    held_by: dict[int, int | None] = {}
+    held_by: dict[int, int | None] = {}  # by the port of the spamd connection
+    while not any(pid in workers for pid in held_by.values()):
+        assert len(sessions) < 12, f"no worker took any of {len(sessions)} messages"
+        number = len(sessions)
+        sessions[number] = pool.submit(_send, postfix, number)
+        for request in silent_spamd.wait_for_requests(number + 1, WAIT):
+            held_by.setdefault(request.peer_port, scanner(silent_spamd, request.peer_port, pids))
+    return sessions, list(held_by.values())
+
+
+def test_milter_worker_killed_mid_message(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, silent_spamd: SilentServer
+) -> None:
+    filterd, port, workers = start_milter(filterd_factory, silent_spamd, processes=3)
+    assert filterd.pid is not None
+    postfix = postfix_factory(main_cf_extra=milter_main_cf(port))
     with ThreadPoolExecutor(max_workers=12) as pool:
-        # Each process answers the connections it accepts, whichever that is: messages are sent
-        # until a worker holds one (each waits at end of message for the silent spamd).
-        while not any(pid in workers for pid in held_by.values()):
-            assert len(sessions) < 12, f"no worker took any of {len(sessions)} messages"
-            number = len(sessions)
-            sessions[number] = pool.submit(_send, postfix, number)
-            requests = silent_spamd.wait_for_requests(number + 1, WAIT)
-            for request in requests:
-                held_by.setdefault(
-                    request.peer_port, scanner(silent_spamd, request.peer_port, pids)
-                )
-        victim = next(pid for pid in held_by.values() if pid in workers)
-        lost = sum(1 for pid in held_by.values() if pid == victim)
+        sessions, holders = until_a_worker_holds_one(
+            pool, postfix, silent_spamd, [filterd.pid, *workers], workers
+        )
+        victim = next(pid for pid in holders if pid in workers)
+        lost = holders.count(victim)
         os.kill(victim, signal.SIGKILL)
         # The messages it held: Postfix tells its client to try again (milter_default_action).
         deadline = time.monotonic() + WAIT
@@ -195,3 +212,26 @@ processes = 3
         assert len(postfix.delivered_messages(f"r{number}@example.net")) == 1, number
     assert re.search(r"milter worker \d exited \(status -9\)", filterd.output_text())
     assert filterd.stop(sweep=False) == 0
+
+
+def test_sigterm_lets_a_milter_worker_finish_its_messages(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, silent_spamd: SilentServer
+) -> None:
+    filterd, port, workers = start_milter(filterd_factory, silent_spamd, processes=2)
+    assert filterd.pid is not None
+    postfix = postfix_factory(main_cf_extra=milter_main_cf(port))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        sessions, _ = until_a_worker_holds_one(
+            pool, postfix, silent_spamd, [filterd.pid, *workers], workers
+        )
+        os.kill(filterd.pid, signal.SIGTERM)
+        wait_for("the graceful stop", lambda: "graceful stop" in filterd.output_text(), filterd)
+        assert not any(future.done() for future in sessions.values())  # still in progress
+        silent_spamd.close()  # now every scan ends (fails: on_error = "continue")
+        replies = {number: future.result() for number, future in sessions.items()}
+    assert all(reply == (250, "ok") for reply in replies.values()), replies
+    postfix.wait_for_delivered(len(sessions), timeout=WAIT)
+    wait_for("filterd has stopped", lambda: not filterd.running(), filterd)
+    assert filterd.stop(sweep=False) == 0
+    assert filterd.output_text().count("milter stopped") == 2
+    assert all(gone(pid) for pid in workers)
