@@ -34,6 +34,7 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
+from functools import partial  # noqa: E402
 
 import trio  # noqa: E402
 
@@ -191,21 +192,25 @@ class Worker:
         assert listening is not None, "a milter worker is given the listening socket"
         async with trio.open_nursery() as service:
             await service.start(
-                lambda task_status: serve_milter_listener(
+                partial(
+                    serve_milter_listener,
                     self.listen,
                     self.config,
                     self.chain,
                     self.shutdown,
                     listening=listening,
                     tally=self.tally,
-                    task_status=task_status,
                 )
             )
             if await self._ready(channel):
                 with trio.CancelScope() as waiting:
                     service.start_soon(_cancel_on_stop, self.shutdown, waiting)
-                    while await _receive_message(channel):
-                        pass  # the main process sends a milter worker nothing
+                    while True:  # the main process sends a milter worker nothing but its end
+                        message, fds = await _next_message(channel)
+                        for fd in fds:
+                            socket.close(fd)
+                        if not message:
+                            break
             self.shutdown.begin()
             _stop_taking(self.control)
 
@@ -237,17 +242,16 @@ def _stop_taking(control: socket.socket) -> list[int]:
             return fds
 
 
-async def _receive_message(channel: trio.socket.SocketType) -> bytes:
-    """The next control message, any descriptor with it closed; ``b""`` at end of file."""
+async def _next_message(channel: trio.socket.SocketType) -> tuple[bytes, list[int]]:
+    """The next control message and the descriptors that came with it; ``b""`` at end of file
+    (and for an error, as end of file)."""
     try:
         message, ancillary, _flags, _address = await channel.recvmsg(
             1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
         )
     except OSError:
-        return b""  # as end of file
-    for fd in _descriptors(ancillary):
-        socket.close(fd)
-    return message
+        return b"", []
+    return message, _descriptors(ancillary)
 
 
 async def _receive_connections(
@@ -257,14 +261,8 @@ async def _receive_connections(
 ) -> None:
     """Serve each handed-over descriptor until end of file on the control socket."""
     while True:
-        try:
-            message, ancillary, _flags, _address = await channel.recvmsg(
-                1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
-            )
-        except OSError:
-            return  # as end of file
-        fds = _descriptors(ancillary)
-        if not message or message != CONNECTION:
+        message, fds = await _next_message(channel)
+        if message != CONNECTION:
             for fd in fds:
                 socket.close(fd)
             if not message:
