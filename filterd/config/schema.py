@@ -7,6 +7,7 @@ context names the offending key (``loc``, relative to the model) and the fix (``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -16,15 +17,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from filterd.config.types import ByteSize, Duration, HostName, IPNetwork, SocketAddress
+from filterd.config.types import (
+    ByteSize,
+    Duration,
+    HostName,
+    IPNetwork,
+    SocketAddress,
+    show_value,
+)
 
 __all__ = [
+    "MAX_PROCESSES",
     "ChainEntryConfig",
     "Config",
     "DeliveryConfig",
@@ -34,6 +44,7 @@ __all__ = [
     "MaildirDelivery",
     "QuarantineConfig",
     "RelayDelivery",
+    "cpu_count",
     "rule_error",
 ]
 
@@ -44,6 +55,32 @@ Count = Annotated[int, Field(strict=True)]
 """An integer as TOML writes it: ``true``, ``"100"`` and ``100.0`` are refused."""
 Flag = Annotated[bool, Field(strict=True)]
 """A TOML boolean: ``true`` or ``false``, nothing else."""
+
+MAX_PROCESSES = 64
+"""The most processes one listener may have (``processes = "auto"`` included)."""
+
+
+def _processes(value: object) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PROCESSES:
+        return value
+    raise rule_error(
+        (),
+        f'expected a number of processes from 1 to {MAX_PROCESSES}, or "auto", got '
+        f"{show_value(value)}",
+        'write processes = "auto" (one per CPU this filterd may run on) or a number such as 4',
+    )
+
+
+Processes = Annotated[int | Literal["auto"], PlainValidator(_processes)]
+"""``processes``: 1 to ``MAX_PROCESSES``, or ``"auto"``."""
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container or ``taskset``
+    narrows), at most ``MAX_PROCESSES``."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_PROCESSES))
 
 
 def rule_error(loc: tuple[str | int, ...], reason: str, hint: str) -> PydanticCustomError:
@@ -96,19 +133,21 @@ class ListenConfig(_Section):
         "Received header.",
     )
     max_connections: Count = Field(
-        default=100, ge=1, description="Concurrent connections; more are answered 421 and closed."
+        default=100,
+        ge=1,
+        description="Concurrent connections, in all of this listener's processes together; more "
+        "are answered 421 and closed.",
     )
     xforward_hosts: tuple[IPNetwork, ...] = Field(
         default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
     )
-    processes: Count = Field(
+    processes: Processes = Field(
         default=1,
-        ge=1,
-        le=64,
-        description="policy listeners: processes that serve this listener's connections, this "
-        "one included; more than one uses more CPU cores. Each process runs its own plugins, "
-        "with caches of their own; a new connection goes to the process with the fewest.",
+        description="Processes that serve this listener, this one included, each with its own "
+        'plugins and caches; more than one uses more CPU cores. "auto": one per CPU this '
+        "filterd may run on. A new connection goes to the process with the fewest (milter: "
+        "to whichever process accepts it first).",
     )
     accept_as_ok: Flag = Field(
         default=False,
@@ -150,21 +189,15 @@ class ListenConfig(_Section):
             )
         return self
 
-    @model_validator(mode="after")
-    def _processes_for_policy(self) -> ListenConfig:
-        if self.processes > 1 and self.protocol != "policy":
-            raise rule_error(
-                ("processes",),
-                f'processes = {self.processes} on a "{self.protocol}" listener',
-                "only policy listeners can have more than one process: remove processes, or "
-                'use it on a listener with protocol = "policy"',
-            )
-        return self
-
     @property
     def tls_enabled(self) -> bool:
         """True when STARTTLS is offered (both tls_cert and tls_key set)."""
         return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def process_count(self) -> int:
+        """``processes`` as a number: ``"auto"`` is ``cpu_count()``."""
+        return cpu_count() if self.processes == "auto" else self.processes
 
 
 class LimitsConfig(_Section):
@@ -411,8 +444,8 @@ class Config(_Section):
         default="",
         exclude=True,
         repr=False,
-        description="The TOML text it was parsed from (set by the loader; policy worker "
-        "processes parse the same text).",
+        description="The TOML text it was parsed from (set by the loader; worker processes "
+        "parse the same text).",
     )
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from filterd.config.types import Endpoint
 from filterd.errors import FilterdError
 from filterd.runtime.listeners import open_listener, remove_socket
 
-__all__ = ["StartupError", "check_before_serving", "open_listeners"]
+__all__ = ["StartupError", "check_before_serving", "open_listeners", "open_milter_socket"]
 
 EXIT_STARTUP = 2
 """``filterd run``'s exit status when it cannot start (as for a configuration error)."""
@@ -87,6 +87,37 @@ async def open_listeners(listens: Sequence[ListenConfig]) -> list[trio.SocketLis
                 remove_socket(listen.address.path)
         raise
     return opened
+
+
+def open_milter_socket(address: Endpoint) -> socket.socket:
+    """The listening socket of a milter listener with several processes, bound as libmilter
+    binds it (``mi_milteropen``: IPv4 unless an IPv6 address, SO_REUSEADDR, a stale unix socket
+    removed first), and non-blocking: every process's libmilter waits for a connection on it
+    and then accepts, and the processes that lose the race get EAGAIN, which libmilter retries,
+    instead of blocking in ``accept``."""
+    try:
+        if address.kind == "unix":
+            remove_socket(address.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockaddr: str | tuple[object, ...] = address.path
+        else:
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            infos = socket.getaddrinfo(
+                address.host, address.port, family=family, type=socket.SOCK_STREAM
+            )
+            family, kind, proto, _, sockaddr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError as exc:
+        raise StartupError(cannot_listen(address, exc)) from None
+    try:
+        sock.bind(sockaddr)
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(cannot_listen(address, exc)) from None
+    sock.setblocking(False)
+    return sock
 
 
 # --- listening sockets --------------------------------------------------------------------------

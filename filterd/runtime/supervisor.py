@@ -1,36 +1,35 @@
-"""The nursery tree: signals, the delivery's background work, listeners and connections.
+"""The nursery tree: signals, the delivery's background work, worker processes, listeners and
+connections.
 
 ```
 root nursery
 ├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
 ├── delivery background (the next-hop pool reaper)
-└── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
+└── workers nursery: the worker processes of each listener with processes > 1 (worker_pool)
+    └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
+        └── the milter service (libmilter on a thread of its own)
 ```
 Stop: close the listeners, tell idle sessions 421, give sessions mid-message
 ``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
-"""
+Workers stop the same way, told by end of file on their control sockets."""
 
 from __future__ import annotations
 
 import signal
-import ssl
+import socket
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
-from filterd.config.schema import Config, ListenConfig, RelayDelivery
-from filterd.delivery.interface import Delivery
-from filterd.delivery.maildir import Maildir
+from filterd.config.schema import MAX_PROCESSES, Config, ListenConfig
 from filterd.delivery.quarantine import QuarantineStore
-from filterd.delivery.relay import Relay
-from filterd.frontdoors.policy.service import PolicyHandler
 from filterd.frontdoors.shutdown import Shutdown
-from filterd.frontdoors.smtp.handler import SmtpHandler
-from filterd.frontdoors.smtp.session import SessionSettings
 from filterd.maillog import MailLog, setup_logging
+from filterd.runtime.handlers import build_delivery, handler_for, serve_milter_listener
 from filterd.runtime.listeners import (
     ConnectionHandler,
     accept_loop,
@@ -42,8 +41,10 @@ from filterd.runtime.startup import (
     StartupError,
     check_before_serving,
     open_listeners,
+    open_milter_socket,
 )
-from filterd.runtime.worker_pool import PolicyWorkers, WorkerStartError, policy_settings
+from filterd.runtime.tally import SharedTally
+from filterd.runtime.worker_pool import SpreadConnections, WorkerPool, WorkerStartError
 
 log = MailLog("main")
 
@@ -109,34 +110,26 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return leaves
 
 
-def build_delivery(config: Config) -> Delivery | None:
-    """The configured delivery; ``None`` when only milter and policy listeners need none."""
-    delivery = config.delivery
-    if isinstance(delivery, RelayDelivery):
-        context = None
-        if delivery.starttls != "never":
-            context = ssl.create_default_context(
-                cafile=str(delivery.tls_ca_file) if delivery.tls_ca_file else None
-            )
-            if not delivery.tls_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-        return Relay(delivery, context)
-    return None if delivery is None else Maildir(delivery)
-
-
-def server_ssl_context(listen: ListenConfig) -> ssl.SSLContext | None:
-    if listen.tls_cert is None or listen.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(listen.tls_cert), str(listen.tls_key))
-    return context
-
-
 @dataclass
 class ListenerInfo:
     config: ListenConfig
     address: str  # as bound (the real port when 0 was asked for)
+
+
+@dataclass
+class MilterDoor:
+    """A milter listener: with several processes, the socket they all accept from (bound here)
+    and their shared connection count; with one, libmilter binds the address itself."""
+
+    config: ListenConfig
+    listening: socket.socket | None = None
+    tally: SharedTally | None = None
+
+    def close(self) -> None:
+        if self.listening is not None:
+            self.listening.close()
+        if self.tally is not None:
+            self.tally.close()
 
 
 async def serve(
@@ -154,15 +147,19 @@ async def serve(
     if chain is None:
         chain = build_chain(config)
     sockets = [listen for listen in config.listen if listen.protocol != "milter"]
-    milters = [listen for listen in config.listen if listen.protocol == "milter"]
+    milters = [MilterDoor(listen) for listen in config.listen if listen.protocol == "milter"]
     listeners = await open_listeners(sockets)
-    infos = [
-        ListenerInfo(listen, bound_address(listener, listen.address))
-        for listen, listener in zip(sockets, listeners, strict=True)
-    ] + [ListenerInfo(listen, str(listen.address)) for listen in milters]
-    for info in infos:
-        log.plain(f"listening on {info.address} ({info.config.protocol})")
     try:
+        for door in milters:
+            if door.config.process_count > 1:
+                door.listening = open_milter_socket(door.config.address)
+                door.tally = SharedTally.create(MAX_PROCESSES)  # a slot for any worker
+        infos = [
+            ListenerInfo(listen, bound_address(listener, listen.address))
+            for listen, listener in zip(sockets, listeners, strict=True)
+        ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
+        for info in infos:
+            log.plain(f"listening on {info.address} ({info.config.protocol})")
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
             if owns_chain:
@@ -170,19 +167,30 @@ async def serve(
             run = getattr(delivery, "run", None)
             if run is not None:
                 root.start_soon(run)
-            # Helper processes (policy workers) live in a nursery of their own, which ends
-            # after the connections' and before ``root`` is cancelled: they are stopped while
-            # the signals are still watched (a second one kills them).
+            # Worker processes live in a nursery of their own, which ends after the
+            # connections' and before ``root`` is cancelled: they are stopped while the
+            # signals are still watched (a second one kills them).
             async with trio.open_nursery() as helpers:
                 handlers: list[ConnectionHandler] = []
                 for listen in sockets:
-                    handler = _handler_for(listen, config, chain, delivery, quarantine, shutdown)
-                    if listen.processes > 1 and isinstance(handler, PolicyHandler):
-                        index = next(i for i, each in enumerate(config.listen) if each is listen)
-                        workers = PolicyWorkers(listen, index, config, handler, shutdown)
-                        await helpers.start(workers.run)
-                        handler = workers
-                    handlers.append(handler)
+                    handler = handler_for(listen, config, chain, delivery, quarantine, shutdown)
+                    if listen.process_count > 1:
+                        pool = WorkerPool(listen, _index(config, listen), config, shutdown)
+                        await helpers.start(pool.run)
+                        handlers.append(SpreadConnections(pool, handler))
+                    else:
+                        handlers.append(handler)
+                for door in milters:
+                    if door.listening is not None:
+                        pool = WorkerPool(
+                            door.config,
+                            _index(config, door.config),
+                            config,
+                            shutdown,
+                            listening=door.listening.dup(),  # the pool's own copy
+                            tally=door.tally,
+                        )
+                        await helpers.start(pool.run)
                 await _serve_connections(
                     config, chain, shutdown, listeners, handlers, milters, task_status, infos
                 )
@@ -193,10 +201,19 @@ async def serve(
                 await delivery.aclose()
             if owns_chain:
                 await chain.stop()
+        for listener in listeners:
+            listener.socket.close()  # (closed already, unless serving never began)
+        for door in milters:
+            door.close()
         for listen in config.listen:
             if listen.address.kind == "unix":
                 remove_socket(listen.address.path)
         log.plain("stopped")
+
+
+def _index(config: Config, listen: ListenConfig) -> int:
+    """The listener's position in ``config.listen`` (how a worker finds it)."""
+    return next(i for i, each in enumerate(config.listen) if each is listen)
 
 
 async def _serve_connections(
@@ -205,14 +222,26 @@ async def _serve_connections(
     shutdown: Shutdown,
     listeners: list[trio.SocketListener],
     handlers: list[ConnectionHandler],
-    milters: list[ListenConfig],
+    milters: list[MilterDoor],
     task_status: trio.TaskStatus[list[ListenerInfo]],
     infos: list[ListenerInfo],
 ) -> None:
     """Accept until shutdown begins, then give sessions ``shutdown_grace`` to finish."""
     async with trio.open_nursery() as connections:
-        for listen in milters:  # libmilter binds its own socket (one per process)
-            await connections.start(_serve_milter, listen, config, chain, shutdown)
+        for door in milters:  # libmilter accepts by itself (one per process)
+            # It takes ``listening`` over: the main process holds no other copy from then on.
+            listening, door.listening = door.listening, None
+            await connections.start(
+                partial(
+                    serve_milter_listener,
+                    door.config,
+                    config,
+                    chain,
+                    shutdown,
+                    listening=listening,
+                    tally=door.tally,
+                )
+            )
         async with trio.open_nursery() as accepting:
             for listener, handler in zip(listeners, handlers, strict=True):
                 accepting.start_soon(accept_loop, listener, handler, connections)
@@ -254,33 +283,3 @@ def _on_stop_signal(signum: int, shutdown: Shutdown, root: trio.CancelScope) -> 
     log.plain(f"signal {name}: graceful stop")
     shutdown.begin()
     return False
-
-
-async def _serve_milter(
-    listen: ListenConfig,
-    config: Config,
-    chain: ChainRunner,
-    shutdown: Shutdown,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    # Imported here: pymilter is the optional ``milter`` extra.
-    from filterd.frontdoors.milter.service import MilterSettings, serve_milter
-
-    settings = MilterSettings.from_config(listen, config.limits)
-    await serve_milter(chain, settings, shutdown=shutdown, task_status=task_status)
-
-
-def _handler_for(
-    listen: ListenConfig,
-    config: Config,
-    chain: ChainRunner,
-    delivery: Delivery | None,
-    quarantine: QuarantineStore,
-    shutdown: Shutdown,
-) -> ConnectionHandler:
-    if listen.protocol == "policy":
-        return PolicyHandler(chain, policy_settings(listen, config), shutdown)
-    assert delivery is not None, "the configuration gives smtp and lmtp listeners a delivery"
-    session = SessionSettings(listen, config.limits, server_ssl_context(listen))
-    return SmtpHandler(session, chain, delivery, quarantine, shutdown)

@@ -1,14 +1,25 @@
-"""More than one process behind a policy listener (``[[listen]] processes = N``).
+"""More than one process behind a listener (``[[listen]] processes = N``), for every door.
 
-pyspf and the chain are CPU work in Python, so one process answers on one core. With
-``processes = N`` the main process still owns the listening socket and accepts every
-connection, and it starts N - 1 worker processes (``filterd.runtime.worker_process``), each with its
-own chain, plugins and caches. Each accepted connection goes to the process with the fewest
-open connections, the main process included: a worker gets it as a file descriptor over a
-private socket pair (``SCM_RIGHTS``) and serves it to its end; the main process only closes
-its copy. Policy connections are long-lived (one per smtpd process), so counting them is a fair
-measure of load, and a burst of connections is spread evenly, which hashing them to several
-listening sockets (``SO_REUSEPORT``) would not do.
+The chain and the doors are Python, so one process works on one core. With ``processes = N``
+the main process starts N - 1 worker processes (``filterd.runtime.worker_process``), each with
+its own chain, plugins and caches and, behind smtp and lmtp listeners, its own delivery (relay
+pool or Maildir) and quarantine store: the same handler the main process builds
+(``filterd.runtime.handlers``), from the same TOML text.
+
+**smtp, lmtp and policy** (``SpreadConnections``): the main process owns the listening socket and
+accepts every connection; each goes to the process with the fewest open connections, the main
+process included. A worker gets it as a file descriptor over a private socket pair
+(``SCM_RIGHTS``) and serves it to its end; the main process only closes its copy. Counting
+connections spreads a burst evenly, and Postfix's connections (one per smtp client or smtpd
+process, often long-lived) are few enough that hashing them to several listening sockets
+(``SO_REUSEPORT``) would spread them unevenly. ``max_connections`` counts the connections of
+every process; beyond it the main process refuses, as one process would (smtp and lmtp:
+``421 4.7.0``; policy: closed at once).
+
+**milter**: libmilter accepts connections itself, so the listening socket is passed once, when
+a worker starts (``pass_fds``), and every process's libmilter accepts from it (see
+``filterd.frontdoors.milter.service``); ``max_connections`` is counted in shared memory
+(``filterd.runtime.tally``).
 
 The control socket (``SOCK_SEQPACKET``: one message per send) carries short messages:
 
@@ -18,12 +29,12 @@ The control socket (``SOCK_SEQPACKET``: one message per send) carries short mess
   (a hand-over in that instant fails, and the main process serves the connection itself);
 - main → worker: ``F`` with one descriptor attached, a connection to serve (sent without
   waiting: a worker whose queue is full is skipped and the main process serves it); end of
-  file: stop gracefully (as on SIGTERM: idle connections close at once, requests in progress
-  are answered within ``shutdown_grace``), so a worker never outlives the main process.
+  file: stop gracefully (as on SIGTERM: idle connections close at once, sessions in the
+  middle of a message get ``shutdown_grace``), so a worker never outlives the main process.
 
 A worker that dies is started again, after 1 s and then up to 60 s between attempts while it
-keeps failing (its connections are gone; Postfix retries them). One that does not start at
-all stops filterd from starting. A second stop signal kills the workers at once.
+keeps failing (its connections are gone, unanswered: Postfix retries them). One that does not
+start at all stops filterd from starting. A second stop signal kills the workers at once.
 """
 
 from __future__ import annotations
@@ -39,9 +50,20 @@ from dataclasses import dataclass
 import trio
 
 from filterd.config.schema import Config, ListenConfig
-from filterd.frontdoors.policy.service import PolicyHandler, PolicySettings, close_over_limit
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog
+from filterd.runtime.handlers import DoorHandler
+from filterd.runtime.tally import SharedTally
+
+__all__ = [
+    "CLOSED",
+    "CONNECTION",
+    "READY",
+    "SpreadConnections",
+    "WorkerPool",
+    "WorkerStartError",
+    "config_message",
+]
 
 log = MailLog("main")
 
@@ -56,11 +78,6 @@ STOP_MARGIN = 10.0  # beyond shutdown_grace (more than a worker's 5 s for its pl
 WORKER_MODULE = "filterd.runtime.worker_process"
 
 
-def policy_settings(listen: ListenConfig, config: Config) -> PolicySettings:
-    """The settings of a policy listener: the same in the main process and in every worker."""
-    return PolicySettings.from_config(listen, config.limits)
-
-
 def config_message(config: Config) -> bytes:
     """What a worker reads on its standard input: the TOML text the main process parsed (so it
     validates the same way and its errors name the same file), or, for a configuration built
@@ -71,7 +88,7 @@ def config_message(config: Config) -> bytes:
 
 
 class WorkerStartError(RuntimeError):
-    """A policy worker did not become ready: filterd does not start."""
+    """A worker did not become ready: filterd does not start."""
 
 
 @dataclass(eq=False)
@@ -88,101 +105,64 @@ class _Worker:
         return self.handed - self.closed
 
 
-class PolicyWorkers:
-    """The worker processes of one policy listener, and the handler that spreads connections
-    over them and the main process (``ConnectionHandler`` shape, for ``accept_loop``)."""
+class WorkerPool:
+    """The worker processes of one listener: started, kept running, stopped.
+
+    ``listening`` (milter listeners) is the listening socket every process accepts from; the
+    pool passes it to each worker it starts and closes its own copy once filterd stops, when
+    no worker is being started (the processes' libmilters hold copies of their own). ``tally``
+    (milter listeners) is the shared connection count; a dead worker's part is cleared."""
 
     def __init__(
         self,
         listen: ListenConfig,
         index: int,
         config: Config,
-        local: PolicyHandler,
         shutdown: Shutdown,
         *,
+        listening: socket.socket | None = None,
+        tally: SharedTally | None = None,
         command: list[str] | None = None,
     ) -> None:
         self.listen = listen
         self.index = index  # the listener's position in config.listen
         self.config = config
-        self.local = local
         self.shutdown = shutdown
+        self.listening = listening
+        self.tally = tally
         self.command = command or [sys.executable, "-m", WORKER_MODULE]  # tests replace it
-        self.workers = [_Worker(number) for number in range(1, listen.processes)]
+        self.name = f"{listen.protocol} worker"
+        self.workers = [_Worker(number) for number in range(1, listen.process_count)]
+        self._starting = 0  # processes being spawned (they inherit ``listening``)
 
-    # ------------------------------------------------------------- handler
-    def over_limit(self) -> bool:
-        return False  # the limit is checked in __call__, as PolicyHandler does
-
-    async def refuse(self, stream: trio.abc.Stream) -> None:
-        await stream.aclose()
-
-    @property
-    def active(self) -> int:
-        """Open connections of this listener, in every process."""
-        return self.local.active + sum(w.open for w in self.workers)
-
-    async def __call__(self, stream: trio.abc.Stream) -> None:
-        if self.active >= self.listen.max_connections:
-            await close_over_limit(stream, self.active)
-            return
-        sock = getattr(stream, "socket", None)
-        worker = self._least_loaded()
-        if worker is None or sock is None or not self._hand_over(worker, sock.fileno()):
-            await self.local(stream)
-            return
-        with trio.CancelScope(shield=True):
-            await stream.aclose()  # our copy only: the worker's descriptor keeps it open
-
-    def _least_loaded(self) -> _Worker | None:
-        """The worker with the fewest connections, or None when the main process has fewer."""
-        best: _Worker | None = None
-        fewest = self.local.active
-        for worker in self.workers:
-            if worker.control is not None and worker.open < fewest:
-                best, fewest = worker, worker.open
-        return best
-
-    def _hand_over(self, worker: _Worker, fd: int) -> bool:
-        """Send the descriptor without waiting; False if the worker cannot take it now."""
-        control = worker.control
-        if control is None:
-            return False
-        fds = array.array("i", [fd])
-        try:
-            control.sendmsg(
-                [CONNECTION], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_DONTWAIT
-            )
-        except OSError as exc:  # full (it is not reading), or gone: serve it here instead
-            worker.refusals += 1
-            if worker.refusals in (1, 10) or worker.refusals % 100 == 0:
-                log.warning(
-                    f"policy worker {worker.number} takes no connection now ({exc}); "
-                    f"served here instead ({worker.refusals} so far)"
-                )
-            return False
-        worker.handed += 1
-        return True
-
-    # ------------------------------------------------------------- processes
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every worker (ready: ``task_status.started()``; a stop signal meanwhile ends
         the wait), keep them running until shutdown, then stop them: end of file on their
-        control sockets, then a kill for any still there after ``shutdown_grace`` + 5 s, or at
+        control sockets, then a kill for any still there after ``shutdown_grace`` + 10 s, or at
         once on a second stop signal."""
         started = False
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._cancel_on_shutdown, nursery.cancel_scope)
-            for worker in self.workers:
-                await nursery.start(self._keep_running, worker)
-            task_status.started()
-            started = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._cancel_on_shutdown, nursery.cancel_scope)
+                for worker in self.workers:
+                    await nursery.start(self._keep_running, worker)
+                task_status.started()
+                started = True
+        finally:
+            self._release_listening()
         if not started:  # stopped while starting: nothing left to wait for
             task_status.started()
 
     async def _cancel_on_shutdown(self, scope: trio.CancelScope) -> None:
         await self.shutdown.event.wait()
         scope.cancel()
+        self._release_listening()
+
+    def _release_listening(self) -> None:
+        """Close the pool's copy of the listening socket (stopping: no worker will start), as
+        soon as no process being spawned may still inherit it."""
+        if self.listening is not None and self._starting == 0 and self.shutdown.stopping:
+            self.listening.close()
 
     async def _keep_running(
         self, worker: _Worker, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -206,19 +186,19 @@ class PolicyWorkers:
                 log.error(str(exc))
             except Exception as exc:  # out of descriptors, processes, memory...
                 if first:
-                    raise WorkerStartError(f"policy worker {worker.number}: {exc}") from exc
-                log.error(f"policy worker {worker.number} could not be started: {exc}")
+                    raise WorkerStartError(f"{self.name} {worker.number}: {exc}") from exc
+                log.error(f"{self.name} {worker.number} could not be started: {exc}")
             else:
                 if self.shutdown.stopping:
                     return
                 status = worker.process.returncode if worker.process is not None else None
                 log.error(
-                    f"policy worker {worker.number} exited (status {status}); its connections "
+                    f"{self.name} {worker.number} exited (status {status}); its connections "
                     f"are lost (Postfix retries them)"
                 )
             if trio.current_time() - began >= STABLE:
                 pause = RESTART_PAUSE
-            log.plain(f"policy worker {worker.number}: starting a new one in {pause:g}s")
+            log.plain(f"{self.name} {worker.number}: starting a new one in {pause:g}s")
             await trio.sleep(pause)
             pause = min(pause * 2, RESTART_PAUSE_MAX)
 
@@ -226,26 +206,12 @@ class PolicyWorkers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel = trio.socket.from_stdlib_socket(ours)  # shares ``ours`` (non-blocking now)
         try:
-            argv = [
-                *self.command,
-                "--listener",
-                str(self.index),
-                "--number",
-                str(worker.number),
-                "--control-fd",
-                str(theirs.fileno()),
-            ]
-            try:
-                process = await trio.lowlevel.open_process(
-                    argv, stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),)
-                )
-            finally:
-                theirs.close()
+            process = await self._spawn(worker, theirs)
         except BaseException:
             channel.close()
             raise
         worker.process = process
-        name = f"policy worker {worker.number} of {self.listen.address} (pid {process.pid})"
+        name = f"{self.name} {worker.number} of {self.listen.address} (pid {process.pid})"
         started = False
         try:
             message = b""
@@ -274,6 +240,33 @@ class PolicyWorkers:
                     process.kill()  # it serves nothing yet: no graceful stop to wait for
                 await self._reap(worker, process)
             worker.handed = worker.closed = 0
+            if self.tally is not None:
+                self.tally.clear(worker.number)  # its connections are gone
+
+    async def _spawn(self, worker: _Worker, control: socket.socket) -> trio.Process:
+        """Start the worker's process; it inherits ``control`` (closed here either way), and the
+        listening socket and the shared count of a milter listener."""
+        argv = [*self.command, "--listener", str(self.index), "--number", str(worker.number)]
+        argv += ["--control-fd", str(control.fileno())]
+        passed = [control.fileno()]
+        if self.listening is not None:
+            if self.listening.fileno() < 0:
+                control.close()
+                raise WorkerStartError(f"{self.name} {worker.number}: filterd is stopping")
+            argv += ["--listening-fd", str(self.listening.fileno())]
+            passed.append(self.listening.fileno())
+        if self.tally is not None:
+            argv += ["--tally-fd", str(self.tally.fd)]
+            passed.append(self.tally.fd)
+        self._starting += 1
+        try:
+            return await trio.lowlevel.open_process(
+                argv, stdin=subprocess.PIPE, pass_fds=tuple(passed)
+            )
+        finally:
+            control.close()
+            self._starting -= 1
+            self._release_listening()
 
     async def _send_config(self, process: trio.Process) -> None:
         stdin = process.stdin
@@ -307,9 +300,70 @@ class PolicyWorkers:
             await self.shutdown.now.wait()
         if process.returncode is None:
             log.warning(
-                f"policy worker {worker.number} of {self.listen.address} (pid {process.pid}) killed"
+                f"{self.name} {worker.number} of {self.listen.address} (pid {process.pid}) killed"
             )
             process.kill()
+
+
+class SpreadConnections:
+    """The connection handler of an smtp, lmtp or policy listener with workers
+    (``ConnectionHandler`` shape, for ``accept_loop``): each connection goes to the process
+    with the fewest open ones, ``local`` (the main process's own handler) included."""
+
+    def __init__(self, pool: WorkerPool, local: DoorHandler) -> None:
+        self.pool = pool
+        self.local = local
+        self.max_connections = pool.listen.max_connections
+
+    @property
+    def active(self) -> int:
+        """Open connections of this listener, in every process."""
+        return self.local.active + sum(w.open for w in self.pool.workers)
+
+    def over_limit(self) -> bool:
+        return self.active >= self.max_connections
+
+    async def refuse(self, stream: trio.abc.Stream) -> None:
+        await self.local.refuse_over_limit(stream, self.active)
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        sock = getattr(stream, "socket", None)
+        worker = self._least_loaded()
+        if worker is None or sock is None or not self._hand_over(worker, sock.fileno()):
+            await self.local(stream)
+            return
+        with trio.CancelScope(shield=True):
+            await stream.aclose()  # our copy only: the worker's descriptor keeps it open
+
+    def _least_loaded(self) -> _Worker | None:
+        """The worker with the fewest connections, or None when the main process has fewer."""
+        best: _Worker | None = None
+        fewest = self.local.active
+        for worker in self.pool.workers:
+            if worker.control is not None and worker.open < fewest:
+                best, fewest = worker, worker.open
+        return best
+
+    def _hand_over(self, worker: _Worker, fd: int) -> bool:
+        """Send the descriptor without waiting; False if the worker cannot take it now."""
+        control = worker.control
+        if control is None:
+            return False
+        fds = array.array("i", [fd])
+        try:
+            control.sendmsg(
+                [CONNECTION], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], socket.MSG_DONTWAIT
+            )
+        except OSError as exc:  # full (it is not reading), or gone: serve it here instead
+            worker.refusals += 1
+            if worker.refusals in (1, 10) or worker.refusals % 100 == 0:
+                log.warning(
+                    f"{self.pool.name} {worker.number} takes no connection now ({exc}); "
+                    f"served here instead ({worker.refusals} so far)"
+                )
+            return False
+        worker.handed += 1
+        return True
 
 
 async def _receive(channel: trio.socket.SocketType) -> bytes:

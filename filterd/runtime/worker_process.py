@@ -1,16 +1,24 @@
-"""A policy worker process (``[[listen]] processes = N``; see ``worker_pool``).
+"""A worker process of a listener (``[[listen]] processes = N``; see ``worker_pool``).
 
     python -m filterd.runtime.worker_process --listener INDEX --number N --control-fd FD
+        [--listening-fd FD --tally-fd FD]
 
 The configuration comes on standard input (the TOML text the main process parsed). The worker
-builds its own chain, starts its plugins, says ``R`` on the control socket, then serves each
-connection the main process hands over (``F`` + a descriptor) with the same policy handler the
-main process uses, and reports how many it has ended (``C<n>``). End of file on the control
-socket (the main process stopping, or gone) and SIGTERM stop it gracefully; as soon as it
-stops, it shuts the control socket down both ways, so the main process hands it nothing more
-(its next hand-over fails and it serves that connection itself). SIGINT (a terminal's
-Ctrl-C reaches the whole process group) is left to the main process, which then closes the
-control socket.
+builds what the main process builds for that listener (``filterd.runtime.handlers``): its own
+chain, and behind an smtp or lmtp listener its own delivery and quarantine store. It starts its
+plugins, says ``R`` on the control socket, then serves:
+
+- smtp, lmtp, policy: each connection the main process hands over (``F`` + a descriptor), with
+  the listener's handler, reporting how many it has ended (``C<n>``);
+- milter: its own libmilter, accepting from the listening socket every process shares
+  (``--listening-fd``), counting connections in the shared count (``--tally-fd``).
+
+End of file on the control socket (the main process stopping, or gone) and SIGTERM stop it
+gracefully, as one process stops: idle sessions are closed, sessions in the middle of a message
+get ``shutdown_grace``; a second SIGTERM stops it at once. As soon as it stops, it shuts the
+control socket down both ways, so the main process hands it nothing more (its next hand-over
+fails and it serves that connection itself). SIGINT (a terminal's Ctrl-C reaches the whole
+process group) is left to the main process, which then closes the control socket.
 """
 
 from __future__ import annotations
@@ -26,35 +34,52 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
+from functools import partial  # noqa: E402
 
 import trio  # noqa: E402
 
 from filterd.chain.build import build_chain  # noqa: E402
+from filterd.chain.runner import ChainRunner  # noqa: E402
 from filterd.config.load import parse_config  # noqa: E402
-from filterd.config.schema import Config  # noqa: E402
-from filterd.frontdoors.policy.service import PolicyHandler  # noqa: E402
+from filterd.config.schema import Config, ListenConfig  # noqa: E402
+from filterd.delivery.interface import Delivery  # noqa: E402
+from filterd.delivery.quarantine import QuarantineStore  # noqa: E402
 from filterd.frontdoors.shutdown import Shutdown  # noqa: E402
 from filterd.maillog import MailLog, setup_logging  # noqa: E402
-from filterd.runtime.worker_pool import CLOSED, CONNECTION, READY, policy_settings  # noqa: E402
+from filterd.runtime.handlers import (  # noqa: E402
+    build_delivery,
+    handler_for,
+    serve_milter_listener,
+)
+from filterd.runtime.tally import SharedTally  # noqa: E402
+from filterd.runtime.worker_pool import CLOSED, CONNECTION, READY  # noqa: E402
 
 log = MailLog("main")
 
 MAX_FDS = 16  # descriptors read per message (the main process sends one)
 ANCILLARY = socket.CMSG_SPACE(MAX_FDS * 4)
-CHAIN_STOP_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 5.0  # for the plugins' stop and the delivery's connections
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="filterd policy worker")
+    parser = argparse.ArgumentParser(prog="filterd worker")
     parser.add_argument("--listener", type=int, required=True)
     parser.add_argument("--number", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--listening-fd", type=int)
+    parser.add_argument("--tally-fd", type=int)
     args = parser.parse_args(argv)
     config = read_config(sys.stdin.buffer.read())
     setup_logging(config.log.level)
-    os.set_inheritable(args.control_fd, False)  # a plugin's subprocess must not keep it open
+    # A plugin's subprocess must not keep these open.
+    for fd in (args.control_fd, args.listening_fd, args.tally_fd):
+        if fd is not None:
+            os.set_inheritable(fd, False)
     control = socket.socket(fileno=args.control_fd)
-    trio.run(serve_worker, config, args.listener, args.number, control)
+    listening = None if args.listening_fd is None else socket.socket(fileno=args.listening_fd)
+    tally = None if args.tally_fd is None else SharedTally(args.tally_fd, args.number)
+    worker = Worker(config, args.listener, args.number, control, listening, tally)
+    trio.run(worker.serve)
     return 0
 
 
@@ -66,55 +91,128 @@ def read_config(message: bytes) -> Config:
     return Config.model_validate_json(data["json"]).model_copy(update={"source": data["source"]})
 
 
-async def serve_worker(config: Config, index: int, number: int, control: socket.socket) -> None:
-    listen = config.listen[index]
-    shutdown = Shutdown()
-    chain = build_chain(config)
-    handler = PolicyHandler(chain, policy_settings(listen, config), shutdown)
-    channel = trio.socket.from_stdlib_socket(control)  # non-blocking from here on
-    ended = 0
+class Worker:
+    """One worker process: what it serves, and how it stops."""
 
-    def report_ended() -> None:
-        nonlocal ended
-        ended += 1
-        try:  # a running total: one lost to a full socket is made good by the next
-            control.send(CLOSED + str(ended).encode(), socket.MSG_DONTWAIT)
-        except OSError:
-            pass
+    def __init__(
+        self,
+        config: Config,
+        index: int,
+        number: int,
+        control: socket.socket,
+        listening: socket.socket | None = None,
+        tally: SharedTally | None = None,
+    ) -> None:
+        self.config = config
+        self.listen: ListenConfig = config.listen[index]
+        self.name = f"{self.listen.protocol} worker {number}"
+        self.control = control
+        self.listening = listening
+        self.tally = tally
+        self.shutdown = Shutdown()
+        self.quarantine = QuarantineStore(config.quarantine.root)
+        self.chain: ChainRunner
+        self.delivery: Delivery | None = None
 
-    async def serve_one(stream: trio.SocketStream) -> None:
+    async def serve(self) -> None:
+        self.chain = build_chain(self.config)
+        if self.listen.protocol in ("smtp", "lmtp"):
+            self.delivery = build_delivery(self.config)
+        channel = trio.socket.from_stdlib_socket(self.control)  # non-blocking from here on
         try:
-            await handler(stream)
-        finally:
-            report_ended()
-
-    try:
-        async with trio.open_nursery() as root:
-            root.start_soon(_watch_sigterm, shutdown)
-            await chain.start()
-            try:
-                await channel.send(READY)
-            except OSError:  # the main process stopped (or died) while we were starting
+            async with trio.open_nursery() as root:
+                root.start_soon(_watch_sigterm, self.shutdown, root.cancel_scope)
+                await self.chain.start()
+                run = getattr(self.delivery, "run", None)
+                if run is not None:
+                    root.start_soon(run)
+                if self.listen.protocol == "milter":
+                    await self._serve_milter(channel)
+                else:
+                    await self._serve_handed(channel)
                 root.cancel_scope.cancel()
-                return
-            async with trio.open_nursery() as connections:
-                log.plain(f"policy worker {number} serving {listen.address}")
-                with trio.CancelScope() as receiving:
-                    root.start_soon(_cancel_on_stop, shutdown, receiving)
-                    await _receive_connections(channel, connections, serve_one)
-                shutdown.begin()
-                for fd in _stop_taking(control):
-                    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
-                    connections.start_soon(serve_one, trio.SocketStream(sock))
-                connections.cancel_scope.deadline = (
-                    trio.current_time() + config.limits.shutdown_grace
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                if self.delivery is not None:
+                    await self.delivery.aclose()
+                await self.chain.stop()
+            channel.close()
+            if self.listening is not None:
+                self.listening.close()
+            log.plain(f"{self.name} stopped")
+
+    async def _ready(self, channel: trio.socket.SocketType) -> bool:
+        try:
+            await channel.send(READY)
+        except OSError:  # the main process stopped (or died) while we were starting
+            return False
+        log.plain(f"{self.name} serving {self.listen.address}")
+        return True
+
+    async def _serve_handed(self, channel: trio.socket.SocketType) -> None:
+        """Serve the connections the main process hands over until end of file on the control
+        socket or a stop signal, then stop as one process stops."""
+        handler = handler_for(
+            self.listen, self.config, self.chain, self.delivery, self.quarantine, self.shutdown
+        )
+        ended = 0
+
+        def report_ended() -> None:
+            nonlocal ended
+            ended += 1
+            try:  # a running total: one lost to a full socket is made good by the next
+                self.control.send(CLOSED + str(ended).encode(), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+
+        async def serve_one(stream: trio.SocketStream) -> None:
+            try:
+                await handler(stream)
+            finally:
+                report_ended()
+
+        if not await self._ready(channel):
+            return
+        async with trio.open_nursery() as connections:
+            with trio.CancelScope() as receiving:
+                connections.start_soon(_cancel_on_stop, self.shutdown, receiving)
+                await _receive_connections(channel, connections, serve_one)
+            self.shutdown.begin()
+            for fd in _stop_taking(self.control):
+                sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
+                connections.start_soon(serve_one, trio.SocketStream(sock))
+            connections.cancel_scope.deadline = (
+                trio.current_time() + self.config.limits.shutdown_grace
+            )
+
+    async def _serve_milter(self, channel: trio.socket.SocketType) -> None:
+        """Run libmilter on the shared listening socket until end of file on the control
+        socket or a stop signal; the milter service then stops as in one process."""
+        listening, self.listening = self.listening, None  # libmilter's from here on
+        assert listening is not None, "a milter worker is given the listening socket"
+        async with trio.open_nursery() as service:
+            await service.start(
+                partial(
+                    serve_milter_listener,
+                    self.listen,
+                    self.config,
+                    self.chain,
+                    self.shutdown,
+                    listening=listening,
+                    tally=self.tally,
                 )
-            root.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(CHAIN_STOP_TIMEOUT):
-            await chain.stop()
-        channel.close()
-        log.plain(f"policy worker {number} stopped")
+            )
+            if await self._ready(channel):
+                with trio.CancelScope() as waiting:
+                    service.start_soon(_cancel_on_stop, self.shutdown, waiting)
+                    while True:  # the main process sends a milter worker nothing but its end
+                        message, fds = await _next_message(channel)
+                        for fd in fds:
+                            socket.close(fd)
+                        if not message:
+                            break
+            self.shutdown.begin()
+            _stop_taking(self.control)
 
 
 def _stop_taking(control: socket.socket) -> list[int]:
@@ -144,6 +242,18 @@ def _stop_taking(control: socket.socket) -> list[int]:
             return fds
 
 
+async def _next_message(channel: trio.socket.SocketType) -> tuple[bytes, list[int]]:
+    """The next control message and the descriptors that came with it; ``b""`` at end of file
+    (and for an error, as end of file)."""
+    try:
+        message, ancillary, _flags, _address = await channel.recvmsg(
+            1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
+        )
+    except OSError:
+        return b"", []
+    return message, _descriptors(ancillary)
+
+
 async def _receive_connections(
     channel: trio.socket.SocketType,
     connections: trio.Nursery,
@@ -151,14 +261,8 @@ async def _receive_connections(
 ) -> None:
     """Serve each handed-over descriptor until end of file on the control socket."""
     while True:
-        try:
-            message, ancillary, _flags, _address = await channel.recvmsg(
-                1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
-            )
-        except OSError:
-            return  # as end of file
-        fds = _descriptors(ancillary)
-        if not message or message != CONNECTION:
+        message, fds = await _next_message(channel)
+        if message != CONNECTION:
             for fd in fds:
                 socket.close(fd)
             if not message:
@@ -177,9 +281,15 @@ def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
-async def _watch_sigterm(shutdown: Shutdown) -> None:
+async def _watch_sigterm(shutdown: Shutdown, root: trio.CancelScope) -> None:
+    """SIGTERM: a graceful stop; a second one: stop now (as the main process does)."""
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _signum in signals:
+            if shutdown.stopping:
+                log.plain("signal SIGTERM again: stopping now")
+                shutdown.now.set()
+                root.cancel()
+                return
             log.plain("signal SIGTERM: graceful stop")
             shutdown.begin()
 

@@ -101,3 +101,23 @@ def test_quarantine_goes_to_the_hold_queue(
     queue = postfix.queue_json()
     assert [entry["queue_name"] for entry in queue] == ["hold"]
     assert postfix.delivered_messages() == []
+
+
+def test_several_processes_serve_and_stop(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    port = free_port()
+    filterd = filterd_factory(
+        filterd_milter_config(port).replace("\n[delivery]", "\nprocesses = 3\n[delivery]")
+    )
+    postfix = postfix_factory(main_cf_extra=milter_main_cf(port))
+    for number in range(12):  # one SMTP session, so one milter connection, each
+        assert postfix.send_smtp(MESSAGE, "alice@example.net", [f"r{number}@example.org"]) == {}
+    delivered = postfix.wait_for_delivered(12)
+    assert all(b"\nX-Example-Tag: tagged\n" in message for message in delivered)
+    assert all(b"User-Agent" not in message.split(b"\n\n", 1)[0] for message in delivered)
+    log = filterd.output_text()
+    served = set(re.findall(r"filterd/milter\[(\d+)\]: connect from ", log))
+    assert len(served) >= 2, f"one process took every connection:\n{log}"
+    assert filterd.stop(sweep=False) == 0
+    assert filterd.output_text().count("milter stopped") == 3

@@ -9,12 +9,12 @@ import re
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory, FilterdProcess
 from tests.support.postfix import free_port
+from tests.support.processes import gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -84,15 +84,6 @@ def served_by(proc: FilterdProcess, sock: socket.socket) -> int:
 
 def worker_pids(proc: FilterdProcess) -> list[int]:
     return [int(pid) for pid in WORKER_UP.findall(proc.output_text())]
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting for its parent counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
 
 
 def test_connections_are_spread_over_the_processes(filterd_factory: FilterdFactory) -> None:

@@ -12,6 +12,9 @@ would notice the stop about 5 s after the signal and filterd could not exit befo
 it stops in milliseconds. filterd must exit within ``STOPPED_WITHIN`` = 3 s of the signal: that
 leaves about 2 s for a slow machine on one side and 2 s before libmilter's own poll could have
 noticed on the other.
+
+With several processes (``processes = 3``) every process's libmilter waits on the one shared
+socket; each must be woken, and the signal comes once each has logged that it listens.
 """
 
 from __future__ import annotations
@@ -32,26 +35,31 @@ STOPPED_WITHIN = 3.0  # well before MI_CHK_TIME; see the module docstring
 assert STOPPED_WITHIN < MI_CHK_TIME
 
 
-def milter_config(address: str) -> str:
+def milter_config(address: str, processes: int) -> str:
     return f"""
 [[listen]]
 address = "{address}"
 protocol = "milter"
+processes = {processes}
 [delivery]
 method = "maildir"
 """
 
 
+@pytest.mark.parametrize("processes", [1, 3])
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
-def test_sigterm_stops_an_idle_milter_listener_at_once(tmp_path: Path, kind: str) -> None:
+def test_sigterm_stops_an_idle_milter_listener_at_once(
+    tmp_path: Path, kind: str, processes: int
+) -> None:
     socket_path = tmp_path / "milter.sock"
     address = f"unix:{socket_path}" if kind == "unix" else f"127.0.0.1:{free_port()}"
-    filterd = FilterdProcess(milter_config(address), tmp_path / "run")
+    filterd = FilterdProcess(milter_config(address, processes), tmp_path / "run")
     try:
         filterd.start()  # returns once the listener accepted a connection: a fresh 5 s wait
-        # The milter listens from then on.
+        # Every process's milter listens from then on (with several, each one's libmilter
+        # waits on the one socket, and each must be woken).
         deadline = time.monotonic() + START_TIMEOUT
-        while "milter listening on" not in filterd.output_text():
+        while filterd.output_text().count("milter listening on") < processes:
             assert time.monotonic() < deadline, filterd.output_text()
             time.sleep(0.01)
         signalled = time.monotonic()
@@ -61,7 +69,7 @@ def test_sigterm_stops_an_idle_milter_listener_at_once(tmp_path: Path, kind: str
         filterd.stop()
     log = filterd.output_text()
     assert status == 0, log
-    assert "milter stopped" in log
+    assert log.count("milter stopped") == processes
     assert stopped_after < STOPPED_WITHIN, (
         f"filterd took {stopped_after:.1f}s to stop: libmilter's listener was not woken\n{log}"
     )

@@ -1,5 +1,5 @@
-"""Policy worker processes that fail: reported with what went wrong, and filterd does not
-start (``[[listen]] processes = N``; the working cases are in tests/e2e)."""
+"""Worker processes that fail: reported with what went wrong, and filterd does not start
+(``[[listen]] processes = N``, here on a policy listener; the working cases are in tests/e2e)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import sys
 import pytest
 import trio
 
-from filterd.chain.runner import ChainRunner
 from filterd.config.load import parse_config
 from filterd.config.schema import Config
-from filterd.frontdoors.policy.service import PolicyHandler
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.runtime import supervisor
 from filterd.runtime import worker_pool as policy_workers
-from filterd.runtime.worker_pool import PolicyWorkers, WorkerStartError, policy_settings
+from filterd.runtime.worker_pool import WorkerPool, WorkerStartError
 from tests.support.postfix import free_port
 
 
@@ -49,8 +47,7 @@ async def start_workers(command: list[str]) -> list[str]:
     config = policy_config(free_port())
     listen = config.listen[0]
     shutdown = Shutdown()
-    local = PolicyHandler(ChainRunner([]), policy_settings(listen, config), shutdown)
-    workers = PolicyWorkers(listen, 0, config, local, shutdown, command=command)
+    workers = WorkerPool(listen, 0, config, shutdown, command=command)
     try:
         await workers.run()
     except BaseException as exc:
@@ -90,9 +87,8 @@ async def test_stopping_while_a_worker_starts_kills_it_at_once() -> None:
     config = policy_config(free_port(), grace="20s")
     listen = config.listen[0]
     shutdown = Shutdown()
-    local = PolicyHandler(ChainRunner([]), policy_settings(listen, config), shutdown)
     slow = [sys.executable, "-c", "import time; time.sleep(60)"]  # never says it is ready
-    workers = PolicyWorkers(listen, 0, config, local, shutdown, command=slow)
+    workers = WorkerPool(listen, 0, config, shutdown, command=slow)
     with trio.fail_after(5):  # not shutdown_grace + 10 s: a worker not yet ready serves nothing
         async with trio.open_nursery() as nursery:
             nursery.start_soon(workers.run)

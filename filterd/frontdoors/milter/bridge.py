@@ -13,7 +13,8 @@ else — the counters, the stop check — is under the bridge's ``threading.Lock
 - **Trio gone or going** (``RunFinishedError``, ``Cancelled``) → ``HopFailed`` with 451 4.3.2:
   never ACCEPT, so nothing is lost.
 - **Overload**: at most ``max_connections`` MTA connections; one more is told 451 4.3.2 at
-  CONNECT, never queued.
+  CONNECT, never queued. With several processes (``processes = N``) they are counted in every
+  process together (a ``ConnectionTally`` shared by them).
 - **Stop**: once ``shutdown.stopping``, no new connection and no new message; a stop waits
   (``wait_for_messages``) for the messages in progress.
 """
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -44,7 +45,7 @@ from filterd.protocols.milter_map import (
 )
 from filterd.sdk.stages import STAGES
 
-__all__ = ["MTA_TIMEOUT", "HopFailed", "MilterBridge", "MilterSettings"]
+__all__ = ["MTA_TIMEOUT", "ConnectionTally", "HopFailed", "MilterBridge", "MilterSettings"]
 
 log = MailLog("milter")
 
@@ -91,6 +92,19 @@ class MilterSettings:
         return libmilter_socket(self.address)
 
 
+class ConnectionTally(Protocol):
+    """The MTA connections of every process of a milter listener (``filterd.runtime.tally``)."""
+
+    def admit(self, limit: int) -> int | None:
+        """Count one more connection of this process unless all have ``limit``: ``None`` when
+        counted, else how many they have."""
+        ...
+
+    def release(self) -> None:
+        """One connection of this process has ended."""
+        ...
+
+
 class HopFailed(Exception):
     """A hop could not give the chain's answer; ``reply`` is what to tell Postfix."""
 
@@ -109,8 +123,10 @@ class MilterBridge:
         settings: MilterSettings,
         shutdown: Shutdown,
         token: trio.lowlevel.TrioToken,
+        tally: ConnectionTally | None = None,
     ) -> None:
         self.chain = chain
+        self.tally = tally  # with several processes: they count connections together
         self.settings = settings
         self.shutdown = shutdown
         self.token = token
@@ -143,12 +159,15 @@ class MilterBridge:
 
     def open_connection(self) -> Reply | None:
         """Admit one more MTA connection, or say why not (stopping, too many)."""
+        limit = self.settings.max_connections
         with self._lock:
             if self.shutdown.stopping:
                 return FILTER_STOPPING
-            if self.connections >= self.settings.max_connections:
-                busy = self.connections
+            if self.tally is not None:
+                busy = self.tally.admit(limit)
             else:
+                busy = self.connections if self.connections >= limit else None
+            if busy is None:
                 self.connections += 1
                 return None
         log.warning(f"too many milter connections ({busy}): tempfail")
@@ -157,6 +176,8 @@ class MilterBridge:
     def close_connection(self) -> None:
         with self._lock:
             self.connections -= 1
+            if self.tally is not None:
+                self.tally.release()
 
     def begin_message(self) -> Reply | None:
         """Count one more message in progress, or refuse it while stopping. A stop reads the

@@ -22,11 +22,27 @@ connection is refused, so Postfix applies its ``milter_default_action`` (``tempf
 mail queued; ``accept`` lets it through unfiltered). Messages in progress get
 ``shutdown_grace`` to reach end of message (a second signal ends it); a hop that finds trio
 gone or going answers TEMPFAIL — never ACCEPT — so nothing is lost.
+
+**Several processes** (``processes = N``): each process runs its own libmilter, and all of them
+accept from one listening socket, which the main process binds (non-blocking) and passes to its
+workers. libmilter cannot be given a socket: it binds its own (``mi_milteropen``) and keeps it
+in a static ``listenfd``, which its listener polls (5 s at a time) and accepts from, taking
+EAGAIN as "try again". So ``_listen_on`` lets libmilter open a throwaway socket of the same
+address family (TCP port 0 on the same host, or a unix socket in a private temporary
+directory), finds its descriptor (the one new listening socket in ``/proc/self/fd``) and puts
+the shared socket in its place with ``dup2``. A connection wakes every process's poll; one
+accepts it, the others get EAGAIN and wait again; each process answers the connections it
+accepted. The quick stop still works in each process: a wake-up connection to the shared socket
+wakes every poll, and a process whose stop flag is set leaves its loop (one that is not stopping
+and accepts the connection reads end of file before any command: nothing runs).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import socket
+import tempfile
 import threading
 
 import Milter
@@ -35,10 +51,11 @@ import trio
 
 from filterd.chain.runner import ChainRunner
 from filterd.config.types import Endpoint
-from filterd.frontdoors.milter.bridge import MilterBridge, MilterSettings
+from filterd.frontdoors.milter.bridge import ConnectionTally, MilterBridge, MilterSettings
 from filterd.frontdoors.milter.callbacks import FilterdMilter
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog
+from filterd.protocols.milter_map import libmilter_socket
 
 __all__ = ["MilterSettings", "serve_milter"]
 
@@ -61,10 +78,11 @@ WAKE_INTERVAL = 0.02  # before each connection that wakes libmilter's listener
 WAKE_TIMEOUT = 1.0  # for one such connection
 
 
-def _register(bridge: MilterBridge) -> None:
+def _register(bridge: MilterBridge, listening: socket.socket | None) -> None:
     """What ``Milter.runmilter`` does before ``milter.main()``, done on the trio thread so a
     bad address or a port in use fails start-up (and the socket is listening once this
-    returns)."""
+    returns). With ``listening``, libmilter accepts from that socket instead of binding the
+    address."""
     settings = bridge.settings
     Milter.factory = functools.partial(FilterdMilter, bridge)
     milter.set_flags(ACTION_FLAGS)
@@ -79,15 +97,69 @@ def _register(bridge: MilterBridge) -> None:
     milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
     milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
     milter.set_close_callback(Milter.close_callback)
-    milter.setconn(settings.socket)
     milter.settimeout(settings.mta_timeout)
+    if listening is None:
+        milter.setconn(settings.socket)
+        _register_callbacks()
+        milter.opensocket(True)  # True: remove a stale unix socket first
+    else:
+        _listen_on(listening, settings.address)
+
+
+def _register_callbacks() -> None:
     milter.register(
         MILTER_NAME,
         data=lambda ctx: ctx.getpriv().data(),
         unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
         negotiate=Milter.negotiate_callback,
     )
-    milter.opensocket(True)  # True: remove a stale unix socket first
+
+
+def _listen_on(listening: socket.socket, address: Endpoint) -> None:
+    """Make libmilter accept from ``listening`` (bound to ``address`` by the main process):
+    let it open a throwaway socket of the same family, then put ``listening`` in its place."""
+    with tempfile.TemporaryDirectory(prefix="filterd-milter-") as private:
+        if address.kind == "unix":
+            throwaway = Endpoint("unix", path=os.path.join(private, "throwaway"))
+        else:
+            throwaway = Endpoint("tcp", host=address.host, port=0)
+        milter.setconn(libmilter_socket(throwaway))
+        _register_callbacks()
+        before = _socket_descriptors()
+        milter.opensocket(True)
+        fd = _new_listening_socket(before, listening.family)
+        os.dup2(listening.fileno(), fd, inheritable=False)  # the throwaway closes
+    # Its unix path is gone with the directory: libmilter's stop (mi_closener) finds nothing
+    # to remove, and never removes the real path.
+
+
+def _socket_descriptors() -> set[int]:
+    found: set[int] = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+        except OSError:  # closed meanwhile (listdir's own descriptor, another thread's)
+            continue
+    return found
+
+
+def _new_listening_socket(before: set[int], family: int) -> int:
+    """The descriptor of the socket libmilter just opened: the one listening socket of
+    ``family`` that was not there ``before``."""
+    found: list[int] = []
+    for fd in sorted(_socket_descriptors() - before):
+        try:
+            with socket.socket(fileno=os.dup(fd)) as probe:
+                if probe.family == family and probe.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+                ):
+                    found.append(fd)
+        except OSError:
+            continue
+    if len(found) != 1:
+        raise RuntimeError(f"cannot tell libmilter's listening socket: {len(found)} candidates")
+    return found[0]
 
 
 async def _stop_listener(address: Endpoint) -> None:
@@ -127,14 +199,23 @@ async def serve_milter(
     settings: MilterSettings,
     *,
     shutdown: Shutdown | None = None,
+    listening: socket.socket | None = None,
+    tally: ConnectionTally | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Postfix's milter client on ``settings.socket`` until ``shutdown`` begins (forever
     without one). Only one per process: libmilter cannot run twice. The caller owns the
-    chain's start/stop."""
+    chain's start/stop. With several processes, ``listening`` is the socket they all accept
+    from (this takes it over: closed once libmilter has its own copy) and ``tally`` their
+    shared connection count."""
     shutdown = shutdown or Shutdown()
-    bridge = MilterBridge(chain, settings, shutdown, trio.lowlevel.current_trio_token())
-    _register(bridge)
+    token = trio.lowlevel.current_trio_token()
+    bridge = MilterBridge(chain, settings, shutdown, token, tally)
+    try:
+        _register(bridge, listening)
+    finally:
+        if listening is not None:
+            listening.close()
     ended = trio.Event()
     failure: list[BaseException] = []
 

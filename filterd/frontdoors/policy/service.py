@@ -472,7 +472,11 @@ class PolicyHandler:
         return False
 
     async def refuse(self, stream: trio.abc.Stream) -> None:
-        await stream.aclose()
+        await close_over_limit(stream, self.active)
+
+    async def refuse_over_limit(self, stream: trio.abc.Stream, active: int) -> None:
+        """Beyond ``max_connections`` (``active`` open, in every process of the listener)."""
+        await close_over_limit(stream, active)
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
         if self.active >= self.settings.max_connections:

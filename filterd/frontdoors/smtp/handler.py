@@ -1,5 +1,6 @@
 """The SMTP/LMTP door's connection handler: one ``SmtpSession`` per accepted connection,
-``421 4.7.0`` beyond ``max_connections``."""
+``421 4.7.0`` beyond ``max_connections`` (counted over every process of the listener when it
+has workers: ``filterd.runtime.worker_pool``)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,11 @@ class SmtpHandler:
         return self.active >= self.settings.listen.max_connections
 
     async def refuse(self, stream: trio.abc.Stream) -> None:
-        await refuse_smtp(stream)
+        await self.refuse_over_limit(stream, self.active)
+
+    async def refuse_over_limit(self, stream: trio.abc.Stream, active: int) -> None:
+        """Beyond ``max_connections`` (``active`` open, in every process): 421 and close."""
+        await refuse_smtp(stream, active)
 
     def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
         sock = getattr(stream, "socket", None)
@@ -79,9 +84,9 @@ class SmtpHandler:
         return Client(address=str(address), port=port, name="unknown"), trusted
 
 
-async def refuse_smtp(stream: trio.abc.Stream) -> None:
-    """Beyond max_connections: 421 4.7.0 and close, without reading anything."""
-    log.plain("too many connections: refused with 421")
+async def refuse_smtp(stream: trio.abc.Stream, active: int) -> None:
+    """Beyond max_connections (``active`` open): 421 4.7.0 and close, without reading."""
+    log.plain(f"too many connections ({active}): refused with 421")
     with trio.move_on_after(REFUSE_TIMEOUT):
         try:
             await stream.send_all(replies.TOO_MANY_CONNECTIONS.to_bytes())

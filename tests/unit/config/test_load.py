@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import tomllib
 from ipaddress import IPv4Network, IPv6Network
@@ -387,13 +388,23 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
     assert error.message == "tls_cert is set but tls_key is not"
 
 
-def test_processes_only_on_policy_listeners(tmp_path: Path) -> None:
-    _, error = only_problem(tmp_path, MINIMAL.replace('10025"', '10025"\nprocesses = 2'))
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp", "policy", "milter"])
+def test_processes_on_every_listener_kind(tmp_path: Path, protocol: str) -> None:
+    for processes, count in (("2", 2), ('"auto"', len(os.sched_getaffinity(0)))):
+        text = MINIMAL.replace(
+            '10025"', f'10025"\nprotocol = "{protocol}"\nprocesses = {processes}'
+        )
+        listen = load_config(write(tmp_path, text)).listen[0]
+        assert listen.process_count == min(count, 64)
+    assert load_config(write(tmp_path, MINIMAL)).listen[0].process_count == 1
+
+
+@pytest.mark.parametrize("value", ["0", "65", '"many"', "true", "2.0"])
+def test_processes_is_a_number_or_auto(tmp_path: Path, value: str) -> None:
+    _, error = only_problem(tmp_path, MINIMAL.replace('10025"', f'10025"\nprocesses = {value}'))
     assert (error.line, error.key) == (3, "listen[0].processes")
-    assert error.message == 'processes = 2 on a "smtp" listener'
-    assert 'protocol = "policy"' in error.hint
-    policy = MINIMAL.replace('10025"', '10025"\nprotocol = "policy"\nprocesses = 2')
-    assert load_config(write(tmp_path, policy, "policy.toml")).listen[0].processes == 2
+    assert error.message == f'expected a number of processes from 1 to 64, or "auto", got {value}'
+    assert 'processes = "auto"' in error.hint
 
 
 def test_tls_files_must_exist(tmp_path: Path) -> None:
