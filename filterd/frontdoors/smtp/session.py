@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import trio
 
@@ -18,6 +19,7 @@ from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.delivery.interface import Delivery, DeliveryTransaction, collapse_replies
 from filterd.delivery.quarantine import QuarantineStore
+from filterd.delivery.socket_io import SocketIO
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
@@ -104,6 +106,7 @@ class SmtpSession:
         xforward_allowed: bool,
     ) -> None:
         self.stream: trio.abc.Stream = stream
+        self.io = SocketIO(stream)
         self.session = session
         self.settings = settings
         self.chain = chain
@@ -171,45 +174,50 @@ class SmtpSession:
             await self._handle(event)
 
     async def _receive(self) -> None:
-        """Read more under the right deadline: per command, or per DATA with a minimum rate."""
+        """Read more under the right deadline: per command, or per DATA with a minimum rate.
+        Bytes already there are taken without a checkpoint or a cancel scope (SocketIO)."""
         limits = self.settings.limits
         in_data = self.codec.state is State.DATA
         idle = self._open is None and not in_data
         if idle and self.shutdown.stopping:
             await self._close_with(replies.SHUTTING_DOWN)
-        now = trio.current_time()
-        deadline = self._data_deadline if in_data else now + limits.command_timeout
+        data = self.io.receive_ready(RECEIVE_SIZE)
+        if data is None:
+            data = await self._receive_waiting(in_data, idle)
+        if in_data and data:
+            self._data_deadline = min(
+                trio.current_time() + limits.data_timeout,
+                self._data_deadline + len(data) / max(1, limits.min_data_rate),
+            )
+        self.codec.receive_data(data)
+
+    async def _receive_waiting(self, in_data: bool, idle: bool) -> bytes:
+        """Wait for bytes under the deadline; an idle session (between transactions) can be
+        told 421 by a stop while it waits."""
+        limits = self.settings.limits
+        deadline = self._data_deadline if in_data else trio.current_time() + limits.command_timeout
         with trio.CancelScope(deadline=deadline) as scope:
             if idle:
                 self.shutdown.register_idle(scope)
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                return await self.io.receive_waiting(RECEIVE_SIZE)
             finally:
                 if idle:
                     self.shutdown.unregister_idle(scope)
-        if scope.cancelled_caught:
-            if self.shutdown.stopping and idle:
-                await self._close_with(replies.SHUTTING_DOWN)
-            log.info("timeout after " + self.codec.state.value.upper())
-            await self._close_with(replies.TIMEOUT)
-        if in_data and data:
-            now = trio.current_time()
-            self._data_deadline = min(
-                now + limits.data_timeout,
-                self._data_deadline + len(data) / max(1, limits.min_data_rate),
-            )
-        self.codec.receive_data(bytes(data))
+        if self.shutdown.stopping and idle:
+            await self._close_with(replies.SHUTTING_DOWN)
+        log.info("timeout after " + self.codec.state.value.upper())
+        await self._close_with(replies.TIMEOUT)
 
     async def _flush(self) -> None:
         if self._out:
             out, self._out = bytes(self._out), bytearray()
-            with trio.fail_after(self.settings.limits.command_timeout):
-                await self.stream.send_all(out)
+            await self.io.send_all(out, trio.current_time() + self.settings.limits.command_timeout)
 
     def _reply(self, reply: Reply) -> None:
         self._out += self.codec.send(reply)
 
-    async def _close_with(self, reply: Reply) -> None:
+    async def _close_with(self, reply: Reply) -> NoReturn:
         await self._abort_transaction()
         self._out += reply.to_bytes()
         await self._try_flush()
@@ -456,6 +464,7 @@ class SmtpSession:
             log.info("TLS handshake timeout")
             raise _SessionEnd
         self.stream = tls
+        self.io = SocketIO(tls)
         self.session.tls = True
         self._xforward = None
 
