@@ -180,11 +180,13 @@ class MailLog:
 
     def connect(self, peer: str) -> None:
         """``connect from <peer>``: a client connected (no queue id, as Postfix logs it)."""
-        self.plain(f"connect from {sanitize(peer)}")
+        if self._logger.isEnabledFor(logging.INFO):
+            self._emit(logging.INFO, f"connect from {sanitize(peer)}")
 
     def disconnect(self, peer: str, **fields: object) -> None:
         """``disconnect from <peer>``: the connection ended (``fields``: what it did)."""
-        self.plain(f"disconnect from {sanitize(peer)}", **fields)
+        if self._logger.isEnabledFor(logging.INFO):
+            self.plain(f"disconnect from {sanitize(peer)}", **fields)
 
     def info(self, message: str, **fields: object) -> None:
         self._log(logging.INFO, message, fields)

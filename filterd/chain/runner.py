@@ -40,6 +40,7 @@ from filterd.model.verdict import (
     is_refusal,
 )
 from filterd.sdk.plugin import Plugin, PluginConfig
+from filterd.sdk.stages import STAGES
 
 log = MailLog("chain")
 
@@ -101,12 +102,18 @@ class Entry:
 
 class ChainRunner:
     def __init__(self, entries: list[Entry] | None = None) -> None:
-        self.entries = entries or []
+        self.entries: tuple[Entry, ...] = tuple(entries or ())
+        # Per stage, the entries that implement it (in order): a stage none implements costs
+        # a message nothing (the empty chain, or header_checks' one stage).
+        self._by_stage = {
+            stage: tuple(entry for entry in self.entries if stage in entry.stages)
+            for stage in STAGES
+        }
 
     def has_stage(self, stage: str) -> bool:
         """Whether any entry implements ``stage`` (``"on_rcpt"``...). A stage no entry implements
         always ends in ``Continue`` with nothing accumulated, so a front door may skip it."""
-        return any(stage in entry.stages for entry in self.entries)
+        return bool(self._by_stage.get(stage)) or any(stage in e.stages for e in self.entries)
 
     async def start(self) -> None:
         for entry in self.entries:
@@ -123,24 +130,37 @@ class ChainRunner:
 
     # ------------------------------------------------------------- stages
     async def connect(self, session: Session) -> Outcome:
-        return await self._run("on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_connect"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
 
     async def helo(self, session: Session, name: str) -> Outcome:
-        return await self._run("on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_helo"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
 
     async def mail_from(self, t: Transaction) -> Outcome:
-        return await self._run("on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_mail_from"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
 
     async def rcpt(self, t: Transaction, rcpt: Recipient) -> Outcome:
-        return await self._run("on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_rcpt"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
 
     async def message(self, t: Transaction, message: MessageView) -> Outcome:
-        return await self._run("on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_message"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
 
     async def close(self, session: Session) -> None:
-        for entry in self.entries:
-            if "on_close" not in entry.stages:
-                continue
+        for entry in self._by_stage["on_close"]:
             try:
                 with trio.fail_after(entry.config.timeout):
                     await entry.plugin.on_close(session)  # type: ignore[attr-defined]
@@ -150,15 +170,15 @@ class ChainRunner:
                 log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
 
     # -------------------------------------------------------------- rules
-    async def _run(self, stage: str, t: Transaction | None, call: StageCall) -> Outcome:
+    async def _run(
+        self, entries: tuple[Entry, ...], stage: str, t: Transaction | None, call: StageCall
+    ) -> Outcome:
         if t is not None and t.notes.get(FINAL_ACCEPT):
             return NOTHING
         edits: list[Edit] = []
         findings: list[Finding] = []
         results: list[PluginResult] = []
-        for entry in self.entries:
-            if stage not in entry.stages:
-                continue
+        for entry in entries:
             result = await self._call(entry, stage, call)
             results.append(result)
             verdict = result.verdict

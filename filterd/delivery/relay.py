@@ -169,7 +169,12 @@ class RelayTransaction:
         if len(result) != accepted:
             log.error("next hop gave the wrong number of replies", got=len(result))
             result = [Reply(451, "4.5.0", "Error: next hop protocol error")] * accepted
-        delay = time.monotonic() - started
+        if log.enabled_for_info():
+            self._log_results(t, result, time.monotonic() - started)
+        return result
+
+    def _log_results(self, t: Transaction, result: list[Reply], delay: float) -> None:
+        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient."""
         for rcpt, answer in zip(t.accepted, result, strict=True):
             status = (
                 "sent" if answer.is_positive else ("deferred" if answer.is_transient else "bounced")
@@ -178,7 +183,6 @@ class RelayTransaction:
                 f"to=<{rcpt.address}>, relay={self.config.next_hop}, delay={delay:.3f}, "
                 f"status={status} ({answer})"
             )
-        return result
 
     async def _send_content(self, conn: NextHopConnection, spool: Spool) -> None:
         stuffer = DotStuffer(bare_newline="normalize")

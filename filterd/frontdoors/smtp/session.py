@@ -57,10 +57,13 @@ class SessionSettings:
     listen: ListenConfig
     limits: LimitsConfig
     ssl_context: ssl.SSLContext | None = None
+    # the codec's limits and offers, made once (a session per connection)
+    _codec_limits: ServerLimits = field(init=False, repr=False, compare=False)
+    _offers: tuple[Capabilities, Capabilities] = field(init=False, repr=False, compare=False)
 
-    def server_limits(self) -> ServerLimits:
+    def __post_init__(self) -> None:
         lim = self.limits
-        return ServerLimits(
+        limits = ServerLimits(
             max_command_line=lim.max_command_line,
             max_text_line=lim.max_text_line,
             max_message_size=lim.max_message_size,
@@ -68,6 +71,23 @@ class SessionSettings:
             max_errors=lim.max_errors,
             bare_newline=lim.bare_newline,
         )
+        offers = tuple(
+            Capabilities(
+                hostname=self.listen.hostname,
+                starttls=self.ssl_context is not None,
+                xforward=xforward,
+            )
+            for xforward in (False, True)
+        )
+        object.__setattr__(self, "_codec_limits", limits)
+        object.__setattr__(self, "_offers", offers)
+
+    def server_limits(self) -> ServerLimits:
+        return self._codec_limits
+
+    def capabilities(self, *, xforward: bool) -> Capabilities:
+        """What the EHLO reply offers; XFORWARD only to clients allowed to send it."""
+        return self._offers[xforward]
 
 
 @dataclass(slots=True)
@@ -117,11 +137,7 @@ class SmtpSession:
         self.lmtp = listen.protocol == "lmtp"
         self.codec = SmtpServer(
             settings.server_limits(),
-            Capabilities(
-                hostname=listen.hostname,
-                starttls=settings.ssl_context is not None,
-                xforward=xforward_allowed,
-            ),
+            settings.capabilities(xforward=xforward_allowed),
             lmtp=self.lmtp,
         )
         self._out = bytearray()
@@ -148,7 +164,8 @@ class SmtpSession:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await self._abort_transaction()
-                await close_chain(self.chain, self.session)
+                if self.chain.has_stage("on_close"):
+                    await close_chain(self.chain, self.session)
                 await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
             log.disconnect(peer.describe())
@@ -320,7 +337,8 @@ class SmtpSession:
             self._open = _Open(t, delivery, started=trio.current_time())
             self._open.edits.extend(outcome.edits)
             self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
-            log.info(f"client={t.client.describe()}")
+            if log.enabled_for_info():
+                log.info(f"client={t.client.describe()}")
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
@@ -367,7 +385,8 @@ class SmtpSession:
                 per = await self._deliver(current, spool)
         finally:
             spool.close()
-        log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
+        if log.enabled_for_info():
+            log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
         if self.lmtp:
             for reply in per:
                 self._reply(reply)

@@ -13,6 +13,7 @@ synchronisation rule, and discarding plaintext pipelined behind STARTTLS (CVE-20
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,25 @@ class Capabilities:
     xforward: bool = False
 
 
+# One greeting and a few EHLO replies per listener, the same for every connection: made once.
+@functools.lru_cache(maxsize=64)
+def _greeting(hostname: str, lmtp: bool) -> bytes:
+    proto = "LMTP" if lmtp else "ESMTP"
+    return Reply(220, "", f"{hostname} {proto} filterd").to_bytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(hostname: str, size: int, starttls: bool, xforward: bool) -> Reply:
+    lines = [hostname, "PIPELINING"]
+    lines.append(f"SIZE {size}" if size else "SIZE")
+    lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
+    if starttls:
+        lines.append("STARTTLS")
+    if xforward:
+        lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
+    return Reply(250, "", "\n".join(lines))
+
+
 class SmtpServer:
     def __init__(
         self,
@@ -119,20 +139,16 @@ class SmtpServer:
 
     # ----------------------------------------------------------------- output
     def greeting(self) -> bytes:
-        proto = "LMTP" if self.lmtp else "ESMTP"
-        return Reply(220, "", f"{self.capabilities.hostname} {proto} filterd").to_bytes()
+        return _greeting(self.capabilities.hostname, self.lmtp)
 
     def ehlo_reply(self) -> Reply:
         """The 250 reply to EHLO/LHLO: our name and extensions."""
-        lines = [self.capabilities.hostname, "PIPELINING"]
-        size = self.limits.max_message_size
-        lines.append(f"SIZE {size}" if size else "SIZE")
-        lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
-        if self.capabilities.starttls and not self.tls_active:
-            lines.append("STARTTLS")
-        if self.capabilities.xforward:
-            lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
-        return Reply(250, "", "\n".join(lines))
+        return _ehlo_reply(
+            self.capabilities.hostname,
+            self.limits.max_message_size,
+            self.capabilities.starttls and not self.tls_active,
+            self.capabilities.xforward,
+        )
 
     def send(self, reply: Reply) -> bytes:
         """Answer the pending event. A 421 may also be sent unprompted; it closes the session."""
