@@ -250,9 +250,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _log(result: PluginResult, t: Transaction | None) -> None:
-    if result.error is None and not log.enabled_for_info():
-        return  # the per-message hot path when logging at warning
+    """One line per decision: a verdict other than ``Continue``, findings, a failure. A plain
+    ``Continue`` (edits or not) decides nothing: it is logged at debug."""
     verdict = result.verdict
+    if result.error is None:
+        quiet = type(verdict) is Continue and not verdict.findings
+        if not (log.enabled_for_debug() if quiet else log.enabled_for_info()):
+            return  # the per-message hot path
     parts = [f"{result.label}: {result.stage} {type(verdict).__name__.lower()}"]
     if is_refusal(verdict):
         parts.append(f"({verdict.reply})")
@@ -265,6 +269,8 @@ def _log(result: PluginResult, t: Transaction | None) -> None:
         fields["status"] = "plugin-error"
         fields["error"] = result.error
         log.warning(" ".join(parts), **fields)
+    elif type(verdict) is Continue and not verdict.findings:
+        log.debug(" ".join(parts), **fields)
     else:
         log.info(" ".join(parts), **fields)
     del t

@@ -205,6 +205,12 @@ class Table:
         found = self._find(_key_bytes(key))
         return None if found is None else found[1]
 
+    def may_match(self, name: bytes) -> bool:
+        """Whether a header called ``name`` (lower case, as bytes) can match a rule at all:
+        False when every rule is bound to other header names (``/^Name: .../``, ``if
+        /^Name:/`` blocks), so that the header need not even be presented for a lookup."""
+        return bool(self._generic) or name in self._by_name
+
     def _candidates(self, data: bytes) -> tuple[int, ...]:
         """Indexes of the rules that can match ``data``, in table order: rules hinted to
         another header name are left out (most header_checks rules are ``/^Name: .../``)."""
@@ -303,15 +309,24 @@ def _fast_entries(rules: tuple[_Rule, ...]) -> tuple[tuple[_Op, _Matcher, bool, 
 
 
 def _index(rules: tuple[_Rule, ...]) -> tuple[tuple[int, ...], dict[bytes, tuple[int, ...]]]:
-    """(rules for any header, rules per hinted header name incl. the generic ones)."""
-    depth = 0
+    """(rules for any header, rules per hinted header name incl. the generic ones).
+
+    An ``if /^Name:/`` block (its IF hinted, outside any other block) belongs to headers
+    called Name as a whole, IF to ENDIF: for any other header its condition is false and the
+    block is skipped, so it need not be looked at. Rules inside a block that is not hinted
+    are never hinted themselves, so that a block's rules stay contiguous in the lookup
+    order up to its ENDIF."""
     hints: list[bytes | None] = []
+    blocks: list[bytes | None] = []  # the hint of each open block, innermost last
     for rule in rules:
         if rule.op is _Op.IF:
-            depth += 1
-        hints.append(rule.name_hint if depth == 0 else None)
-        if rule.op is _Op.ENDIF:
-            depth -= 1
+            hint = blocks[-1] if blocks else rule.name_hint
+            blocks.append(hint)
+        elif rule.op is _Op.ENDIF:
+            hint = blocks.pop()
+        else:
+            hint = blocks[-1] if blocks else rule.name_hint
+        hints.append(hint)
     generic = tuple(i for i, hint in enumerate(hints) if hint is None)
     names = {hint for hint in hints if hint is not None}
     by_name = {
@@ -495,7 +510,8 @@ def parse_table(
             except PatternError as exc:
                 raise fail(str(exc)) from None
             stack.append(len(rules))
-            rules.append(_Rule(op=_Op.IF, line=lineno, pattern=compiled))
+            hint = _name_hint(pat, flags) if positive else None
+            rules.append(_Rule(op=_Op.IF, line=lineno, pattern=compiled, name_hint=hint))
         elif _keyword(text, b"ENDIF"):
             if not stack:
                 raise fail("ENDIF without matching IF")
@@ -504,7 +520,11 @@ def parse_table(
             opener = stack.pop()
             if_rule = rules[opener]
             rules[opener] = _Rule(
-                op=_Op.IF, line=if_rule.line, pattern=if_rule.pattern, skip_to=len(rules)
+                op=_Op.IF,
+                line=if_rule.line,
+                pattern=if_rule.pattern,
+                skip_to=len(rules),
+                name_hint=if_rule.name_hint,
             )
             rules.append(_Rule(op=_Op.ENDIF, line=lineno))
         else:

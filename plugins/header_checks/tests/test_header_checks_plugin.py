@@ -7,9 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from filterd_header_checks.plugin import HeaderChecks
+from filterd_header_checks.plugin import HeaderChecks, _presented, _presented_bytes
 
-from filterd.sdk import ConfigError, Continue, Discard, Quarantine, Reject, Reply, TempFail
+from filterd.sdk import (
+    ConfigError,
+    Continue,
+    Discard,
+    Header,
+    Quarantine,
+    Reject,
+    Reply,
+    TempFail,
+)
 from filterd.testing import run_plugin
 
 MESSAGE = (
@@ -181,3 +190,20 @@ async def test_attached_message_headers_go_to_nested_header_checks(tmp_path: Pat
         message=MULTIPART,
     )
     assert result.final == Quarantine("attached secret")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: plain\r\n",
+        b"Subject : spaced name\r\n",
+        b"Subject:\tfolded\r\n continued\r\n",
+        b"X-Odd: cr\r inside\r\n",
+        b"X-Last: no line end",
+        b"X-Bare: lf\n",
+    ],
+)
+def test_headers_are_presented_to_the_tables_as_cleanup_presents_them(raw: bytes) -> None:
+    """The bytes looked up: the text form, encoded (one-line headers are taken as they are)."""
+    header = Header(raw.split(b":", 1)[0].rstrip(b" ").decode(), raw)
+    assert _presented_bytes(header) == _presented(header).encode("utf-8", "surrogateescape")

@@ -231,6 +231,34 @@ def test_if_endif_nesting(flavour: Flavour) -> None:
 
 
 @pytest.mark.parametrize("flavour", BOTH)
+def test_a_block_for_one_header_applies_to_that_header_only(flavour: Flavour) -> None:
+    """``if /^Name:/`` blocks are set aside for other headers (a lookup need not look at
+    them): what they decide is the same as evaluating them."""
+    table = parse_table(
+        "if /^Subject:/\n"
+        "/./ WARN any subject\n"
+        "endif\n"
+        "if /./\n"
+        "if /^X-Mailer:/\n"
+        "/bulk/ REJECT bulk mailer\n"
+        "endif\n"
+        "/bulk/ WARN bulk elsewhere\n"
+        "endif\n"
+        "if !/^Subject:/\n"
+        "/spam/ WARN spam outside the subject\n"
+        "endif\n",
+        flavour,
+    )
+    assert value(table, "Subject: hello") == "WARN any subject"
+    assert value(table, "SUBJECT: hello") == "WARN any subject"  # case-insensitive
+    assert value(table, "Subject: spam") == "WARN any subject"
+    assert value(table, "X-Mailer: bulk 1.0") == "REJECT bulk mailer"
+    assert value(table, "X-Other: bulk") == "WARN bulk elsewhere"
+    assert value(table, "From: spam") == "WARN spam outside the subject"
+    assert value(table, "From: a subject") is None
+
+
+@pytest.mark.parametrize("flavour", BOTH)
 def test_first_match_wins_and_negation(flavour: Flavour) -> None:
     table = parse_table(
         "/^Subject: .*python/ DUNNO\n"

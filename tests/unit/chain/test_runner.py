@@ -291,3 +291,29 @@ async def test_a_traceback_escapes_what_the_exception_quotes(
     lines = record.getMessage().split("\n")
     assert not any(line.startswith("filterd/") for line in lines)
     assert lines[-1] == "  ValueError: bad sender\\x0afilterd/smtpd[1]: forged line"
+
+
+async def test_one_line_per_decision_a_plain_continue_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A decision, findings or a failure: a line at info. A plain Continue (with edits or
+    not) decides nothing: at debug only, so a quiet chain costs a message no line."""
+    t = transaction()
+    chain = ChainRunner([entry("quiet", header="1"), entry("decider", mail="reject")])
+    from filterd.model.spool import Spool
+
+    with caplog.at_level(logging.INFO, logger="filterd"), Spool(1000) as spool:
+        spool.write(MESSAGE)
+        await chain.message(t, MessageView(spool))  # both continue, "quiet" with an edit
+        await chain.mail_from(t)  # "quiet" finds something, "decider" rejects
+    lines = [r.getMessage() for r in caplog.records if r.name == "filterd.chain"]
+    assert not any("on_message" in line for line in lines)
+    assert any("quiet: on_mail_from continue findings=quiet.mail" in line for line in lines)
+    assert any("decider: on_mail_from reject (550 5.7.1 no)" in line for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="filterd"), Spool(1000) as spool:
+        spool.write(MESSAGE)
+        await chain.message(t, MessageView(spool))
+    debug = [r for r in caplog.records if r.name == "filterd.chain"]
+    assert {r.levelno for r in debug} == {logging.DEBUG}
+    assert any("quiet: on_message continue" in r.getMessage() for r in debug)
