@@ -185,9 +185,9 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
     def _headers(self, headers: tuple[Header, ...], state: _Inspection) -> None:
         matched: list[list[Edit]] = []
         for index, header in enumerate(headers):
-            key, is_mime = _name_key(header.name)
+            key, name, is_mime = _name_key(header.name)
             tables = self.mime_tables if is_mime else self.header_tables
-            found = _first_header_match(tables, key, header)
+            found = _first_header_match(tables, name, header)
             if found is None:
                 continue
             ops: list[Edit] = []
@@ -348,10 +348,11 @@ def _read_body(message: MessageView, limit: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _name_key(name: str) -> tuple[str, bool]:
-    """A header name's key (lower case) and whether it is a MIME header; the same few names
-    come in every message."""
-    return name.lower(), MIME_HEADER.match(name) is not None
+def _name_key(name: str) -> tuple[str, bytes, bool]:
+    """A header name's key (lower case; also as the bytes tables index), and whether it is a
+    MIME header; the same few names come in every message."""
+    key = name.lower()
+    return key, key.encode("ascii", "surrogateescape"), MIME_HEADER.match(name) is not None
 
 
 def _presented_bytes(header: Header) -> bytes:
@@ -385,15 +386,21 @@ def _presented(header: Header) -> str:
 
 
 def _first_header_match(
-    tables: list[Table], name: str, header: Header
+    tables: list[Table], name: bytes, header: Header
 ) -> tuple[Table, Action] | None:
-    """``_first_match`` for a message header, skipping the tables that have no rule for a
-    header of its name (most headers of most messages, for most tables)."""
-    name_bytes = name.encode("ascii", "surrogateescape")
-    candidates = [table for table in tables if table.may_match(name_bytes)]
-    if not candidates:
-        return None
-    return _first_match(candidates, _presented_bytes(header))
+    """``_first_match`` for a message header whose name is ``name`` (lower case): a table
+    with no rule for headers of that name is not asked (most headers of most messages, for
+    most tables), and the header is presented only when one is."""
+    key: bytes | None = None
+    for table in tables:
+        if not table.may_match(name):
+            continue
+        if key is None:
+            key = _presented_bytes(header)
+        found = table.lookup_header(key, name)
+        if found is not None:
+            return None if found.action.is_noop else (table, found.action)
+    return None
 
 
 def _first_match(

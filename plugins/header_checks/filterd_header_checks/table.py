@@ -27,11 +27,12 @@ on realistic tables (test_postmap_differential.py).
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import regex
 
@@ -154,7 +155,9 @@ class Table:
         self.flavour = flavour
         self.name = name
         self.timeout = timeout
-        self._generic, self._by_name = _index(self._rules)
+        generic, by_name = _index(self._rules)
+        self._generic = _plan(self._rules, generic)
+        self._by_name = {name: _plan(self._rules, order) for name, order in by_name.items()}
         self._fast = _fast_entries(self._rules)
 
     def __len__(self) -> int:
@@ -181,7 +184,18 @@ class Table:
         Raises :class:`~filterd_header_checks.actions.ActionError` only for a table
         parsed with ``check_actions=False`` whose value is not an action.
         """
-        found = self._find(_key_bytes(key))
+        data = _key_bytes(key)
+        return self._match(self._find(data, self._candidates(data)))
+
+    def lookup_header(self, key: bytes, name: bytes) -> Match | None:
+        """``lookup`` of a header presented as ``key`` whose name, lower-cased, is ``name``
+        (known to the caller: not looked for again in the key)."""
+        if not self.may_match(name):
+            return None
+        return self._match(self._find(_key_bytes(key), self._by_name.get(name, self._generic)))
+
+    @staticmethod
+    def _match(found: tuple[_Rule, str] | None) -> Match | None:
         if found is None:
             return None
         rule, value = found
@@ -202,16 +216,17 @@ class Table:
 
     def query(self, key: str | bytes) -> str | None:
         """The table's value for *key* after substitution, as ``postmap -q`` prints it."""
-        found = self._find(_key_bytes(key))
+        data = _key_bytes(key)
+        found = self._find(data, self._candidates(data))
         return None if found is None else found[1]
 
     def may_match(self, name: bytes) -> bool:
         """Whether a header called ``name`` (lower case, as bytes) can match a rule at all:
         False when every rule is bound to other header names (``/^Name: .../``, ``if
         /^Name:/`` blocks), so that the header need not even be presented for a lookup."""
-        return bool(self._generic) or name in self._by_name
+        return bool(self._generic.order) or name in self._by_name
 
-    def _candidates(self, data: bytes) -> tuple[int, ...]:
+    def _candidates(self, data: bytes) -> _Plan:
         """Indexes of the rules that can match ``data``, in table order: rules hinted to
         another header name are left out (most header_checks rules are ``/^Name: .../``)."""
         if not self._by_name:
@@ -223,16 +238,24 @@ class Table:
             return found
         return self._generic
 
-    def _find(self, data: bytes) -> tuple[_Rule, str] | None:
+    def _find(self, data: bytes, plan: _Plan) -> tuple[_Rule, str] | None:
         if not data:
             return None
         rules = self._rules
         timeout = self.timeout
         upper = data.upper() if self._needs_upper else data
-        order = self._candidates(data)
+        order, screens = plan
+        if timeout is not None:
+            screens = {}  # each pattern under its own time limit
         fast = self._fast
         at, count = 0, len(order)
         while at < count:
+            screen = screens.get(at) if screens else None
+            if screen is not None:
+                end, any_of, on_upper = screen
+                if any_of(upper if on_upper else data) is None:
+                    at = end  # none of the rules up to ``end`` matches
+                    continue
             i = order[at]
             at += 1
             op, search, use_upper, positive = fast[i]
@@ -281,6 +304,66 @@ class Table:
 
 
 _Matcher = Callable[[bytes], "regex.Match[bytes] | None"]
+
+
+class _Plan(NamedTuple):
+    """The rules a lookup tries, in order (indexes into the table's rules), and its screens:
+    at a position, (end, one search for any of the patterns of the rules up to ``end``, on
+    the upper-cased subject?). When the screen finds nothing, none of those rules matches
+    and the lookup goes on at ``end``: one search instead of one per rule, for the runs of
+    plain positive rules that make most tables."""
+
+    order: tuple[int, ...]
+    screens: dict[int, tuple[int, _Matcher, bool]]
+
+
+_SCREEN_MIN = 2  # rules in a run for a screen to pay
+# What a translated pattern must not hold to be searched as one alternative among others:
+# group names, back-references and conditionals (group numbers change), inline options.
+_NOT_COMBINABLE = re.compile(rb"\\g<|\\[0-9]|\(\?[^:=!<>]|\(\?<[^=!]")
+
+
+def _plan(rules: tuple[_Rule, ...], order: tuple[int, ...]) -> _Plan:
+    screens: dict[int, tuple[int, _Matcher, bool]] = {}
+    at = 0
+    while at < len(order):
+        first = rules[order[at]].pattern
+        end = at
+        while end < len(order) and _screenable(rules[order[end]], first):
+            end += 1
+        if end - at >= _SCREEN_MIN and first is not None:
+            sources = tuple(cast(Pattern, rules[i].pattern).compiled.pattern for i in order[at:end])
+            combined = _any_of(sources)
+            if combined is not None:
+                screens[at] = (end, combined, first.upper)
+        at = max(end, at + 1)
+    return _Plan(order, screens)
+
+
+def _screenable(rule: _Rule, first: Pattern | None) -> bool:
+    """A rule a screen can stand for: a match rule whose (first) pattern is positive,
+    searched (not anchored), on the same subject as the run's first, and combinable."""
+    pattern = rule.pattern
+    return (
+        rule.op is _Op.MATCH
+        and pattern is not None
+        and first is not None
+        and pattern.positive
+        and not pattern.anchored
+        and pattern.upper == first.upper
+        and _NOT_COMBINABLE.search(pattern.compiled.pattern) is None
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _any_of(sources: tuple[bytes, ...]) -> _Matcher | None:
+    """One search for "any of these patterns matches" (existence does not depend on the
+    POSIX leftmost-longest mode the patterns may have been compiled with)."""
+    try:
+        combined = regex.compile(b"|".join(b"(?:" + source + b")" for source in sources), regex.V0)
+    except regex.error:
+        return None
+    return cast(_Matcher, combined.search)
 
 
 def _skip_block(order: tuple[int, ...], at: int, endif: int) -> int:
