@@ -308,17 +308,17 @@ _Matcher = Callable[[bytes], "regex.Match[bytes] | None"]
 
 class _Plan(NamedTuple):
     """The rules a lookup tries, in order (indexes into the table's rules), and its screens:
-    at a position, (end, one search for any of the patterns of the rules up to ``end``, on
+    at a position, (end, one match for any of the patterns of the rules up to ``end``, on
     the upper-cased subject?). When the screen finds nothing, none of those rules matches
-    and the lookup goes on at ``end``: one search instead of one per rule, for the runs of
-    plain positive rules that make most tables."""
+    and the lookup goes on at ``end``: one match instead of one per rule, for the runs of
+    ``/^Name: .../`` rules that make most tables."""
 
     order: tuple[int, ...]
     screens: dict[int, tuple[int, _Matcher, bool]]
 
 
 _SCREEN_MIN = 2  # rules in a run for a screen to pay
-# What a translated pattern must not hold to be searched as one alternative among others:
+# What a translated pattern must not hold to be matched as one alternative among others:
 # group names, back-references and conditionals (group numbers change), inline options.
 _NOT_COMBINABLE = re.compile(rb"\\g<|\\[0-9]|\(\?[^:=!<>]|\(\?<[^=!]")
 
@@ -342,7 +342,8 @@ def _plan(rules: tuple[_Rule, ...], order: tuple[int, ...]) -> _Plan:
 
 def _screenable(rule: _Rule, first: Pattern | None) -> bool:
     """A rule a screen can stand for: a match rule whose (first) pattern is positive,
-    searched (not anchored), on the same subject as the run's first, and combinable."""
+    anchored at the start of the subject (``^...``), on the same subject as the run's first,
+    and combinable."""
     pattern = rule.pattern
     return (
         rule.op is _Op.MATCH
@@ -351,16 +352,49 @@ def _screenable(rule: _Rule, first: Pattern | None) -> bool:
         and pattern.positive
         and not pattern.anchored
         and pattern.upper == first.upper
+        and _starts_anchored(pattern.compiled.pattern)
         and _NOT_COMBINABLE.search(pattern.compiled.pattern) is None
     )
 
 
+def _starts_anchored(source: bytes) -> bool:
+    """Whether a translated pattern is ``\\A`` followed by one branch (no ``|`` outside
+    parentheses): it can only match at the start of the subject."""
+    if not source.startswith(b"\\A"):
+        return False
+    depth = 0
+    at = 2
+    while at < len(source):
+        byte = source[at]
+        if byte == 0x5C:  # "\\": the escaped byte (\\xNN's digits are plain)
+            at += 2
+            continue
+        if byte == 0x5B:  # "[": a class, up to its "]" ("]" first in it is literal)
+            at += 1
+            if source[at : at + 1] == b"^":
+                at += 1
+            if source[at : at + 1] == b"]":
+                at += 1
+            while at < len(source) and source[at] != 0x5D:
+                at += 2 if source[at] == 0x5C else 1
+        elif byte == 0x28:  # "("
+            depth += 1
+        elif byte == 0x29:  # ")"
+            depth -= 1
+        elif byte == 0x7C and depth == 0:  # "|" between whole patterns
+            return False
+        at += 1
+    return True
+
+
 @functools.lru_cache(maxsize=256)
 def _any_of(sources: tuple[bytes, ...]) -> _Matcher | None:
-    """One search for "any of these patterns matches" (existence does not depend on the
-    POSIX leftmost-longest mode the patterns may have been compiled with)."""
+    """One match for "any of these patterns matches" (they all start with ``\\A``): the
+    patterns without it, as alternatives after one ``\\A``. Existence does not depend on the
+    POSIX leftmost-longest mode the patterns may have been compiled with."""
+    branches = b"|".join(b"(?:" + source[2:] + b")" for source in sources)
     try:
-        combined = regex.compile(b"|".join(b"(?:" + source + b")" for source in sources), regex.V0)
+        combined = regex.compile(b"\\A(?:" + branches + b")", regex.V0)
     except regex.error:
         return None
     return cast(_Matcher, combined.search)
@@ -524,7 +558,8 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
         raise fail(str(exc)) from None
     except ActionError as exc:
         raise fail(str(exc)) from None
-    hint = _name_hint(first, first_flags) if first_positive and second is None else None
+    # A second pattern only narrows what the first matches: the first one's name holds.
+    hint = _name_hint(first, first_flags) if first_positive else None
     return _Rule(
         op=_Op.MATCH,
         line=fail.line,

@@ -612,3 +612,50 @@ def test_action_is_frozen() -> None:
     with pytest.raises(AttributeError):
         action.text = "y"  # type: ignore[misc]
     assert isinstance(action, Action)
+
+
+@pytest.mark.parametrize(
+    ("source", "anchored"),
+    [
+        (rb"\AFROM\x3a", True),
+        (rb"\A(FROM|TO)\x3a", True),
+        (rb"\A[|]\x7c", True),
+        (rb"\A[]|]x", True),
+        (rb"\A[^]|]x", True),
+        (rb"\AFROM|TO", False),
+        (rb"\A(A)|B", False),
+        (rb"FROM\x3a", False),
+        (rb"\x40\A", False),
+    ],
+)
+def test_which_patterns_only_match_at_the_start(source: bytes, anchored: bool) -> None:
+    from filterd_header_checks.table import _starts_anchored
+
+    assert _starts_anchored(source) is anchored
+
+
+@pytest.mark.parametrize("flavour", BOTH)
+def test_screened_runs_answer_as_their_rules(flavour: Flavour) -> None:
+    """Runs of ``^From:`` rules are screened by one match; rules between them that may match
+    anywhere (or that are negated) keep their place in the order."""
+    table = parse_table(
+        "/^From:.*alpha/ WARN alpha\n"
+        "/^From:.*beta/ WARN beta\n"
+        "/evil/ REJECT evil anywhere\n"
+        "/^From:.*gamma/ WARN gamma\n"
+        "/^From: x|y/ WARN x or y anywhere\n"
+        "!/^From:/ INFO not a From header\n"
+        "/^From:.*delta/ WARN delta\n"
+        "/^From:.*epsilon/ WARN epsilon\n",
+        flavour,
+    )
+    assert value(table, "From: beta alpha") == "WARN alpha"
+    assert value(table, "From: beta") == "WARN beta"
+    assert value(table, "From: gamma evil") == "REJECT evil anywhere"
+    assert value(table, "From: gamma") == "WARN gamma"
+    assert value(table, "From: delta y") == "WARN x or y anywhere"
+    assert value(table, "From: epsilon") == "WARN epsilon"
+    assert value(table, "From: delta") == "WARN delta"
+    assert value(table, "From: nothing") is None
+    assert value(table, "To: evil") == "REJECT evil anywhere"
+    assert value(table, "To: friend") == "INFO not a From header"
