@@ -86,7 +86,17 @@ class LineHandler(logging.StreamHandler[TextIO]):
         self.addFilter(_QueueIdFilter())
         self._second = -1
         self._stamp = ""
+        self._prefixes: dict[str, str] = {}  # component -> " filterd/component[pid]: "
         self.pid = os.getpid()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @pid.setter
+    def pid(self, pid: int) -> None:
+        self._pid = pid
+        self._prefixes.clear()
 
     def write(self, component: str, text: str) -> None:
         """One line, as ``FORMAT`` makes it; a failure to write is handled as ``emit``
@@ -97,8 +107,10 @@ class LineHandler(logging.StreamHandler[TextIO]):
             # logging.Formatter's default asctime, computed once a second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
             self._second = second
-        msecs = int((now - second) * 1000)
-        line = f"{self._stamp},{msecs:03d} filterd/{component}[{self.pid}]: {text}\n"
+        prefix = self._prefixes.get(component)
+        if prefix is None:
+            prefix = self._prefixes[component] = f" filterd/{component}[{self._pid}]: "
+        line = f"{self._stamp},{int((now - second) * 1000):03d}{prefix}{text}\n"
         try:
             with self.lock:  # type: ignore[union-attr]
                 self.stream.write(line)
@@ -128,20 +140,6 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     _handler = handler
 
 
-def _direct(logger: logging.Logger) -> LineHandler | None:
-    """The handler to hand a finished line to, when a record would reach that handler and
-    nothing else: no handler or filter of the component's own, the ``filterd`` logger as
-    ``setup_logging`` left it."""
-    handler = _handler
-    if handler is None or logger.handlers or logger.filters or not logger.propagate:
-        return None
-    parent = logger.parent
-    if parent is None or parent.filters:
-        return None
-    handlers = parent.handlers
-    return handler if len(handlers) == 1 and handlers[0] is handler else None
-
-
 class MailLog:
     """A logger for one component (smtpd, relay, maildir, chain, main)."""
 
@@ -164,11 +162,30 @@ class MailLog:
         self._emit(level, f"{queue_id_var.get()}: {message}")
 
     def _emit(self, level: int, line: str) -> None:
-        handler = _direct(self._logger)
-        if handler is not None:
+        """Hand a finished line to the handler ``setup_logging`` installed when the record
+        would reach that handler and nothing else (no handler or filter of the component's
+        own, the ``filterd`` logger as ``setup_logging`` left it); else log it."""
+        logger = self._logger
+        handler = _handler
+        if (
+            handler is not None
+            and not logger.handlers
+            and not logger.filters
+            and logger.propagate
+            and (parent := logger.parent) is not None
+            and not parent.filters
+            and len(parent.handlers) == 1
+            and parent.handlers[0] is handler
+        ):
             handler.write(self._component, line)
         else:
-            self._logger.log(level, "%s", line, extra=self._extra)
+            logger.log(level, "%s", line, extra=self._extra)
+
+    def line(self, message: str) -> None:
+        """An info line with the queue id, its text finished by the caller (the per-message
+        lines: no fields to format)."""
+        if self._logger.isEnabledFor(logging.INFO):
+            self._emit(logging.INFO, f"{queue_id_var.get()}: {message}")
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""
@@ -186,7 +203,8 @@ class MailLog:
     def disconnect(self, peer: str, **fields: object) -> None:
         """``disconnect from <peer>``: the connection ended (``fields``: what it did)."""
         if self._logger.isEnabledFor(logging.INFO):
-            self.plain(f"disconnect from {sanitize(peer)}", **fields)
+            line = f"disconnect from {sanitize(peer)}"
+            self._emit(logging.INFO, line + _fields(fields) if fields else line)
 
     def info(self, message: str, **fields: object) -> None:
         self._log(logging.INFO, message, fields)

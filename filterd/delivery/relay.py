@@ -78,6 +78,7 @@ class Relay:
     def __init__(self, config: RelayDelivery, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.pool = ConnectionPool(config, ssl_context)
+        self.name = str(config.next_hop)  # as the log lines name it
 
     def open(self) -> RelayTransaction:
         return RelayTransaction(self)
@@ -179,8 +180,8 @@ class RelayTransaction:
             status = (
                 "sent" if answer.is_positive else ("deferred" if answer.is_transient else "bounced")
             )
-            log.info(
-                f"to=<{rcpt.address}>, relay={self.config.next_hop}, delay={delay:.3f}, "
+            log.line(
+                f"to=<{rcpt.address}>, relay={self.relay.name}, delay={delay:.3f}, "
                 f"status={status} ({answer})"
             )
 

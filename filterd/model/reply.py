@@ -65,7 +65,7 @@ class Reply:
         return "".join(out).encode("utf-8", "surrogateescape")
 
     def __str__(self) -> str:
-        first = self.lines()[0]
+        first = self.text.partition("\n")[0]
         return f"{self.code} {self.status} {first}" if self.status else f"{self.code} {first}"
 
     def with_text(self, text: str) -> Reply:

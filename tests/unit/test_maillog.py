@@ -91,6 +91,7 @@ def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
     token = queue_id_var.set("4B2D0A71C3")
     try:
         log.info("from=<a@example.net>", size=4259, nrcpt=1)
+        log.line("from=<a@example.net>, size=4259, nrcpt=1")  # the same, finished by the caller
         log.warning("odd", text="x\r\ny")
         log.connect("unknown[127.0.0.1]")
         # the same line through the logging module, as any other record is formatted
@@ -102,6 +103,7 @@ def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
         queue_id_var.reset(token)
     pid = os.getpid()
     assert written(stream) == [
+        f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
         f"filterd/smtpd[{pid}]: connect from unknown[127.0.0.1]",
@@ -156,3 +158,18 @@ def test_a_log_that_cannot_be_written_does_not_fail_the_caller(
     setup_logging("info", Broken())
     MailLog("smtpd").info("client=unknown[127.0.0.1]")  # does not raise
     assert "No space left on device" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_forked_child_writes_its_own_pid() -> None:
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    handler = logging.getLogger("filterd").handlers[0]
+    assert isinstance(handler, LineHandler)
+    MailLog("policy").plain("before")
+    handler.pid = 4242  # what the fork hook sets in a child
+    MailLog("policy").plain("after")
+    assert written(stream) == [
+        f"filterd/policy[{os.getpid()}]: before",
+        "filterd/policy[4242]: after",
+    ]

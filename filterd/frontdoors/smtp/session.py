@@ -338,7 +338,7 @@ class SmtpSession:
             self._open.edits.extend(outcome.edits)
             self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
             if log.enabled_for_info():
-                log.info(f"client={t.client.describe()}")
+                log.line(f"client={t.client.describe()}")
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
@@ -386,7 +386,7 @@ class SmtpSession:
         finally:
             spool.close()
         if log.enabled_for_info():
-            log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
+            log.line(f"from=<{t.sender}>, size={t.size}, nrcpt={len(t.accepted)}")
         if self.lmtp:
             for reply in per:
                 self._reply(reply)
