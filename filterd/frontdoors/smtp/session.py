@@ -149,7 +149,8 @@ class SmtpSession:
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         peer = self.session.peer
-        log.connect(peer.describe())
+        if log.enabled_for_info():
+            log.connect(peer.describe())
         try:
             await self._serve()
         except _SessionEnd:
@@ -162,13 +163,23 @@ class SmtpSession:
             log.exception("internal error, closing session", state=self.codec.state.value)
             await self._try_send(replies.INTERNAL_ERROR.with_text("Error: internal error"))
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                await self._abort_transaction()
-                if self.chain.has_stage("on_close"):
-                    await close_chain(self.chain, self.session)
-                await self.stream.aclose()
+            if (
+                self._open is None
+                and not self.chain.has_stage("on_close")
+                and isinstance(self.stream, trio.SocketStream)
+            ):
+                # Nothing to abort, no plugin to tell, no TLS to close: closing cannot wait.
+                self._xforward = None
+                self.stream.socket.close()
+            else:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._abort_transaction()
+                    if self.chain.has_stage("on_close"):
+                        await close_chain(self.chain, self.session)
+                    await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
-            log.disconnect(peer.describe())
+            if log.enabled_for_info():
+                log.disconnect(peer.describe())
 
     async def _serve(self) -> None:
         outcome = await self.chain.connect(self.session)
