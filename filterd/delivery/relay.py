@@ -187,14 +187,18 @@ class RelayTransaction:
 
     async def _send_content(self, conn: NextHopConnection, spool: Spool) -> None:
         stuffer = DotStuffer(bare_newline="normalize")
-        batch = bytearray()
-        for chunk in spool.chunks():
-            batch += stuffer.feed(chunk)
-            if len(batch) >= SEND_BATCH:
-                await conn.send(bytes(batch), "message content")
+        batch: list[bytes] = []
+        size = 0
+        for chunk, crlf_only in spool.parts():
+            wire = stuffer.feed(chunk, crlf_only=crlf_only)
+            batch.append(wire)
+            size += len(wire)
+            if size >= SEND_BATCH:
+                await conn.send(b"".join(batch), "message content")
                 batch.clear()
-        batch += stuffer.finish()
-        await conn.send(bytes(batch), "message content")
+                size = 0
+        batch.append(stuffer.finish())
+        await conn.send(b"".join(batch), "message content")
 
     async def abort(self) -> None:
         """Client abandoned the transaction: RSET the next hop and pool the connection."""

@@ -378,6 +378,7 @@ class SmtpSession:
         assert current is not None
         limits = self.settings.limits
         current.spool = Spool(limits.spool_memory, limits.spool_dir)
+        current.spool.crlf_only = True  # the codec normalizes or refuses bare CR and LF
         self._data_deadline = trio.current_time() + limits.data_timeout
         self._reply(replies.START_DATA)
 
