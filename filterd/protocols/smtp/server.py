@@ -457,7 +457,7 @@ class _DataReader:
         if last_nl < 0:
             return self._hold_partial(buf)
         segment = buf[: last_nl + 1]
-        content = self._content(segment, dots=0 <= dot and dot + 2 <= last_nl)
+        content = self._content(segment, dots=dot >= 0 and dot + 2 <= last_nl)
         rest = len(buf) - len(segment)
         chunk2, _, consumed2 = self._hold_partial(buf[last_nl + 1 :]) if rest else (b"", False, 0)
         return content + chunk2, False, len(segment) + consumed2
