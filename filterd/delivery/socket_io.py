@@ -7,10 +7,13 @@ about sixteen such operations (a command and a reply each way per SMTP step, on 
 connections), and those passes were a large part of its cost.
 
 ``SocketIO`` makes the system call first, directly on the socket's descriptor, and goes through
-trio only to wait (``wait_readable`` / ``wait_writable`` under the caller's deadline). So that
-a connection whose bytes are always ready cannot hold the scheduler, at most
-``SPARE_OPERATIONS`` operations in a row complete without yielding; the next one waits, which
-yields. Streams other than a plain ``trio.SocketStream`` (TLS) go through the stream itself.
+trio only to wait (``wait_readable`` / ``wait_writable`` under the caller's deadline). A read
+that finds nothing yields once (a plain checkpoint) and tries again before it waits: SMTP is
+request and response, the peer answers within microseconds, and under load the other tasks'
+turns give it the time, so most answers are read without a wait. So that a connection whose
+bytes are always ready cannot hold the scheduler, at most ``SPARE_OPERATIONS`` operations in a
+row complete without yielding; the next one waits, which yields. Streams other than a plain
+``trio.SocketStream`` (TLS) go through the stream itself.
 
 Failures are what the callers already handle: ``OSError`` (a reset, a broken pipe, a closed
 descriptor; trio's ``BrokenResourceError``/``ClosedResourceError`` on the stream path) and
@@ -53,6 +56,17 @@ class SocketIO:
         self._spare -= 1
         return data
 
+    async def receive_soon(self, max_bytes: int) -> bytes | None:
+        """``receive_ready``, then once more after one checkpoint: the other tasks run in
+        between, and an answer the peer was about to send is there without a wait (which
+        costs a cancel scope and an epoll registration). None: still nothing, wait."""
+        data = self.receive_ready(max_bytes)
+        if data is None and self._socket is not None:
+            await trio.lowlevel.checkpoint()
+            self._spare = SPARE_OPERATIONS
+            data = self.receive_ready(max_bytes)
+        return data
+
     async def receive_waiting(self, max_bytes: int) -> bytes:
         """Wait for bytes (a checkpoint; bounded by the caller's cancel scope), then read."""
         sock = self._socket
@@ -68,7 +82,7 @@ class SocketIO:
 
     async def receive_some(self, max_bytes: int, deadline: float) -> bytes:
         """Up to ``max_bytes``, waiting until ``deadline`` (``trio.current_time()``) at most."""
-        data = self.receive_ready(max_bytes)
+        data = await self.receive_soon(max_bytes)
         if data is not None:
             return data
         with trio.CancelScope(deadline=deadline) as scope:

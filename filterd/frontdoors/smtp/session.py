@@ -203,13 +203,13 @@ class SmtpSession:
 
     async def _receive(self) -> None:
         """Read more under the right deadline: per command, or per DATA with a minimum rate.
-        Bytes already there are taken without a checkpoint or a cancel scope (SocketIO)."""
+        Bytes there at once or after one checkpoint are taken without a cancel scope."""
         limits = self.settings.limits
         in_data = self.codec.state is State.DATA
         idle = self._open is None and not in_data
         if idle and self.shutdown.stopping:
             await self._close_with(replies.SHUTTING_DOWN)
-        data = self.io.receive_ready(RECEIVE_SIZE)
+        data = await self.io.receive_soon(RECEIVE_SIZE)
         if data is None:
             data = await self._receive_waiting(in_data, idle)
         if in_data and data:

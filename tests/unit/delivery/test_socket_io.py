@@ -28,6 +28,21 @@ async def test_bytes_already_there_are_read_without_a_checkpoint() -> None:
     assert peer.recv(4096) == b"250 2.1.0 Ok\r\n"
 
 
+async def test_an_answer_sent_while_others_run_is_read_without_a_wait() -> None:
+    """receive_soon yields once: what the peer sends meanwhile is read; else None."""
+    stream, peer = stream_pair()
+    io = SocketIO(stream)
+
+    async def answer() -> None:
+        peer.sendall(b"250 2.1.5 Ok\r\n")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)  # runs at the next checkpoint
+        assert await io.receive_soon(100) == b"250 2.1.5 Ok\r\n"
+    with trio.testing.assert_checkpoints():
+        assert await io.receive_soon(100) is None
+
+
 async def test_a_run_of_ready_operations_is_broken_by_a_checkpoint() -> None:
     """A peer whose bytes are always there cannot keep the scheduler from other tasks."""
     stream, peer = stream_pair()
