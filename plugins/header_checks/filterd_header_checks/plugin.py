@@ -52,6 +52,8 @@ FILTER_REFUSED = (
 )
 BODY_EDIT_LIMIT = 4 * 1024 * 1024  # body edits rewrite the body in memory: only below this
 MIME_SCAN_LIMIT = 4 * 1024 * 1024  # part headers are looked for in this much of the body
+REMEMBERED = 4096  # header lines whose decision is remembered
+REMEMBERED_LINE = 512  # ... of at most this many octets
 
 
 def parse_table_ref(ref: str) -> tuple[Flavour, str]:
@@ -163,6 +165,13 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
             else self.header_tables
         )
         self.body_tables = [open_table(ref) for ref in c.body_checks]
+        # What the tables decided for a header line seen before: many repeat from message
+        # to message (MIME-Version, Content-Type, From, X-Mailer...). A lookup is a function
+        # of the line, unless a table has a time limit (a timeout is no answer).
+        self._decided: dict[tuple[bool, bytes], tuple[Table, Action] | None] = {}
+        self._remember = all(
+            table.timeout is None for table in (*self.header_tables, *self.mime_tables)
+        )
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         state = _Inspection()
@@ -184,10 +193,19 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
     # ---------------------------------------------------------------- headers
     def _headers(self, headers: tuple[Header, ...], state: _Inspection) -> None:
         matched: list[list[Edit]] = []
+        decided = self._decided
         for index, header in enumerate(headers):
             key, name, is_mime = _name_key(header.name)
-            tables = self.mime_tables if is_mime else self.header_tables
-            found = _first_header_match(tables, name, header)
+            seen = (is_mime, header.raw)
+            if seen in decided:
+                found = decided[seen]
+            else:
+                tables = self.mime_tables if is_mime else self.header_tables
+                found = _first_header_match(tables, name, header)
+                if self._remember and len(header.raw) <= REMEMBERED_LINE:
+                    if len(decided) >= REMEMBERED:
+                        decided.clear()  # start over: the common lines come back first
+                    decided[seen] = found
             if found is None:
                 continue
             ops: list[Edit] = []

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filterd_header_checks import plugin as plugin_module
 from filterd_header_checks.plugin import HeaderChecks, _presented, _presented_bytes
 
+from filterd.model.envelope import Client, Session
+from filterd.model.spool import Spool
 from filterd.sdk import (
     ConfigError,
     Continue,
     Discard,
     Header,
+    MessageView,
     Quarantine,
     Reject,
+    RemoveHeader,
     Reply,
     TempFail,
+    Transaction,
 )
-from filterd.testing import run_plugin
+from filterd.testing import make_plugin, run_plugin
 
 MESSAGE = (
     b"Received: from a (a [192.0.2.1]) by mx\r\n"
@@ -207,3 +214,28 @@ def test_headers_are_presented_to_the_tables_as_cleanup_presents_them(raw: bytes
     """The bytes looked up: the text form, encoded (one-line headers are taken as they are)."""
     header = Header(raw.split(b":", 1)[0].rstrip(b" ").decode(), raw)
     assert _presented_bytes(header) == _presented(header).encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("remembered", [4096, 1])
+async def test_a_header_line_seen_before_is_decided_alike(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    remembered: int,
+) -> None:  # fmt: skip
+    """Decisions are remembered per header line: the same line gets the same decision and
+    its action is carried out every time (logged, edited); with room for one line only the
+    memory starts over and nothing changes either."""
+    monkeypatch.setattr(plugin_module, "REMEMBERED", remembered)
+    table = tmp_path / "table"
+    table.write_text("/^Received:/ IGNORE\n/^X-Mailer: (.*)/ WARN mailer $1\n")
+    plugin = make_plugin(HeaderChecks, {"header_checks": [f"regexp:{table}"]})
+    await plugin.start()
+    message = b"Received: by mx\r\nX-Mailer: Mutt\r\nSubject: hi\r\nX-Mailer: Mutt\r\n\r\nbody\r\n"
+    t = Transaction("Q1", Session("S", "test", Client("192.0.2.1")), "a@b.example")
+    verdicts = []
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        for _ in range(3):
+            with Spool(10_000) as spool:
+                spool.write(message)
+                verdicts.append(await plugin.on_message(t, MessageView(spool)))
+    assert verdicts == [Continue(edits=(RemoveHeader("Received", 1),))] * 3
+    assert caplog.text.count("warn: header X-Mailer: Mutt: mailer Mutt") == 6
