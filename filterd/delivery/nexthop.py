@@ -159,8 +159,8 @@ class NextHopConnection:
         self, data: bytes | None, count: int, what: str, limit: float
     ) -> list[Reply]:
         """Send ``data`` (if any) and read ``count`` replies, all under one deadline. This is
-        the relay's hot path: no cancel scope or checkpoint unless it has to wait
-        (``SocketIO``)."""
+        the relay's hot path: a reply not there yet is read after one checkpoint, and only
+        one that is still not there costs a cancel scope and a wait (``SocketIO``)."""
         answers: list[Reply] = []
         io = self.io
         codec = self.codec
