@@ -14,9 +14,13 @@
 
 from __future__ import annotations
 
+import dis
+import functools
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import CodeType
 
 import trio
 
@@ -40,6 +44,7 @@ from filterd.model.verdict import (
     is_refusal,
 )
 from filterd.sdk.plugin import Plugin, PluginConfig
+from filterd.sdk.stages import STAGES
 
 log = MailLog("chain")
 
@@ -101,12 +106,18 @@ class Entry:
 
 class ChainRunner:
     def __init__(self, entries: list[Entry] | None = None) -> None:
-        self.entries = entries or []
+        self.entries: tuple[Entry, ...] = tuple(entries or ())
+        # Per stage, the entries that implement it (in order): a stage none implements costs
+        # a message nothing (the empty chain, or header_checks' one stage).
+        self._by_stage = {
+            stage: tuple(entry for entry in self.entries if stage in entry.stages)
+            for stage in STAGES
+        }
 
     def has_stage(self, stage: str) -> bool:
         """Whether any entry implements ``stage`` (``"on_rcpt"``...). A stage no entry implements
         always ends in ``Continue`` with nothing accumulated, so a front door may skip it."""
-        return any(stage in entry.stages for entry in self.entries)
+        return bool(self._by_stage.get(stage)) or any(stage in e.stages for e in self.entries)
 
     async def start(self) -> None:
         for entry in self.entries:
@@ -123,24 +134,37 @@ class ChainRunner:
 
     # ------------------------------------------------------------- stages
     async def connect(self, session: Session) -> Outcome:
-        return await self._run("on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_connect"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
 
     async def helo(self, session: Session, name: str) -> Outcome:
-        return await self._run("on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_helo"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
 
     async def mail_from(self, t: Transaction) -> Outcome:
-        return await self._run("on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_mail_from"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
 
     async def rcpt(self, t: Transaction, rcpt: Recipient) -> Outcome:
-        return await self._run("on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_rcpt"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
 
     async def message(self, t: Transaction, message: MessageView) -> Outcome:
-        return await self._run("on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
+        entries = self._by_stage["on_message"]
+        if not entries:
+            return NOTHING
+        return await self._run(entries, "on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
 
     async def close(self, session: Session) -> None:
-        for entry in self.entries:
-            if "on_close" not in entry.stages:
-                continue
+        for entry in self._by_stage["on_close"]:
             try:
                 with trio.fail_after(entry.config.timeout):
                     await entry.plugin.on_close(session)  # type: ignore[attr-defined]
@@ -150,15 +174,15 @@ class ChainRunner:
                 log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
 
     # -------------------------------------------------------------- rules
-    async def _run(self, stage: str, t: Transaction | None, call: StageCall) -> Outcome:
+    async def _run(
+        self, entries: tuple[Entry, ...], stage: str, t: Transaction | None, call: StageCall
+    ) -> Outcome:
         if t is not None and t.notes.get(FINAL_ACCEPT):
             return NOTHING
         edits: list[Edit] = []
         findings: list[Finding] = []
         results: list[PluginResult] = []
-        for entry in self.entries:
-            if stage not in entry.stages:
-                continue
+        for entry in entries:
             result = await self._call(entry, stage, call)
             results.append(result)
             verdict = result.verdict
@@ -178,6 +202,12 @@ class ChainRunner:
         policy = entry.config.on_error
         started = time.monotonic()
         error: str | None = None
+        plugin = entry.plugin
+        if not _can_suspend(getattr(type(plugin), stage, None)):
+            # A stage whose code never awaits cannot be cancelled (it has no checkpoint to
+            # cancel at) nor overlap another call: no cancel scope, and no limiter when no
+            # stage of the plugin awaits either (the cheap path of regex plugins).
+            return await self._call_unsuspending(entry, stage, call, started)
         limiter = entry.limiter
         # The hot path of every plugin call: take the limiter without a checkpoint when a slot
         # is free, and bound the call with a bare cancel scope (cheaper than fail_after).
@@ -187,7 +217,7 @@ class ChainRunner:
             await limiter.acquire()
         try:
             with trio.CancelScope(deadline=trio.current_time() + entry.config.timeout) as scope:
-                answer: object = await call(entry.plugin)  # a plugin may return anything
+                answer: object = await call(plugin)  # a plugin may return anything
             if scope.cancelled_caught:
                 error = f"timeout after {entry.config.timeout:g}s"
                 verdict = _on_error(policy, PLUGIN_TIMEOUT)
@@ -203,6 +233,80 @@ class ChainRunner:
         finally:
             limiter.release()
         return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+
+    async def _call_unsuspending(
+        self, entry: Entry, stage: str, call: StageCall, started: float
+    ) -> PluginResult:
+        limiter = entry.limiter if _plugin_can_suspend(type(entry.plugin), entry.stages) else None
+        if limiter is not None:
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
+        error: str | None = None
+        try:
+            answer: object = await call(entry.plugin)
+            if isinstance(answer, _VERDICTS):
+                verdict = answer
+            else:
+                error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
+                verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
+        except Exception as exc:
+            entry.failed(stage, exc)
+            error = _describe(exc)
+            verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
+        finally:
+            if limiter is not None:
+                limiter.release()
+        return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+
+
+# Opcodes with which a coroutine's own code waits (await, async for, async with).
+_AWAITING_OPS = frozenset(
+    dis.opmap[name]
+    for name in ("GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "SEND")
+    if name in dis.opmap
+)
+
+
+@functools.cache
+def _awaits(code: CodeType) -> bool:
+    return any(ins.opcode in _AWAITING_OPS for ins in dis.get_instructions(code))
+
+
+def _can_suspend(method: object) -> bool:
+    """Whether a stage method may suspend: False only for an ``async def`` whose code has no
+    ``await``, ``async for`` or ``async with`` (it runs to its end in one step)."""
+    code = getattr(method, "__code__", None)
+    if not _AWAITS_DETECTED or not isinstance(code, CodeType):
+        return True
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return True  # a decorated or generator-based coroutine: assume it may
+    return _awaits(code)
+
+
+_plugin_suspends: dict[tuple[type, frozenset[str]], bool] = {}
+
+
+def _plugin_can_suspend(plugin: type, stages: frozenset[str]) -> bool:
+    """Whether any of the plugin's stages may suspend (and so hold its limiter a while)."""
+    key = (plugin, stages)
+    found = _plugin_suspends.get(key)
+    if found is None:
+        found = _plugin_suspends[key] = any(_can_suspend(getattr(plugin, s, None)) for s in stages)
+    return found
+
+
+async def _probe_await() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def _probe_plain() -> None:
+    return None
+
+
+# Should a Python version wait with other opcodes, every stage counts as one that may suspend.
+_AWAITS_DETECTED = _awaits(_probe_await.__code__) and not _awaits(_probe_plain.__code__)
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)
@@ -230,9 +334,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _log(result: PluginResult, t: Transaction | None) -> None:
-    if result.error is None and not log.enabled_for_info():
-        return  # the per-message hot path when logging at warning
+    """One line per decision: a verdict other than ``Continue``, findings, a failure. A plain
+    ``Continue`` (edits or not) decides nothing: it is logged at debug."""
     verdict = result.verdict
+    if result.error is None:
+        quiet = type(verdict) is Continue and not verdict.findings
+        if not (log.enabled_for_debug() if quiet else log.enabled_for_info()):
+            return  # the per-message hot path
     parts = [f"{result.label}: {result.stage} {type(verdict).__name__.lower()}"]
     if is_refusal(verdict):
         parts.append(f"({verdict.reply})")
@@ -245,6 +353,8 @@ def _log(result: PluginResult, t: Transaction | None) -> None:
         fields["status"] = "plugin-error"
         fields["error"] = result.error
         log.warning(" ".join(parts), **fields)
+    elif type(verdict) is Continue and not verdict.findings:
+        log.debug(" ".join(parts), **fields)
     else:
         log.info(" ".join(parts), **fields)
     del t

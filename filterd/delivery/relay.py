@@ -78,6 +78,7 @@ class Relay:
     def __init__(self, config: RelayDelivery, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.pool = ConnectionPool(config, ssl_context)
+        self.name = str(config.next_hop)  # as the log lines name it
 
     def open(self) -> RelayTransaction:
         return RelayTransaction(self)
@@ -169,27 +170,35 @@ class RelayTransaction:
         if len(result) != accepted:
             log.error("next hop gave the wrong number of replies", got=len(result))
             result = [Reply(451, "4.5.0", "Error: next hop protocol error")] * accepted
-        delay = time.monotonic() - started
+        if log.enabled_for_info():
+            self._log_results(t, result, time.monotonic() - started)
+        return result
+
+    def _log_results(self, t: Transaction, result: list[Reply], delay: float) -> None:
+        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient."""
         for rcpt, answer in zip(t.accepted, result, strict=True):
             status = (
                 "sent" if answer.is_positive else ("deferred" if answer.is_transient else "bounced")
             )
-            log.info(
-                f"to=<{rcpt.address}>, relay={self.config.next_hop}, delay={delay:.3f}, "
+            log.line(
+                f"to=<{rcpt.address}>, relay={self.relay.name}, delay={delay:.3f}, "
                 f"status={status} ({answer})"
             )
-        return result
 
     async def _send_content(self, conn: NextHopConnection, spool: Spool) -> None:
         stuffer = DotStuffer(bare_newline="normalize")
-        batch = bytearray()
-        for chunk in spool.chunks():
-            batch += stuffer.feed(chunk)
-            if len(batch) >= SEND_BATCH:
-                await conn.send(bytes(batch), "message content")
+        batch: list[bytes] = []
+        size = 0
+        for chunk, crlf_only in spool.parts():
+            wire = stuffer.feed(chunk, crlf_only=crlf_only)
+            batch.append(wire)
+            size += len(wire)
+            if size >= SEND_BATCH:
+                await conn.send(b"".join(batch), "message content")
                 batch.clear()
-        batch += stuffer.finish()
-        await conn.send(bytes(batch), "message content")
+                size = 0
+        batch.append(stuffer.finish())
+        await conn.send(b"".join(batch), "message content")
 
     async def abort(self) -> None:
         """Client abandoned the transaction: RSET the next hop and pool the connection."""

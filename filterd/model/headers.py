@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from filterd.model.edits import AddHeader, ChangeHeader, Edit, InsertHeader, RemoveHeader
 
 _FIELD_START = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# a field line and its continuation lines, every line ended by LF
+_WHOLE_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +64,26 @@ def parse_header_section(head: bytes, complete: bool) -> HeaderSection:
 
     ``complete`` says ``head`` is the whole message; otherwise a field cut off at the end of
     ``head`` is treated as the start of the body (callers read a generous head).
+
+    Whole fields (a field line and its continuation lines, each ended by LF) are taken with
+    one regular-expression match each; what is left (the blank line, the start of the body,
+    a field at the very end of ``head``) goes through ``_parse_lines``, line by line.
     """
     headers: list[Header] = []
     pos = 0
+    field = _WHOLE_FIELD.match
+    while (found := field(head, pos)) is not None:
+        headers.append(Header(found.group(1).decode("ascii"), found.group(0)))
+        pos = found.end()
+    if headers and (head[pos : pos + 1] in (b" ", b"\t") or head.find(b"\n", pos) < 0):
+        # The last field may go on in a line without its LF, or end ``head``: that is the
+        # line loop's to decide.
+        pos -= len(headers.pop().raw)
+    return _parse_lines(head, complete, headers, pos)
+
+
+def _parse_lines(head: bytes, complete: bool, headers: list[Header], pos: int) -> HeaderSection:
+    """The header section from ``pos`` on, line by line (``headers``: the fields before)."""
     current_start = -1
     current_name = ""
     length = len(head)
@@ -100,7 +119,8 @@ def parse_header_section(head: bytes, complete: bool) -> HeaderSection:
 
 
 def find_all(headers: Iterable[Header], name: str) -> list[Header]:
-    return [h for h in headers if h.is_named(name)]
+    wanted = name.lower()
+    return [h for h in headers if h.name.lower() == wanted]
 
 
 def apply_header_edits(headers: Iterable[Header], edits: Iterable[Edit]) -> list[Header]:
@@ -116,14 +136,19 @@ def apply_header_edits(headers: Iterable[Header], edits: Iterable[Edit]) -> list
             case InsertHeader(index=index, name=name, value=value):
                 result.insert(max(0, min(index, len(result))), Header.build(name, value))
             case ChangeHeader(name=name, value=value, occurrence=n):
-                positions = [i for i, h in enumerate(result) if h.is_named(name)]
+                positions = _positions(result, name)
                 if len(positions) >= n:
                     result[positions[n - 1]] = Header.build(result[positions[n - 1]].name, value)
             case RemoveHeader(name=name, occurrence=n):
-                positions = [i for i, h in enumerate(result) if h.is_named(name)]
+                positions = _positions(result, name)
                 doomed = set(positions) if n == 0 else set(positions[n - 1 : n])
                 result = [h for i, h in enumerate(result) if i not in doomed]
             case _:
                 pass
     # Later PREPENDs end up above earlier ones, as with Postfix's PREPEND and milters' insert 0.
     return [*reversed(top), *result]
+
+
+def _positions(headers: list[Header], name: str) -> list[int]:
+    wanted = name.lower()
+    return [i for i, h in enumerate(headers) if h.name.lower() == wanted]

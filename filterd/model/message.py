@@ -16,14 +16,28 @@ class MessageView:
     """Read-only: headers, size and the body in chunks. Edits are returned as data."""
 
     def __init__(self, spool: Spool) -> None:
-        """Parse the headers as they will be handed on: ``spool.prefix`` (our trace header)
-        followed by the content as received."""
+        """The headers are those that will be handed on: ``spool.prefix`` (our trace header)
+        followed by the content as received. They are parsed when first asked for: a chain
+        that never looks at them (or none at all) costs the message no parsing."""
         self._spool = spool
-        head = spool.prefix + spool.read_head(HEAD_LIMIT)
-        complete = spool.size <= HEAD_LIMIT
-        self.section: HeaderSection = parse_header_section(head, complete=complete)
-        self._content_body = max(0, self.section.body_offset - len(spool.prefix))
+        self._prefix = spool.prefix
+        self._section: HeaderSection | None = None
         self._text: dict[int, MessageText] = {}
+
+    @property
+    def section(self) -> HeaderSection:
+        section = self._section
+        if section is None:
+            spool = self._spool
+            head = self._prefix + spool.read_head(HEAD_LIMIT)
+            section = parse_header_section(head, complete=spool.size <= HEAD_LIMIT)
+            self._section = section
+        return section
+
+    @property
+    def _content_body(self) -> int:
+        """Where the body starts in the content as received."""
+        return max(0, self.section.body_offset - len(self._prefix))
 
     @property
     def headers(self) -> tuple[Header, ...]:

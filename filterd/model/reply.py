@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
@@ -18,6 +18,8 @@ class Reply:
     code: int
     status: str
     text: str
+    # to_bytes(), made once: the same replies (250 Ok, 354...) go out for every message
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -47,6 +49,13 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """Render as wire bytes, multi-line replies with ``code-`` continuation."""
+        wire = self._wire
+        if wire is None:
+            wire = self._render()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _render(self) -> bytes:
         lines = self.lines()
         out: list[str] = []
         for i, line in enumerate(lines):
@@ -56,7 +65,7 @@ class Reply:
         return "".join(out).encode("utf-8", "surrogateescape")
 
     def __str__(self) -> str:
-        first = self.lines()[0]
+        first = self.text.partition("\n")[0]
         return f"{self.code} {self.status} {first}" if self.status else f"{self.code} {first}"
 
     def with_text(self, text: str) -> Reply:

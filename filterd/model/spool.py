@@ -23,6 +23,9 @@ class Spool:
         self.prefix = b""  # bytes that go out before the content (trace and rewritten headers)
         self.skip = 0  # content bytes replaced by the prefix (the original header section)
         self.body: bytes | None = None  # a replacement for the content after ``skip``
+        # Every CR and LF of the content is part of a CRLF: the writer (the SMTP server
+        # codec) made sure. ``prefix`` and ``body`` come from elsewhere and are not covered.
+        self.crlf_only = False
 
     def write(self, data: bytes) -> None:
         self._file.seek(0, 2)  # readers may have moved the position
@@ -40,12 +43,19 @@ class Spool:
 
     def chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
         """The message as it will be handed on: prefix, then the content, in bounded chunks."""
+        for chunk, _ in self.parts(size):
+            yield chunk
+
+    def parts(self, size: int = READ_CHUNK) -> Iterator[tuple[bytes, bool]]:
+        """``chunks``, each with whether it is known to hold CRLF line ends only (content
+        received as such, see ``crlf_only``)."""
         if self.prefix:
-            yield self.prefix
+            yield self.prefix, False
         if self.body is not None:
-            yield self.body
+            yield self.body, False
             return
-        yield from self.content_chunks(self.skip, size)
+        for chunk in self.content_chunks(self.skip, size):
+            yield chunk, self.crlf_only
 
     def content_chunks(self, start: int = 0, size: int = READ_CHUNK) -> Iterator[bytes]:
         """The content as received, from ``start``."""

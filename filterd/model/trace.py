@@ -19,6 +19,21 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text)[:255] or "unknown"
 
 
+_last_date: tuple[datetime, str] | None = None  # the date of the last header, by second
+
+
+def _date(now: datetime) -> str:
+    """RFC 5322 date of ``now``, made once a second (``format_datetime`` is slow)."""
+    global _last_date
+    second = now.replace(microsecond=0)
+    last = _last_date
+    if last is not None and last[0] == second and last[0].tzinfo is second.tzinfo:
+        return last[1]
+    text = format_datetime(second)
+    _last_date = (second, text)
+    return text
+
+
 def received_header(t: Transaction, hostname: str, protocol: str, now: datetime) -> bytes:
     client = t.client
     helo = _UNSAFE_HELO.sub("_", client.helo or "")[:255] or _safe(client.address)
@@ -30,9 +45,9 @@ def received_header(t: Transaction, hostname: str, protocol: str, now: datetime)
     ]
     if single:
         rcpt = _UNSAFE_ADDRESS.sub("_", t.accepted[0].address)
-        lines.append(f"\tfor <{rcpt}>; {format_datetime(now)}")
+        lines.append(f"\tfor <{rcpt}>; {_date(now)}")
     else:
         lines[-1] += ";"
-        lines.append(f"\t{format_datetime(now)}")
+        lines.append(f"\t{_date(now)}")
     text = "\r\n".join(lines) + "\r\n"
     return text.encode("utf-8", "surrogateescape")

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _XTEXT_RE: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_XCHARS_RE: Final = re.compile(r"[!-*,-<>-~]*")
 _HEXCHAR_RE: Final = re.compile(rb"\+([0-9A-F]{2})")
 # One entry per octet: itself when it is an xchar, else "+XX".
 _ENCODED: Final[tuple[str, ...]] = tuple(
@@ -39,6 +40,8 @@ def xtext_encode_bytes(data: bytes) -> str:
 
 def xtext_encode(value: str) -> str:
     """Encode text (as UTF-8, ``surrogateescape``). Raises ``ValueError`` for unencodable text."""
+    if _XCHARS_RE.fullmatch(value):
+        return value  # nothing to encode (the usual case: names, addresses, ids)
     return xtext_encode_bytes(value.encode("utf-8", "surrogateescape"))
 
 

@@ -3,11 +3,16 @@ read them, so their text is fixed here."""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import re
+from collections.abc import Iterator
 
 import pytest
 
-from filterd.maillog import MailLog, smtpd_line
+from filterd import maillog
+from filterd.maillog import LineHandler, MailLog, queue_id_var, setup_logging, smtpd_line
 from filterd.model.envelope import Client
 from filterd.model.reply import Reply
 
@@ -53,4 +58,118 @@ def test_connect_and_disconnect_lines(caplog: pytest.LogCaptureFixture) -> None:
     assert caplog.messages == [
         "connect from client.example.net[192.0.2.1]",
         "disconnect from client.example.net[192.0.2.1], requests=3",
+    ]
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """setup_logging changes the process's "filterd" logger: put it back afterwards."""
+    root = logging.getLogger("filterd")
+    saved = (root.handlers[:], root.level, root.propagate, maillog._handler)
+    yield
+    root.handlers[:], root.level, root.propagate, maillog._handler = saved
+
+
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (filterd/.*)")
+
+
+def written(stream: io.StringIO) -> list[str]:
+    """The lines after their timestamp (which is checked)."""
+    lines = stream.getvalue().splitlines()
+    matches = [LINE.fullmatch(line) for line in lines]
+    assert all(matches), lines
+    return [m.group(1) for m in matches if m]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
+    """MailLog writes its finished lines straight to the handler (no LogRecord per line):
+    the text is the Formatter's, to the character."""
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    log = MailLog("smtpd")
+    token = queue_id_var.set("4B2D0A71C3")
+    try:
+        log.info("from=<a@example.net>", size=4259, nrcpt=1)
+        log.line("from=<a@example.net>, size=4259, nrcpt=1")  # the same, finished by the caller
+        log.warning("odd", text="x\r\ny")
+        log.connect("unknown[127.0.0.1]")
+        # the same line through the logging module, as any other record is formatted
+        logging.getLogger("filterd.smtpd").info(
+            "%s", "4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
+            extra={"component": "smtpd"},
+        )  # fmt: skip
+    finally:
+        queue_id_var.reset(token)
+    pid = os.getpid()
+    assert written(stream) == [
+        f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
+        f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
+        f"filterd/smtpd[{pid}]: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
+        f"filterd/smtpd[{pid}]: connect from unknown[127.0.0.1]",
+        f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
+    ]
+    assert isinstance(logging.getLogger("filterd").handlers[0], LineHandler)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lines_below_the_level_are_not_written() -> None:
+    stream = io.StringIO()
+    setup_logging("warning", stream)
+    log = MailLog("relay")
+    log.info("to=<b@example.org>, status=sent")
+    log.connect("unknown[127.0.0.1]")
+    log.warning("connect to 127.0.0.1:10026: refused")
+    assert written(stream) == [
+        f"filterd/relay[{os.getpid()}]: NOQUEUE: connect to 127.0.0.1:10026: refused"
+    ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_handler_of_a_component_still_gets_its_records() -> None:
+    """Lines go straight to the handler only when nothing else would see them."""
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    component = logging.getLogger("filterd.maildir")
+    collect = Collect()
+    component.addHandler(collect)
+    try:
+        MailLog("maildir").info("delivered")
+    finally:
+        component.removeHandler(collect)
+    assert seen == ["NOQUEUE: delivered"]
+    assert written(stream) == [f"filterd/maildir[{os.getpid()}]: NOQUEUE: delivered"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_log_that_cannot_be_written_does_not_fail_the_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    setup_logging("info", Broken())
+    MailLog("smtpd").info("client=unknown[127.0.0.1]")  # does not raise
+    assert "No space left on device" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_forked_child_writes_its_own_pid() -> None:
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    handler = logging.getLogger("filterd").handlers[0]
+    assert isinstance(handler, LineHandler)
+    MailLog("policy").plain("before")
+    handler.pid = 4242  # what the fork hook sets in a child
+    MailLog("policy").plain("after")
+    assert written(stream) == [
+        f"filterd/policy[{os.getpid()}]: before",
+        "filterd/policy[4242]: after",
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import trio
 
@@ -18,6 +19,7 @@ from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.delivery.interface import Delivery, DeliveryTransaction, collapse_replies
 from filterd.delivery.quarantine import QuarantineStore
+from filterd.delivery.socket_io import SocketIO
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
@@ -55,10 +57,13 @@ class SessionSettings:
     listen: ListenConfig
     limits: LimitsConfig
     ssl_context: ssl.SSLContext | None = None
+    # the codec's limits and offers, made once (a session per connection)
+    _codec_limits: ServerLimits = field(init=False, repr=False, compare=False)
+    _offers: tuple[Capabilities, Capabilities] = field(init=False, repr=False, compare=False)
 
-    def server_limits(self) -> ServerLimits:
+    def __post_init__(self) -> None:
         lim = self.limits
-        return ServerLimits(
+        limits = ServerLimits(
             max_command_line=lim.max_command_line,
             max_text_line=lim.max_text_line,
             max_message_size=lim.max_message_size,
@@ -66,6 +71,23 @@ class SessionSettings:
             max_errors=lim.max_errors,
             bare_newline=lim.bare_newline,
         )
+        offers = tuple(
+            Capabilities(
+                hostname=self.listen.hostname,
+                starttls=self.ssl_context is not None,
+                xforward=xforward,
+            )
+            for xforward in (False, True)
+        )
+        object.__setattr__(self, "_codec_limits", limits)
+        object.__setattr__(self, "_offers", offers)
+
+    def server_limits(self) -> ServerLimits:
+        return self._codec_limits
+
+    def capabilities(self, *, xforward: bool) -> Capabilities:
+        """What the EHLO reply offers; XFORWARD only to clients allowed to send it."""
+        return self._offers[xforward]
 
 
 @dataclass(slots=True)
@@ -104,6 +126,7 @@ class SmtpSession:
         xforward_allowed: bool,
     ) -> None:
         self.stream: trio.abc.Stream = stream
+        self.io = SocketIO(stream)
         self.session = session
         self.settings = settings
         self.chain = chain
@@ -114,11 +137,7 @@ class SmtpSession:
         self.lmtp = listen.protocol == "lmtp"
         self.codec = SmtpServer(
             settings.server_limits(),
-            Capabilities(
-                hostname=listen.hostname,
-                starttls=settings.ssl_context is not None,
-                xforward=xforward_allowed,
-            ),
+            settings.capabilities(xforward=xforward_allowed),
             lmtp=self.lmtp,
         )
         self._out = bytearray()
@@ -130,7 +149,8 @@ class SmtpSession:
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         peer = self.session.peer
-        log.connect(peer.describe())
+        if log.enabled_for_info():
+            log.connect(peer.describe())
         try:
             await self._serve()
         except _SessionEnd:
@@ -143,12 +163,23 @@ class SmtpSession:
             log.exception("internal error, closing session", state=self.codec.state.value)
             await self._try_send(replies.INTERNAL_ERROR.with_text("Error: internal error"))
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                await self._abort_transaction()
-                await close_chain(self.chain, self.session)
-                await self.stream.aclose()
+            if (
+                self._open is None
+                and not self.chain.has_stage("on_close")
+                and isinstance(self.stream, trio.SocketStream)
+            ):
+                # Nothing to abort, no plugin to tell, no TLS to close: closing cannot wait.
+                self._xforward = None
+                self.stream.socket.close()
+            else:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._abort_transaction()
+                    if self.chain.has_stage("on_close"):
+                        await close_chain(self.chain, self.session)
+                    await self.stream.aclose()
             queue_id_var.set("NOQUEUE")
-            log.disconnect(peer.describe())
+            if log.enabled_for_info():
+                log.disconnect(peer.describe())
 
     async def _serve(self) -> None:
         outcome = await self.chain.connect(self.session)
@@ -171,45 +202,50 @@ class SmtpSession:
             await self._handle(event)
 
     async def _receive(self) -> None:
-        """Read more under the right deadline: per command, or per DATA with a minimum rate."""
+        """Read more under the right deadline: per command, or per DATA with a minimum rate.
+        Bytes there at once or after one checkpoint are taken without a cancel scope."""
         limits = self.settings.limits
         in_data = self.codec.state is State.DATA
         idle = self._open is None and not in_data
         if idle and self.shutdown.stopping:
             await self._close_with(replies.SHUTTING_DOWN)
-        now = trio.current_time()
-        deadline = self._data_deadline if in_data else now + limits.command_timeout
+        data = await self.io.receive_soon(RECEIVE_SIZE)
+        if data is None:
+            data = await self._receive_waiting(in_data, idle)
+        if in_data and data:
+            self._data_deadline = min(
+                trio.current_time() + limits.data_timeout,
+                self._data_deadline + len(data) / max(1, limits.min_data_rate),
+            )
+        self.codec.receive_data(data)
+
+    async def _receive_waiting(self, in_data: bool, idle: bool) -> bytes:
+        """Wait for bytes under the deadline; an idle session (between transactions) can be
+        told 421 by a stop while it waits."""
+        limits = self.settings.limits
+        deadline = self._data_deadline if in_data else trio.current_time() + limits.command_timeout
         with trio.CancelScope(deadline=deadline) as scope:
             if idle:
                 self.shutdown.register_idle(scope)
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                return await self.io.receive_waiting(RECEIVE_SIZE)
             finally:
                 if idle:
                     self.shutdown.unregister_idle(scope)
-        if scope.cancelled_caught:
-            if self.shutdown.stopping and idle:
-                await self._close_with(replies.SHUTTING_DOWN)
-            log.info("timeout after " + self.codec.state.value.upper())
-            await self._close_with(replies.TIMEOUT)
-        if in_data and data:
-            now = trio.current_time()
-            self._data_deadline = min(
-                now + limits.data_timeout,
-                self._data_deadline + len(data) / max(1, limits.min_data_rate),
-            )
-        self.codec.receive_data(bytes(data))
+        if self.shutdown.stopping and idle:
+            await self._close_with(replies.SHUTTING_DOWN)
+        log.info("timeout after " + self.codec.state.value.upper())
+        await self._close_with(replies.TIMEOUT)
 
     async def _flush(self) -> None:
         if self._out:
             out, self._out = bytes(self._out), bytearray()
-            with trio.fail_after(self.settings.limits.command_timeout):
-                await self.stream.send_all(out)
+            await self.io.send_all(out, trio.current_time() + self.settings.limits.command_timeout)
 
     def _reply(self, reply: Reply) -> None:
         self._out += self.codec.send(reply)
 
-    async def _close_with(self, reply: Reply) -> None:
+    async def _close_with(self, reply: Reply) -> NoReturn:
         await self._abort_transaction()
         self._out += reply.to_bytes()
         await self._try_flush()
@@ -312,7 +348,8 @@ class SmtpSession:
             self._open = _Open(t, delivery, started=trio.current_time())
             self._open.edits.extend(outcome.edits)
             self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
-            log.info(f"client={t.client.describe()}")
+            if log.enabled_for_info():
+                log.line(f"client={t.client.describe()}")
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
@@ -341,6 +378,7 @@ class SmtpSession:
         assert current is not None
         limits = self.settings.limits
         current.spool = Spool(limits.spool_memory, limits.spool_dir)
+        current.spool.crlf_only = True  # the codec normalizes or refuses bare CR and LF
         self._data_deadline = trio.current_time() + limits.data_timeout
         self._reply(replies.START_DATA)
 
@@ -359,7 +397,8 @@ class SmtpSession:
                 per = await self._deliver(current, spool)
         finally:
             spool.close()
-        log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
+        if log.enabled_for_info():
+            log.line(f"from=<{t.sender}>, size={t.size}, nrcpt={len(t.accepted)}")
         if self.lmtp:
             for reply in per:
                 self._reply(reply)
@@ -456,6 +495,7 @@ class SmtpSession:
             log.info("TLS handshake timeout")
             raise _SessionEnd
         self.stream = tls
+        self.io = SocketIO(tls)
         self.session.tls = True
         self._xforward = None
 

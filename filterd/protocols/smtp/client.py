@@ -28,6 +28,7 @@ argument, a command after a group-ending one before its reply, a command during 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,12 @@ class Capabilities:
     """Service extensions from an EHLO/LHLO reply: upper-case keyword → its parameters."""
 
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    _xforward: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # asked for every relayed message: computed once per EHLO reply
+        names = frozenset(name.upper() for name in self.keywords.get("XFORWARD", ()))
+        object.__setattr__(self, "_xforward", names)
 
     def has(self, keyword: str) -> bool:
         return keyword.upper() in self.keywords
@@ -98,7 +105,7 @@ class Capabilities:
     @property
     def xforward_attrs(self) -> frozenset[str]:
         """Attribute names announced with ``XFORWARD`` (XFORWARD_README), upper-cased."""
-        return frozenset(name.upper() for name in self.keywords.get("XFORWARD", ()))
+        return self._xforward
 
 
 def parse_ehlo(reply: Reply) -> Capabilities:
@@ -165,6 +172,17 @@ def _build_reply(code: int, texts: Sequence[str]) -> Reply:
         return Reply(code, status, "\n".join(lines))
     except ValueError as exc:  # defensive: the line parser already enforces Reply's rules
         raise _remote(f"invalid reply: {exc}") from None
+
+
+_CACHED_LINE: Final = 200  # longer one-line replies are parsed each time
+
+
+@functools.lru_cache(maxsize=256)
+def _single_line_reply(line: bytes) -> Reply:
+    """A one-line reply, parsed once: a next hop gives the same few (``250 2.0.0 Ok``,
+    ``354 ...``) for every message. Replies are immutable, so one object serves them all."""
+    code, _, text = _parse_reply_line(line)
+    return _build_reply(code, (text,))
 
 
 def _remote(message: str) -> RemoteProtocolError:
@@ -339,6 +357,8 @@ class SmtpClient:
 
     def _add_line(self, line: bytes) -> Reply | None:
         """Add one line to the reply being assembled; the ``Reply`` once its last line is in."""
+        if not self._texts and line[3:4] in (b" ", b"") and len(line) <= _CACHED_LINE:
+            return _single_line_reply(line)  # the whole reply in one line
         code, last, text = _parse_reply_line(line)
         if self._texts and code != self._code:
             raise _remote(f"reply code changed from {self._code} to {code} within one reply")

@@ -22,6 +22,7 @@ XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE
 
 _PARAM_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+))?$")
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class CommandSyntaxError(Exception):
@@ -61,6 +62,8 @@ def split_path_argument(argument: str, prefix: str, bad: Reply) -> PathArgument:
 
 def _closing_bracket(text: str) -> int:
     """Index of the '>' closing the path, honouring a quoted local part."""
+    if '"' not in text:
+        return text.find(">", 1)
     quoted = False
     escaped = False
     for i, ch in enumerate(text[1:], start=1):
@@ -87,7 +90,7 @@ def _strip_source_route(path: str, bad: Reply) -> str:
 
 def validate_mailbox(address: str, bad: Reply, *, smtputf8: bool) -> None:
     """Check a non-empty mailbox: local@domain, sizes, no controls, ASCII unless SMTPUTF8."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+    if _CONTROL_RE.search(address):
         raise CommandSyntaxError(bad)
     if not smtputf8 and not address.isascii():
         raise CommandSyntaxError(replies.SMTPUTF8_REQUIRED)

@@ -59,16 +59,24 @@ class DotStuffer:
         self._held_cr = False
         self._closed = False
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Wire bytes for ``chunk``: line ends as CRLF, a leading "." on each line doubled."""
+    def feed(self, chunk: bytes, *, crlf_only: bool = False) -> bytes:
+        """Wire bytes for ``chunk``: line ends as CRLF, a leading "." on each line doubled.
+
+        ``crlf_only``: ``chunk`` is a piece of content whose every CR and LF belongs to a
+        CRLF (the server codec checked the content it received), cut anywhere: the scans
+        that would find out again are skipped, unless a CR held back from the chunk before
+        is not followed by the LF that the chunk then starts with (or the other way round).
+        """
         self._check_open()
-        data = b"\r" + chunk if self._held_cr else chunk
+        held = self._held_cr
+        data = b"\r" + chunk if held else chunk
         self._held_cr = data.endswith(b"\r")
         if self._held_cr:
             data = data[:-1]
         if not data:
             return b""
-        data = self._fix_line_ends(data)
+        if not (crlf_only and held == chunk.startswith(b"\n")):
+            data = self._fix_line_ends(data)
         stuffed = data.replace(b"\r\n.", b"\r\n..")
         if self._at_line_start and stuffed.startswith(b"."):
             stuffed = b"." + stuffed

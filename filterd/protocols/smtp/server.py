@@ -13,6 +13,7 @@ synchronisation rule, and discarding plaintext pipelined behind STARTTLS (CVE-20
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,25 @@ class Capabilities:
     xforward: bool = False
 
 
+# One greeting and a few EHLO replies per listener, the same for every connection: made once.
+@functools.lru_cache(maxsize=64)
+def _greeting(hostname: str, lmtp: bool) -> bytes:
+    proto = "LMTP" if lmtp else "ESMTP"
+    return Reply(220, "", f"{hostname} {proto} filterd").to_bytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(hostname: str, size: int, starttls: bool, xforward: bool) -> Reply:
+    lines = [hostname, "PIPELINING"]
+    lines.append(f"SIZE {size}" if size else "SIZE")
+    lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
+    if starttls:
+        lines.append("STARTTLS")
+    if xforward:
+        lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
+    return Reply(250, "", "\n".join(lines))
+
+
 class SmtpServer:
     def __init__(
         self,
@@ -119,20 +139,16 @@ class SmtpServer:
 
     # ----------------------------------------------------------------- output
     def greeting(self) -> bytes:
-        proto = "LMTP" if self.lmtp else "ESMTP"
-        return Reply(220, "", f"{self.capabilities.hostname} {proto} filterd").to_bytes()
+        return _greeting(self.capabilities.hostname, self.lmtp)
 
     def ehlo_reply(self) -> Reply:
         """The 250 reply to EHLO/LHLO: our name and extensions."""
-        lines = [self.capabilities.hostname, "PIPELINING"]
-        size = self.limits.max_message_size
-        lines.append(f"SIZE {size}" if size else "SIZE")
-        lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
-        if self.capabilities.starttls and not self.tls_active:
-            lines.append("STARTTLS")
-        if self.capabilities.xforward:
-            lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
-        return Reply(250, "", "\n".join(lines))
+        return _ehlo_reply(
+            self.capabilities.hostname,
+            self.limits.max_message_size,
+            self.capabilities.starttls and not self.tls_active,
+            self.capabilities.xforward,
+        )
 
     def send(self, reply: Reply) -> bytes:
         """Answer the pending event. A 421 may also be sent unprompted; it closes the session."""
@@ -424,17 +440,24 @@ class _DataReader:
         return self.bare_newline or self.line_too_long or self.too_big
 
     def feed(self, buf: bytes) -> tuple[bytes, bool, int]:
-        """Consume what can be decided from ``buf``: (content, reached_end, bytes_consumed)."""
+        """Consume what can be decided from ``buf``: (content, reached_end, bytes_consumed).
+
+        One scan for CRLF "." finds both the end of the data and the dot-stuffed lines; most
+        messages have none of the latter, and then no unstuffing scan is made."""
         if self.at_line_start and buf.startswith(b".\r\n"):
             return b"", True, 3
-        end = buf.find(b"\r\n.\r\n")
+        dot = buf.find(b"\r\n.")
+        if dot < 0 or buf.startswith(b"\r\n.\r\n", dot):
+            end = dot
+        else:
+            end = buf.find(b"\r\n.\r\n", dot + 1)
         if end >= 0:
-            return self._content(buf[: end + 2]), True, end + 5
+            return self._content(buf[: end + 2], dots=dot < end), True, end + 5
         last_nl = buf.rfind(b"\n")
         if last_nl < 0:
             return self._hold_partial(buf)
         segment = buf[: last_nl + 1]
-        content = self._content(segment)
+        content = self._content(segment, dots=dot >= 0 and dot + 2 <= last_nl)
         rest = len(buf) - len(segment)
         chunk2, _, consumed2 = self._hold_partial(buf[last_nl + 1 :]) if rest else (b"", False, 0)
         return content + chunk2, False, len(segment) + consumed2
@@ -450,8 +473,9 @@ class _DataReader:
         self.at_line_start = False
         return b"", False, consumed
 
-    def _content(self, segment: bytes) -> bytes:
-        """Complete lines (ending in LF) → unstuffed content, after checking the limits."""
+    def _content(self, segment: bytes, *, dots: bool) -> bytes:
+        """Complete lines (ending in LF) → unstuffed content, after checking the limits.
+        ``dots``: ``segment`` holds a CRLF "." (a dot-stuffed line after its first)."""
         ends_with_crlf = segment.endswith(b"\r\n")
         crlf = segment.count(b"\r\n")
         if segment.count(b"\n") != crlf or segment.count(b"\r") != crlf:
@@ -459,12 +483,14 @@ class _DataReader:
                 self.bare_newline = True
             else:
                 segment = _normalize_newlines(segment)
+                dots = True  # a bare LF "." is now a CRLF "."
         if not self.line_too_long:
             self._check_line_lengths(segment)
         self._partial = 0
         if self.at_line_start and segment.startswith(b"."):
             segment = segment[1:]
-        segment = segment.replace(b"\r\n.", b"\r\n")
+        if dots:
+            segment = segment.replace(b"\r\n.", b"\r\n")
         # Decided on the raw bytes: after a bare LF a "." line is content, never an end (the
         # LF.CRLF smuggling variant), whatever normalisation made of that LF.
         self.at_line_start = ends_with_crlf
@@ -475,12 +501,19 @@ class _DataReader:
         return b"" if self.dropping else segment
 
     def _check_line_lengths(self, segment: bytes) -> None:
+        """Each line (LF included, the first with the bytes of it taken before) at most
+        ``max_text_line`` long. From a line's start, the last LF within that many bytes ends
+        the lines in between, all short enough: one ``rfind`` per ``max_text_line`` bytes."""
         limit = self.limits.max_text_line
         if len(segment) + self._partial <= limit:
             return
-        lines = segment.split(b"\n")
-        if len(lines[0]) + 1 + self._partial > limit or max(map(len, lines)) + 1 > limit:
-            self.line_too_long = True
+        pos, room, length = 0, limit - self._partial, len(segment)
+        while pos < length:
+            nl = segment.rfind(b"\n", pos, pos + room)
+            if nl < 0:
+                self.line_too_long = True
+                return
+            pos, room = nl + 1, limit
 
     def end_event(self) -> ev.EndOfData:
         rejection: Reply | None = None

@@ -11,6 +11,7 @@ FILTER rule refuses to load.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ FILTER_REFUSED = (
 )
 BODY_EDIT_LIMIT = 4 * 1024 * 1024  # body edits rewrite the body in memory: only below this
 MIME_SCAN_LIMIT = 4 * 1024 * 1024  # part headers are looked for in this much of the body
+REMEMBERED = 4096  # header lines whose decision is remembered
+REMEMBERED_LINE = 512  # ... of at most this many octets
 
 
 def parse_table_ref(ref: str) -> tuple[Flavour, str]:
@@ -162,6 +165,13 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
             else self.header_tables
         )
         self.body_tables = [open_table(ref) for ref in c.body_checks]
+        # What the tables decided for a header line seen before: many repeat from message
+        # to message (MIME-Version, Content-Type, From, X-Mailer...). A lookup is a function
+        # of the line, unless a table has a time limit (a timeout is no answer).
+        self._decided: dict[tuple[bool, bytes], tuple[Table, Action] | None] = {}
+        self._remember = all(
+            table.timeout is None for table in (*self.header_tables, *self.mime_tables)
+        )
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         state = _Inspection()
@@ -182,22 +192,31 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
 
     # ---------------------------------------------------------------- headers
     def _headers(self, headers: tuple[Header, ...], state: _Inspection) -> None:
-        per_header: list[list[Edit]] = []
-        seen: dict[str, int] = {}
+        matched: list[list[Edit]] = []
+        decided = self._decided
         for index, header in enumerate(headers):
-            occurrence = seen[header.name.lower()] = seen.get(header.name.lower(), 0) + 1
-            ops: list[Edit] = []
-            per_header.append(ops)
-            if state.stop is not None or state.passed:
-                continue
-            tables = self.mime_tables if MIME_HEADER.match(header.name) else self.header_tables
-            found = _first_match(tables, _presented_bytes(header))
+            key, name, is_mime = _name_key(header.name)
+            seen = (is_mime, header.raw)
+            if seen in decided:
+                found = decided[seen]
+            else:
+                tables = self.mime_tables if is_mime else self.header_tables
+                found = _first_header_match(tables, name, header)
+                if self._remember and len(header.raw) <= REMEMBERED_LINE:
+                    if len(decided) >= REMEMBERED:
+                        decided.clear()  # start over: the common lines come back first
+                    decided[seen] = found
             if found is None:
                 continue
-            table, action = found
-            self._apply(action, table, state, ops, index, header, occurrence)
+            ops: list[Edit] = []
+            matched.append(ops)
+            # the header's occurrence among those of its name, for the edit to name it
+            occurrence = 1 + sum(1 for h in headers[:index] if _name_key(h.name)[0] == key)
+            self._apply(found[1], found[0], state, ops, index, header, occurrence)
+            if state.stop is not None or state.passed:
+                break
         # Bottom-up, so each edit's position refers to the headers as received.
-        for ops in reversed(per_header):
+        for ops in reversed(matched):
             state.edits.extend(ops)
 
     def _apply(
@@ -211,13 +230,12 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
         occurrence: int,
     ) -> None:
         log = self.env.log
-        shown = _presented(header)[:200]
         match action.kind:
             case ActionKind.IGNORE:
                 ops.append(RemoveHeader(header.name, occurrence))
             case ActionKind.STRIP:
                 ops.append(RemoveHeader(header.name, occurrence))
-                log.info(f"strip: header {shown}: {action.text}")
+                log.info(f"strip: header {_shown(header)}: {action.text}")
             case ActionKind.PREPEND:
                 name, _, value = action.text.partition(":")
                 ops.append(InsertHeader(index, name.strip(), value.strip()))
@@ -225,20 +243,20 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
                 name, _, value = action.text.partition(":")
                 ops.append(RemoveHeader(header.name, occurrence))
                 ops.append(InsertHeader(index, name.strip(), value.strip()))
-                log.info(f"replace: header {shown}: {action.text}")
+                log.info(f"replace: header {_shown(header)}: {action.text}")
             case ActionKind.WARN | ActionKind.INFO:
-                log.info(f"{action.kind.value.lower()}: header {shown}: {action.text}")
+                log.info(f"{action.kind.value.lower()}: header {_shown(header)}: {action.text}")
             case ActionKind.REJECT:
                 state.stop = (
                     Reject(_reject_reply(action))
                     if _permanent(action)
                     else TempFail(_reject_reply(action))
                 )
-                log.info(f"reject: header {shown}: {action.reject_reason()}")
+                log.info(f"reject: header {_shown(header)}: {action.reject_reason()}")
             case ActionKind.DISCARD:
-                state.stop = Discard(action.text or f"header {shown}")
+                state.stop = Discard(action.text or f"header {_shown(header)}")
             case ActionKind.HOLD:
-                state.hold = action.text or f"header {shown}"
+                state.hold = action.text or f"header {_shown(header)}"
             case ActionKind.REDIRECT:
                 state.redirect = action.text
             case ActionKind.BCC:
@@ -347,11 +365,34 @@ def _read_body(message: MessageView, limit: int) -> bytes:
     return bytes(data[:limit])
 
 
+@functools.lru_cache(maxsize=1024)
+def _name_key(name: str) -> tuple[str, bytes, bool]:
+    """A header name's key (lower case; also as the bytes tables index), and whether it is a
+    MIME header; the same few names come in every message."""
+    key = name.lower()
+    return key, key.encode("ascii", "surrogateescape"), MIME_HEADER.match(name) is not None
+
+
 def _presented_bytes(header: Header) -> bytes:
     """As ``_presented``, as the bytes the tables match (no decode/encode round trip)."""
-    raw = header.raw.rstrip(b"\r\n").replace(b"\r\n", b"\n")
-    name, _, rest = raw.partition(b":")
-    return name.rstrip(b" \t") + b":" + rest
+    raw = header.raw
+    line = raw[:-2] if raw.endswith(b"\r\n") else raw
+    name = header.name
+    if (
+        line[len(name) : len(name) + 1] == b":"
+        and b"\n" not in line
+        and b"\r" not in line
+        and not name.endswith((" ", "\t"))
+    ):
+        return line  # the usual header: one line, the colon right after its name
+    raw = raw.rstrip(b"\r\n").replace(b"\r\n", b"\n")
+    field, _, rest = raw.partition(b":")
+    return field.rstrip(b" \t") + b":" + rest
+
+
+def _shown(header: Header) -> str:
+    """The header in a log line or a reason: as presented, at most 200 characters."""
+    return _presented(header)[:200]
 
 
 def _presented(header: Header) -> str:
@@ -360,6 +401,24 @@ def _presented(header: Header) -> str:
     line = header.logical_line
     name, _, rest = line.partition(":")
     return name.rstrip(" \t") + ":" + rest
+
+
+def _first_header_match(
+    tables: list[Table], name: bytes, header: Header
+) -> tuple[Table, Action] | None:
+    """``_first_match`` for a message header whose name is ``name`` (lower case): a table
+    with no rule for headers of that name is not asked (most headers of most messages, for
+    most tables), and the header is presented only when one is."""
+    key: bytes | None = None
+    for table in tables:
+        if not table.may_match(name):
+            continue
+        if key is None:
+            key = _presented_bytes(header)
+        found = table.lookup_header(key, name)
+        if found is not None:
+            return None if found.action.is_noop else (table, found.action)
+    return None
 
 
 def _first_match(

@@ -27,11 +27,12 @@ on realistic tables (test_postmap_differential.py).
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import regex
 
@@ -154,7 +155,9 @@ class Table:
         self.flavour = flavour
         self.name = name
         self.timeout = timeout
-        self._generic, self._by_name = _index(self._rules)
+        generic, by_name = _index(self._rules)
+        self._generic = _plan(self._rules, generic)
+        self._by_name = {name: _plan(self._rules, order) for name, order in by_name.items()}
         self._fast = _fast_entries(self._rules)
 
     def __len__(self) -> int:
@@ -181,7 +184,18 @@ class Table:
         Raises :class:`~filterd_header_checks.actions.ActionError` only for a table
         parsed with ``check_actions=False`` whose value is not an action.
         """
-        found = self._find(_key_bytes(key))
+        data = _key_bytes(key)
+        return self._match(self._find(data, self._candidates(data)))
+
+    def lookup_header(self, key: bytes, name: bytes) -> Match | None:
+        """``lookup`` of a header presented as ``key`` whose name, lower-cased, is ``name``
+        (known to the caller: not looked for again in the key)."""
+        if not self.may_match(name):
+            return None
+        return self._match(self._find(_key_bytes(key), self._by_name.get(name, self._generic)))
+
+    @staticmethod
+    def _match(found: tuple[_Rule, str] | None) -> Match | None:
         if found is None:
             return None
         rule, value = found
@@ -202,10 +216,17 @@ class Table:
 
     def query(self, key: str | bytes) -> str | None:
         """The table's value for *key* after substitution, as ``postmap -q`` prints it."""
-        found = self._find(_key_bytes(key))
+        data = _key_bytes(key)
+        found = self._find(data, self._candidates(data))
         return None if found is None else found[1]
 
-    def _candidates(self, data: bytes) -> tuple[int, ...]:
+    def may_match(self, name: bytes) -> bool:
+        """Whether a header called ``name`` (lower case, as bytes) can match a rule at all:
+        False when every rule is bound to other header names (``/^Name: .../``, ``if
+        /^Name:/`` blocks), so that the header need not even be presented for a lookup."""
+        return bool(self._generic.order) or name in self._by_name
+
+    def _candidates(self, data: bytes) -> _Plan:
         """Indexes of the rules that can match ``data``, in table order: rules hinted to
         another header name are left out (most header_checks rules are ``/^Name: .../``)."""
         if not self._by_name:
@@ -217,16 +238,24 @@ class Table:
             return found
         return self._generic
 
-    def _find(self, data: bytes) -> tuple[_Rule, str] | None:
+    def _find(self, data: bytes, plan: _Plan) -> tuple[_Rule, str] | None:
         if not data:
             return None
         rules = self._rules
         timeout = self.timeout
         upper = data.upper() if self._needs_upper else data
-        order = self._candidates(data)
+        order, screens = plan
+        if timeout is not None:
+            screens = {}  # each pattern under its own time limit
         fast = self._fast
         at, count = 0, len(order)
         while at < count:
+            screen = screens.get(at) if screens else None
+            if screen is not None:
+                end, any_of, on_upper = screen
+                if any_of(upper if on_upper else data) is None:
+                    at = end  # none of the rules up to ``end`` matches
+                    continue
             i = order[at]
             at += 1
             op, search, use_upper, positive = fast[i]
@@ -277,6 +306,100 @@ class Table:
 _Matcher = Callable[[bytes], "regex.Match[bytes] | None"]
 
 
+class _Plan(NamedTuple):
+    """The rules a lookup tries, in order (indexes into the table's rules), and its screens:
+    at a position, (end, one match for any of the patterns of the rules up to ``end``, on
+    the upper-cased subject?). When the screen finds nothing, none of those rules matches
+    and the lookup goes on at ``end``: one match instead of one per rule, for the runs of
+    ``/^Name: .../`` rules that make most tables."""
+
+    order: tuple[int, ...]
+    screens: dict[int, tuple[int, _Matcher, bool]]
+
+
+_SCREEN_MIN = 2  # rules in a run for a screen to pay
+# What a translated pattern must not hold to be matched as one alternative among others:
+# group names, back-references and conditionals (group numbers change), inline options.
+_NOT_COMBINABLE = re.compile(rb"\\g<|\\[0-9]|\(\?[^:=!<>]|\(\?<[^=!]")
+
+
+def _plan(rules: tuple[_Rule, ...], order: tuple[int, ...]) -> _Plan:
+    screens: dict[int, tuple[int, _Matcher, bool]] = {}
+    at = 0
+    while at < len(order):
+        first = rules[order[at]].pattern
+        end = at
+        while end < len(order) and _screenable(rules[order[end]], first):
+            end += 1
+        if end - at >= _SCREEN_MIN and first is not None:
+            sources = tuple(cast(Pattern, rules[i].pattern).compiled.pattern for i in order[at:end])
+            combined = _any_of(sources)
+            if combined is not None:
+                screens[at] = (end, combined, first.upper)
+        at = max(end, at + 1)
+    return _Plan(order, screens)
+
+
+def _screenable(rule: _Rule, first: Pattern | None) -> bool:
+    """A rule a screen can stand for: a match rule whose (first) pattern is positive,
+    anchored at the start of the subject (``^...``), on the same subject as the run's first,
+    and combinable."""
+    pattern = rule.pattern
+    return (
+        rule.op is _Op.MATCH
+        and pattern is not None
+        and first is not None
+        and pattern.positive
+        and not pattern.anchored
+        and pattern.upper == first.upper
+        and _starts_anchored(pattern.compiled.pattern)
+        and _NOT_COMBINABLE.search(pattern.compiled.pattern) is None
+    )
+
+
+def _starts_anchored(source: bytes) -> bool:
+    """Whether a translated pattern is ``\\A`` followed by one branch (no ``|`` outside
+    parentheses): it can only match at the start of the subject."""
+    if not source.startswith(b"\\A"):
+        return False
+    depth = 0
+    at = 2
+    while at < len(source):
+        byte = source[at]
+        if byte == 0x5C:  # "\\": the escaped byte (\\xNN's digits are plain)
+            at += 2
+            continue
+        if byte == 0x5B:  # "[": a class, up to its "]" ("]" first in it is literal)
+            at += 1
+            if source[at : at + 1] == b"^":
+                at += 1
+            if source[at : at + 1] == b"]":
+                at += 1
+            while at < len(source) and source[at] != 0x5D:
+                at += 2 if source[at] == 0x5C else 1
+        elif byte == 0x28:  # "("
+            depth += 1
+        elif byte == 0x29:  # ")"
+            depth -= 1
+        elif byte == 0x7C and depth == 0:  # "|" between whole patterns
+            return False
+        at += 1
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _any_of(sources: tuple[bytes, ...]) -> _Matcher | None:
+    """One match for "any of these patterns matches" (they all start with ``\\A``): the
+    patterns without it, as alternatives after one ``\\A``. Existence does not depend on the
+    POSIX leftmost-longest mode the patterns may have been compiled with."""
+    branches = b"|".join(b"(?:" + source[2:] + b")" for source in sources)
+    try:
+        combined = regex.compile(b"\\A(?:" + branches + b")", regex.V0)
+    except regex.error:
+        return None
+    return cast(_Matcher, combined.search)
+
+
 def _skip_block(order: tuple[int, ...], at: int, endif: int) -> int:
     while at < len(order) and order[at] <= endif:
         at += 1
@@ -303,15 +426,24 @@ def _fast_entries(rules: tuple[_Rule, ...]) -> tuple[tuple[_Op, _Matcher, bool, 
 
 
 def _index(rules: tuple[_Rule, ...]) -> tuple[tuple[int, ...], dict[bytes, tuple[int, ...]]]:
-    """(rules for any header, rules per hinted header name incl. the generic ones)."""
-    depth = 0
+    """(rules for any header, rules per hinted header name incl. the generic ones).
+
+    An ``if /^Name:/`` block (its IF hinted, outside any other block) belongs to headers
+    called Name as a whole, IF to ENDIF: for any other header its condition is false and the
+    block is skipped, so it need not be looked at. Rules inside a block that is not hinted
+    are never hinted themselves, so that a block's rules stay contiguous in the lookup
+    order up to its ENDIF."""
     hints: list[bytes | None] = []
+    blocks: list[bytes | None] = []  # the hint of each open block, innermost last
     for rule in rules:
         if rule.op is _Op.IF:
-            depth += 1
-        hints.append(rule.name_hint if depth == 0 else None)
-        if rule.op is _Op.ENDIF:
-            depth -= 1
+            hint = blocks[-1] if blocks else rule.name_hint
+            blocks.append(hint)
+        elif rule.op is _Op.ENDIF:
+            hint = blocks.pop()
+        else:
+            hint = blocks[-1] if blocks else rule.name_hint
+        hints.append(hint)
     generic = tuple(i for i, hint in enumerate(hints) if hint is None)
     names = {hint for hint in hints if hint is not None}
     by_name = {
@@ -426,7 +558,8 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
         raise fail(str(exc)) from None
     except ActionError as exc:
         raise fail(str(exc)) from None
-    hint = _name_hint(first, first_flags) if first_positive and second is None else None
+    # A second pattern only narrows what the first matches: the first one's name holds.
+    hint = _name_hint(first, first_flags) if first_positive else None
     return _Rule(
         op=_Op.MATCH,
         line=fail.line,
@@ -495,7 +628,8 @@ def parse_table(
             except PatternError as exc:
                 raise fail(str(exc)) from None
             stack.append(len(rules))
-            rules.append(_Rule(op=_Op.IF, line=lineno, pattern=compiled))
+            hint = _name_hint(pat, flags) if positive else None
+            rules.append(_Rule(op=_Op.IF, line=lineno, pattern=compiled, name_hint=hint))
         elif _keyword(text, b"ENDIF"):
             if not stack:
                 raise fail("ENDIF without matching IF")
@@ -504,7 +638,11 @@ def parse_table(
             opener = stack.pop()
             if_rule = rules[opener]
             rules[opener] = _Rule(
-                op=_Op.IF, line=if_rule.line, pattern=if_rule.pattern, skip_to=len(rules)
+                op=_Op.IF,
+                line=if_rule.line,
+                pattern=if_rule.pattern,
+                skip_to=len(rules),
+                name_hint=if_rule.name_hint,
             )
             rules.append(_Rule(op=_Op.ENDIF, line=lineno))
         else:

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from filterd_header_checks.plugin import HeaderChecks
+from filterd_header_checks import plugin as plugin_module
+from filterd_header_checks.plugin import HeaderChecks, _presented, _presented_bytes
 
-from filterd.sdk import ConfigError, Continue, Discard, Quarantine, Reject, Reply, TempFail
-from filterd.testing import run_plugin
+from filterd.sdk import (
+    Client,
+    ConfigError,
+    Continue,
+    Discard,
+    Header,
+    Quarantine,
+    Reject,
+    RemoveHeader,
+    Reply,
+    Session,
+    TempFail,
+    Transaction,
+)
+from filterd.testing import make_plugin, run_plugin
 
 MESSAGE = (
     b"Received: from a (a [192.0.2.1]) by mx\r\n"
@@ -181,3 +196,54 @@ async def test_attached_message_headers_go_to_nested_header_checks(tmp_path: Pat
         message=MULTIPART,
     )
     assert result.final == Quarantine("attached secret")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: plain\r\n",
+        b"Subject : spaced name\r\n",
+        b"Subject:\tfolded\r\n continued\r\n",
+        b"X-Odd: cr\r inside\r\n",
+        b"X-Last: no line end",
+        b"X-Bare: lf\n",
+    ],
+)
+def test_headers_are_presented_to_the_tables_as_cleanup_presents_them(raw: bytes) -> None:
+    """The bytes looked up: the text form, encoded (one-line headers are taken as they are)."""
+    header = Header(raw.split(b":", 1)[0].rstrip(b" ").decode(), raw)
+    assert _presented_bytes(header) == _presented(header).encode("utf-8", "surrogateescape")
+
+
+class Headers:
+    """What the header checks read of a message without MIME parts (no body tables)."""
+
+    headers = (
+        Header("Received", b"Received: by mx\r\n"),
+        Header("X-Mailer", b"X-Mailer: Mutt\r\n"),
+        Header("Subject", b"Subject: hi\r\n"),
+        Header("X-Mailer", b"X-Mailer: Mutt\r\n"),
+    )
+
+    def header(self, name: str) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize("remembered", [4096, 1])
+async def test_a_header_line_seen_before_is_decided_alike(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    remembered: int,
+) -> None:  # fmt: skip
+    """Decisions are remembered per header line: the same line gets the same decision and
+    its action is carried out every time (logged, edited); with room for one line only the
+    memory starts over and nothing changes either."""
+    monkeypatch.setattr(plugin_module, "REMEMBERED", remembered)
+    table = tmp_path / "table"
+    table.write_text("/^Received:/ IGNORE\n/^X-Mailer: (.*)/ WARN mailer $1\n")
+    plugin = make_plugin(HeaderChecks, {"header_checks": [f"regexp:{table}"]})
+    await plugin.start()
+    t = Transaction("Q1", Session("S", "test", Client("192.0.2.1")), "a@b.example")
+    with caplog.at_level(logging.INFO, logger="filterd"):
+        verdicts = [await plugin.on_message(t, Headers()) for _ in range(3)]  # type: ignore[arg-type]
+    assert verdicts == [Continue(edits=(RemoveHeader("Received", 1),))] * 3
+    assert caplog.text.count("warn: header X-Mailer: Mutt: mailer Mutt") == 6

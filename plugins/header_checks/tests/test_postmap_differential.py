@@ -522,3 +522,27 @@ def test_postfix_rejects_what_we_reject(
     path.write_bytes(text)
     _, err = _postmap(postmap_env, flavour, path, b"zzz\n", header_mode=False)
     assert f"{path}, line 3:".encode() in err, err.decode(errors="replace")
+
+
+def test_screens_and_header_lookups_change_no_answer() -> None:
+    """Runs of plain rules are screened by one search for any of them; a header is looked up
+    by its name. Every answer is the one of the rules tried one by one (a table with a time
+    limit tries them one by one), on every table and key of the differential test."""
+    header_keys = corpus_header_keys() + logical_headers(b"\n".join(SYNTHETIC_HEADERS) + b"\n")
+    screened = 0
+    for case, flavour in _cases():
+        try:
+            fast = parse_table(case.table, flavour, name=case.name)
+        except TableError:
+            continue
+        one_by_one = parse_table(case.table, flavour, name=case.name, timeout=60.0)
+        plans = [fast._generic, *fast._by_name.values()]
+        screened += sum(len(plan.screens) for plan in plans)
+        for key in [*header_keys, *LINE_KEYS]:
+            expected = one_by_one.query(key)
+            assert fast.query(key) == expected, (flavour, case.name, key)
+            name, colon, _ = key.partition(b":")
+            if colon and name and not name.endswith((b" ", b"\t")):
+                found = fast.lookup_header(key, name.lower())
+                assert (found.value if found else None) == expected, (flavour, case.name, key)
+    assert screened >= 10  # the tables have runs to screen: the test is not vacuous

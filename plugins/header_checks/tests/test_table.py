@@ -231,6 +231,34 @@ def test_if_endif_nesting(flavour: Flavour) -> None:
 
 
 @pytest.mark.parametrize("flavour", BOTH)
+def test_a_block_for_one_header_applies_to_that_header_only(flavour: Flavour) -> None:
+    """``if /^Name:/`` blocks are set aside for other headers (a lookup need not look at
+    them): what they decide is the same as evaluating them."""
+    table = parse_table(
+        "if /^Subject:/\n"
+        "/./ WARN any subject\n"
+        "endif\n"
+        "if /./\n"
+        "if /^X-Mailer:/\n"
+        "/bulk/ REJECT bulk mailer\n"
+        "endif\n"
+        "/bulk/ WARN bulk elsewhere\n"
+        "endif\n"
+        "if !/^Subject:/\n"
+        "/spam/ WARN spam outside the subject\n"
+        "endif\n",
+        flavour,
+    )
+    assert value(table, "Subject: hello") == "WARN any subject"
+    assert value(table, "SUBJECT: hello") == "WARN any subject"  # case-insensitive
+    assert value(table, "Subject: spam") == "WARN any subject"
+    assert value(table, "X-Mailer: bulk 1.0") == "REJECT bulk mailer"
+    assert value(table, "X-Other: bulk") == "WARN bulk elsewhere"
+    assert value(table, "From: spam") == "WARN spam outside the subject"
+    assert value(table, "From: a subject") is None
+
+
+@pytest.mark.parametrize("flavour", BOTH)
 def test_first_match_wins_and_negation(flavour: Flavour) -> None:
     table = parse_table(
         "/^Subject: .*python/ DUNNO\n"
@@ -584,3 +612,50 @@ def test_action_is_frozen() -> None:
     with pytest.raises(AttributeError):
         action.text = "y"  # type: ignore[misc]
     assert isinstance(action, Action)
+
+
+@pytest.mark.parametrize(
+    ("source", "anchored"),
+    [
+        (rb"\AFROM\x3a", True),
+        (rb"\A(FROM|TO)\x3a", True),
+        (rb"\A[|]\x7c", True),
+        (rb"\A[]|]x", True),
+        (rb"\A[^]|]x", True),
+        (rb"\AFROM|TO", False),
+        (rb"\A(A)|B", False),
+        (rb"FROM\x3a", False),
+        (rb"\x40\A", False),
+    ],
+)
+def test_which_patterns_only_match_at_the_start(source: bytes, anchored: bool) -> None:
+    from filterd_header_checks.table import _starts_anchored
+
+    assert _starts_anchored(source) is anchored
+
+
+@pytest.mark.parametrize("flavour", BOTH)
+def test_screened_runs_answer_as_their_rules(flavour: Flavour) -> None:
+    """Runs of ``^From:`` rules are screened by one match; rules between them that may match
+    anywhere (or that are negated) keep their place in the order."""
+    table = parse_table(
+        "/^From:.*alpha/ WARN alpha\n"
+        "/^From:.*beta/ WARN beta\n"
+        "/evil/ REJECT evil anywhere\n"
+        "/^From:.*gamma/ WARN gamma\n"
+        "/^From: x|y/ WARN x or y anywhere\n"
+        "!/^From:/ INFO not a From header\n"
+        "/^From:.*delta/ WARN delta\n"
+        "/^From:.*epsilon/ WARN epsilon\n",
+        flavour,
+    )
+    assert value(table, "From: beta alpha") == "WARN alpha"
+    assert value(table, "From: beta") == "WARN beta"
+    assert value(table, "From: gamma evil") == "REJECT evil anywhere"
+    assert value(table, "From: gamma") == "WARN gamma"
+    assert value(table, "From: delta y") == "WARN x or y anywhere"
+    assert value(table, "From: epsilon") == "WARN epsilon"
+    assert value(table, "From: delta") == "WARN delta"
+    assert value(table, "From: nothing") is None
+    assert value(table, "To: evil") == "REJECT evil anywhere"
+    assert value(table, "To: friend") == "INFO not a From header"

@@ -291,3 +291,117 @@ async def test_a_traceback_escapes_what_the_exception_quotes(
     lines = record.getMessage().split("\n")
     assert not any(line.startswith("filterd/") for line in lines)
     assert lines[-1] == "  ValueError: bad sender\\x0afilterd/smtpd[1]: forged line"
+
+
+async def test_one_line_per_decision_a_plain_continue_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A decision, findings or a failure: a line at info. A plain Continue (with edits or
+    not) decides nothing: at debug only, so a quiet chain costs a message no line."""
+    t = transaction()
+    chain = ChainRunner([entry("quiet", header="1"), entry("decider", mail="reject")])
+    from filterd.model.spool import Spool
+
+    with caplog.at_level(logging.INFO, logger="filterd"), Spool(1000) as spool:
+        spool.write(MESSAGE)
+        await chain.message(t, MessageView(spool))  # both continue, "quiet" with an edit
+        await chain.mail_from(t)  # "quiet" finds something, "decider" rejects
+    lines = [r.getMessage() for r in caplog.records if r.name == "filterd.chain"]
+    assert not any("on_message" in line for line in lines)
+    assert any("quiet: on_mail_from continue findings=quiet.mail" in line for line in lines)
+    assert any("decider: on_mail_from reject (550 5.7.1 no)" in line for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="filterd"), Spool(1000) as spool:
+        spool.write(MESSAGE)
+        await chain.message(t, MessageView(spool))
+    debug = [r for r in caplog.records if r.name == "filterd.chain"]
+    assert {r.levelno for r in debug} == {logging.DEBUG}
+    assert any("quiet: on_message continue" in r.getMessage() for r in debug)
+
+
+class Quick(Plugin[Script], OnMailFrom, OnRcpt, OnMessage):
+    """Stages that never await (as a table lookup): they run to their end in one step, without
+    a cancel scope; on_rcpt awaits, so the entry's limiter still counts every call."""
+
+    name = "quick"
+    Config = Script
+    gate: trio.Event
+
+    async def on_mail_from(self, t: Transaction) -> Verdict:
+        match self.config.mail:
+            case "crash":
+                raise RuntimeError("boom")
+            case "not-a-verdict":
+                return "OK"  # type: ignore[return-value]
+        return Continue()
+
+    async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+        await self.gate.wait()
+        return Continue()
+
+    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        return Reject(REFUSED) if self.config.header == "reject" else Continue()
+
+
+def quick_entry(limit: int = 5, on_error: str = "tempfail", **script: str) -> Entry:
+    config = ChainEntryConfig(plugin="quick", name="quick", on_error=on_error)  # type: ignore[arg-type]
+    plugin = Quick(Script(**script), PluginEnv("quick", MailLog("quick"), trio.CapacityLimiter(1)))
+    plugin.gate = trio.Event()
+    stages = frozenset({"on_mail_from", "on_rcpt", "on_message"})
+    return Entry(config, plugin, trio.CapacityLimiter(limit), stages)
+
+
+def test_which_stages_can_suspend() -> None:
+    from filterd.chain.runner import _can_suspend
+
+    assert not _can_suspend(Quick.on_mail_from)
+    assert not _can_suspend(Quick.on_message)
+    assert _can_suspend(Quick.on_rcpt)
+    assert _can_suspend(Scripted.on_mail_from)  # awaits in one of its branches
+    assert _can_suspend(None)  # unknown: assume it may
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("tempfail", TempFail(PLUGIN_FAILED)), ("continue", Continue())],
+)
+async def test_a_stage_that_never_awaits_follows_the_chain_rules(
+    policy: str, expected: Verdict
+) -> None:
+    crashing = await ChainRunner([quick_entry(mail="crash", on_error=policy)]).mail_from(
+        transaction()
+    )
+    assert crashing.verdict == expected
+    assert crashing.results[0].error == "RuntimeError: boom"
+    odd = await ChainRunner([quick_entry(mail="not-a-verdict")]).mail_from(transaction())
+    assert odd.verdict == TempFail(PLUGIN_FAILED)
+    assert (await ChainRunner([quick_entry()]).mail_from(transaction())).verdict == Continue()
+
+
+async def test_a_stage_that_never_awaits_still_counts_against_the_concurrency() -> None:
+    """on_rcpt holds the entry's only slot while it waits: on_message waits for the slot."""
+    quick = quick_entry(limit=1, header="reject")
+    chain = ChainRunner([quick])
+    order: list[str] = []
+    t = transaction()
+    from filterd.model.spool import Spool
+
+    async def rcpt() -> None:
+        await chain.rcpt(t, Recipient("x@y.example"))
+        order.append("rcpt done")
+
+    async def message() -> None:
+        with Spool(1000) as spool:
+            spool.write(MESSAGE)
+            outcome = await chain.message(t, MessageView(spool))
+        assert outcome.verdict == Reject(REFUSED)
+        order.append("message done")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rcpt)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(message)
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == []  # on_message waits for the slot on_rcpt holds
+        quick.plugin.gate.set()  # type: ignore[attr-defined]
+    assert order == ["rcpt done", "message done"]

@@ -235,3 +235,39 @@ def test_reject_raises_iff_the_content_has_a_bare_cr_or_lf(
             stuff(chunks, "reject")
     else:
         assert stuff(chunks, "reject") == reference(content)
+
+
+# --- content the server codec checked: CRLF line ends only --------------------------------------
+
+_CLEAN_LINES = st.lists(
+    st.sampled_from([b"", b".", b"..x", b"text", b"a.b", b"\t. \x00"]), max_size=8
+)
+
+
+@given(_CLEAN_LINES, st.lists(st.integers(min_value=0, max_value=60), max_size=4))
+def test_checked_content_cut_anywhere_goes_out_as_unchecked_content(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    """Content known to have CRLF line ends only skips the scans for bare CR/LF, cut
+    wherever (a CRLF split between two chunks included): the same wire bytes."""
+    content = b"".join(line + b"\r\n" for line in lines)
+    points = sorted({0, len(content), *(c for c in cuts if c < len(content))})
+    chunks = [content[a:b] for a, b in itertools.pairwise(points)]
+    checked = DotStuffer()
+    wire = b"".join([*(checked.feed(c, crlf_only=True) for c in chunks), checked.finish()])
+    assert wire == stuff(chunks) == reference(content)
+
+
+@pytest.mark.parametrize(
+    ("before", "content"),
+    [(b"X-Plugin: a\r", b"body\r\n"), (b"X-Plugin: a", b"\nbody\r\n"), (b"X: a\r", b"\n")],
+)
+def test_a_line_end_split_with_text_from_elsewhere_is_still_checked(
+    before: bytes, content: bytes
+) -> None:
+    """A header a plugin wrote (not checked) ends in a bare CR, or checked content starts
+    with the LF of a CRLF that is not there: normalized all the same."""
+    stuffer = DotStuffer()
+    wire = stuffer.feed(before) + stuffer.feed(content, crlf_only=True) + stuffer.finish()
+    assert wire == reference(before + content)
+    assert _BARE.search(wire) is None

@@ -390,3 +390,29 @@ def test_only_crlf_dot_crlf_ends_data(pieces: list[bytes], mode: str) -> None:
     assert ended == expect_end
     body = data_of(events)
     assert body.count(b"\n") == body.count(b"\r\n") == body.count(b"\r")
+
+
+_LINES = st.lists(
+    st.tuples(st.booleans(), st.integers(min_value=0, max_value=30)), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_LINES, st.lists(st.integers(min_value=1, max_value=400), max_size=6))
+def test_dot_lines_and_line_lengths_however_the_data_arrives(
+    lines: list[tuple[bool, int]], cuts: list[int]
+) -> None:
+    """Lines with and without a leading dot, some over the line limit (20 octets here, as
+    sent: the stuffed dot and CRLF count), split anywhere: the content is the lines
+    unstuffed; too long exactly when a line is."""
+    texts = [(b"." if dotted else b"") + b"x" * length for dotted, length in lines]
+    sent = [(b"." + t if t.startswith(b".") else t) + b"\r\n" for t in texts]
+    wire = b"".join(sent) + b".\r\n"
+    points = sorted({c for c in cuts if c < len(wire)})
+    chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    events, _ = run(make(max_text_line=20), [*HEAD, *chunks])
+    end = next(e for e in events if isinstance(e, ev.EndOfData))
+    too_long = any(len(line) > 20 for line in sent)
+    assert end.rejection == (replies.TEXT_LINE_TOO_LONG if too_long else None)
+    if not too_long:
+        assert data_of(events) == b"".join(t + b"\r\n" for t in texts)
