@@ -14,13 +14,9 @@
 
 from __future__ import annotations
 
-import dis
-import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import CodeType
 
 import trio
 
@@ -202,12 +198,6 @@ class ChainRunner:
         policy = entry.config.on_error
         started = time.monotonic()
         error: str | None = None
-        plugin = entry.plugin
-        if not _can_suspend(getattr(type(plugin), stage, None)):
-            # A stage whose code never awaits cannot be cancelled (it has no checkpoint to
-            # cancel at) nor overlap another call: no cancel scope, and no limiter when no
-            # stage of the plugin awaits either (the cheap path of regex plugins).
-            return await self._call_unsuspending(entry, stage, call, started)
         limiter = entry.limiter
         # The hot path of every plugin call: take the limiter without a checkpoint when a slot
         # is free, and bound the call with a bare cancel scope (cheaper than fail_after).
@@ -217,7 +207,7 @@ class ChainRunner:
             await limiter.acquire()
         try:
             with trio.CancelScope(deadline=trio.current_time() + entry.config.timeout) as scope:
-                answer: object = await call(plugin)  # a plugin may return anything
+                answer: object = await call(entry.plugin)  # a plugin may return anything
             if scope.cancelled_caught:
                 error = f"timeout after {entry.config.timeout:g}s"
                 verdict = _on_error(policy, PLUGIN_TIMEOUT)
@@ -233,80 +223,6 @@ class ChainRunner:
         finally:
             limiter.release()
         return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
-
-    async def _call_unsuspending(
-        self, entry: Entry, stage: str, call: StageCall, started: float
-    ) -> PluginResult:
-        limiter = entry.limiter if _plugin_can_suspend(type(entry.plugin), entry.stages) else None
-        if limiter is not None:
-            try:
-                limiter.acquire_nowait()
-            except trio.WouldBlock:
-                await limiter.acquire()
-        error: str | None = None
-        try:
-            answer: object = await call(entry.plugin)
-            if isinstance(answer, _VERDICTS):
-                verdict = answer
-            else:
-                error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
-                verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
-        except Exception as exc:
-            entry.failed(stage, exc)
-            error = _describe(exc)
-            verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
-        finally:
-            if limiter is not None:
-                limiter.release()
-        return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
-
-
-# Opcodes with which a coroutine's own code waits (await, async for, async with).
-_AWAITING_OPS = frozenset(
-    dis.opmap[name]
-    for name in ("GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "SEND")
-    if name in dis.opmap
-)
-
-
-@functools.cache
-def _awaits(code: CodeType) -> bool:
-    return any(ins.opcode in _AWAITING_OPS for ins in dis.get_instructions(code))
-
-
-def _can_suspend(method: object) -> bool:
-    """Whether a stage method may suspend: False only for an ``async def`` whose code has no
-    ``await``, ``async for`` or ``async with`` (it runs to its end in one step)."""
-    code = getattr(method, "__code__", None)
-    if not _AWAITS_DETECTED or not isinstance(code, CodeType):
-        return True
-    if not code.co_flags & inspect.CO_COROUTINE:
-        return True  # a decorated or generator-based coroutine: assume it may
-    return _awaits(code)
-
-
-_plugin_suspends: dict[tuple[type, frozenset[str]], bool] = {}
-
-
-def _plugin_can_suspend(plugin: type, stages: frozenset[str]) -> bool:
-    """Whether any of the plugin's stages may suspend (and so hold its limiter a while)."""
-    key = (plugin, stages)
-    found = _plugin_suspends.get(key)
-    if found is None:
-        found = _plugin_suspends[key] = any(_can_suspend(getattr(plugin, s, None)) for s in stages)
-    return found
-
-
-async def _probe_await() -> None:
-    await trio.lowlevel.checkpoint()
-
-
-async def _probe_plain() -> None:
-    return None
-
-
-# Should a Python version wait with other opcodes, every stage counts as one that may suspend.
-_AWAITS_DETECTED = _awaits(_probe_await.__code__) and not _awaits(_probe_plain.__code__)
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)
