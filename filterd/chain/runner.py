@@ -40,7 +40,7 @@ from filterd.model.verdict import (
     is_refusal,
 )
 from filterd.sdk.plugin import Plugin, PluginConfig
-from filterd.sdk.stages import STAGES
+from filterd.sdk.stages import STAGES, inline_stages
 
 log = MailLog("chain")
 
@@ -85,6 +85,11 @@ class Entry:
     limiter: trio.CapacityLimiter
     stages: frozenset[str]
     incidents: Incidents = field(default_factory=Incidents)
+    # the stages of ``stages`` marked ``@inline``: run without limiter and timeout
+    inline: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inline = self.stages & inline_stages(type(self.plugin))
 
     @property
     def label(self) -> str:
@@ -109,11 +114,22 @@ class ChainRunner:
             stage: tuple(entry for entry in self.entries if stage in entry.stages)
             for stage in STAGES
         }
+        self._inline = frozenset(
+            stage
+            for stage, entries in self._by_stage.items()
+            if entries and all(stage in entry.inline for entry in entries)
+        )
 
     def has_stage(self, stage: str) -> bool:
         """Whether any entry implements ``stage`` (``"on_rcpt"``...). A stage no entry implements
         always ends in ``Continue`` with nothing accumulated, so a front door may skip it."""
         return bool(self._by_stage.get(stage)) or any(stage in e.stages for e in self.entries)
+
+    def runs_inline(self, stage: str) -> bool:
+        """Whether every entry implementing ``stage`` marked it ``@inline`` (and one does): the
+        stage's coroutine then never suspends, and ``filterd.chain.inline.run_now`` may run it
+        on any thread."""
+        return stage in self._inline
 
     async def start(self) -> None:
         for entry in self.entries:
@@ -195,9 +211,13 @@ class ChainRunner:
         return Outcome(Continue(), tuple(edits), tuple(findings), None, tuple(results))
 
     async def _call(self, entry: Entry, stage: str, call: StageCall) -> PluginResult:
-        policy = entry.config.on_error
         started = time.monotonic()
-        error: str | None = None
+        if stage in entry.inline:  # only computes: nothing to bound, nothing to interrupt
+            try:
+                answer: object = await call(entry.plugin)
+            except Exception as exc:
+                return _failed(entry, stage, exc, started)
+            return _answered(entry, stage, answer, started)
         limiter = entry.limiter
         # The hot path of every plugin call: take the limiter without a checkpoint when a slot
         # is free, and bound the call with a bare cancel scope (cheaper than fail_after).
@@ -207,22 +227,32 @@ class ChainRunner:
             await limiter.acquire()
         try:
             with trio.CancelScope(deadline=trio.current_time() + entry.config.timeout) as scope:
-                answer: object = await call(entry.plugin)  # a plugin may return anything
+                answer = await call(entry.plugin)  # a plugin may return anything
             if scope.cancelled_caught:
+                verdict = _on_error(entry.config.on_error, PLUGIN_TIMEOUT)
                 error = f"timeout after {entry.config.timeout:g}s"
-                verdict = _on_error(policy, PLUGIN_TIMEOUT)
-            elif isinstance(answer, _VERDICTS):
-                verdict = answer
-            else:
-                error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
-                verdict = _on_error(policy, PLUGIN_FAILED)
+                return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+            return _answered(entry, stage, answer, started)
         except Exception as exc:  # Cancelled is a BaseException: it passes through
-            entry.failed(stage, exc)
-            error = _describe(exc)
-            verdict = _on_error(policy, PLUGIN_FAILED)
+            return _failed(entry, stage, exc, started)
         finally:
             limiter.release()
-        return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+
+
+def _answered(entry: Entry, stage: str, answer: object, started: float) -> PluginResult:
+    """The result of a plugin call that returned ``answer`` (anything: it should be a verdict)."""
+    if isinstance(answer, _VERDICTS):
+        return PluginResult(entry.label, stage, answer, time.monotonic() - started, None)
+    error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
+    verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
+    return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+
+
+def _failed(entry: Entry, stage: str, exc: Exception, started: float) -> PluginResult:
+    """The result of a plugin call that raised ``exc``."""
+    entry.failed(stage, exc)
+    verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
+    return PluginResult(entry.label, stage, verdict, time.monotonic() - started, _describe(exc))
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)

@@ -48,6 +48,7 @@ from filterd.sdk.stages import (
     OnMailFrom,
     OnMessage,
     OnRcpt,
+    inline,
 )
 
 __all__ = [
@@ -99,5 +100,6 @@ __all__ = [
     "Transaction",
     "Verdict",
     "field_validator",
+    "inline",
     "model_validator",
 ]

@@ -3,7 +3,8 @@ its signatures and the registry learns its stages from them."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.model.message import MessageView
@@ -59,3 +60,30 @@ class Learns(Protocol):
     plugin did; failures raise."""
 
     async def learn(self, message: bytes, spam: bool) -> str: ...
+
+
+INLINE_MARK = "__filterd_inline__"
+
+M = TypeVar("M", bound=Callable[..., Awaitable[Verdict]])
+
+
+def inline(method: M) -> M:
+    """Mark a stage that only computes: it never awaits (no I/O, no ``trio`` call, no
+    ``await`` that can suspend) and returns quickly.
+
+    filterd then runs it without a task switch: the milter door calls it on libmilter's own
+    thread instead of handing the message to trio's (the hop costs more than header_checks'
+    rules), and no door sets up its limiter and timeout (nothing could interrupt it anyway).
+    It may run on several threads at once: state it keeps between calls must stay consistent
+    under that (a cache filled with ``dict.get`` and plain assignment is; a check-then-act on
+    shared state is not). A marked stage that does suspend breaks this promise: the stage
+    fails (its entry's ``on_error`` applies) and the testing harness reports it."""
+    setattr(method, INLINE_MARK, True)
+    return method
+
+
+def inline_stages(cls: type) -> frozenset[str]:
+    """The stages of ``cls`` marked with ``@inline``."""
+    return frozenset(
+        stage for stage in STAGES if getattr(getattr(cls, stage, None), INLINE_MARK, False)
+    )

@@ -5,7 +5,7 @@ the log lines. ``filterd scan`` is built on it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ import trio
 from pydantic import ValidationError
 
 from filterd.chain.build import THREADS_PER_PLUGIN, build_chain
+from filterd.chain.inline import run_now
 from filterd.chain.outcome import Outcome, PluginResult
 from filterd.chain.registry import check_plugin_class, plugin_name, stages_of
 from filterd.chain.runner import ChainRunner, Entry
@@ -204,15 +205,19 @@ async def _stages(
     t = Transaction(queue_id=new_queue_id(), session=session, sender=mail_from)
     queue_id_var.set(t.queue_id)
     try:
-        if await _stage(result, "on_connect", await chain.connect(session)):
+        if await _stage(
+            result, "on_connect", await _ask(chain, "on_connect", chain.connect(session))
+        ):
             return
-        if await _stage(result, "on_helo", await chain.helo(session, helo)):
+        if await _stage(result, "on_helo", await _ask(chain, "on_helo", chain.helo(session, helo))):
             return
-        if await _stage(result, "on_mail_from", await chain.mail_from(t)):
+        if await _stage(
+            result, "on_mail_from", await _ask(chain, "on_mail_from", chain.mail_from(t))
+        ):
             return
         for address in rcpts:
             rcpt = Recipient(address)
-            outcome = await chain.rcpt(t, rcpt)
+            outcome = await _ask(chain, "on_rcpt", chain.rcpt(t, rcpt))
             result.rcpt_outcomes[address] = outcome
             result.outcomes["on_rcpt"] = outcome
             result.results.extend(outcome.results)
@@ -233,7 +238,9 @@ async def _stages(
             t.size = len(raw)
             spool.prefix = received_header(t, "filterd.scan", "ESMTP", datetime.now(UTC))
             view = MessageView(spool)
-            await _stage(result, "on_message", await chain.message(t, view))
+            await _stage(
+                result, "on_message", await _ask(chain, "on_message", chain.message(t, view))
+            )
             apply_content_edits(view, result.edits)
             result.message = b"".join(spool.chunks())
         if any(isinstance(e, ENVELOPE_EDITS) for e in result.edits):
@@ -245,6 +252,14 @@ async def _stages(
     finally:
         queue_id_var.set("NOQUEUE")
         await chain.close(session)
+
+
+async def _ask(chain: ChainRunner, stage: str, call: Coroutine[Any, Any, Outcome]) -> Outcome:
+    """The chain's outcome at ``stage``, run as the milter door runs it: an ``@inline`` stage
+    without a task switch, so a plugin that breaks that promise fails here too."""
+    if chain.runs_inline(stage):
+        return run_now(call)
+    return await call
 
 
 async def _stage(result: ScanResult, stage: str, outcome: Outcome) -> bool:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 import trio
+import trio.lowlevel
 
 Milter = pytest.importorskip("Milter", reason="pymilter (the milter extra) is not installed")
 
@@ -61,6 +62,7 @@ from filterd.sdk import (  # noqa: E402
     Session,
     Transaction,
     Verdict,
+    inline,
 )
 
 T = TypeVar("T")
@@ -191,6 +193,28 @@ class MessageProbe(Plugin[ProbeConfig], OnMessage):
                 RemoveHeader("X-Remove-Me"),
             )
         )
+
+
+class InlineProbe(MessageProbe):
+    """``on_message`` marked ``@inline``: the milter door runs it on libmilter's thread."""
+
+    name = "inline_probe"
+
+    @inline
+    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        self.thread = threading.current_thread()
+        return await super().on_message(t, message)
+
+
+class BrokenInlineProbe(MessageProbe):
+    """Marked ``@inline``, and waits all the same."""
+
+    name = "broken_inline_probe"
+
+    @inline
+    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
+        await trio.lowlevel.checkpoint()
+        return await super().on_message(t, message)
 
 
 class RcptProbe(MessageProbe, OnRcpt):
@@ -462,6 +486,31 @@ async def test_a_plugin_cannot_tell_whether_the_envelope_stages_hopped() -> None
         ("Subject", "second subject"),
     ]
     assert seen.body == b"line one\r\nline two\r\n"
+
+
+async def test_an_inline_end_of_message_runs_on_the_libmilter_thread_and_sees_the_same() -> None:
+    hop_chain, hopped = chain_of(MessageProbe)
+    hop_bridge = await make_bridge(hop_chain)
+    hop_conn = await in_thread(lambda: one_message(hop_bridge))
+    inline_chain, inline_probe = chain_of(InlineProbe)
+    inline_bridge = await make_bridge(inline_chain)
+    conn = await in_thread(lambda: one_message(inline_bridge))
+    assert (hop_bridge.hops, inline_bridge.hops) == (1, 0)
+    assert inline_probe.thread is not threading.current_thread()  # not trio's
+    assert inline_probe.seen == hopped.seen  # the same model, macros included
+    assert conn.codes == hop_conn.codes
+    assert conn.ctx.actions == hop_conn.ctx.actions  # and the same edits
+
+
+async def test_an_inline_stage_that_waits_all_the_same_tempfails_its_message() -> None:
+    chain, probe = chain_of(BrokenInlineProbe)
+    bridge = await make_bridge(chain)
+    conn = await in_thread(lambda: one_message(bridge))
+    assert bridge.hops == 0
+    assert conn.codes["eom"] == TEMPFAIL
+    assert probe.seen == []
+    assert conn.ctx.actions == []
+    assert (bridge.connections, bridge.messages) == (0, 0)
 
 
 async def test_without_on_message_the_end_of_message_needs_no_hop_yet_applies_edits() -> None:

@@ -2,8 +2,10 @@
 
 A libmilter callback runs on one of libmilter's threads (one per MTA connection, its callbacks
 one at a time). It reaches the chain only through ``MilterBridge.run``: a hop into the trio
-thread (``trio.from_thread.run``), made only for a stage some plugin implements. Everything
-else — the counters, the stop check — is under the bridge's ``threading.Lock``, not a hop.
+thread (``trio.from_thread.run``), made only for a stage some plugin implements, and not
+for a stage whose plugins all only compute (``@inline``): ``MilterBridge.consult`` runs that
+one on the libmilter thread itself (``filterd.chain.inline.run_now``). Everything else — the
+counters, the stop check — is under the bridge's ``threading.Lock``, not a hop.
 
 - **Timeouts inside the hop**: a hop runs as a trio system task that no cancel scope of ours
   reaches, so each hop has its own deadline (``budget``): ``command_budget`` (under Postfix's
@@ -22,13 +24,14 @@ else — the counters, the stop check — is under the bridge's ``threading.Lock
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
+from filterd.chain.inline import BrokenInlinePromise, run_now
 from filterd.chain.runner import ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.config.types import Endpoint
@@ -38,6 +41,7 @@ from filterd.maillog import MailLog, queue_id_var
 from filterd.model.reply import Reply
 from filterd.protocols.milter_map import (
     FILTER_BUSY,
+    FILTER_FAILED,
     FILTER_STOPPING,
     FILTER_TIMEOUT,
     libmilter_socket,
@@ -138,8 +142,21 @@ class MilterBridge:
         # The chain is fixed once serving starts: which stages need a hop, what to negotiate.
         self.stages = frozenset(stage for stage in STAGES if chain.has_stage(stage))
         self.protocol = protocol_flags(self.stages)
+        self.inline = frozenset(stage for stage in self.stages if chain.runs_inline(stage))
 
     # ------------------------------------------------------------- libmilter threads
+    def consult(
+        self, stage: str, fn: Callable[[], Coroutine[Any, Any, T]], budget: float, queue_id: str
+    ) -> T:
+        """The chain at ``stage`` (``fn``): here if the stage runs inline, else by a hop."""
+        if stage not in self.inline:
+            return self.run(fn, budget, queue_id)
+        try:
+            return run_now(fn())
+        except BrokenInlinePromise as exc:  # a plugin's failures are the runner's; not this
+            log.error(f"{stage}: {exc}: tempfail")
+            raise HopFailed(FILTER_FAILED) from None
+
     def run(self, fn: Callable[[], Awaitable[T]], budget: float, queue_id: str) -> T:
         """Run ``fn`` on the trio thread under ``budget`` seconds; failures → ``HopFailed``."""
         try:

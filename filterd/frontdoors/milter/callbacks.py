@@ -13,7 +13,8 @@ doors do and is answered with what the chain decided (``filterd.protocols.milter
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import Milter
 
@@ -56,13 +57,16 @@ log = MailLog("milter")
 class FilterdMilter(MilterConnection):
     """One MTA connection: what each of its steps does."""
 
-    def _consult(self, stage: str, ask: Callable[[], Awaitable[Outcome]], queue_id: str) -> Outcome:
-        """The chain's outcome at an envelope stage: a hop into trio if a plugin implements
-        ``stage``, else NOTHING without one. A hop that cannot answer is a ``TempFail``."""
+    def _consult(
+        self, stage: str, ask: Callable[[], Coroutine[Any, Any, Outcome]], queue_id: str
+    ) -> Outcome:
+        """The chain's outcome at an envelope stage if a plugin implements ``stage`` (a hop
+        into trio unless it runs inline), else NOTHING at once. A hop that cannot answer is a
+        ``TempFail``."""
         if stage not in self.bridge.stages:
             return NOTHING
         try:
-            return self.bridge.run(ask, self.bridge.settings.command_budget, queue_id)
+            return self.bridge.consult(stage, ask, self.bridge.settings.command_budget, queue_id)
         except HopFailed as failed:
             return Outcome(TempFail(failed.reply))
 
@@ -161,7 +165,9 @@ class FilterdMilter(MilterConnection):
         if message.refusal is not None:  # answered at DATA
             return CONTINUE
         t = message.t
-        update_macros(t.session, self._macros())
+        if "on_rcpt" in self.bridge.stages:
+            # Else the end of message reads them: libmilter keeps the last RCPT's macros.
+            update_macros(t.session, self._macros())
         rcpt = recipient_from_rcpt(to, params)
         chain = self.bridge.chain
         outcome = self._consult("on_rcpt", lambda: chain.rcpt(t, rcpt), t.queue_id)
@@ -186,10 +192,10 @@ class FilterdMilter(MilterConnection):
             return code
         message = self.message
         if message is not None:
-            macros = self._macros()
-            update_macros(message.t.session, macros)
-            if macros.get("i"):
-                message.t.queue_id = macros["i"]
+            # Only the queue id: the end of message reads every macro (libmilter keeps them).
+            queue_id = self._ctx.getsymval("i")
+            if queue_id:
+                message.t.queue_id = str(queue_id)
                 queue_id_var.set(message.t.queue_id)
             message.spool()
         return CONTINUE
@@ -234,8 +240,8 @@ class FilterdMilter(MilterConnection):
             if "on_message" in self.bridge.stages:
                 budget = self.bridge.settings.content_budget
                 try:
-                    outcome, names = self.bridge.run(
-                        lambda: self._check_message(t, spool), budget, t.queue_id
+                    outcome, names = self.bridge.consult(
+                        "on_message", lambda: self._check_message(t, spool), budget, t.queue_id
                     )
                 except HopFailed as failed:
                     return self._refuse(failed.reply)

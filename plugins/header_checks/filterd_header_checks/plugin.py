@@ -15,7 +15,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from filterd.sdk import (
     AddRecipient,
@@ -39,6 +39,7 @@ from filterd.sdk import (
     Transaction,
     Verdict,
     field_validator,
+    inline,
 )
 
 from .actions import Action, ActionKind
@@ -54,6 +55,7 @@ BODY_EDIT_LIMIT = 4 * 1024 * 1024  # body edits rewrite the body in memory: only
 MIME_SCAN_LIMIT = 4 * 1024 * 1024  # part headers are looked for in this much of the body
 REMEMBERED = 4096  # header lines whose decision is remembered
 REMEMBERED_LINE = 512  # ... of at most this many octets
+_UNSEEN: Any = object()  # not in the memory of decisions
 
 
 def parse_table_ref(ref: str) -> tuple[Flavour, str]:
@@ -173,6 +175,7 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
             table.timeout is None for table in (*self.header_tables, *self.mime_tables)
         )
 
+    @inline  # rules only compute; the tables' own time limits bound them
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         state = _Inspection()
         self._headers(message.headers, state)
@@ -197,9 +200,9 @@ class HeaderChecks(Plugin[HeaderChecksConfig], OnMessage):
         for index, header in enumerate(headers):
             key, name, is_mime = _name_key(header.name)
             seen = (is_mime, header.raw)
-            if seen in decided:
-                found = decided[seen]
-            else:
+            # get, not "in" then [], nor setdefault: may run on several threads at once
+            found = decided.get(seen, _UNSEEN)
+            if found is _UNSEEN:
                 tables = self.mime_tables if is_mime else self.header_tables
                 found = _first_header_match(tables, name, header)
                 if self._remember and len(header.raw) <= REMEMBERED_LINE:

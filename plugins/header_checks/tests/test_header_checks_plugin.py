@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,57 @@ async def test_a_header_line_seen_before_is_decided_alike(
         verdicts = [await plugin.on_message(t, Headers()) for _ in range(3)]  # type: ignore[arg-type]
     assert verdicts == [Continue(edits=(RemoveHeader("Received", 1),))] * 3
     assert caplog.text.count("warn: header X-Mailer: Mutt: mailer Mutt") == 6
+
+
+class ManyHeaders:
+    """A message view whose header lines differ from one message to the next."""
+
+    def __init__(self, n: int) -> None:
+        self.headers = (
+            Header("Received", b"Received: from a (a [192.0.2.1]) by mx\r\n"),
+            Header("X-Mailer", f"X-Mailer: Mutt {n}\r\n".encode()),
+            Header("Subject", f"Subject: number {n}\r\n".encode()),
+        )
+
+    def header(self, name: str) -> str | None:
+        return None
+
+
+async def test_on_message_is_inline_and_decides_alike_on_many_threads_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``on_message`` is ``@inline``: the milter door runs it on libmilter's threads at once.
+    Run it so (without trio: it must end without suspending) while the memory of decisions
+    is cleared all the time (room for 2 lines): every answer is still right."""
+    assert getattr(HeaderChecks.on_message, "__filterd_inline__", False)
+    monkeypatch.setattr(plugin_module, "REMEMBERED", 2)
+    table = tmp_path / "table"
+    table.write_text("/^Received:/ IGNORE\n/^Subject: number 7$/ REJECT seven\n")
+    plugin = make_plugin(HeaderChecks, {"header_checks": [f"regexp:{table}"]})
+    await plugin.start()
+    t = Transaction("Q1", Session("S", "test", Client("192.0.2.1")), "a@b.example")
+    wrong: list[object] = []
+
+    def check_many(offset: int) -> None:
+        for n in range(offset, offset + 400):
+            coro = plugin.on_message(t, ManyHeaders(n % 10))  # type: ignore[arg-type]
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                verdict = done.value
+            else:
+                coro.close()
+                verdict = "suspended"
+            if n % 10 == 7:
+                expected: object = Reject(Reply(550, "5.7.1", "seven"))
+            else:
+                expected = Continue(edits=(RemoveHeader("Received", 1),))
+            if verdict != expected:
+                wrong.append(verdict)
+
+    threads = [threading.Thread(target=check_many, args=(i * 1000,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
