@@ -23,6 +23,7 @@ import trio
 from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.config.schema import ChainEntryConfig
 from filterd.maillog import MailLog
+from filterd.model import metrics
 from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.model.findings import Finding
@@ -161,13 +162,19 @@ class ChainRunner:
 
     async def close(self, session: Session) -> None:
         for entry in self._by_stage["on_close"]:
+            started = time.monotonic()
+            failure: metrics.PluginFailure | None = None
             try:
                 with trio.fail_after(entry.config.timeout):
                     await entry.plugin.on_close(session)  # type: ignore[attr-defined]
             except Exception as exc:
-                if not isinstance(exc, trio.TooSlowError):
+                failure = "timeout" if isinstance(exc, trio.TooSlowError) else "error"
+                if failure == "error":
                     entry.failed("on_close", exc)
                 log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
+            metrics.recorder.plugin_call(
+                entry.label, "on_close", time.monotonic() - started, failure
+            )
 
     # -------------------------------------------------------------- rules
     async def _run(
@@ -198,6 +205,7 @@ class ChainRunner:
         policy = entry.config.on_error
         started = time.monotonic()
         error: str | None = None
+        failure: metrics.PluginFailure | None = None
         limiter = entry.limiter
         # The hot path of every plugin call: take the limiter without a checkpoint when a slot
         # is free, and bound the call with a bare cancel scope (cheaper than fail_after).
@@ -209,20 +217,23 @@ class ChainRunner:
             with trio.CancelScope(deadline=trio.current_time() + entry.config.timeout) as scope:
                 answer: object = await call(entry.plugin)  # a plugin may return anything
             if scope.cancelled_caught:
-                error = f"timeout after {entry.config.timeout:g}s"
+                error, failure = f"timeout after {entry.config.timeout:g}s", "timeout"
                 verdict = _on_error(policy, PLUGIN_TIMEOUT)
             elif isinstance(answer, _VERDICTS):
                 verdict = answer
             else:
                 error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
+                failure = "error"
                 verdict = _on_error(policy, PLUGIN_FAILED)
         except Exception as exc:  # Cancelled is a BaseException: it passes through
             entry.failed(stage, exc)
-            error = _describe(exc)
+            error, failure = _describe(exc), "error"
             verdict = _on_error(policy, PLUGIN_FAILED)
         finally:
             limiter.release()
-        return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+        seconds = time.monotonic() - started
+        metrics.recorder.plugin_call(entry.label, stage, seconds, failure)
+        return PluginResult(entry.label, stage, verdict, seconds, error)
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)
