@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -258,3 +259,18 @@ def test_no_endpoint_unless_configured_and_status_still_answers(
     gone_server = status(proc)
     assert gone_server.returncode == 3
     assert "no server answers on the control socket" in gone_server.stderr
+
+
+def test_a_second_filterd_on_the_same_control_socket_does_not_start(
+    filterd_factory: FilterdFactory, tmp_path: Path
+) -> None:
+    control = f'[control]\nsocket = "{tmp_path / "control.sock"}"'
+    first = filterd_factory(config(free_port(), free_port(), control))
+    wait_for("both workers are up", lambda: settled(first), first)
+    with pytest.raises(RuntimeError, match="exited with 2 during startup") as failed:
+        filterd_factory(config(free_port(), free_port(), control))
+    assert (
+        f"filterd: another filterd answers on the control socket {tmp_path / 'control.sock'} "
+        "(stop it, or give this one another [control] socket)"
+    ) in str(failed.value)
+    assert status(first).returncode == 0, "the first one still answers"
