@@ -48,10 +48,23 @@ class ControlSocket:
         self.registry = registry
         self.facts = facts
         self._listener: trio.SocketListener | None = None
+        self._created: list[Path] = []  # directories made for the socket, deepest first
 
     async def open(self) -> None:
-        """Bind the socket (its directory created if missing); a socket another process
-        answers on, or a path that cannot be bound, is a ``StartupError``."""
+        """Bind the socket (its directory created if missing, and removed again by ``close``
+        if empty); a socket another process answers on, or a path that cannot be bound, is a
+        ``StartupError``."""
+        missing = self.path.absolute().parent
+        while not missing.exists() and missing != missing.parent:
+            self._created.append(missing)
+            missing = missing.parent
+        try:
+            await self._open()
+        except BaseException:
+            self._remove_created()
+            raise
+
+    async def _open(self) -> None:
         writable_directory(
             self.path.parent, "the control socket's directory", "control.socket",
             mode=DIRECTORY_MODE,
@@ -84,6 +97,15 @@ class ControlSocket:
             self._listener.socket.close()
             self._listener = None
             remove_socket(str(self.path))
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for directory in self._created:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (something else is there now), or gone
+                break
+        self._created.clear()
 
     async def _answer(self, stream: trio.SocketStream) -> None:
         async with stream:

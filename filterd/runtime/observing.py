@@ -2,9 +2,13 @@
 writes its counts to, this process's recording, the control socket of ``filterd status``, and
 the Prometheus endpoint when ``[metrics] address`` is set.
 
-The metrics directory is private (0700, made with ``mkdtemp`` in ``limits.spool_dir`` or the
-system's temporary directory) and removed when filterd stops; each worker is told its path
+The metrics directory is private (0700, made with ``mkdtemp`` in the system's temporary
+directory, ``$TMPDIR`` or ``/tmp``) and removed when filterd stops; each worker is told its path
 (``WorkerPool(metrics_dir=...)``) and writes its own files there.
+
+A control socket written in the configuration that cannot be opened stops filterd from starting;
+the default one (``./var/run/filterd.sock``, from where filterd starts) only gets a warning, as
+the default quarantine does not stop it either: systemd starts services in ``/``.
 """
 
 from __future__ import annotations
@@ -48,15 +52,23 @@ class Observing:
     async def open(self) -> None:
         """Make the directory, record, open the control socket and the endpoint. A failure is
         a StartupError (``close`` undoes what was set up)."""
-        spool = self.config.limits.spool_dir
         try:
-            self.directory = Path(tempfile.mkdtemp(prefix="filterd-metrics-", dir=spool))
+            self.directory = Path(tempfile.mkdtemp(prefix="filterd-metrics-"))
         except OSError as exc:
             raise StartupError(f"cannot create the metrics directory: {exc}") from None
         self._files = record_into(self.directory)
         registry = metrics_registry(self.directory, self.facts)
-        self._control = ControlSocket(self.config.control.socket, registry, self.facts)
-        await self._control.open()
+        control = ControlSocket(self.config.control.socket, registry, self.facts)
+        try:
+            await control.open()
+            self._control = control
+        except StartupError as exc:
+            if "socket" in self.config.control.model_fields_set:
+                raise
+            log.warning(
+                f"no control socket, filterd status will not answer: {exc} (give a path "
+                "filterd can create in [control] socket)"
+            )
         address = self.config.metrics.address
         if address is not None:
             self._endpoint = start_endpoint(address, registry)
@@ -67,9 +79,9 @@ class Observing:
     def run(self, nursery: trio.Nursery) -> None:
         """Write the counts and answer the control socket, in ``nursery``, until cancelled."""
         assert self._files is not None, "open() first"
-        assert self._control is not None, "open() first"
         nursery.start_soon(self._files.run)
-        nursery.start_soon(self._control.serve)
+        if self._control is not None:
+            nursery.start_soon(self._control.serve)
 
     def watch(self, pool: WorkerPool) -> None:
         """Count ``pool``'s workers among the processes."""

@@ -155,8 +155,6 @@ async def serve(
     observing = Observing(config) if observe else None
     listeners = await open_listeners(sockets)
     try:
-        if observing is not None:
-            await observing.open()
         for door in milters:
             if door.config.process_count > 1:
                 door.listening = open_milter_socket(door.config.address)
@@ -167,6 +165,8 @@ async def serve(
         ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
         for info in infos:
             log.plain(f"listening on {info.address} ({info.config.protocol})")
+        if observing is not None:
+            await observing.open()
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
             if observing is not None:

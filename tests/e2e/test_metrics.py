@@ -256,6 +256,7 @@ def test_no_endpoint_unless_configured_and_status_still_answers(
 
     proc.stop()
     assert not socket_path.exists(), "the control socket is removed when filterd stops"
+    assert not (proc.workdir / "var").exists(), "and the directories made for it"
     gone_server = status(proc)
     assert gone_server.returncode == 3
     assert "no server answers on the control socket" in gone_server.stderr
@@ -274,3 +275,15 @@ def test_a_second_filterd_on_the_same_control_socket_does_not_start(
         "(stop it, or give this one another [control] socket)"
     ) in str(failed.value)
     assert status(first).returncode == 0, "the first one still answers"
+
+
+def test_the_default_control_socket_does_not_stop_a_start(filterd_factory: FilterdFactory) -> None:
+    """systemd starts services in /: a default path filterd cannot create is only a warning
+    (here ./var is a file); one set in the configuration must work (see the test above)."""
+    workdir = filterd_factory.base_dir / "run0"
+    workdir.mkdir(parents=True)
+    (workdir / "var").write_text("not a directory")
+    proc = filterd_factory(config(free_port(), free_port()))
+    wait_for("both workers are up", lambda: settled(proc), proc)
+    assert "no control socket, filterd status will not answer: " in proc.output_text()
+    assert status(proc).returncode == 3
