@@ -23,6 +23,7 @@ import trio
 from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.config.schema import ChainEntryConfig
 from filterd.maillog import MailLog
+from filterd.model import metrics
 from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.model.findings import Finding
@@ -177,13 +178,19 @@ class ChainRunner:
 
     async def close(self, session: Session) -> None:
         for entry in self._by_stage["on_close"]:
+            started = time.monotonic()
+            failure: metrics.PluginFailure | None = None
             try:
                 with trio.fail_after(entry.config.timeout):
                     await entry.plugin.on_close(session)  # type: ignore[attr-defined]
             except Exception as exc:
-                if not isinstance(exc, trio.TooSlowError):
+                failure = "timeout" if isinstance(exc, trio.TooSlowError) else "error"
+                if failure == "error":
                     entry.failed("on_close", exc)
                 log.warning(f"{entry.label}: on_close failed: {_describe(exc)}")
+            metrics.recorder.plugin_call(
+                entry.label, "on_close", time.monotonic() - started, failure
+            )
 
     # -------------------------------------------------------------- rules
     async def _run(
@@ -231,7 +238,7 @@ class ChainRunner:
             if scope.cancelled_caught:
                 verdict = _on_error(entry.config.on_error, PLUGIN_TIMEOUT)
                 error = f"timeout after {entry.config.timeout:g}s"
-                return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+                return _result(entry, stage, verdict, started, error, "timeout")
             return _answered(entry, stage, answer, started)
         except Exception as exc:  # Cancelled is a BaseException: it passes through
             return _failed(entry, stage, exc, started)
@@ -242,17 +249,31 @@ class ChainRunner:
 def _answered(entry: Entry, stage: str, answer: object, started: float) -> PluginResult:
     """The result of a plugin call that returned ``answer`` (anything: it should be a verdict)."""
     if isinstance(answer, _VERDICTS):
-        return PluginResult(entry.label, stage, answer, time.monotonic() - started, None)
+        return _result(entry, stage, answer, started, None, None)
     error = f"TypeError: {stage} returned {type(answer).__name__}, not a verdict"
     verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
-    return PluginResult(entry.label, stage, verdict, time.monotonic() - started, error)
+    return _result(entry, stage, verdict, started, error, "error")
 
 
 def _failed(entry: Entry, stage: str, exc: Exception, started: float) -> PluginResult:
     """The result of a plugin call that raised ``exc``."""
     entry.failed(stage, exc)
     verdict = _on_error(entry.config.on_error, PLUGIN_FAILED)
-    return PluginResult(entry.label, stage, verdict, time.monotonic() - started, _describe(exc))
+    return _result(entry, stage, verdict, started, _describe(exc), "error")
+
+
+def _result(
+    entry: Entry,
+    stage: str,
+    verdict: Verdict,
+    started: float,
+    error: str | None,
+    failure: metrics.PluginFailure | None,
+) -> PluginResult:
+    """A plugin call's result, recorded (its time, and how it failed if it did)."""
+    seconds = time.monotonic() - started
+    metrics.recorder.plugin_call(entry.label, stage, seconds, failure)
+    return PluginResult(entry.label, stage, verdict, seconds, error)
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)

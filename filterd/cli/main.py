@@ -1,4 +1,5 @@
-"""The command line: ``filterd run | check-config | scan | plugins``, ``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | plugins | learn | status``,
+``filterd --version``."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     kind.add_argument("--ham", action="store_true", help="the files are ham")
     learn.add_argument("--spamd", metavar="ADDR", help="spamd address (default: from the chain)")
     learn.add_argument("files", nargs="+", metavar="FILE")
+    status = commands.add_parser(
+        "status", help="show the running server's processes, uptime and figures"
+    )
+    status.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    status.add_argument(
+        "--socket", metavar="PATH", help="the control socket (default: [control] socket)"
+    )
+    status.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
 
@@ -82,6 +91,10 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
         config = load_config(args.config, serving=args.command in ("run", "check-config"))
+        if args.command == "status":  # it only needs the control socket's path
+            from filterd.cli.status import status
+
+            return status(config, args, sys.stdout, sys.stderr)
         plugins = _check_chain(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

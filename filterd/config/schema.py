@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from filterd.config.types import (
     ByteSize,
     Duration,
+    Endpoint,
     HostName,
     IPNetwork,
     SocketAddress,
@@ -37,11 +38,13 @@ __all__ = [
     "MAX_PROCESSES",
     "ChainEntryConfig",
     "Config",
+    "ControlConfig",
     "DeliveryConfig",
     "LimitsConfig",
     "ListenConfig",
     "LogConfig",
     "MaildirDelivery",
+    "MetricsConfig",
     "QuarantineConfig",
     "RelayDelivery",
     "cpu_count",
@@ -410,6 +413,38 @@ class QuarantineConfig(_Section):
     )
 
 
+class MetricsConfig(_Section):
+    """``[metrics]``: the Prometheus endpoint (no ``address``: none)."""
+
+    address: SocketAddress | None = Field(
+        default=None,
+        description='Where to serve Prometheus metrics over HTTP (GET /metrics), "host:port"; '
+        "unset: no endpoint (filterd status still shows the figures).",
+        examples=["127.0.0.1:9464"],
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _tcp_only(cls, value: Endpoint | None) -> Endpoint | None:
+        if value is not None and value.kind != "tcp":
+            raise rule_error(
+                (),
+                f'the metrics endpoint needs a TCP address, got "{value}"',
+                'give "host:port", e.g. "127.0.0.1:9464"',
+            )
+        return value
+
+
+class ControlConfig(_Section):
+    """``[control]``: the local socket ``filterd status`` talks to the running server through."""
+
+    socket: Path = Field(
+        default=Path("./var/run/filterd.sock"),
+        description="Path of the unix socket `filterd status` asks (mode 0660, its directory "
+        "is created); relative to the directory filterd starts in.",
+    )
+
+
 DeliveryConfig = Annotated[RelayDelivery | MaildirDelivery, Field(discriminator="method")]
 
 
@@ -434,6 +469,12 @@ class Config(_Section):
     )
     quarantine: QuarantineConfig = Field(
         default=QuarantineConfig(), description="Where quarantined messages are kept."
+    )
+    metrics: MetricsConfig = Field(
+        default=MetricsConfig(), description="The Prometheus metrics endpoint."
+    )
+    control: ControlConfig = Field(
+        default=ControlConfig(), description="The control socket of `filterd status`."
     )
     source: str = Field(
         default="<embedded default>",

@@ -16,6 +16,7 @@ import trio
 from filterd.config.schema import RelayDelivery
 from filterd.delivery.nexthop import NextHopConnection, NextHopError, transient
 from filterd.maillog import MailLog
+from filterd.model import metrics
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
@@ -102,6 +103,7 @@ class RelayTransaction:
                 conn, reused = await self.relay.pool.acquire()
             except NextHopError as exc:
                 log.warning(f"connect to {self.config.next_hop}: {exc.detail}")
+                metrics.recorder.next_hop_error("connect")
                 return exc.reply
             self.conn = conn
             try:
@@ -111,6 +113,7 @@ class RelayTransaction:
                 if reused and attempt == 0:
                     continue  # a pooled connection went stale: once more on a fresh one
                 log.warning(f"MAIL to {self.config.next_hop}: {exc.detail}")
+                metrics.recorder.next_hop_error("mail")
                 return exc.reply
         raise AssertionError("unreachable")
 
@@ -138,6 +141,7 @@ class RelayTransaction:
             return transient(await conn.command(conn.codec.rcpt(rcpt.address, params), "RCPT"))
         except NextHopError as exc:
             log.warning(f"RCPT to {self.config.next_hop}: {exc.detail}")
+            metrics.recorder.next_hop_error("rcpt")
             await self._drop()
             return exc.reply
 
@@ -166,6 +170,7 @@ class RelayTransaction:
         except NextHopError as exc:
             await self._drop()
             log.warning(f"DATA to {self.config.next_hop}: {exc.detail}")
+            metrics.recorder.next_hop_error("data")
             result = [exc.reply] * accepted
         if len(result) != accepted:
             log.error("next hop gave the wrong number of replies", got=len(result))

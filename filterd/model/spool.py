@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from filterd.model import metrics
+
 READ_CHUNK = 64 * 1024
 
 
@@ -26,11 +28,14 @@ class Spool:
         # Every CR and LF of the content is part of a CRLF: the writer (the SMTP server
         # codec) made sure. ``prefix`` and ``body`` come from elsewhere and are not covered.
         self.crlf_only = False
+        self._held = 0  # bytes counted in the metrics' spool bytes until closed
 
     def write(self, data: bytes) -> None:
         self._file.seek(0, 2)  # readers may have moved the position
         self._file.write(data)
         self.size += len(data)
+        self._held += len(data)
+        metrics.recorder.spool(len(data))
 
     @property
     def on_disk(self) -> bool:
@@ -75,6 +80,9 @@ class Spool:
 
     def close(self) -> None:
         self._file.close()
+        if self._held:
+            metrics.recorder.spool(-self._held)
+            self._held = 0
 
     def __enter__(self) -> Spool:
         return self

@@ -36,6 +36,7 @@ from filterd.runtime.listeners import (
     bound_address,
     remove_socket,
 )
+from filterd.runtime.observing import Observing
 from filterd.runtime.startup import (
     EXIT_STARTUP,
     StartupError,
@@ -55,7 +56,7 @@ def main(config: Config) -> int:
     _hold_stop_signals()
     try:
         check_before_serving(config)
-        trio.run(serve, config)
+        trio.run(partial(serve, config, observe=True))
     except StartupError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -138,8 +139,11 @@ async def serve(
     chain: ChainRunner | None = None,
     shutdown: Shutdown | None = None,
     task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
+    observe: bool = False,
 ) -> None:
-    """Serve every configured listener until ``shutdown`` begins (or a stop signal)."""
+    """Serve every configured listener until ``shutdown`` begins (or a stop signal).
+    ``observe`` (``filterd run``): record metrics, answer the control socket, serve the
+    metrics endpoint if configured (``filterd.runtime.observing``)."""
     shutdown = shutdown or Shutdown()
     delivery = build_delivery(config)
     quarantine = QuarantineStore(config.quarantine.root)
@@ -148,6 +152,7 @@ async def serve(
         chain = build_chain(config)
     sockets = [listen for listen in config.listen if listen.protocol != "milter"]
     milters = [MilterDoor(listen) for listen in config.listen if listen.protocol == "milter"]
+    observing = Observing(config) if observe else None
     listeners = await open_listeners(sockets)
     try:
         for door in milters:
@@ -160,8 +165,12 @@ async def serve(
         ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
         for info in infos:
             log.plain(f"listening on {info.address} ({info.config.protocol})")
+        if observing is not None:
+            await observing.open()
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            if observing is not None:
+                observing.run(root)
             if owns_chain:
                 await chain.start()
             run = getattr(delivery, "run", None)
@@ -175,7 +184,15 @@ async def serve(
                 for listen in sockets:
                     handler = handler_for(listen, config, chain, delivery, quarantine, shutdown)
                     if listen.process_count > 1:
-                        pool = WorkerPool(listen, _index(config, listen), config, shutdown)
+                        pool = WorkerPool(
+                            listen,
+                            _index(config, listen),
+                            config,
+                            shutdown,
+                            metrics_dir=observing.metrics_dir if observing else None,
+                        )
+                        if observing is not None:
+                            observing.watch(pool)
                         await helpers.start(pool.run)
                         handlers.append(SpreadConnections(pool, handler))
                     else:
@@ -189,7 +206,10 @@ async def serve(
                             shutdown,
                             listening=door.listening.dup(),  # the pool's own copy
                             tally=door.tally,
+                            metrics_dir=observing.metrics_dir if observing else None,
                         )
+                        if observing is not None:
+                            observing.watch(pool)
                         await helpers.start(pool.run)
                 await _serve_connections(
                     config, chain, shutdown, listeners, handlers, milters, task_status, infos
@@ -208,6 +228,8 @@ async def serve(
         for listen in config.listen:
             if listen.address.kind == "unix":
                 remove_socket(listen.address.path)
+        if observing is not None:
+            observing.close()
         log.plain("stopped")
 
 

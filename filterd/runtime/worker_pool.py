@@ -123,6 +123,7 @@ class WorkerPool:
         listening: socket.socket | None = None,
         tally: SharedTally | None = None,
         command: list[str] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.listen = listen
         self.index = index  # the listener's position in config.listen
@@ -131,6 +132,7 @@ class WorkerPool:
         self.listening = listening
         self.tally = tally
         self.command = command or [sys.executable, "-m", WORKER_MODULE]  # tests replace it
+        self.metrics_dir = metrics_dir  # where workers write their metrics (None: they do not)
         self.name = f"{listen.protocol} worker"
         self.workers = [_Worker(number) for number in range(1, listen.process_count)]
         self._starting = 0  # processes being spawned (they inherit ``listening``)
@@ -248,6 +250,8 @@ class WorkerPool:
         listening socket and the shared count of a milter listener."""
         argv = [*self.command, "--listener", str(self.index), "--number", str(worker.number)]
         argv += ["--control-fd", str(control.fileno())]
+        if self.metrics_dir is not None:
+            argv += ["--metrics-dir", self.metrics_dir]
         passed = [control.fileno()]
         if self.listening is not None:
             if self.listening.fileno() < 0:

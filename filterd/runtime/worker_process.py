@@ -1,7 +1,7 @@
 """A worker process of a listener (``[[listen]] processes = N``; see ``worker_pool``).
 
     python -m filterd.runtime.worker_process --listener INDEX --number N --control-fd FD
-        [--listening-fd FD --tally-fd FD]
+        [--listening-fd FD --tally-fd FD] [--metrics-dir DIR]
 
 The configuration comes on standard input (the TOML text the main process parsed). The worker
 builds what the main process builds for that listener (``filterd.runtime.handlers``): its own
@@ -35,6 +35,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from functools import partial  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import trio  # noqa: E402
 
@@ -51,6 +52,7 @@ from filterd.runtime.handlers import (  # noqa: E402
     handler_for,
     serve_milter_listener,
 )
+from filterd.runtime.recording import record_into, stop_recording  # noqa: E402
 from filterd.runtime.tally import SharedTally  # noqa: E402
 from filterd.runtime.worker_pool import CLOSED, CONNECTION, READY  # noqa: E402
 
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--listening-fd", type=int)
     parser.add_argument("--tally-fd", type=int)
+    parser.add_argument("--metrics-dir", type=Path)  # it records metrics there (runtime.recording)
     args = parser.parse_args(argv)
     config = read_config(sys.stdin.buffer.read())
     setup_logging(config.log.level)
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     listening = None if args.listening_fd is None else socket.socket(fileno=args.listening_fd)
     tally = None if args.tally_fd is None else SharedTally(args.tally_fd, args.number)
     worker = Worker(config, args.listener, args.number, control, listening, tally)
+    worker.metrics_dir = args.metrics_dir
     trio.run(worker.serve)
     return 0
 
@@ -113,15 +117,19 @@ class Worker:
         self.quarantine = QuarantineStore(config.quarantine.root)
         self.chain: ChainRunner
         self.delivery: Delivery | None = None
+        self.metrics_dir: Path | None = None
 
     async def serve(self) -> None:
         self.chain = build_chain(self.config)
         if self.listen.protocol in ("smtp", "lmtp"):
             self.delivery = build_delivery(self.config)
         channel = trio.socket.from_stdlib_socket(self.control)  # non-blocking from here on
+        files = None if self.metrics_dir is None else record_into(self.metrics_dir)
         try:
             async with trio.open_nursery() as root:
                 root.start_soon(_watch_sigterm, self.shutdown, root.cancel_scope)
+                if files is not None:
+                    root.start_soon(files.run)
                 await self.chain.start()
                 run = getattr(self.delivery, "run", None)
                 if run is not None:
@@ -136,6 +144,8 @@ class Worker:
                 if self.delivery is not None:
                     await self.delivery.aclose()
                 await self.chain.stop()
+            if files is not None:
+                stop_recording(files)
             channel.close()
             if self.listening is not None:
                 self.listening.close()

@@ -38,6 +38,7 @@ from filterd.config.types import Endpoint
 from filterd.frontdoors.closing import CLOSE_TIMEOUT
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var
+from filterd.model import metrics
 from filterd.model.reply import Reply
 from filterd.protocols.milter_map import (
     FILTER_BUSY,
@@ -186,6 +187,7 @@ class MilterBridge:
                 busy = self.connections if self.connections >= limit else None
             if busy is None:
                 self.connections += 1
+                metrics.recorder.session("milter", 1)
                 return None
         log.warning(f"too many milter connections ({busy}): tempfail")
         return FILTER_BUSY
@@ -193,6 +195,7 @@ class MilterBridge:
     def close_connection(self) -> None:
         with self._lock:
             self.connections -= 1
+            metrics.recorder.session("milter", -1)
             if self.tally is not None:
                 self.tally.release()
 

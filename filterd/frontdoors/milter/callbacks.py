@@ -22,9 +22,9 @@ from filterd.chain.outcome import NOTHING, Outcome
 from filterd.frontdoors.closing import close_chain
 from filterd.frontdoors.milter.bridge import HopFailed
 from filterd.frontdoors.milter.connection import MilterConnection, guarded
-from filterd.frontdoors.milter.message import MilterMessage, log_result, perform
+from filterd.frontdoors.milter.message import MilterMessage, log_result, outcome_of, perform
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
-from filterd.model import replies
+from filterd.model import metrics, replies
 from filterd.model.envelope import Transaction, new_queue_id
 from filterd.model.message import MessageView
 from filterd.model.reply import Reply
@@ -87,6 +87,7 @@ class FilterdMilter(MilterConnection):
 
     def _log_reject(self, step: str, reply: Reply, rcpt: str | None = None) -> None:
         assert self.session is not None
+        metrics.recorder.refusal("milter", step.lower(), metrics.outcome_of_reply(reply))
         sender = self.message.t.sender if self.message is not None else None
         log.info(smtpd_line("reject", step, self.session.peer, reply, sender=sender, rcpt=rcpt))
 
@@ -225,6 +226,7 @@ class FilterdMilter(MilterConnection):
         pending = self._pending_refusal()
         if pending is not None:
             self._end_message()
+            metrics.recorder.message("milter", metrics.outcome_of_reply(pending))
             return self._refuse_pending("END-OF-MESSAGE", pending)
         message = self.message
         if message is None:
@@ -244,6 +246,7 @@ class FilterdMilter(MilterConnection):
                         "on_message", lambda: self._check_message(t, spool), budget, t.queue_id
                     )
                 except HopFailed as failed:
+                    metrics.recorder.message("milter", metrics.outcome_of_reply(failed.reply))
                     return self._refuse(failed.reply)
             else:  # edits from MAIL/RCPT may still name headers
                 outcome = NOTHING
@@ -252,6 +255,7 @@ class FilterdMilter(MilterConnection):
                 outcome, names, earlier_edits=message.edits, disposition=message.disposition
             )
             perform(plan, self)
+            metrics.recorder.message("milter", outcome_of(plan))
             if log.enabled_for_info():
                 log_result(t, plan, outcome.decided_by)
             return self._answer(plan.response)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from filterd.maillog import MailLog
+from filterd.model import metrics
 from filterd.model.edits import Edit
 from filterd.model.envelope import Transaction
 from filterd.model.reply import Reply
@@ -31,7 +32,7 @@ from filterd.protocols.milter_map import (
     ReplaceBodyAction,
 )
 
-__all__ = ["MilterMessage", "Modifier", "log_result", "perform"]
+__all__ = ["MilterMessage", "Modifier", "log_result", "outcome_of", "perform"]
 
 log = MailLog("milter")
 
@@ -112,6 +113,20 @@ def perform(plan: EomPlan, milter: Modifier) -> None:
 
 
 _WHAT = {0: "continue", 1: "reject", 2: "discard", 3: "accept", 4: "tempfail"}  # SMFIS_*
+_OUTCOMES: dict[int, metrics.Outcome] = {
+    0: "accept",
+    1: "reject",
+    2: "discard",
+    3: "accept",
+    4: "tempfail",
+}
+
+
+def outcome_of(plan: EomPlan) -> metrics.Outcome:
+    """What became of the message, for the metrics: quarantined (held), or by the answer."""
+    if any(isinstance(a, QuarantineAction) for a in plan.actions):
+        return "quarantine"
+    return _OUTCOMES.get(plan.response.code, "tempfail")
 
 
 def log_result(t: Transaction, plan: EomPlan, decided_by: str | None) -> None:

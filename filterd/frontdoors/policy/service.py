@@ -45,7 +45,7 @@ from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
-from filterd.model import replies
+from filterd.model import metrics, replies
 from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction, new_queue_id
 from filterd.model.findings import Finding
@@ -344,6 +344,7 @@ class PolicyConnection:
                 decided_by=outcome.decided_by or "-",
             )
         self._log_answer(state, envelope, plan.action, outcome)
+        metrics.recorder.message("policy", metrics.outcome_of_verdict(outcome.verdict))
         return plan.action
 
     async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> _Message:
@@ -483,10 +484,12 @@ class PolicyHandler:
             await close_over_limit(stream, self.active)
             return
         self.active += 1
+        metrics.recorder.session("policy", 1)
         try:
             await serve_policy_connection(stream, self.chain, self.settings, shutdown=self.shutdown)
         finally:
             self.active -= 1
+            metrics.recorder.session("policy", -1)
 
 
 async def close_over_limit(stream: trio.abc.Stream, active: int) -> None:

@@ -15,7 +15,7 @@ from filterd.delivery.quarantine import QuarantineStore
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.frontdoors.smtp.session import SessionSettings, SmtpSession
 from filterd.maillog import MailLog
-from filterd.model import replies
+from filterd.model import metrics, replies
 from filterd.model.envelope import Client, Session, new_queue_id
 
 log = MailLog("smtpd")
@@ -41,9 +41,11 @@ class SmtpHandler:
         self.shutdown = shutdown
         self.active = 0
         self.networks = settings.listen.xforward_hosts
+        self.door: metrics.Door = "lmtp" if settings.listen.protocol == "lmtp" else "smtp"
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
         self.active += 1
+        metrics.recorder.session(self.door, 1)
         try:
             peer, trusted = self._peer(stream)
             session = Session(
@@ -61,6 +63,7 @@ class SmtpHandler:
             ).run()
         finally:
             self.active -= 1
+            metrics.recorder.session(self.door, -1)
 
     def over_limit(self) -> bool:
         return self.active >= self.settings.listen.max_connections

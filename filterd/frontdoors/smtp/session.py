@@ -23,7 +23,7 @@ from filterd.delivery.socket_io import SocketIO
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
-from filterd.model import replies
+from filterd.model import metrics, replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
 from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
@@ -100,6 +100,7 @@ class _Open:
     started: float = field(default=0.0)
     edits: list[Edit] = field(default_factory=list)  # from envelope stages, applied at the end
     disposition: Disposition | None = None  # decided before the end of message
+    outcome: metrics.Outcome | None = None  # discarded or quarantined (else: by the reply)
 
 
 def _refusal(outcome: Outcome) -> Reply | None:
@@ -135,6 +136,7 @@ class SmtpSession:
         self.shutdown = shutdown
         listen = settings.listen
         self.lmtp = listen.protocol == "lmtp"
+        self.door: metrics.Door = "lmtp" if self.lmtp else "smtp"
         self.codec = SmtpServer(
             settings.server_limits(),
             settings.capabilities(xforward=xforward_allowed),
@@ -189,6 +191,7 @@ class SmtpSession:
             # RFC 5321 §3.1: a refused connection is greeted with 554 (or 421 to try later).
             if refusal.code not in (421, 554):
                 refusal = Reply(554, "5.7.1", refusal.text)
+            metrics.recorder.refusal(self.door, "connect", metrics.outcome_of_reply(refusal))
             self._out += refusal.to_bytes()
             await self._flush()
             return
@@ -314,6 +317,7 @@ class SmtpSession:
         self._session_disposition = self._session_disposition or disposition_of(outcome.verdict)
         refusal = _refusal(outcome)
         if refusal is not None:
+            metrics.recorder.refusal(self.door, "helo", metrics.outcome_of_reply(refusal))
             self._reply(refusal)
             return
         await self._abort_transaction()
@@ -399,11 +403,13 @@ class SmtpSession:
             spool.close()
         if log.enabled_for_info():
             log.line(f"from=<{t.sender}>, size={t.size}, nrcpt={len(t.accepted)}")
+        answer = collapse_replies(per)
+        metrics.recorder.message(self.door, current.outcome or metrics.outcome_of_reply(answer))
         if self.lmtp:
             for reply in per:
                 self._reply(reply)
         else:
-            self._reply(collapse_replies(per))
+            self._reply(answer)
         self._finish_transaction()
 
     async def _deliver(self, current: _Open, spool: Spool) -> list[Reply]:
@@ -425,11 +431,14 @@ class SmtpSession:
             case Discard(reason=reason):
                 await self._abort_delivery(current)
                 log.info(f"discard: END-OF-MESSAGE: {reason}", decided_by=outcome.decided_by)
+                current.outcome = "discard"
                 return [_accepted_locally(t)] * accepted
             case Quarantine(reason=reason):
                 await self._abort_delivery(current)
                 apply_content_edits(view, edits)
                 reply = await self.quarantine.store(t, spool, reason)
+                if reply.is_positive:
+                    current.outcome = "quarantine"
                 return [reply] * accepted
             case _:
                 pass
@@ -518,4 +527,5 @@ class SmtpSession:
         queue_id_var.set("NOQUEUE")
 
     def _log_reject(self, stage: str, reply: Reply, sender: str, rcpt: str | None) -> None:
+        metrics.recorder.refusal(self.door, stage.lower(), metrics.outcome_of_reply(reply))
         log.info(smtpd_line("reject", stage, self.session.peer, reply, sender=sender, rcpt=rcpt))

@@ -28,16 +28,23 @@ async def test_bytes_already_there_are_read_without_a_checkpoint() -> None:
     assert peer.recv(4096) == b"250 2.1.0 Ok\r\n"
 
 
-async def test_an_answer_sent_while_others_run_is_read_without_a_wait() -> None:
-    """receive_soon yields once: what the peer sends meanwhile is read; else None."""
+async def test_an_answer_sent_while_others_run_is_read_without_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """receive_soon yields once: what the peer sends meanwhile is read; else None. (The
+    other task answers during that checkpoint: trio may run ready tasks in either order, so
+    the test makes the checkpoint itself the moment the peer answers.)"""
     stream, peer = stream_pair()
     io = SocketIO(stream)
+    checkpoint = trio.lowlevel.checkpoint
 
-    async def answer() -> None:
+    async def checkpoint_while_the_peer_answers() -> None:
         peer.sendall(b"250 2.1.5 Ok\r\n")
+        await checkpoint()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(answer)  # runs at the next checkpoint
+    with monkeypatch.context() as patch:
+        patch.setattr(trio.lowlevel, "checkpoint", checkpoint_while_the_peer_answers)
+        assert io.receive_ready(100) is None  # nothing before the checkpoint
         assert await io.receive_soon(100) == b"250 2.1.5 Ok\r\n"
     with trio.testing.assert_checkpoints():
         assert await io.receive_soon(100) is None
