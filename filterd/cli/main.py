@@ -1,4 +1,5 @@
-"""The command line: ``filterd run | check-config | scan | plugins``, ``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | plugins | learn | doctor``,
+``filterd --version``."""
 
 from __future__ import annotations
 
@@ -58,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     kind.add_argument("--ham", action="store_true", help="the files are ham")
     learn.add_argument("--spamd", metavar="ADDR", help="spamd address (default: from the chain)")
     learn.add_argument("files", nargs="+", metavar="FILE")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check how Postfix hands mail to filterd and back, and say how to fix each mistake "
+        "(exit status 0: no findings, 1: findings, 2: cannot check)",
+    )
+    doctor.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    doctor.add_argument(
+        "-C",
+        "--postfix-config",
+        metavar="DIR",
+        help="Postfix's configuration directory (postconf -c DIR; default: postconf's own)",
+    )
     return parser
 
 
@@ -81,7 +94,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return list_plugins(sys.stdout)
     try:
         # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
-        config = load_config(args.config, serving=args.command in ("run", "check-config"))
+        serving = args.command in ("run", "check-config", "doctor")
+        config = load_config(args.config, serving=serving)
         plugins = _check_chain(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -98,6 +112,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.learn import learn
 
         return learn(config, args, sys.stdout, sys.stderr)
+    if args.command == "doctor":
+        from filterd.cli.doctor import doctor
+
+        return doctor(config, args, sys.stdout, sys.stderr)
     return _serve(config)
 
 
