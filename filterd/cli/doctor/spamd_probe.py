@@ -123,11 +123,11 @@ def _running_spamds(proc: Path) -> Iterator[tuple[int, list[str]]]:
         argv = [arg for arg in argv if arg]
         if len(argv) == 1 and " " in argv[0]:  # a process title spamd set itself
             argv = argv[0].split()
-        for position, arg in enumerate(argv[:3]):
-            if Path(arg).name == "spamd":
-                if argv[position + 1 : position + 2] != ["child"]:
-                    yield int(entry.name), argv[position + 1 :]
-                break
+        if argv and Path(argv[0]).name.startswith("perl"):  # perl -T -w /usr/sbin/spamd ...
+            script = next((i for i, arg in enumerate(argv) if i and arg[:1] != "-"), len(argv))
+            argv = argv[script:]
+        if argv and Path(argv[0]).name == "spamd" and argv[1:2] != ["child"]:
+            yield int(entry.name), argv[1:]
 
 
 def _default_file_options(path: Path) -> list[str] | None:

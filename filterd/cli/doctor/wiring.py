@@ -150,7 +150,10 @@ def _endpoints(value: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 def _milters(postfix: PostfixConfig) -> Iterator[Reference]:
     contexts: list[tuple[Service | None, str]] = [
-        (service, "smtpd_milters") for service in postfix.services if service.command == "smtpd"
+        (service, "smtpd_milters")
+        for service in postfix.services
+        if service.command == "smtpd"
+        and "no_milters" not in split_list(postfix.value("receive_override_options", service))
     ]
     contexts.append((None, "non_smtpd_milters"))
     for service, parameter in contexts:
