@@ -11,6 +11,8 @@ SMTPD_PROXY_README (the after-filter smtpd without ``smtpd_proxy_filter``).
 
 from __future__ import annotations
 
+import difflib
+
 from filterd.cli.doctor.chain_facts import chain_processes
 from filterd.cli.doctor.context import Context
 from filterd.cli.doctor.endpoints import (
@@ -40,7 +42,13 @@ ADDRESS_MAPPINGS = (
 )
 HEADER_BODY_CHECKS = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
 REINJECTION_OPTIONS = "no_unknown_recipient_checks,no_header_body_checks,no_milters"
-_KIND_OF = {"smtp": "content", "lmtp": "content", "milter": "milter", "policy": "policy"}
+_DOOR_OF_LISTENER = {"smtp": "content", "lmtp": "content", "milter": "milter", "policy": "policy"}
+_DOOR_OF_REFERENCE = {
+    "content_filter": "content",
+    "smtpd_proxy_filter": "content",
+    "milter": "milter",
+    "policy": "policy",
+}
 
 
 def check_wiring(ctx: Context) -> None:
@@ -52,48 +60,60 @@ def check_wiring(ctx: Context) -> None:
 
 
 def _unknown_transports(ctx: Context) -> None:
+    delivery_agents = [
+        service.name
+        for service in ctx.postfix.services
+        if service.type == "unix" and service.command in ("smtp", "lmtp")
+    ]
     for reference in ctx.wiring.unknown_transports:
-        transport = reference.value.partition(":")[0]
+        transport, _, nexthop = reference.value.partition(":")
+        fix = [
+            ctx.postconf("-M", f"'{transport}/unix={transport} unix - - n - 10 smtp'"),
+            "(the entry of deploy/postfix/master.cf.smtp.snippet, with its -o lines)",
+        ]
+        close = difflib.get_close_matches(transport, delivery_agents, n=1)
+        if close:
+            fix = [
+                ctx.postconf("-e", f"'content_filter = {close[0]}:{nexthop}'")
+                if reference.service is None or "content_filter" not in reference.service.overrides
+                else ctx.set_override(reference.service, "content_filter", f"{close[0]}:{nexthop}")[
+                    0
+                ],
+                "or " + fix[0],
+            ]
         ctx.report.add(
             "error",
             "unknown-transport",
             f"{reference.source} = {reference.value} names the transport {transport!r}, which "
             "master.cf does not define: that mail stays in the queue, deferred, and bounces "
             "when it expires",
-            [
-                ctx.postconf("-M", f"'{transport}/unix={transport} unix - - n - 10 smtp'"),
-                "(the entry of deploy/postfix/master.cf.smtp.snippet, with its -o lines)",
-            ],
+            fix,
         )
 
 
 def _listener_value(listener: ListenConfig, reference: Reference) -> str:
     """``reference``'s value rewritten to reach ``listener``."""
     address = listener.address
-    host = f"[{address.host}]" if address.kind == "tcp" else ""
-    where = f"{host}:{address.port}" if address.kind == "tcp" else f"unix:{address.path}"
+    if address.kind == "unix":
+        place = f"unix:{address.path}"
+        if reference.kind == "content_filter":
+            return f"{reference.value.partition(':')[0]}:{place}"
+        return place
+    host = f"[{address.host}]" if ":" in address.host else address.host
     if reference.kind == "content_filter":
-        transport = reference.value.partition(":")[0]
-        lmtp = listener.protocol == "lmtp"
-        return f"{transport}:{'inet:' if lmtp and address.kind == 'tcp' else ''}{where}"
+        lmtp = "inet:" if listener.protocol == "lmtp" else ""
+        return f"{reference.value.partition(':')[0]}:{lmtp}[{address.host}]:{address.port}"
     if reference.kind == "smtpd_proxy_filter":
-        return where.replace("[", "").replace("]", "") if address.kind == "tcp" else where
-    return f"inet:{address.host}:{address.port}" if address.kind == "tcp" else where
+        return f"{host}:{address.port}"
+    return f"inet:{host}:{address.port}"
 
 
 def _unwired_listeners(ctx: Context) -> None:
     for index, listener in enumerate(ctx.config.listen):
         if ctx.wiring.wired(index):
             continue
-        kind = _KIND_OF[listener.protocol]
-        strays = [
-            ref
-            for ref in ctx.wiring.elsewhere
-            if {"content_filter": "content", "smtpd_proxy_filter": "content"}.get(
-                ref.kind, ref.kind
-            )
-            == kind
-        ]
+        door = _DOOR_OF_LISTENER[listener.protocol]
+        strays = [ref for ref in ctx.wiring.elsewhere if _DOOR_OF_REFERENCE[ref.kind] == door]
         for ref in strays:
             value = ref.value
             fixed = _listener_value(listener, ref)
