@@ -1,4 +1,4 @@
-"""The command line: ``filterd run | check-config | scan | plugins | learn | status``,
+"""The command line: ``filterd run | check-config | scan | plugins | learn | status | doctor``,
 ``filterd --version``."""
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", metavar="PATH", help="the control socket (default: [control] socket)"
     )
     status.add_argument("--json", action="store_true", help="print the figures as JSON")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check how Postfix hands mail to filterd and back, and say how to fix each mistake "
+        "(exit status 0: no findings, 1: findings, 2: cannot check)",
+    )
+    doctor.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    doctor.add_argument(
+        "-C",
+        "--postfix-config",
+        metavar="DIR",
+        help="Postfix's configuration directory (postconf -c DIR; default: postconf's own)",
+    )
     return parser
 
 
@@ -90,7 +102,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return list_plugins(sys.stdout)
     try:
         # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
-        config = load_config(args.config, serving=args.command in ("run", "check-config"))
+        serving = args.command in ("run", "check-config", "doctor")
+        config = load_config(args.config, serving=serving)
         if args.command == "status":  # it only needs the control socket's path
             from filterd.cli.status import status
 
@@ -111,6 +124,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.learn import learn
 
         return learn(config, args, sys.stdout, sys.stderr)
+    if args.command == "doctor":
+        from filterd.cli.doctor import doctor
+
+        return doctor(config, args, sys.stdout, sys.stderr)
     return _serve(config)
 
 
