@@ -9,6 +9,10 @@ import pytest
 
 from filterd.cli.main import main
 from filterd.delivery.quarantine import QuarantineStore
+from tests.unit.test_maillog import restore_logging
+
+# the command sets up filterd's logging (to the captured stderr): put it back after each test
+pytestmark = pytest.mark.usefixtures(restore_logging.__name__)
 
 MESSAGE = b"Subject: hi\r\n\r\nbody\r\n"
 OLD_FORMAT = (
@@ -81,3 +85,21 @@ def test_a_bad_max_age_names_the_line_and_the_fix(
         f"{config}:2: quarantine.max_age: must be more than zero, got 0s "
         '(fix: write an age such as "30d", or leave max_age out to keep messages)\n'
     )
+
+
+def test_release_into_the_configured_maildir(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mail = tmp_path / "mail"
+    config.write_text(
+        f'[quarantine]\nroot = "{tmp_path / "q"}"\n[delivery]\nmethod = "maildir"\n'
+        f'root = "{mail}"\n'
+    )
+    assert main(["quarantine", "-c", str(config), "release", "1.M1P1Q1.old"]) == 0
+    (delivered,) = (mail / "example.org" / "bob" / "new").iterdir()
+    assert delivered.read_bytes() == b"Return-Path: <alice@example.com>\r\n" + MESSAGE
+    assert not (tmp_path / "q" / "new" / "1.M1P1Q1.old,S=9").exists()
+    captured = capsys.readouterr()
+    assert "1.M1P1Q1.old: released" in captured.out
+    assert "0123456789: to=<bob@example.org>, relay=maildir, status=sent" in captured.err
+    assert "0123456789: released from quarantine, id=1.M1P1Q1.old" in captured.err
