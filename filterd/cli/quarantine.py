@@ -39,6 +39,8 @@ exit status: 0 done; 1 failed (no such message, the next hop refused the release
 2 bad command line, ID or configuration; 75 try again later (the next hop answered 4xx, or
 another process holds the message)."""
 
+ID_HELP = "a message's ID, as `filterd quarantine list` shows it"
+
 
 def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], config_help: str
@@ -64,7 +66,7 @@ def add_parser(
     )
     listing.add_argument("--json", action="store_true", help="a JSON array, one object per message")
     show = actions.add_parser("show", parents=[config], help="a message's record and the message")
-    show.add_argument("id", metavar="ID")
+    show.add_argument("id", metavar="ID", help=ID_HELP)
     show.add_argument("--raw", action="store_true", help="only the message, byte for byte")
     release = actions.add_parser(
         "release",
@@ -72,7 +74,7 @@ def add_parser(
         help="hand a message to the configured delivery (not through the chain) and remove it",
         epilog=EXIT_HELP,
     )
-    release.add_argument("id", metavar="ID")
+    release.add_argument("id", metavar="ID", help=ID_HELP)
     release.add_argument(
         "--to",
         dest="rcpts",
@@ -81,7 +83,7 @@ def add_parser(
         help="deliver to this address instead of the recorded recipients (repeatable)",
     )
     delete = actions.add_parser("delete", parents=[config], help="remove messages for good")
-    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("ids", nargs="+", metavar="ID", help=ID_HELP)
     expire = actions.add_parser(
         "expire", parents=[config], help="remove the messages older than [quarantine] max_age"
     )
@@ -163,6 +165,7 @@ def _list(store: QuarantineStore, as_json: bool, out: TextIO) -> int:
 
 def _show(store: QuarantineStore, ident: str, raw: bool, out: TextIO) -> int:
     with store.held(ident) as held:
+        store.log_action(held.message, "shown" + (" raw" if raw else ""))
         if raw:
             out.flush()
             binary = out.buffer if hasattr(out, "buffer") else None

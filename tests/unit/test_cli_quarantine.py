@@ -57,7 +57,10 @@ def test_files_of_the_earlier_format_and_foreign_ones_are_listed_and_shown(
     assert rows[2].endswith("-                    -                  -")
     assert rows[3] == f"-- 2 messages, {2 * len(MESSAGE)} bytes"
     assert main(["quarantine", "-c", str(config), "show", "2.M1P1Q1.foreign"]) == 0
-    assert "note:     not written by filterd: no envelope recorded" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "note:     not written by filterd: no envelope recorded" in captured.out
+    assert "filterd/quarantine[" in captured.err
+    assert ": NOQUEUE: shown, id=2.M1P1Q1.foreign\n" in captured.err  # who looked is logged
 
 
 def test_a_foreign_file_cannot_be_released(
