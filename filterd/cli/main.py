@@ -1,5 +1,5 @@
-"""The command line: ``filterd run | check-config | scan | plugins | learn | status | doctor``,
-``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | plugins | learn | quarantine |
+status | doctor``, ``filterd --version``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from filterd import __version__
+from filterd.cli.quarantine import add_parser as add_quarantine_parser
 from filterd.config.load import load_config
 from filterd.config.render import PluginSettings, render_commented, render_config
 from filterd.config.schema import Config
@@ -18,6 +19,12 @@ __all__ = ["main"]
 
 EXIT_CONFIG = 2
 """Exit status for a configuration error (and for a bad command line, as argparse does)."""
+
+SCAN_EXIT_HELP = """\
+exit status (like spamc -c): 0 the message passes; 1 it would be rejected, quarantined or
+discarded; 75 it would be deferred (a 4xx: a TempFail verdict, or a plugin error under
+on_error = "tempfail"); 2 a bad command line or configuration; 66 the message cannot be read;
+70 filterd failed."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,10 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "deploy/filterd.example.toml)",
     )
     scan = commands.add_parser(
-        "scan", help="run the configured chain on a message file and show what it did"
+        "scan",
+        help="run the configured chain on a message file and show what it did",
+        epilog=SCAN_EXIT_HELP,
     )
     scan.add_argument("-c", "--config", metavar="FILE", help=config_help)
-    scan.add_argument("message", help="the message file (.eml; LF or CRLF line ends)")
+    scan.add_argument("message", help='the message file (.eml; LF or CRLF line ends); "-": stdin')
     scan.add_argument("--from", dest="sender", default="sender@example.com", metavar="ADDR")
     scan.add_argument(
         "--to", dest="rcpts", action="append", metavar="ADDR", help="recipient (repeatable)"
@@ -79,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="Postfix's configuration directory (postconf -c DIR; default: postconf's own)",
     )
+    add_quarantine_parser(commands, config_help)
     return parser
 
 
@@ -96,6 +106,10 @@ def _run(argv: Sequence[str] | None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
+    if args.command == "quarantine":  # needs neither the chain nor its plugins
+        from filterd.cli.quarantine import run as quarantine
+
+        return quarantine(args, sys.stdout, sys.stderr)
     if args.command == "plugins":
         from filterd.cli.plugins import list_plugins
 

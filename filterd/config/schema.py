@@ -411,6 +411,24 @@ class QuarantineConfig(_Section):
         description="A Maildir (tmp, new, cur) for quarantined messages; relative to the "
         "directory filterd starts in.",
     )
+    max_age: Duration | None = Field(
+        default=None,
+        description="Messages quarantined longer than this are removed (`filterd run` checks "
+        "every tenth of it, at most hourly; `filterd quarantine expire` at once); Postfix's "
+        "time units s, m, h, d, w. Unset: kept until released or deleted.",
+        examples=["30d"],
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _some_age(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise rule_error(
+                (),
+                f"must be more than zero, got {value:g}s",
+                'write an age such as "30d", or leave max_age out to keep messages',
+            )
+        return value
 
 
 class MetricsConfig(_Section):

@@ -57,18 +57,26 @@ def _invalid(error_type: str, reason: str, hint: str) -> PydanticCustomError:
 
 # --- durations ----------------------------------------------------------------------------------
 
-_DURATION_UNITS: dict[str, int] = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)"
+_DURATION_UNITS: dict[str, int] = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,  # Postfix's time units: s, m, h, d, w
+}
+_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d|w)"
 _DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _DURATION_HINT = (
-    'write a number with a unit ms, s, m, h or d ("500ms", "30s", "5m", "1h", "1h30m"), '
+    'write a number with a unit ms, s, m, h, d or w ("500ms", "30s", "5m", "1h", "1h30m"), '
     "or a plain number of seconds"
 )
 
 
 def parse_duration(value: object) -> float:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``, or seconds → seconds."""
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"4w"``, ``"1h30m"``, or seconds →
+    seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _invalid(
             "duration_type",

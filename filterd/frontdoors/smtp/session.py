@@ -436,7 +436,8 @@ class SmtpSession:
             case Quarantine(reason=reason):
                 await self._abort_delivery(current)
                 apply_content_edits(view, edits)
-                reply = await self.quarantine.store(t, spool, reason)
+                plugin = outcome.decided_by if verdict is outcome.verdict else None
+                reply = await self.quarantine.store(t, spool, reason, plugin)
                 if reply.is_positive:
                     current.outcome = "quarantine"
                 return [reply] * accepted
