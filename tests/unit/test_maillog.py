@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from filterd import maillog
 from filterd.maillog import LineHandler, MailLog, queue_id_var, setup_logging, smtpd_line
+from filterd.maillog import logger as maillog
 from filterd.model.envelope import Client
 from filterd.model.reply import Reply
 
@@ -70,7 +70,8 @@ def restore_logging() -> Iterator[None]:
     root.handlers[:], root.level, root.propagate, maillog._handler = saved
 
 
-LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (filterd/.*)")
+LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d [^ ]+ (filterd/.*)")
+"""rsyslog's file format (RFC 3339 time, host, program[pid]: text), which pflogsumm reads."""
 
 
 def written(stream: io.StringIO) -> list[str]:
@@ -105,7 +106,7 @@ def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
     assert written(stream) == [
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
-        f"filterd/smtpd[{pid}]: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
+        f"filterd/smtpd[{pid}]: warning: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
         f"filterd/smtpd[{pid}]: connect from unknown[127.0.0.1]",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
     ]
@@ -121,7 +122,7 @@ def test_lines_below_the_level_are_not_written() -> None:
     log.connect("unknown[127.0.0.1]")
     log.warning("connect to 127.0.0.1:10026: refused")
     assert written(stream) == [
-        f"filterd/relay[{os.getpid()}]: NOQUEUE: connect to 127.0.0.1:10026: refused"
+        f"filterd/relay[{os.getpid()}]: warning: NOQUEUE: connect to 127.0.0.1:10026: refused"
     ]
 
 
