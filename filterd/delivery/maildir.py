@@ -20,7 +20,7 @@ import trio
 
 from filterd.config.schema import MaildirDelivery
 from filterd.maillog import MailLog
-from filterd.maillog.lines import Timing, delivery_line, envelope_line
+from filterd.maillog.lines import delivery_line, envelope_line, timing
 from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
@@ -108,7 +108,7 @@ class MaildirTransaction:
         else:
             results = [Reply(250, "2.0.0", f"{DELIVERED} as {name}") for name in names]
         if log.enabled_for_info():
-            times = Timing(t.arrived, started, time.monotonic()).text()
+            times = timing(t.arrived, started, time.monotonic())
             for rcpt, result in zip(t.accepted, results, strict=True):
                 log.line(delivery_line(rcpt.address, "maildir", times, result))
         return results

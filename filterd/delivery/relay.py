@@ -16,7 +16,7 @@ import trio
 from filterd.config.schema import RelayDelivery
 from filterd.delivery.nexthop import NextHopConnection, NextHopError, transient
 from filterd.maillog import MailLog
-from filterd.maillog.lines import Timing, delivery_line, envelope_line
+from filterd.maillog.lines import delivery_line, envelope_line, timing
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
@@ -156,8 +156,7 @@ class RelayTransaction:
             log.line(envelope_line(t.sender, t.size, accepted))
         if conn is None:
             result = [_no_connection()] * accepted
-            now = time.monotonic()
-            self._log_results(t, result, "none", Timing(t.arrived, now, now))
+            self._log_results(t, result, "none", time.monotonic())
             return result
         started = time.monotonic()
         relay = conn.relay
@@ -189,8 +188,7 @@ class RelayTransaction:
             log.error("next hop gave the wrong number of replies", got=len(result))
             result = [Reply(451, "4.5.0", "Error: next hop protocol error")] * accepted
             said = None
-        timing = Timing(t.arrived, started, time.monotonic(), self.setup)
-        self._log_results(t, result, relay, timing, said, conn_use)
+        self._log_results(t, result, relay, started, said, conn_use)
         return result
 
     def _log_results(
@@ -198,15 +196,16 @@ class RelayTransaction:
         t: Transaction,
         result: list[Reply],
         relay: str,
-        timing: Timing,
+        started: float,
         said: str | None = None,
         conn_use: int = 0,
     ) -> None:
-        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient."""
+        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient;
+        ``started``: when the message went to the next hop (DATA)."""
         log = self.log
         if not log.enabled_for_info():
             return
-        times = timing.text()
+        times = timing(t.arrived, started, time.monotonic(), self.setup)
         for rcpt, answer in zip(t.accepted, result, strict=True):
             refused = None if answer.is_positive else said
             log.line(

@@ -117,7 +117,13 @@ class StreamDestination:
             )
         line = f"{self._stamp}.{int((now - second) * 1_000_000):06d}{head}{text}\n"
         if self._fd is not None:
-            _write_all(self._fd, _encode(line))
+            try:
+                data = line.encode()
+            except UnicodeEncodeError:
+                data = _encode(line)
+            written = os.write(self._fd, data)
+            if written < len(data):  # a short write (a signal, a full pipe): the rest
+                _write_all(self._fd, data[written:])
         else:
             with self._lock:
                 self.stream.write(line)

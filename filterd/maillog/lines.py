@@ -6,14 +6,13 @@ log tools written for Postfix (pflogsumm, grep habits) read filterd's log alike:
   answered step, and ``discard:``/``hold:`` in the same form (``smtpd_line``);
 - qmgr's ``from=<sender>, size=N, nrcpt=N`` when a message is handed on (``envelope_line``);
 - the delivery agent's ``to=<rcpt>, relay=host[addr]:port, delay=S, delays=a/b/c/d,
-  dsn=X.Y.Z, status=sent (reply)`` per recipient (``Timing``, ``delivery_line``).
+  dsn=X.Y.Z, status=sent (reply)`` per recipient (``timing``, ``delivery_line``).
 
 Peer-supplied text is escaped (``sanitize``): nothing a client sends starts a line of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 _ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F]}
@@ -95,9 +94,9 @@ def format_delay(seconds: float) -> str:
     ``delay_logging_resolution_limit = 2``): to 10 ms below a second (``0``, ``0.01``,
     ``0.46``), to 100 ms below 10 s (``1.2``), in whole seconds from there (``12``); rounded
     half up, trailing zeros dropped."""
-    total = round(seconds * 1_000_000)
-    if total < 5_000:
+    if seconds < 0.005:
         return "0"  # the common case: a local delivery step
+    total = round(seconds * 1_000_000)
     whole, usec = divmod(total, 1_000_000)
     resolution = 10_000 if whole == 0 else 100_000 if whole < 10 else 1_000_000
     usec += resolution // 2
@@ -115,27 +114,23 @@ def format_delay(seconds: float) -> str:
     return f"{whole}.{''.join(digits)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
+_NO_DELAY = "delay=0, delays=0/0/0/0"
+
+
+def timing(arrival: float, handoff: float, done: float, setup: float = 0.0) -> str:
     """Postfix's ``delay=S, delays=a/b/c/d`` for one delivery, from monotonic times:
     ``arrival`` (the transaction began: MAIL), ``handoff`` (the message went to the delivery
     agent), ``done`` (its answer came), and ``setup``: seconds spent opening the next hop's
-    connection (0 for a connection reused or no network). ``a`` is the time before the
+    connection (0 for a connection reused, or no network). ``a`` is the time before the
     delivery (the client sending, the chain checking) less ``setup``; ``b``, time in a queue
     manager, is 0: filterd has none; ``c`` is ``setup``; ``d`` the transmission."""
-
-    arrival: float
-    handoff: float
-    done: float
-    setup: float = 0.0
-
-    def text(self) -> str:
-        before = max(0.0, self.handoff - self.arrival - self.setup)
-        return (
-            f"delay={format_delay(self.done - self.arrival)}, "
-            f"delays={format_delay(before)}/0/{format_delay(self.setup)}/"
-            f"{format_delay(self.done - self.handoff)}"
-        )
+    if done - arrival < 0.005:
+        return _NO_DELAY  # every part rounds to 0
+    before = max(0.0, handoff - arrival - setup)
+    return (
+        f"delay={format_delay(done - arrival)}, delays={format_delay(before)}/0/"
+        f"{format_delay(setup)}/{format_delay(done - handoff)}"
+    )
 
 
 def dsn(answer: Answer) -> str:

@@ -201,8 +201,10 @@ def test_delays_read_as_postfix_writes_them(seconds: float, text: str) -> None:
 
 
 def test_a_delivery_line_reads_as_postfix_smtp_writes_it() -> None:
-    timing = lines.Timing(arrival=100.0, handoff=100.42, done=100.631, setup=0.02).text()
+    timing = lines.timing(arrival=100.0, handoff=100.42, done=100.631, setup=0.02)
     assert timing == "delay=0.63, delays=0.4/0/0.02/0.21"
+    assert lines.timing(100.0, 100.003, 100.004) == "delay=0, delays=0/0/0/0"
+    assert lines.timing(100.0, 100.003, 112.6) == "delay=13, delays=0/0/0/13"
     sent = Reply(250, "2.0.0", "Ok: queued as 4F2A81B3C")
     assert lines.delivery_line("b@example.org", "mx[192.0.2.7]:25", timing, sent) == (
         "to=<b@example.org>, relay=mx[192.0.2.7]:25, delay=0.63, delays=0.4/0/0.02/0.21, "
