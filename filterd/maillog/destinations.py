@@ -117,6 +117,8 @@ class StreamDestination:
             )
         line = f"{self._stamp}.{int((now - second) * 1_000_000):06d}{head}{text}\n"
         if self._fd is not None:
+            if self.stream.closed:  # its descriptor's number may be another file's by now
+                raise ValueError("I/O operation on closed file")
             try:
                 data = line.encode()
             except UnicodeEncodeError:

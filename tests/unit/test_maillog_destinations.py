@@ -249,3 +249,16 @@ def test_setup_logging_sends_mail_lines_and_records_where_log_says(short_dir: Pa
     assert isinstance(handler, maillog.LineHandler)
     assert isinstance(handler.destination, SyslogDestination)
     assert handler.destination._socket._sock is None
+
+
+def test_a_closed_stream_is_never_written_through_its_old_descriptor(tmp_path: Path) -> None:
+    """Once the stream is closed its descriptor's number is free for the next file opened:
+    lines must fail (and be reported) rather than land in that file."""
+    out = (tmp_path / "out").open("w")
+    stream = StreamDestination(out)
+    out.close()
+    with (tmp_path / "other").open("w") as other:
+        with pytest.raises(ValueError, match="closed file"):
+            stream.write("smtpd", logging.INFO, "ABC: client=unknown[192.0.2.1]")
+        assert other.fileno() == stream._fd  # the number was reused indeed
+    assert (tmp_path / "other").read_text() == ""
