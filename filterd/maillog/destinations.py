@@ -11,8 +11,9 @@ reader expects, the program name as Postfix's ``syslog_name`` makes it (``filter
   ``/run/systemd/journal/socket``: ``MESSAGE``, ``PRIORITY``, ``SYSLOG_FACILITY``,
   ``SYSLOG_IDENTIFIER`` (``filterd/smtpd``) and ``SYSLOG_PID`` fields.
 
-A line the socket cannot take (no syslog daemon, its queue full, a line too long for one
-datagram) goes to stderr instead: it is not lost, and the failure is reported there once.
+A line the socket cannot take (no syslog daemon, its queue full for longer than
+``FULL_WAIT``, a line too long for one datagram) goes to stderr instead: it is not lost, and
+the failure is reported there once.
 The cost per line is the text's formatting and one system call: the timestamps are made once
 a second, and everything else in a line's head once per component and level.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 import sys
@@ -52,6 +54,8 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 RETRY_INTERVAL = 1.0
 """Seconds between attempts to reach a log socket that failed (lines go to stderr meanwhile)."""
+FULL_WAIT = 0.05
+"""Seconds a line waits for room in a log daemon's full queue before it goes to stderr."""
 
 
 def severity(level: int) -> int:
@@ -137,8 +141,11 @@ class StreamDestination:
 
 class _Datagrams:
     """A unix datagram socket to a log daemon, connected when first needed and again after a
-    failure (a restarted daemon has a new socket); never blocks. ``send`` says whether the
-    daemon has the datagram; when it does not, ``fallback`` gets the line."""
+    failure (a restarted daemon has a new socket). A daemon whose queue is full (it holds
+    ``net.unix.max_dgram_qlen`` datagrams, 10 unless systemd raised it to 512) gets up to
+    ``FULL_WAIT`` to take the line; one that still has no room is congested: until a line goes
+    through again, lines go to ``fallback`` at once, so that a stuck daemon never holds up the
+    mail."""
 
     def __init__(self, path: str, what: str, fallback: Callable[[str, int, str], None]) -> None:
         self.path = path
@@ -147,36 +154,55 @@ class _Datagrams:
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._retry_at = 0.0
+        self._congested = False
         self._failure: str | None = None  # reported on stderr, until the socket works again
 
     def send(self, data: bytes, component: str, level: int, text: str) -> None:
-        sock = self._sock
-        if sock is not None:
+        for _ in range(2):  # a second time on a new connection
+            sock = self._sock or self._connect()
+            if sock is None:
+                break
             try:
                 sock.send(data)
-                return
+            except BlockingIOError:
+                if not self._send_when_room(sock, data):
+                    break
             except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EMSGSIZE, errno.ENOBUFS):
-                    # The daemon is behind (or the line too long): this line to stderr.
+                if exc.errno in (errno.EMSGSIZE, errno.ENOBUFS):  # a line too long
                     self._report(f"{self.path}: {_reason(exc)}")
-                    self.fallback(component, level, text)
-                    return
+                    break
                 self._close()  # the daemon went away: connect again
-        if self._connect():
-            self.send(data, component, level, text)
+                continue
+            if self._failure is not None:
+                self._recovered()
             return
         self.fallback(component, level, text)
 
-    def _connect(self) -> bool:
+    def _send_when_room(self, sock: socket.socket, data: bytes) -> bool:
+        if not self._congested:
+            room = select.poll()
+            room.register(sock, select.POLLOUT)
+            if room.poll(FULL_WAIT * 1000):
+                try:
+                    sock.send(data)
+                    self._congested = False
+                    return True
+                except OSError:
+                    pass
+        self._congested = True
+        self._report(f"{self.path}: its queue stays full")
+        return False
+
+    def _connect(self) -> socket.socket | None:
         now = time.monotonic()
         if now < self._retry_at:
-            return False
+            return None
         with self._lock:  # a plugin's thread may log at the same time
-            if self._sock is not None:
-                return True
-            return self._open(now)
+            if self._sock is None:
+                self._sock = self._open(now)
+            return self._sock
 
-    def _open(self, now: float) -> bool:
+    def _open(self, now: float) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -185,12 +211,8 @@ class _Datagrams:
             sock.close()
             self._retry_at = now + RETRY_INTERVAL
             self._report(f"{self.path}: {_reason(exc)}")
-            return False
-        self._sock = sock
-        if self._failure is not None:
-            self._failure = None
-            self.fallback("main", logging.INFO, f"logging to {self.what} {self.path} again")
-        return True
+            return None
+        return sock
 
     def _report(self, failure: str) -> None:
         if failure != self._failure:
@@ -201,6 +223,11 @@ class _Datagrams:
                 f"warning: cannot log to {self.what} {failure}; "
                 f"writing to stderr until it works again",
             )
+
+    def _recovered(self) -> None:
+        self._failure = None
+        self._congested = False
+        self.fallback("main", logging.INFO, f"logging to {self.what} {self.path} again")
 
     def _close(self) -> None:
         sock, self._sock = self._sock, None

@@ -12,6 +12,8 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,6 +196,31 @@ def test_a_daemon_that_falls_behind_loses_no_line(short_dir: Path) -> None:
     assert sorted(received + diverted[1:], key=lambda line: int(line.split()[1])) == [
         f"line {n}" for n in range(2000)
     ]
+
+
+def test_a_slow_daemon_gets_every_line_in_order(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queue holds few datagrams (net.unix.max_dgram_qlen, 10 by default): a line that
+    finds it full waits for room rather than leaving the daemon."""
+    monkeypatch.setattr(dest, "FULL_WAIT", 30.0)  # a bound, never reached while it reads
+    server = listening(short_dir / "socket")
+    got: list[bytes] = []
+
+    def read_slowly() -> None:
+        for _ in range(200):
+            got.append(server.recv(65536))
+            time.sleep(0.0005)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    stderr = io.StringIO()
+    journal = JournalDestination(str(short_dir / "socket"), fallback=StreamDestination(stderr))
+    for n in range(200):
+        journal.write("smtpd", logging.INFO, f"line {n}")
+    reader.join()
+    assert [parse_journal(d)["MESSAGE"] for d in got] == [f"line {n}".encode() for n in range(200)]
+    assert stderr.getvalue() == ""
 
 
 def test_stderr_lines_read_as_rsyslog_writes_its_files(tmp_path: Path) -> None:
