@@ -142,6 +142,16 @@ class LogConfig(_Section):
         "--syslog-name=NAME reads them).",
     )
 
+    @model_validator(mode="after")
+    def _socket_needs_a_socket_destination(self) -> LogConfig:
+        if self.socket is not None and self.destination == "stderr":
+            raise rule_error(
+                ("socket",),
+                'socket is for destination = "syslog" or "journal", and destination is "stderr"',
+                'set destination = "syslog" (or "journal"), or remove socket',
+            )
+        return self
+
     @field_validator("syslog_name")
     @classmethod
     def _program_name(cls, value: str) -> str:
