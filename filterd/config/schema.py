@@ -8,6 +8,7 @@ context names the offending key (``loc``, relative to the model) and the fix (``
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -110,12 +111,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SyslogFacility = Literal[
+    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+]  # fmt: skip
+
+
 class LogConfig(_Section):
-    """``[log]``: how much filterd logs."""
+    """``[log]``: how much filterd logs, and where (``filterd.maillog``)."""
 
     level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level logged: debug, info, warning or error."
     )
+    destination: Literal["stderr", "syslog", "journal"] = Field(
+        default="stderr",
+        description="Where the lines go: stderr (timestamped as rsyslog writes its files; "
+        "when stderr is the systemd journal's stream, to the journal), syslog (the socket "
+        "/dev/log) or journal (systemd-journald's native protocol).",
+    )
+    facility: SyslogFacility = Field(
+        default="mail", description="syslog facility of the lines (syslog and journal)."
+    )
+    socket: Path | None = Field(
+        default=None,
+        description="The log socket, for syslog (default /dev/log) or journal (default "
+        "/run/systemd/journal/socket).",
+        examples=["/dev/log"],
+    )
+    syslog_name: str = Field(
+        default="filterd",
+        description='Program name of the lines, before "/component" ("filterd/smtpd"), as '
+        "Postfix's syslog_name: give each filterd on a host its own (pflogsumm "
+        "--syslog-name=NAME reads them).",
+    )
+
+    @model_validator(mode="after")
+    def _socket_needs_a_socket_destination(self) -> LogConfig:
+        if self.socket is not None and self.destination == "stderr":
+            raise rule_error(
+                ("socket",),
+                'socket is for destination = "syslog" or "journal", and destination is "stderr"',
+                'set destination = "syslog" (or "journal"), or remove socket',
+            )
+        return self
+
+    @field_validator("syslog_name")
+    @classmethod
+    def _program_name(cls, value: str) -> str:
+        if not _SYSLOG_NAME.fullmatch(value):
+            raise rule_error(
+                (),
+                "a program name is up to 64 letters, digits, '.', '_' and '-', got "
+                + show_value(value),
+                'write a name such as syslog_name = "filterd-in"',
+            )
+        return value
+
+
+_SYSLOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ListenConfig(_Section):

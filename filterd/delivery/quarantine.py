@@ -153,8 +153,8 @@ class QuarantineStore:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             return replies.INSUFFICIENT_STORAGE if full else replies.QUEUE_WRITE
         first = t.accepted[0].address if t.accepted else ""
-        log.info(
-            sanitize(f"hold: {reason}; from=<{t.sender}> to=<{first}>"),
+        log.info(  # not "hold:": the door logs the decision, pflogsumm counts that line
+            sanitize(f"quarantined: {reason}; from=<{t.sender}> to=<{first}>"),
             id=message_id(name),
             nrcpt=len(t.accepted),
             size=spool.total_size,

@@ -52,7 +52,7 @@ log = MailLog("main")
 
 def main(config: Config) -> int:
     """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
-    setup_logging(config.log.level)
+    setup_logging(config.log)
     _hold_stop_signals()
     try:
         check_before_serving(config)

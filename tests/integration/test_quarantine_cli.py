@@ -142,7 +142,9 @@ async def test_release_hands_on_the_stored_message_byte_for_byte(tmp_path: Path)
             r"from=<alice@example.com>, nrcpt=2, to=<bob@x.example>,<carol@x.example>",
             cli.stderr,
         ), cli.stderr
-        assert re.search(r"to=<carol@x.example>, relay=127.0.0.1:\d+, .*status=sent", cli.stderr)
+        assert re.search(
+            r"to=<carol@x.example>, relay=127.0.0.1\[127.0.0.1\]:\d+, .*status=sent", cli.stderr
+        )
         assert await cli.listing() == []
 
         assert await cli("release", ident) == 1  # once only

@@ -23,6 +23,7 @@ from filterd.delivery.socket_io import SocketIO
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
+from filterd.maillog.lines import client_line
 from filterd.model import metrics, replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
@@ -353,7 +354,7 @@ class SmtpSession:
             self._open.edits.extend(outcome.edits)
             self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
             if log.enabled_for_info():
-                log.line(f"client={t.client.describe()}")
+                log.line(self._client_line(t))
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
@@ -396,13 +397,12 @@ class SmtpSession:
         try:
             if event.rejection is not None:
                 per = [event.rejection] * owed
+                self._log_end("reject", event.rejection, t)
                 await self._abort_transaction()
             else:
                 per = await self._deliver(current, spool)
         finally:
             spool.close()
-        if log.enabled_for_info():
-            log.line(f"from=<{t.sender}>, size={t.size}, nrcpt={len(t.accepted)}")
         answer = collapse_replies(per)
         metrics.recorder.message(self.door, current.outcome or metrics.outcome_of_reply(answer))
         if self.lmtp:
@@ -426,11 +426,12 @@ class SmtpSession:
         verdict = final_verdict(outcome.verdict, current.disposition)
         if is_refusal(verdict):
             await self._abort_delivery(current)
+            self._log_end("reject", verdict.reply, t)
             return [verdict.reply] * accepted
         match verdict:
             case Discard(reason=reason):
                 await self._abort_delivery(current)
-                log.info(f"discard: END-OF-MESSAGE: {reason}", decided_by=outcome.decided_by)
+                self._log_end("discard", reason, t)
                 current.outcome = "discard"
                 return [_accepted_locally(t)] * accepted
             case Quarantine(reason=reason):
@@ -440,6 +441,9 @@ class SmtpSession:
                 reply = await self.quarantine.store(t, spool, reason, plugin)
                 if reply.is_positive:
                     current.outcome = "quarantine"
+                    self._log_end("hold", reason, t)
+                else:
+                    self._log_end("reject", reply, t)
                 return [reply] * accepted
             case _:
                 pass
@@ -530,3 +534,23 @@ class SmtpSession:
     def _log_reject(self, stage: str, reply: Reply, sender: str, rcpt: str | None) -> None:
         metrics.recorder.refusal(self.door, stage.lower(), metrics.outcome_of_reply(reply))
         log.info(smtpd_line("reject", stage, self.session.peer, reply, sender=sender, rcpt=rcpt))
+
+    def _log_end(self, what: str, answer: object, t: Transaction) -> None:
+        """The decision at the end of the message (reject, discard, hold) as smtpd logs it,
+        ``to=<>`` the last recipient given, as Postfix's line names it."""
+        if log.enabled_for_info():
+            rcpt = t.recipients[-1].address if t.recipients else None
+            peer = self.session.peer
+            log.line(smtpd_line(what, "END-OF-MESSAGE", peer, answer, sender=t.sender, rcpt=rcpt))
+
+    def _client_line(self, t: Transaction) -> str:
+        """``client=`` the peer, with the origin XFORWARD gave (Postfix's queue id, client)."""
+        forwarded = t.xforward
+        if forwarded is None or not forwarded.attributes:
+            return client_line(self.session.peer.describe())
+        origin = t.client
+        return client_line(
+            self.session.peer.describe(),
+            forwarded.decoded("IDENT"),
+            origin.describe() if origin.address != "unknown" or origin.name != "unknown" else None,
+        )

@@ -1,11 +1,13 @@
-"""Postfix-style log lines: ``filterd/<component>[pid]: QUEUEID: what, key=value, ...``.
+"""``MailLog``, one component's logger: ``filterd/<component>[pid]: QUEUEID: what, key=value``.
 
 One line per event. The queue id lives in a context variable (trio tasks copy the context), so
 every line written while a transaction is open carries it. Peer-supplied text is escaped.
+Warnings and errors begin with ``warning:`` and ``error:``, as Postfix's do.
 
-The lines every front door writes as Postfix's smtpd does, so that admins' log parsers read
-them alike: ``connect from``/``disconnect from`` (``MailLog.connect``/``MailLog.disconnect``)
-and a refused step (``smtpd_line``).
+``setup_logging`` sends every line to one destination (``destinations``): stderr (the
+default), syslog or the systemd journal, each with the program name ``filterd/<component>``
+(``[log] syslog_name`` replaces ``filterd``), so that tools written for Postfix's log read
+filterd's.
 """
 
 from __future__ import annotations
@@ -14,109 +16,92 @@ import contextvars
 import logging
 import os
 import sys
-import time
 import traceback
+from pathlib import Path
 from typing import Protocol, TextIO
+
+from filterd.maillog.destinations import (
+    JOURNAL_SOCKET,
+    SYSLOG_SOCKET,
+    Destination,
+    JournalDestination,
+    StreamDestination,
+    SyslogDestination,
+    stderr_is_the_journal,
+)
+from filterd.maillog.lines import sanitize
 
 queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="NOQUEUE")
 
-_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F]}
+_PREFIXES = {logging.WARNING: "warning: ", logging.ERROR: "error: "}
+"""What a line at this level begins with, as Postfix's msg_warn and msg_error write them."""
 
 
-def sanitize(text: object) -> str:
-    """Make peer-controlled text safe for one log line (no CR/LF/controls)."""
-    line = str(text)
-    # Printable text (the usual case) has none of the characters escaped: no translate.
-    return line if line.isprintable() else line.translate(_ESCAPES)
-
-
-class Peer(Protocol):
-    """What ``smtpd_line`` says about the SMTP client (``filterd.model.envelope.Client``)."""
+class LogSettings(Protocol):
+    """The ``[log]`` settings (``filterd.config.schema.LogConfig``)."""
 
     @property
-    def protocol(self) -> str: ...
+    def level(self) -> str: ...
 
     @property
-    def helo(self) -> str | None: ...
+    def destination(self) -> str: ...
 
-    def describe(self) -> str: ...
+    @property
+    def facility(self) -> str: ...
 
+    @property
+    def socket(self) -> Path | None: ...
 
-def smtpd_line(
-    what: str,
-    step: str,
-    peer: Peer,
-    answer: object,
-    *,
-    sender: str | None,
-    rcpt: str | None = None,
-) -> str:
-    """Postfix smtpd's line for an answered step, peer-supplied text escaped, e.g.
-    ``reject: RCPT from host[addr]: 550 5.7.1 text; from=<a@b> to=<c@d> proto=ESMTP helo=<h>``.
-    ``what``: ``reject`` (or another word for what was answered); ``sender`` None (no MAIL
-    yet) leaves ``from=<>`` out, ``rcpt`` None leaves ``to=<>`` out."""
-    mail = f" from=<{sender}>" if sender is not None else ""
-    to = f" to=<{rcpt}>" if rcpt is not None else ""
-    return sanitize(
-        f"{what}: {step} from {peer.describe()}: {answer};{mail}{to}"
-        f" proto={peer.protocol} helo=<{peer.helo or ''}>"
-    )
+    @property
+    def syslog_name(self) -> str: ...
 
 
-FORMAT = "%(asctime)s filterd/%(component)s[%(process)d]: %(message)s"
-"""Every line: ``2026-01-31 12:00:00,123 filterd/smtpd[4242]: QUEUEID: text``."""
+class LineHandler(logging.Handler):
+    """The handler ``setup_logging`` installs: every line goes to its destination. Records
+    from the ``logging`` module are made into lines here; ``MailLog`` hands it finished lines
+    instead (``write``), the same text without a ``LogRecord`` per line: at ``info``
+    filterd writes a few lines per message, and that machinery cost more than relaying it."""
 
-
-class _QueueIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.queue_id = queue_id_var.get()
-        return True
-
-
-class LineHandler(logging.StreamHandler[TextIO]):
-    """The handler ``setup_logging`` installs. Records from the ``logging`` module are
-    formatted with ``FORMAT``; ``MailLog`` hands it finished lines instead (``write``),
-    the same text without a ``LogRecord``, a ``Formatter`` and a ``getpid()`` per line: at
-    ``info`` filterd writes a few lines per message, and that machinery cost more than
-    relaying the message."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self.setFormatter(logging.Formatter(FORMAT, defaults={"component": "main"}))
-        self.addFilter(_QueueIdFilter())
-        self._second = -1
-        self._stamp = ""
-        self._prefixes: dict[str, str] = {}  # component -> " filterd/component[pid]: "
-        self.pid = os.getpid()
+    def __init__(self, destination: Destination) -> None:
+        super().__init__()
+        self.destination = destination
 
     @property
     def pid(self) -> int:
-        return self._pid
+        return self.destination.pid
 
     @pid.setter
     def pid(self, pid: int) -> None:
-        self._pid = pid
-        self._prefixes.clear()
+        self.destination.pid = pid
 
-    def write(self, component: str, text: str) -> None:
-        """One line, as ``FORMAT`` makes it; a failure to write is handled as ``emit``
-        handles it (reported on stderr, never raised into the caller)."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            # logging.Formatter's default asctime, computed once a second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-            self._second = second
-        prefix = self._prefixes.get(component)
-        if prefix is None:
-            prefix = self._prefixes[component] = f" filterd/{component}[{self._pid}]: "
-        line = f"{self._stamp},{int((now - second) * 1000):03d}{prefix}{text}\n"
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            with self.lock:  # type: ignore[union-attr]
-                self.stream.write(line)
-                self.stream.flush()
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            self.destination.write(_component(record), record.levelno, text)
+        except Exception:
+            self.handleError(record)
+
+    def write(self, component: str, level: int, text: str) -> None:
+        """One finished line; a failure to write is handled as ``emit`` handles it (reported
+        on stderr, never raised into the caller)."""
+        try:
+            self.destination.write(component, level, text)
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": text}))
+
+    def close(self) -> None:
+        self.destination.close()
+        super().close()
+
+
+def _component(record: logging.LogRecord) -> str:
+    component = getattr(record, "component", None)
+    if isinstance(component, str):
+        return component
+    name = record.name
+    return name.removeprefix("filterd.") if name.startswith("filterd.") else "main"
 
 
 _handler: LineHandler | None = None  # the one setup_logging installed
@@ -130,18 +115,58 @@ def _refresh_pid() -> None:
 os.register_at_fork(after_in_child=_refresh_pid)
 
 
-def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
+def destination_for(settings: LogSettings, stream: TextIO | None = None) -> Destination:
+    """The destination ``settings`` name; ``stream`` (default stderr) for ``"stderr"``, and
+    for the lines a log socket cannot take. A service whose stderr is the journal's stream
+    (systemd's ``JOURNAL_STREAM``) logs to the journal in its native protocol."""
+    out = StreamDestination(stream or sys.stderr, settings.syslog_name)
+    socket = str(settings.socket) if settings.socket is not None else None
+    match settings.destination:
+        case "syslog":
+            return SyslogDestination(
+                socket or SYSLOG_SOCKET, settings.facility, settings.syslog_name, out
+            )
+        case "journal":
+            return JournalDestination(
+                socket or JOURNAL_SOCKET, settings.facility, settings.syslog_name, out
+            )
+        case _ if stream is None and stderr_is_the_journal(sys.stderr):
+            return JournalDestination(JOURNAL_SOCKET, settings.facility, settings.syslog_name, out)
+        case _:
+            return out
+
+
+class _Level:
+    """Settings with nothing but a level: stderr (or a given stream), program name filterd."""
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+        self.destination = "stderr"
+        self.facility = "mail"
+        self.socket: Path | None = None
+        self.syslog_name = "filterd"
+
+
+def setup_logging(settings: LogSettings | str = "info", stream: TextIO | None = None) -> None:
+    """Send the ``filterd`` loggers' lines where ``settings`` say (``[log]``; a level alone:
+    to ``stream``, by default stderr), replacing what an earlier call installed."""
     global _handler
-    handler = LineHandler(stream or sys.stderr)
+    if isinstance(settings, str):
+        settings = _Level(settings)
+    handler = LineHandler(destination_for(settings, stream))
     root = logging.getLogger("filterd")
+    old = root.handlers[:]
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(settings.level.upper())
     root.propagate = False
     _handler = handler
+    for previous in old:
+        if isinstance(previous, LineHandler):
+            previous.close()
 
 
 class MailLog:
-    """A logger for one component (smtpd, relay, maildir, chain, main)."""
+    """A logger for one component (smtpd, smtp, maildir, chain, main)."""
 
     def __init__(self, component: str) -> None:
         self._logger = logging.getLogger(f"filterd.{component}")
@@ -159,7 +184,7 @@ class MailLog:
             return
         if fields:
             message += _fields(fields)
-        self._emit(level, f"{queue_id_var.get()}: {message}")
+        self._emit(level, f"{_PREFIXES.get(level, '')}{queue_id_var.get()}: {message}")
 
     def _emit(self, level: int, line: str) -> None:
         """Hand a finished line to the handler ``setup_logging`` installed when the record
@@ -177,7 +202,7 @@ class MailLog:
             and len(parent.handlers) == 1
             and parent.handlers[0] is handler
         ):
-            handler.write(self._component, line)
+            handler.write(self._component, level, line)
         else:
             logger.log(level, "%s", line, extra=self._extra)
 
@@ -227,7 +252,9 @@ class MailLog:
         indented = "\n".join(f"  {line}" for line in ["Traceback:", *frames.split("\n"), last])
         if fields:
             message += _fields(fields)
-        self._logger.error("%s: %s\n%s", queue_id_var.get(), message, indented, extra=self._extra)
+        self._logger.error(
+            "error: %s: %s\n%s", queue_id_var.get(), message, indented, extra=self._extra
+        )
 
     def debug(self, message: str, **fields: object) -> None:
         self._log(logging.DEBUG, message, fields)
