@@ -5,7 +5,8 @@ set -euo pipefail
 # procps: pgrep, used by tests/e2e to prove a private Postfix left no process behind.
 # util-linux (essential, named for clarity): unshare and setpriv, used by the start-up failure tests.
 # postfix-policyd-spf-python: Debian's policyd-spf, the baseline of bench/policy_bench.py.
-PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux"
+# dovecot-core: the Dovecot auth service the SMTP AUTH tests check passwords against (tests/e2e).
+PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux dovecot-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
