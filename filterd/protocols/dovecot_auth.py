@@ -279,8 +279,8 @@ class DovecotAuthClient:
             raise RemoteProtocolError(f"{command} from the auth server before our CONT")
         params = fields[2:]
         if command == "CONT":
-            if not params:
-                raise RemoteProtocolError("CONT from the auth server without data")
+            if not params or not valid_base64(params[0]):
+                raise RemoteProtocolError("CONT from the auth server without base64 data")
             self._state = _State.CHALLENGED
             return Challenge(params[0])
         self._state = _State.READY

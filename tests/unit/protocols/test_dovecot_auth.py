@@ -190,6 +190,15 @@ def test_a_reply_before_our_answer_is_an_error() -> None:
         client.next_event()
 
 
+@pytest.mark.parametrize("reply", [b"CONT\t1\n", b"CONT\t1\tVXNl\rcm5hbWU6\n"])
+def test_a_challenge_that_is_not_base64(reply: bytes) -> None:
+    client = ready_client()
+    client.authenticate("LOGIN")
+    client.receive_data(reply)
+    with pytest.raises(RemoteProtocolError, match="without base64 data"):
+        client.next_event()
+
+
 def test_closed_before_answering() -> None:
     client = ready_client()
     client.authenticate("PLAIN", initial_response=PLAIN)
