@@ -7,7 +7,8 @@ set -euo pipefail
 # postfix-policyd-spf-python: Debian's policyd-spf, the baseline of bench/policy_bench.py.
 # pflogsumm: reads filterd's log in tests/e2e/test_log_pflogsumm.py; systemd: the private
 # systemd-journald and journalctl of the same test (the journal and syslog destinations).
-PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd"
+# dovecot-core: the Dovecot auth service the SMTP AUTH tests check passwords against (tests/e2e).
+PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

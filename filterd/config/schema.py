@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from filterd.config.types import (
     ByteSize,
+    DomainPattern,
     Duration,
     Endpoint,
     HostName,
@@ -62,6 +63,12 @@ Flag = Annotated[bool, Field(strict=True)]
 
 MAX_PROCESSES = 64
 """The most processes one listener may have (``processes = "auto"`` included)."""
+
+LOOPBACK = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
+"""This machine's own addresses: the default ``xforward_hosts`` and ``mynetworks``."""
+
+RELAY_KEYS = ("mynetworks", "relay_domains", "auth_socket", "open_relay")
+"""The settings of an smtp or lmtp listener's relay control."""
 
 
 def _processes(value: object) -> int | Literal["auto"]:
@@ -195,8 +202,39 @@ class ListenConfig(_Section):
         "are answered 421 and closed.",
     )
     xforward_hosts: tuple[IPNetwork, ...] = Field(
-        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        default=LOOPBACK,
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
+    )
+    mynetworks: tuple[IPNetwork, ...] = Field(
+        default=LOOPBACK,
+        description="smtp and lmtp listeners: clients that may send to any domain (Postfix "
+        "mynetworks); others may send only to relay_domains unless they authenticate "
+        "(auth_socket). The default, this machine's loopback addresses, suits a content filter "
+        "that the local Postfix feeds. Decided on the connecting address, never on XFORWARD.",
+        examples=[["127.0.0.0/8", "192.0.2.0/24"]],
+    )
+    relay_domains: tuple[DomainPattern, ...] = Field(
+        default=(),
+        description="smtp and lmtp listeners: domains every client may send to (Postfix "
+        'relay_domains): "example.org" is example.org and its subdomains, ".example.org" only '
+        "its subdomains. An address with sender-specified routing (user%host@, user@host@, "
+        "host!user@) matches none of them.",
+        examples=[["example.org"]],
+    )
+    auth_socket: SocketAddress | None = Field(
+        default=None,
+        description="smtp and lmtp listeners: Dovecot's auth-client socket (Postfix "
+        "smtpd_sasl_type = dovecot with smtpd_sasl_path). Set, SMTP AUTH PLAIN and LOGIN are "
+        "offered after STARTTLS (tls_cert, tls_key) and checked there; a client that "
+        "authenticates may send to any domain.",
+        examples=["unix:/run/dovecot/auth-filterd"],
+    )
+    open_relay: Flag = Field(
+        default=False,
+        description="smtp and lmtp listeners: no relay control, every client that reaches "
+        "this listener may send to any domain. Only behind a firewall that lets nothing but "
+        "your own mail servers in: filterd refuses to start a listener on an address other "
+        "than loopback with none of mynetworks, relay_domains, auth_socket or open_relay.",
     )
     processes: Processes = Field(
         default=1,
@@ -245,6 +283,49 @@ class ListenConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _relay_control(self) -> ListenConfig:
+        changed = self.relay_settings()
+        if self.protocol in ("policy", "milter") and changed:
+            raise rule_error(
+                (changed[0],),
+                f"{changed[0]} applies to smtp and lmtp listeners (a {self.protocol} listener "
+                "relays nothing)",
+                f"remove {changed[0]} from this [[listen]] table",
+            )
+        if self.open_relay and len(changed) > 1:
+            other = next(key for key in changed if key != "open_relay")
+            raise rule_error(
+                ("open_relay",),
+                f"open_relay = true lets every client relay: {other} would change nothing",
+                f"remove open_relay to restrict relaying with {other}, or remove {other}",
+            )
+        everyone = next((net for net in self.mynetworks if net.prefixlen == 0), None)
+        if everyone is not None:
+            raise rule_error(
+                ("mynetworks",),
+                f'mynetworks "{everyone}" lets every client relay',
+                "list the networks of your own mail servers, or write open_relay = true if "
+                "every client that reaches this listener may relay",
+            )
+        if self.auth_socket is not None and not self.tls_enabled:
+            raise rule_error(
+                ("auth_socket",),
+                "SMTP AUTH is offered only after STARTTLS, and this listener has no TLS",
+                "set tls_cert and tls_key on this [[listen]] table, or remove auth_socket",
+            )
+        return self
+
+    def relay_settings(self) -> list[str]:
+        """The relay control settings that differ from their defaults (``RELAY_KEYS`` order)."""
+        changed = {
+            "mynetworks": self.mynetworks != LOOPBACK,
+            "relay_domains": bool(self.relay_domains),
+            "auth_socket": self.auth_socket is not None,
+            "open_relay": self.open_relay,
+        }
+        return [key for key in RELAY_KEYS if changed[key]]
+
     @property
     def tls_enabled(self) -> bool:
         """True when STARTTLS is offered (both tls_cert and tls_key set)."""
@@ -289,6 +370,16 @@ class LimitsConfig(_Section):
     )
     max_errors: Count = Field(
         default=20, ge=1, description="Bad commands tolerated before 421 and disconnect."
+    )
+    max_auth_failures: Count = Field(
+        default=3,
+        ge=1,
+        description="Failed SMTP AUTH attempts on one connection before 421 and disconnect.",
+    )
+    auth_failure_delay: Duration = Field(
+        default=1.0,
+        description="Wait before answering a failed SMTP AUTH attempt (on top of Dovecot's "
+        "own delay), to slow password guessing.",
     )
     bare_newline: Literal["reject", "normalize"] = Field(
         default="reject",

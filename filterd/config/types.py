@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ByteSize",
+    "DomainPattern",
     "Duration",
     "Endpoint",
     "HostName",
@@ -29,6 +30,7 @@ __all__ = [
     "SocketAddress",
     "format_duration",
     "parse_byte_size",
+    "parse_domain_pattern",
     "parse_duration",
     "parse_endpoint",
     "parse_network",
@@ -236,6 +238,28 @@ HostName = Annotated[
     str,
     PlainValidator(parse_hostname),
     WithJsonSchema({"type": "string", "examples": ["mail.example.org"]}),
+]
+
+
+def parse_domain_pattern(value: object) -> str:
+    """A domain as Postfix's relay_domains lists it: ``"example.org"`` or ``".example.org"``
+    (lower case, without a trailing dot)."""
+    text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
+    if not text or not _is_hostname(text.removeprefix(".")):
+        raise _invalid(
+            "domain",
+            f"expected a domain such as {show_value('example.org')} or "
+            f"{show_value('.example.org')}, got {show_value(value)}",
+            "write a domain name (letters, digits, hyphens and dots), with a leading dot to "
+            "match only its subdomains",
+        )
+    return text
+
+
+DomainPattern = Annotated[
+    str,
+    PlainValidator(parse_domain_pattern),
+    WithJsonSchema({"type": "string", "examples": ["example.org", ".example.org"]}),
 ]
 
 

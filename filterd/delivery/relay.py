@@ -258,10 +258,14 @@ def _no_connection() -> Reply:
 
 
 def _mail_params(params: tuple[str, ...], caps: Capabilities) -> list[str]:
-    """Pass MAIL parameters on verbatim, but only for extensions the next hop announced."""
+    """Pass MAIL parameters on verbatim, but only for extensions the next hop announced; never
+    AUTH= (RFC 4954 §5: it is the client's identity with us, and we did not authenticate to the
+    next hop; Postfix's reinjection smtpd, without SASL, would refuse the MAIL)."""
     kept = []
     for param in params:
         key = param.partition("=")[0].upper()
+        if key == "AUTH":
+            continue
         needs = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}.get(key, "DSN")
         if caps.has(needs):
             kept.append(param)

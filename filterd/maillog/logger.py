@@ -220,6 +220,12 @@ class MailLog:
             message += _fields(fields)
         self._emit(logging.INFO, message)
 
+    def plain_warning(self, message: str) -> None:
+        """``warning: <message>`` without the queue id, escaped, as Postfix writes a warning
+        about a client (``warning: host[addr]: SASL PLAIN authentication failed: ...``)."""
+        if self._logger.isEnabledFor(logging.WARNING):
+            self._emit(logging.WARNING, f"warning: {sanitize(message)}")
+
     def connect(self, peer: str) -> None:
         """``connect from <peer>``: a client connected (no queue id, as Postfix logs it)."""
         if self._logger.isEnabledFor(logging.INFO):
