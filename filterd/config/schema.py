@@ -353,6 +353,7 @@ class MaildirDelivery(_Section):
         default=Path("./var/mail"),
         description="Mail for user@domain goes to root/domain/user/{tmp,new,cur}; a relative "
         "root is relative to the directory filterd starts in.",
+        examples=["/var/lib/filterd/mail"],
     )
 
     @field_validator("root")
