@@ -529,7 +529,7 @@ class Config(_Section):
                 raise rule_error(
                     ("listen", index, "address"),
                     "a milter listener needs a fixed port (libmilter binds it itself)",
-                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:8891"',
+                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:10029"',
                 )
             if address.kind == "tcp" and address.port == 0:
                 continue  # each port-0 listener gets its own ephemeral port

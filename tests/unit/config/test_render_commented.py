@@ -22,7 +22,9 @@ from filterd.config.schema import Config
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOYED = "deploy/filterd.toml"
 EXAMPLE = ROOT / "deploy" / "filterd.example.toml"
-REGENERATE = f".venv/bin/filterd check-config --commented -c {DEPLOYED} > deploy/filterd.example.toml"
+REGENERATE = (
+    f".venv/bin/filterd check-config --commented -c {DEPLOYED} > {EXAMPLE.relative_to(ROOT)}"
+)
 
 MODELS = [
     model
