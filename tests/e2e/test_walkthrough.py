@@ -522,3 +522,48 @@ def test_the_documents_packages_are_the_ones_the_repository_installs() -> None:
     ]
     assert apt_packages(events) == {"spamd"}
     assert apt_packages(events) <= packages_installed_by_the_repository()
+
+
+# --- the adaptation itself -------------------------------------------------------------------
+
+
+def test_the_adapter_changes_ports_paths_and_addresses_and_nothing_else(tmp_path: Path) -> None:
+    postfix_dir = tmp_path / "postfix"
+    adapter = Adapter(tmp_path / "host", {10025: 40001, 10026: 40002}, 40025, postfix_dir)
+    document = (
+        "postconf -e 'content_filter = scan:[192.0.2.2]:10025'\n"
+        "cat deploy/postfix/master.cf.smtp.snippet >> /etc/postfix/master.cf\n"
+        "postconf -MX smtp/inet\n"
+        "smtp      inet  n       -       n       -       20      smtpd\n"
+        'root = "/var/lib/filterd/quarantine"  # 10 parallel sessions, RFC 2033, /etc/passwd\n'
+        "swaks --server 127.0.0.1:25 --to postmaster@example.org\n"
+    )
+    assert adapter.text(document) == (
+        "postconf -e 'content_filter = scan:[127.0.0.2]:40001'\n"
+        f"cat deploy/postfix/master.cf.smtp.snippet >> {postfix_dir}/master.cf\n"
+        "postconf -MX 127.0.0.1:40025/inet\n"
+        "127.0.0.1:40025      inet  n       -       n       -       20      smtpd\n"
+        f'root = "{tmp_path}/host/var/lib/filterd/quarantine"'
+        "  # 10 parallel sessions, RFC 2033, /etc/passwd\n"
+        "swaks --server 127.0.0.1:40025 --to postmaster@example.org\n"
+    )
+    with pytest.raises(ValueError, match="port 783"):
+        adapter.text('address = "127.0.0.1:783"')
+    assert adapter.text('address = "127.0.0.1:783"', strict=False) == 'address = "127.0.0.1:783"'
+    with pytest.raises(ValueError, match="/etc/passwd"):
+        adapter.path("/etc/passwd")
+
+
+def test_blocks_are_found_under_their_markers_also_in_a_list() -> None:
+    text = (
+        "<!-- walkthrough: one -->\n\n```sh\necho a\n```\n\n```sh\nnot marked\n```\n"
+        "- item\n\n  <!-- walkthrough: one -->\n  ```toml\n  # /etc/filterd/filterd.toml\n"
+        "  [[listen]]\n  ```\n"
+    )
+    first, second = walkthrough_blocks(text)["one"]
+    assert (first.lang, first.text, first.file_path) == ("sh", "echo a\n", None)
+    assert second.lang == "toml"
+    assert second.text == "# /etc/filterd/filterd.toml\n[[listen]]\n"
+    assert second.file_path == "/etc/filterd/filterd.toml"
+    with pytest.raises(ValueError, match="without a block"):
+        walkthrough_blocks("<!-- walkthrough: lost -->\ntext\n")

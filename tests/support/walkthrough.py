@@ -40,9 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.postfix import with_hosts_file
+from tests.support.postfix import REPO_ROOT, with_hosts_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_MD = REPO_ROOT / "docs" / "deploy.md"
 STEP_TIMEOUT = 120.0
 
@@ -146,8 +145,9 @@ class Adapter:
             raise ValueError(f"the walk-through's tests do not adapt the path {absolute}")
         return self.root / absolute.lstrip("/")
 
-    def text(self, text: str) -> str:
-        """``text`` with the document's paths, addresses and ports made this machine's."""
+    def text(self, text: str, *, strict: bool = True) -> str:
+        """``text`` with the document's paths, addresses and ports made this machine's;
+        ``strict``: a port of the document that is not mapped yet is an error (else it stays)."""
         prefixes = [*HOST_PATHS, "/etc/postfix"] if self.postfix_config else [*HOST_PATHS]
         paths = "|".join(re.escape(prefix) for prefix in prefixes)
         text = re.sub(rf"(?<![\w./-])({paths})(?![\w.-])", lambda m: str(self.path(m[1])), text)
@@ -158,9 +158,11 @@ class Adapter:
 
         def port(match: re.Match[str]) -> str:
             number = int(match[1])
-            if number not in self.ports:
+            if number in self.ports:
+                return str(self.ports[number])
+            if strict:
                 raise ValueError(f"port {number} of the walk-through is not mapped yet")
-            return str(self.ports[number])
+            return match[0]
 
         numbers = "|".join(str(number) for number in DOC_PORTS)
         return re.sub(rf"(?<![\d.])({numbers})(?!\d)", port, text)
@@ -174,7 +176,7 @@ class Adapter:
                 continue
             target = checkout / source.relative_to(REPO_ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(self.text(source.read_text()))
+            target.write_text(self.text(source.read_text(), strict=False))
         return checkout
 
 
