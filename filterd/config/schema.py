@@ -497,6 +497,7 @@ class MaildirDelivery(_Section):
         default=Path("./var/mail"),
         description="Mail for user@domain goes to root/domain/user/{tmp,new,cur}; a relative "
         "root is relative to the directory filterd starts in.",
+        examples=["/var/lib/filterd/mail"],
     )
 
     @field_validator("root")
@@ -690,7 +691,7 @@ class Config(_Section):
                 raise rule_error(
                     ("listen", index, "address"),
                     "a milter listener needs a fixed port (libmilter binds it itself)",
-                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:8891"',
+                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:10029"',
                 )
             if address.kind == "tcp" and address.port == 0:
                 continue  # each port-0 listener gets its own ephemeral port
