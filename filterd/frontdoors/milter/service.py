@@ -201,13 +201,18 @@ async def serve_milter(
     shutdown: Shutdown | None = None,
     listening: socket.socket | None = None,
     tally: ConnectionTally | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    drain: trio.Event | None = None,
+    task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Postfix's milter client on ``settings.socket`` until ``shutdown`` begins (forever
     without one). Only one per process: libmilter cannot run twice. The caller owns the
-    chain's start/stop. With several processes, ``listening`` is the socket they all accept
-    from (this takes it over: closed once libmilter has its own copy) and ``tally`` their
-    shared connection count."""
+    chain's start/stop; it gets the bridge (``task_status``), where a reload swaps the chain.
+    With several processes, ``listening`` is the socket they all accept from (this takes it
+    over: closed once libmilter has its own copy) and ``tally`` their shared connection count.
+
+    ``drain`` (a worker process replaced by a reload): once set, the listener stops, and the
+    service ends when its last connection has closed, however long that takes; a stop
+    meanwhile ends it as usual."""
     shutdown = shutdown or Shutdown()
     token = trio.lowlevel.current_trio_token()
     bridge = MilterBridge(chain, settings, shutdown, token, tally)
@@ -232,7 +237,8 @@ async def serve_milter(
     thread = threading.Thread(target=run_libmilter, name="libmilter", daemon=True)
     thread.start()
     log.plain(f"milter listening on {settings.socket}")
-    task_status.started()
+    task_status.started(bridge)
+    drained = False
     try:
         async with trio.open_nursery() as waiting:
 
@@ -242,11 +248,24 @@ async def serve_milter(
 
             async def until_ended() -> None:
                 await ended.wait()
+                if drain is None or not drain.is_set():  # a drain stops libmilter's listener
+                    waiting.cancel_scope.cancel()
+
+            async def until_drained() -> None:
+                nonlocal drained
+                assert drain is not None
+                await drain.wait()
+                log.plain("milter: no new connections; those open go on to their end")
+                await _stop_listener(settings.address)
+                await bridge.wait_for_connections()
+                drained = True
                 waiting.cancel_scope.cancel()
 
             waiting.start_soon(until_stop)
             waiting.start_soon(until_ended)
-        if not shutdown.stopping:
+            if drain is not None:
+                waiting.start_soon(until_drained)
+        if not (shutdown.stopping or drained):
             raise RuntimeError(f"libmilter stopped unexpectedly: {failure or 'no error'}")
     finally:
         with trio.CancelScope(shield=True):
