@@ -12,7 +12,9 @@ goes to the generation then current (``dispatch``), in whose nursery it runs to 
 Retired (``retire``), a generation takes no new connection; its sessions go on with its chain to
 their natural end (no 421, no deadline: as Postfix's daemons finish their client after ``postfix
 reload``), its worker processes drain, the milter connections that run its chain close in their
-own time; then its chain stops and its delivery closes. A stop retires every generation at once,
+own time; then its chain stops. Its delivery keeps no idle next-hop connection from the moment it
+is retired (each transaction of its remaining sessions opens and closes its own), so reloads do
+not add up idle connections to the next hop (whose ``maxproc`` they would use up). A stop retires every generation at once,
 with ``shutdown_grace`` for the sessions in progress, as before.
 
 ```
@@ -112,6 +114,8 @@ class Generation:
                         if not self.shutdown.stopping:  # a stop ends the workers itself
                             for pool in self.pools:
                                 pool.retire()
+                        if self.delivery is not None:  # no idle next-hop connection left
+                            await self.delivery.aclose()
                         if self.milter_chain is not None:
                             connections.start_soon(self.milter_chain.drained.wait)
                 background.cancel_scope.cancel()

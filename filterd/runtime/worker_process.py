@@ -193,6 +193,8 @@ class Worker:
                 ending = await _receive_connections(channel, connections, serve_one)
                 if ending == DRAIN:
                     log.plain(f"{self.name} draining: {sessions.count} connection(s) to finish")
+                    if self.delivery is not None:  # keep no idle next-hop connection
+                        await self.delivery.aclose()
                     connections.start_soon(_cancel_when_idle, sessions, receiving)
                     await _receive_connections(channel, connections, serve_one)
             self.shutdown.begin()
