@@ -14,8 +14,9 @@ their natural end (no 421, no deadline: as Postfix's daemons finish their client
 reload``), its worker processes drain, the milter connections that run its chain close in their
 own time; then its chain stops. Its delivery keeps no idle next-hop connection from the moment it
 is retired (each transaction of its remaining sessions opens and closes its own), so reloads do
-not add up idle connections to the next hop (whose ``maxproc`` they would use up). A stop retires every generation at once,
-with ``shutdown_grace`` for the sessions in progress, as before.
+not add up idle connections to the next hop (whose ``maxproc`` they would use up). A stop
+retires every generation at once, with ``shutdown_grace`` for the sessions in progress, as
+before.
 
 ```
 Generation.run
