@@ -25,6 +25,7 @@ from filterd.config.load import load_config
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.runtime.reload import Reloader, configuration_status
 from filterd.runtime.supervisor import serve
+from tests.integration.test_policy_service import PolicyClient
 from tests.support.nexthop import ScriptedNextHop
 from tests.support.postfix import free_port
 from tests.support.session import LineClient
@@ -292,3 +293,25 @@ async def test_new_worker_processes_serve_the_new_chain(tmp_path: Path) -> None:
         with trio.fail_after(WAIT):
             await process.wait()  # the old worker drained (it had nothing to finish), then exited
         assert (pool.retiring, process.returncode) == (True, 0)
+
+
+async def test_a_policy_listener_answers_with_the_new_chain(tmp_path: Path) -> None:
+    port, policy = free_port(), free_port()
+
+    def text(hop: int, refuse: str) -> str:
+        """An smtp and a policy listener; example_tagger refuses recipients starting with
+        ``refuse`` (none when empty)."""
+        tagger = 'text = "one"' + (f', refuse_prefix = "{refuse}"' if refuse else "")
+        smtp = config_text(port, hop, "one").replace('text = "one"', tagger)
+        return smtp + f'\n[[listen]]\naddress = "127.0.0.1:{policy}"\nprotocol = "policy"\n'
+
+    path = tmp_path / "filterd.toml"
+    async with running(path, partial(text, refuse="")) as server:
+        before = PolicyClient(await trio.open_tcp_stream("127.0.0.1", policy))
+        assert await before.ask(recipient="bad@example.org") == "DUNNO"
+        assert await server.reload(text(server.hop.port, "bad"))
+        after = PolicyClient(await trio.open_tcp_stream("127.0.0.1", policy))
+        refused = await after.ask(recipient="bad@example.org")
+        assert refused == "550 5.7.1 <bad@example.org>: refused by example_tagger"
+        # Postfix's connection from before the reload goes on with the chain it began with.
+        assert await before.ask(recipient="bad@example.org", instance="2") == "DUNNO"
