@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -73,6 +74,7 @@ ACTION_FLAGS = (
     | milter.CHGFROM
     | milter.QUARANTINE
 )
+LIBMILTER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}  # its signal thread's
 STOP_JOIN_TIMEOUT = 15.0  # libmilter's thread, once its listener stopped
 WAKE_INTERVAL = 0.02  # before each connection that wakes libmilter's listener
 WAKE_TIMEOUT = 1.0  # for one such connection
@@ -282,6 +284,10 @@ async def serve_milter(
     failure: list[BaseException] = []
 
     def run_libmilter() -> None:
+        # Before smfi_main blocks them itself: a stop signal or SIGHUP aimed at this thread in
+        # that instant could be handed on to libmilter's own signal thread, which would stop
+        # libmilter; blocked here, they go to trio's thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, LIBMILTER_SIGNALS)
         try:
             milter.main()
         except BaseException as exc:
