@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from filterd_example import ExampleTagger
 
 from filterd import maillog
 from filterd.cli.main import main as cli_main
@@ -315,3 +316,24 @@ async def test_a_policy_listener_answers_with_the_new_chain(tmp_path: Path) -> N
         assert refused == "550 5.7.1 <bad@example.org>: refused by example_tagger"
         # Postfix's connection from before the reload goes on with the chain it began with.
         assert await before.ask(recipient="bad@example.org", instance="2") == "DUNNO"
+
+
+async def test_a_plugin_that_does_not_start_refuses_the_reload(
+    tmp_path: Path, log_text: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    path = tmp_path / "filterd.toml"
+    async with running(path, partial(config_text, port, tag="one")) as server:
+
+        async def cannot_start(self: ExampleTagger) -> None:
+            raise ConnectionRefusedError("its server is down")
+
+        monkeypatch.setattr(ExampleTagger, "start", cannot_start)
+        assert not await server.reload(config_text(port, server.hop.port, "two"))
+        client = await connect(port)
+        assert (await send(client, "old chain")).startswith("250 ")
+        assert tag_of(server.hop, "old chain") == "one"
+    assert (
+        "reload refused: a plugin did not start: ConnectionRefusedError: its server is down; "
+        "keeping the configuration loaded at "
+    ) in log_text.getvalue()
