@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 from filterd import __version__
 from filterd.cli.quarantine import add_parser as add_quarantine_parser
@@ -142,7 +143,7 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.doctor import doctor
 
         return doctor(config, args, sys.stdout, sys.stderr)
-    return _serve(config)
+    return _serve(config, args.config)
 
 
 def _check_chain(config: Config) -> PluginSettings:
@@ -158,9 +159,16 @@ def _check_chain(config: Config) -> PluginSettings:
     return {index: plugin.Config for index, (_, plugin, _) in enumerate(resolved)}
 
 
-def _serve(config: Config) -> int:
+def _reread(path: str | None) -> Config:
+    """The configuration file again, for a reload: checked as ``check-config`` checks it."""
+    config = load_config(path, serving=True)
+    _check_chain(config)
+    return config
+
+
+def _serve(config: Config, path: str | None) -> int:
     # Imported here so that check-config never loads trio and the serving machinery.
     from filterd.runtime.supervisor import main as serve_main  # type: ignore[import-not-found, unused-ignore]
 
-    status: int = serve_main(config)
+    status: int = serve_main(config, reread=partial(_reread, path))
     return status

@@ -39,7 +39,10 @@ class DeliveryTransaction(Protocol):
 class Delivery(Protocol):
     def open(self) -> DeliveryTransaction: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close what is kept idle (the relay's pooled connections) and keep nothing idle from
+        then on; a transaction opened afterwards still works (it opens what it needs)."""
+        ...
 
 
 def collapse_replies(per_recipient: list[Reply]) -> Reply:

@@ -15,6 +15,7 @@ from filterd.delivery.interface import Delivery
 from filterd.delivery.maildir import Maildir
 from filterd.delivery.quarantine import QuarantineStore
 from filterd.delivery.relay import Relay
+from filterd.frontdoors.milter.bridge import MilterBridge, MilterSettings
 from filterd.frontdoors.policy.service import PolicyHandler, PolicySettings
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.frontdoors.smtp.handler import SmtpHandler
@@ -25,6 +26,7 @@ __all__ = [
     "DoorHandler",
     "build_delivery",
     "handler_for",
+    "milter_settings",
     "policy_settings",
     "serve_milter_listener",
     "server_ssl_context",
@@ -88,20 +90,28 @@ async def serve_milter_listener(
     *,
     listening: socket.socket | None = None,
     tally: SharedTally | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    drain: trio.Event | None = None,
+    task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve a milter listener until ``shutdown``: libmilter binds the address itself, or, with
-    several processes, accepts from ``listening``, which every process shares (see
-    ``filterd.frontdoors.milter.service``), counting connections in ``tally``."""
+    """Serve a milter listener until ``shutdown`` (or, once ``drain`` is set, until its last
+    connection has closed): libmilter binds the address itself, or, with several processes,
+    accepts from ``listening``, which every process shares (see
+    ``filterd.frontdoors.milter.service``), counting connections in ``tally``. Started, it
+    gives the bridge, where a reload puts the new chain (``milter_settings`` for its settings)."""
     # Imported here: pymilter is the optional ``milter`` extra.
-    from filterd.frontdoors.milter.service import MilterSettings, serve_milter
+    from filterd.frontdoors.milter.service import serve_milter
 
-    settings = MilterSettings.from_config(listen, config.limits)
     await serve_milter(
         chain,
-        settings,
+        milter_settings(listen, config),
         shutdown=shutdown,
         listening=listening,
         tally=tally,
+        drain=drain,
         task_status=task_status,
     )
+
+
+def milter_settings(listen: ListenConfig, config: Config) -> MilterSettings:
+    """The settings of a milter listener: the same in the main process and in every worker."""
+    return MilterSettings.from_config(listen, config.limits)

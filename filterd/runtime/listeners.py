@@ -6,7 +6,8 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -33,8 +34,16 @@ async def accept_loop(
     listener: trio.SocketListener, handler: ConnectionHandler, connections: trio.Nursery
 ) -> None:
     """Accept forever; each connection runs in ``connections`` (apart from the accept nursery,
-    so stopping the accept loop leaves sessions running). Out of descriptors or memory: log,
-    pause 100 ms, go on (trio's serve_listeners does the same)."""
+    so stopping the accept loop leaves sessions running)."""
+    await accept_each(listener, partial(start_connection, handler, connections=connections))
+
+
+async def accept_each(
+    listener: trio.SocketListener, dispatch: Callable[[trio.SocketStream], None]
+) -> None:
+    """Accept forever and hand each connection to ``dispatch``, which starts its task at once
+    (``start_connection``; after a reload, in the generation then current). Out of
+    descriptors or memory: log, pause 100 ms, go on (trio's serve_listeners does the same)."""
     while True:
         try:
             stream = await listener.accept()
@@ -44,10 +53,17 @@ async def accept_loop(
                 await trio.sleep(0.1)
                 continue
             raise
-        if handler.over_limit():
-            connections.start_soon(handler.refuse, stream)
-        else:
-            connections.start_soon(handler, stream)
+        dispatch(stream)
+
+
+def start_connection(
+    handler: ConnectionHandler, stream: trio.abc.Stream, *, connections: trio.Nursery
+) -> None:
+    """Serve a new connection in ``connections``, or refuse it beyond the handler's limit."""
+    if handler.over_limit():
+        connections.start_soon(handler.refuse, stream)
+    else:
+        connections.start_soon(handler, stream)
 
 
 async def open_listener(endpoint: Endpoint) -> trio.SocketListener:

@@ -1,62 +1,61 @@
-"""The nursery tree: signals, the delivery's background work, worker processes, listeners and
-connections.
+"""The nursery tree: signals, generations (what one configuration serves with), listeners,
+the milter service, reloads.
 
 ```
 root nursery
-├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
-├── delivery background (the next-hop pool reaper), the quarantine's expiry
-└── workers nursery: the worker processes of each listener with processes > 1 (worker_pool)
-    └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
-        └── the milter service (libmilter on a thread of its own)
+├── signal watcher (SIGTERM/SIGINT → graceful stop, a second one → stop now; SIGHUP → reload)
+├── observing (metrics files, the control socket, the metrics endpoint), the quarantine's expiry
+└── generations nursery: one Generation per configuration still serving (generation.py):
+    │   its delivery's background work, its worker processes, its sessions (deadline on stop)
+    └── doors nursery
+        ├── accept loops, one per smtp/lmtp/policy socket (listener_set.py), each connection
+        │   handed to the current generation
+        ├── the milter service (libmilter on a thread of its own), across generations
+        └── the reloader (reload.py): SIGHUP → a new generation, the old one retired
 ```
 Stop: close the listeners, tell idle sessions 421, give sessions mid-message
 ``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
-Workers stop the same way, told by end of file on their control sockets."""
+Workers stop the same way, told by end of file on their control sockets. The generations end
+after the doors and before ``root`` is cancelled: the workers are stopped while the signals are
+still watched (a second one kills them)."""
 
 from __future__ import annotations
 
 import signal
-import socket
 import sys
-from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
-from filterd.config.schema import MAX_PROCESSES, Config, ListenConfig
+from filterd.config.schema import Config
 from filterd.delivery.quarantine import QuarantineStore, expire_periodically
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, setup_logging
-from filterd.runtime.handlers import build_delivery, handler_for, serve_milter_listener
-from filterd.runtime.listeners import (
-    ConnectionHandler,
-    accept_loop,
-    bound_address,
-    remove_socket,
-)
+from filterd.runtime.generation import Generation
+from filterd.runtime.handlers import serve_milter_listener
+from filterd.runtime.listener_set import ListenerInfo, ListenerSet, MilterDoor
 from filterd.runtime.observing import Observing
-from filterd.runtime.startup import (
-    EXIT_STARTUP,
-    StartupError,
-    check_before_serving,
-    open_listeners,
-    open_milter_socket,
-)
-from filterd.runtime.tally import SharedTally
-from filterd.runtime.worker_pool import SpreadConnections, WorkerPool, WorkerStartError
+from filterd.runtime.reload import ConfigReader, Reloader, ReloadHooks
+from filterd.runtime.startup import EXIT_STARTUP, StartupError, check_before_serving
+from filterd.runtime.worker_pool import WorkerStartError
+
+__all__ = ["ListenerInfo", "main", "serve"]
 
 log = MailLog("main")
 
 
-def main(config: Config) -> int:
-    """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
+def main(
+    config: Config, *, reread: ConfigReader | None = None, hooks: ReloadHooks | None = None
+) -> int:
+    """``filterd run``: serve until SIGTERM/SIGINT; SIGHUP reloads (``reread`` reads the file
+    again, ``hooks`` are told where each reload starts and ends). Cannot start: one line, exit
+    status 2."""
     setup_logging(config.log)
     _hold_stop_signals()
     try:
         check_before_serving(config)
-        trio.run(partial(serve, config, observe=True))
+        trio.run(partial(serve, config, reloader=Reloader(reread, hooks), observe=True))
     except StartupError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -80,25 +79,28 @@ def main(config: Config) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_WATCHED = (*_STOP_SIGNALS, signal.SIGHUP)  # SIGHUP: reload
 _early_signals: list[int] = []
-"""Stop signals received before the signal watcher runs (during start-up)."""
+"""Signals received before the signal watcher runs (during start-up)."""
 _held: dict[int, signal._HANDLER] = {}
-"""The stop signals' handlers from before ``_hold_stop_signals``."""
+"""The watched signals' handlers from before ``_hold_stop_signals``."""
 
 
 def _hold_stop_signals() -> None:
-    """Until trio's watcher takes over, a stop signal is remembered rather than fatal, so a
-    SIGTERM during start-up is a graceful stop once serving begins."""
+    """Until trio's watcher takes over, a stop signal (or SIGHUP) is remembered rather than
+    fatal, so a SIGTERM during start-up is a graceful stop once serving begins, and a SIGHUP
+    a reload."""
     _early_signals.clear()
     try:
-        for signum in _STOP_SIGNALS:
+        for signum in _WATCHED:
             _held[signum] = signal.signal(signum, lambda got, _: _early_signals.append(got))
     except ValueError:  # not the main thread
         pass
 
 
 def _release_stop_signals() -> None:
-    """Give the stop signals their handlers back (after the watcher, a third signal kills)."""
+    """Give the watched signals their handlers back (after the watcher, a third stop signal
+    kills)."""
     while _held:
         signum, handler = _held.popitem()
         signal.signal(signum, handler)
@@ -111,189 +113,121 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return leaves
 
 
-@dataclass
-class ListenerInfo:
-    config: ListenConfig
-    address: str  # as bound (the real port when 0 was asked for)
-
-
-@dataclass
-class MilterDoor:
-    """A milter listener: with several processes, the socket they all accept from (bound here)
-    and their shared connection count; with one, libmilter binds the address itself."""
-
-    config: ListenConfig
-    listening: socket.socket | None = None
-    tally: SharedTally | None = None
-
-    def close(self) -> None:
-        if self.listening is not None:
-            self.listening.close()
-        if self.tally is not None:
-            self.tally.close()
-
-
 async def serve(
     config: Config,
     *,
     chain: ChainRunner | None = None,
     shutdown: Shutdown | None = None,
+    reloader: Reloader | None = None,
     task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
     observe: bool = False,
 ) -> None:
-    """Serve every configured listener until ``shutdown`` begins (or a stop signal).
-    ``observe`` (``filterd run``): record metrics, answer the control socket, serve the
-    metrics endpoint if configured (``filterd.runtime.observing``)."""
+    """Serve every configured listener until ``shutdown`` begins (or a stop signal); SIGHUP (or
+    ``reloader.reload()``) reloads the configuration. ``chain``: the first configuration's
+    chain, started and stopped by the caller. ``observe`` (``filterd run``): record metrics,
+    answer the control socket, serve the metrics endpoint if configured
+    (``filterd.runtime.observing``)."""
     shutdown = shutdown or Shutdown()
-    delivery = build_delivery(config)
-    quarantine = QuarantineStore(config.quarantine.root)
-    owns_chain = chain is None
-    if chain is None:
-        chain = build_chain(config)
-    sockets = [listen for listen in config.listen if listen.protocol != "milter"]
-    milters = [MilterDoor(listen) for listen in config.listen if listen.protocol == "milter"]
+    reloader = reloader or Reloader()
     observing = Observing(config) if observe else None
-    listeners = await open_listeners(sockets)
+    listeners = await ListenerSet.bind(config)
+    milter: MilterDoor | None = None
     try:
-        for door in milters:
-            if door.config.process_count > 1:
-                door.listening = open_milter_socket(door.config.address)
-                door.tally = SharedTally.create(MAX_PROCESSES)  # a slot for any worker
-        infos = [
-            ListenerInfo(listen, bound_address(listener, listen.address))
-            for listen, listener in zip(sockets, listeners, strict=True)
-        ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
+        milter = MilterDoor.of(config)
+        infos = listeners.infos + ([milter.info] if milter is not None else [])
         for info in infos:
             log.plain(f"listening on {info.address} ({info.config.protocol})")
         if observing is not None:
             await observing.open()
         async with trio.open_nursery() as root:
-            root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            root.start_soon(_watch_signals, shutdown, root.cancel_scope, reloader)
             if observing is not None:
                 observing.run(root)
-            if owns_chain:
-                await chain.start()
-            run = getattr(delivery, "run", None)
-            if run is not None:
-                root.start_soon(run)
             if config.quarantine.max_age is not None:
+                quarantine = QuarantineStore(config.quarantine.root)
                 root.start_soon(expire_periodically, quarantine, config.quarantine.max_age)
-            # Worker processes live in a nursery of their own, which ends after the
-            # connections' and before ``root`` is cancelled: they are stopped while the
-            # signals are still watched (a second one kills them).
-            async with trio.open_nursery() as helpers:
-                handlers: list[ConnectionHandler] = []
-                for listen in sockets:
-                    handler = handler_for(listen, config, chain, delivery, quarantine, shutdown)
-                    if listen.process_count > 1:
-                        pool = WorkerPool(
-                            listen,
-                            _index(config, listen),
-                            config,
-                            shutdown,
-                            metrics_dir=observing.metrics_dir if observing else None,
-                        )
-                        if observing is not None:
-                            observing.watch(pool)
-                        await helpers.start(pool.run)
-                        handlers.append(SpreadConnections(pool, handler))
-                    else:
-                        handlers.append(handler)
-                for door in milters:
-                    if door.listening is not None:
-                        pool = WorkerPool(
-                            door.config,
-                            _index(config, door.config),
-                            config,
-                            shutdown,
-                            listening=door.listening.dup(),  # the pool's own copy
-                            tally=door.tally,
-                            metrics_dir=observing.metrics_dir if observing else None,
-                        )
-                        if observing is not None:
-                            observing.watch(pool)
-                        await helpers.start(pool.run)
-                await _serve_connections(
-                    config, chain, shutdown, listeners, handlers, milters, task_status, infos
+            async with trio.open_nursery() as generations:
+                first = Generation(
+                    config, 1, shutdown, chain=chain, milter=milter, observing=observing
                 )
+                await generations.start(first.run)
+                listeners.generation = first
+                reloader.attach(first, listeners, milter, generations, shutdown, observing)
+                await _serve_doors(first, shutdown, listeners, milter, reloader, task_status)
             root.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            if delivery is not None:
-                await delivery.aclose()
-            if owns_chain:
-                await chain.stop()
-        for listener in listeners:
-            listener.socket.close()  # (closed already, unless serving never began)
-        for door in milters:
-            door.close()
-        for listen in config.listen:
-            if listen.address.kind == "unix":
-                remove_socket(listen.address.path)
+        reloader.stop()
+        listeners.close()  # (closed already, unless serving never began)
+        if milter is not None:
+            milter.close()
         if observing is not None:
             observing.close()
         log.plain("stopped")
 
 
-def _index(config: Config, listen: ListenConfig) -> int:
-    """The listener's position in ``config.listen`` (how a worker finds it)."""
-    return next(i for i, each in enumerate(config.listen) if each is listen)
-
-
-async def _serve_connections(
-    config: Config,
-    chain: ChainRunner,
+async def _serve_doors(
+    first: Generation,
     shutdown: Shutdown,
-    listeners: list[trio.SocketListener],
-    handlers: list[ConnectionHandler],
-    milters: list[MilterDoor],
+    listeners: ListenerSet,
+    milter: MilterDoor | None,
+    reloader: Reloader,
     task_status: trio.TaskStatus[list[ListenerInfo]],
-    infos: list[ListenerInfo],
 ) -> None:
-    """Accept until shutdown begins, then give sessions ``shutdown_grace`` to finish."""
-    async with trio.open_nursery() as connections:
-        for door in milters:  # libmilter accepts by itself (one per process)
-            # It takes ``listening`` over: the main process holds no other copy from then on.
-            listening, door.listening = door.listening, None
-            await connections.start(
+    """Accept, and reload on request, until shutdown begins; then stop accepting (the
+    generations give their sessions ``shutdown_grace``)."""
+    async with trio.open_nursery() as doors:
+        if milter is not None:  # libmilter accepts by itself (one per process)
+            milter.bridge = await doors.start(
                 partial(
                     serve_milter_listener,
-                    door.config,
-                    config,
-                    chain,
+                    milter.config,
+                    first.config,
+                    first.chain,
                     shutdown,
-                    listening=listening,
-                    tally=door.tally,
+                    listening=milter.copy(),  # libmilter's own copy
+                    tally=milter.tally,
                 )
             )
-        async with trio.open_nursery() as accepting:
-            for listener, handler in zip(listeners, handlers, strict=True):
-                accepting.start_soon(accept_loop, listener, handler, connections)
-            task_status.started(infos)
-            await shutdown.event.wait()
-            log.plain("stopping: no new connections; sessions in progress may finish")
-            accepting.cancel_scope.cancel()
-        for listener in listeners:
-            await listener.aclose()
-        connections.cancel_scope.deadline = trio.current_time() + config.limits.shutdown_grace
+        await doors.start(listeners.accept)
+        doors.start_soon(reloader.run)
+        infos = listeners.infos + ([milter.info] if milter is not None else [])
+        task_status.started(infos)
+        await shutdown.event.wait()
+        log.plain("stopping: no new connections; sessions in progress may finish")
+        reloader.stop()
+        await listeners.stop()
+        if milter is not None:
+            milter.stop_accepting()
 
 
-async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
+async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope, reloader: Reloader) -> None:
     try:
-        receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+        receiver = trio.open_signal_receiver(*_WATCHED)
     except ValueError:  # not the main thread (embedded in tests): no signal handling
         return
     try:
         with receiver as signals:
             early, _early_signals[:] = list(_early_signals), []
             for signum in early:
-                if _on_stop_signal(signum, shutdown, root):
+                if _on_signal(signum, shutdown, root, reloader):
                     return
             async for signum in signals:
-                if _on_stop_signal(signum, shutdown, root):
+                if _on_signal(signum, shutdown, root, reloader):
                     return
     finally:
         _release_stop_signals()  # the receiver put back the start-up handler: undo that too
+
+
+def _on_signal(signum: int, shutdown: Shutdown, root: trio.CancelScope, reloader: Reloader) -> bool:
+    """SIGHUP asks for a reload; a stop signal stops (True: done watching)."""
+    if signum != signal.SIGHUP:
+        return _on_stop_signal(signum, shutdown, root)
+    if shutdown.stopping:
+        log.plain("signal SIGHUP: stopping, no reload")
+    else:
+        log.plain("signal SIGHUP: reload")
+        reloader.request()
+    return False
 
 
 def _on_stop_signal(signum: int, shutdown: Shutdown, root: trio.CancelScope) -> bool:

@@ -18,7 +18,7 @@ import os
 import struct
 import threading
 
-__all__ = ["SharedTally"]
+__all__ = ["SharedTally", "TallySlots"]
 
 _COUNTER = struct.Struct("=q")
 
@@ -92,3 +92,21 @@ class _Locked:
 
     def __exit__(self, *exc: object) -> None:
         fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+
+class TallySlots:
+    """The slots of a shared count that no process holds. A worker takes one when it starts and
+    gives it back once it has exited and its count is cleared, so that after a reload the
+    workers of the new configuration never share a slot with those of the old one that are
+    still finishing their connections. Slot 0 is the main process's."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = list(range(slots - 1, 0, -1))  # taken from the end: 1, 2, 3...
+
+    def take(self) -> int | None:
+        """A free slot, or None when every one is held."""
+        return self._free.pop() if self._free else None
+
+    def give_back(self, slot: int) -> None:
+        self._free.append(slot)
+        self._free.sort(reverse=True)

@@ -28,13 +28,19 @@ The control socket (``SOCK_SEQPACKET``: one message per send) carries short mess
   end of file (it shuts the socket down as soon as it starts stopping): hand it nothing more
   (a hand-over in that instant fails, and the main process serves the connection itself);
 - main → worker: ``F`` with one descriptor attached, a connection to serve (sent without
-  waiting: a worker whose queue is full is skipped and the main process serves it); end of
-  file: stop gracefully (as on SIGTERM: idle connections close at once, sessions in the
-  middle of a message get ``shutdown_grace``), so a worker never outlives the main process.
+  waiting: a worker whose queue is full is skipped and the main process serves it); ``D``
+  (drain: a reload replaced this worker): take no new connection, serve those it has to their
+  end, however long, then exit (the control socket stays open meanwhile); end of file: stop
+  gracefully (as on SIGTERM: idle connections close at once, sessions in the middle of a
+  message get ``shutdown_grace``), so a worker never outlives the main process.
 
 A worker that dies is started again, after 1 s and then up to 60 s between attempts while it
 keeps failing (its connections are gone, unanswered: Postfix retries them). One that does not
-start at all stops filterd from starting. A second stop signal kills the workers at once.
+start at all stops filterd from starting (or, started by a reload, refuses the reload). A second
+stop signal kills the workers at once.
+
+A reload starts a new pool for the new configuration and retires the old one (``retire``):
+it hands nothing more to its workers and tells each to drain; none is started again.
 """
 
 from __future__ import annotations
@@ -53,11 +59,12 @@ from filterd.config.schema import Config, ListenConfig
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog
 from filterd.runtime.handlers import DoorHandler
-from filterd.runtime.tally import SharedTally
+from filterd.runtime.tally import SharedTally, TallySlots
 
 __all__ = [
     "CLOSED",
     "CONNECTION",
+    "DRAIN",
     "READY",
     "SpreadConnections",
     "WorkerPool",
@@ -70,6 +77,7 @@ log = MailLog("main")
 READY = b"R"
 CLOSED = b"C"
 CONNECTION = b"F"
+DRAIN = b"D"
 START_TIMEOUT = 120.0  # a worker imports filterd and starts its plugins in this time
 RESTART_PAUSE = 1.0  # before a worker that died is started again; doubled while it fails
 RESTART_PAUSE_MAX = 60.0
@@ -94,6 +102,7 @@ class WorkerStartError(RuntimeError):
 @dataclass(eq=False)
 class _Worker:
     number: int  # 1 .. N-1 (the main process is 0)
+    slot: int = 0  # its counter in a milter listener's shared count (while it runs)
     control: socket.socket | None = None  # set while it takes connections
     process: trio.Process | None = None
     handed: int = 0  # connections handed over to the current process
@@ -111,7 +120,8 @@ class WorkerPool:
     ``listening`` (milter listeners) is the listening socket every process accepts from; the
     pool passes it to each worker it starts and closes its own copy once filterd stops, when
     no worker is being started (the processes' libmilters hold copies of their own). ``tally``
-    (milter listeners) is the shared connection count; a dead worker's part is cleared."""
+    (milter listeners) is the shared connection count, ``slots`` its free counters (each
+    worker holds one while it runs); a dead worker's part is cleared."""
 
     def __init__(
         self,
@@ -122,6 +132,7 @@ class WorkerPool:
         *,
         listening: socket.socket | None = None,
         tally: SharedTally | None = None,
+        slots: TallySlots | None = None,
         command: list[str] | None = None,
         metrics_dir: str | None = None,
     ) -> None:
@@ -131,6 +142,9 @@ class WorkerPool:
         self.shutdown = shutdown
         self.listening = listening
         self.tally = tally
+        self.slots = slots or TallySlots(tally.slots if tally is not None else 1)
+        self.retiring = False  # a reload replaced it: hand nothing more, start nothing more
+        self._retired = trio.Event()
         self.command = command or [sys.executable, "-m", WORKER_MODULE]  # tests replace it
         self.metrics_dir = metrics_dir  # where workers write their metrics (None: they do not)
         self.name = f"{listen.protocol} worker"
@@ -160,10 +174,23 @@ class WorkerPool:
         scope.cancel()
         self._release_listening()
 
+    def retire(self) -> None:
+        """A reload replaced this pool: hand its workers nothing more, tell each to drain
+        (``DRAIN``: finish its connections, then exit), start none again. ``run`` returns
+        once they have all exited."""
+        if not self.retiring:
+            self.retiring = True
+            self._retired.set()
+            self._release_listening()
+
     def _release_listening(self) -> None:
-        """Close the pool's copy of the listening socket (stopping: no worker will start), as
-        soon as no process being spawned may still inherit it."""
-        if self.listening is not None and self._starting == 0 and self.shutdown.stopping:
+        """Close the pool's copy of the listening socket (stopping or retired: no worker will
+        start), as soon as no process being spawned may still inherit it."""
+        if (
+            self.listening is not None
+            and self._starting == 0
+            and (self.shutdown.stopping or self.retiring)
+        ):
             self.listening.close()
 
     async def _keep_running(
@@ -179,6 +206,8 @@ class WorkerPool:
                 task_status.started()
 
         while True:
+            if self.retiring and not first:
+                return
             began = trio.current_time()
             try:
                 await self._run_once(worker, ready)
@@ -191,7 +220,7 @@ class WorkerPool:
                     raise WorkerStartError(f"{self.name} {worker.number}: {exc}") from exc
                 log.error(f"{self.name} {worker.number} could not be started: {exc}")
             else:
-                if self.shutdown.stopping:
+                if self.shutdown.stopping or self.retiring:
                     return
                 status = worker.process.returncode if worker.process is not None else None
                 log.error(
@@ -200,8 +229,11 @@ class WorkerPool:
                 )
             if trio.current_time() - began >= STABLE:
                 pause = RESTART_PAUSE
+            if self.retiring:
+                return
             log.plain(f"{self.name} {worker.number}: starting a new one in {pause:g}s")
-            await trio.sleep(pause)
+            with trio.move_on_after(pause):
+                await self._retired.wait()
             pause = min(pause * 2, RESTART_PAUSE_MAX)
 
     async def _run_once(self, worker: _Worker, ready: Callable[[], None]) -> None:
@@ -233,7 +265,10 @@ class WorkerPool:
             worker.control = ours
             log.plain(f"{name} ready")
             ready()
-            await self._follow(worker, channel)
+            async with trio.open_nursery() as following:
+                following.start_soon(self._drain_when_retired, worker, channel, name)
+                await self._follow(worker, channel)
+                following.cancel_scope.cancel()
         finally:
             worker.control = None
             with trio.CancelScope(shield=True):
@@ -243,7 +278,21 @@ class WorkerPool:
                 await self._reap(worker, process)
             worker.handed = worker.closed = 0
             if self.tally is not None:
-                self.tally.clear(worker.number)  # its connections are gone
+                self.tally.clear(worker.slot)  # its connections are gone
+                self.slots.give_back(worker.slot)
+
+    async def _drain_when_retired(
+        self, worker: _Worker, channel: trio.socket.SocketType, name: str
+    ) -> None:
+        """Once the pool is retired, tell the worker to drain (waiting for room in its
+        queue: the message must arrive), and take it off the hand-over list at once."""
+        await self._retired.wait()
+        worker.control = None
+        try:
+            await channel.send(DRAIN)
+        except OSError:
+            return  # gone already
+        log.plain(f"{name} replaced: it finishes its connections, then exits")
 
     async def _spawn(self, worker: _Worker, control: socket.socket) -> trio.Process:
         """Start the worker's process; it inherits ``control`` (closed here either way), and the
@@ -260,13 +309,25 @@ class WorkerPool:
             argv += ["--listening-fd", str(self.listening.fileno())]
             passed.append(self.listening.fileno())
         if self.tally is not None:
-            argv += ["--tally-fd", str(self.tally.fd)]
+            slot = self.slots.take()
+            if slot is None:
+                control.close()
+                raise WorkerStartError(
+                    f"{self.name} {worker.number}: every slot of the shared connection count "
+                    "is held (too many workers still finish their connections after reloads)"
+                )
+            worker.slot = slot
+            argv += ["--tally-fd", str(self.tally.fd), "--tally-slot", str(slot)]
             passed.append(self.tally.fd)
         self._starting += 1
         try:
             return await trio.lowlevel.open_process(
                 argv, stdin=subprocess.PIPE, pass_fds=tuple(passed)
             )
+        except BaseException:
+            if self.tally is not None:
+                self.slots.give_back(worker.slot)
+            raise
         finally:
             control.close()
             self._starting -= 1
@@ -340,7 +401,10 @@ class SpreadConnections:
             await stream.aclose()  # our copy only: the worker's descriptor keeps it open
 
     def _least_loaded(self) -> _Worker | None:
-        """The worker with the fewest connections, or None when the main process has fewer."""
+        """The worker with the fewest connections, or None when the main process has fewer
+        (or the pool is retired: its workers take nothing more)."""
+        if self.pool.retiring:
+            return None
         best: _Worker | None = None
         fewest = self.local.active
         for worker in self.pool.workers:

@@ -1,7 +1,7 @@
 """A worker process of a listener (``[[listen]] processes = N``; see ``worker_pool``).
 
     python -m filterd.runtime.worker_process --listener INDEX --number N --control-fd FD
-        [--listening-fd FD --tally-fd FD] [--metrics-dir DIR]
+        [--listening-fd FD --tally-fd FD --tally-slot SLOT] [--metrics-dir DIR]
 
 The configuration comes on standard input (the TOML text the main process parsed). The worker
 builds what the main process builds for that listener (``filterd.runtime.handlers``): its own
@@ -11,14 +11,21 @@ plugins, says ``R`` on the control socket, then serves:
 - smtp, lmtp, policy: each connection the main process hands over (``F`` + a descriptor), with
   the listener's handler, reporting how many it has ended (``C<n>``);
 - milter: its own libmilter, accepting from the listening socket every process shares
-  (``--listening-fd``), counting connections in the shared count (``--tally-fd``).
+  (``--listening-fd``), counting connections in its slot of the shared count (``--tally-fd``,
+  ``--tally-slot``).
+
+``D`` on the control socket (a reload replaced this worker): it takes no new connection (a
+milter worker stops its libmilter's listener) and serves those it has to their natural end,
+without a deadline and without telling idle sessions 421, then exits as below.
 
 End of file on the control socket (the main process stopping, or gone) and SIGTERM stop it
 gracefully, as one process stops: idle sessions are closed, sessions in the middle of a message
 get ``shutdown_grace``; a second SIGTERM stops it at once. As soon as it stops, it shuts the
 control socket down both ways, so the main process hands it nothing more (its next hand-over
 fails and it serves that connection itself). SIGINT (a terminal's Ctrl-C reaches the whole
-process group) is left to the main process, which then closes the control socket.
+process group) is left to the main process, which then closes the control socket; so is SIGHUP
+(reload: the main process starts new workers), which would otherwise end the process (or, in a
+milter worker, libmilter's listener).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import signal
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # first of all: before the slow imports below
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 import argparse  # noqa: E402
 import array  # noqa: E402
@@ -34,7 +42,6 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import trio  # noqa: E402
@@ -45,6 +52,7 @@ from filterd.config.load import parse_config  # noqa: E402
 from filterd.config.schema import Config, ListenConfig  # noqa: E402
 from filterd.delivery.interface import Delivery  # noqa: E402
 from filterd.delivery.quarantine import QuarantineStore  # noqa: E402
+from filterd.frontdoors.milter.bridge import MilterBridge  # noqa: E402
 from filterd.frontdoors.shutdown import Shutdown  # noqa: E402
 from filterd.maillog import MailLog, setup_logging  # noqa: E402
 from filterd.runtime.handlers import (  # noqa: E402
@@ -54,7 +62,7 @@ from filterd.runtime.handlers import (  # noqa: E402
 )
 from filterd.runtime.recording import record_into, stop_recording  # noqa: E402
 from filterd.runtime.tally import SharedTally  # noqa: E402
-from filterd.runtime.worker_pool import CLOSED, CONNECTION, READY  # noqa: E402
+from filterd.runtime.worker_pool import CLOSED, CONNECTION, DRAIN, READY  # noqa: E402
 
 log = MailLog("main")
 
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listening-fd", type=int)
     parser.add_argument("--tally-fd", type=int)
     parser.add_argument("--metrics-dir", type=Path)  # it records metrics there (runtime.recording)
+    parser.add_argument("--tally-slot", type=int)
     args = parser.parse_args(argv)
     config = read_config(sys.stdin.buffer.read())
     setup_logging(config.log)
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             os.set_inheritable(fd, False)
     control = socket.socket(fileno=args.control_fd)
     listening = None if args.listening_fd is None else socket.socket(fileno=args.listening_fd)
-    tally = None if args.tally_fd is None else SharedTally(args.tally_fd, args.number)
+    slot = args.number if args.tally_slot is None else args.tally_slot
+    tally = None if args.tally_fd is None else SharedTally(args.tally_fd, slot)
     worker = Worker(config, args.listener, args.number, control, listening, tally)
     worker.metrics_dir = args.metrics_dir
     trio.run(worker.serve)
@@ -161,11 +171,13 @@ class Worker:
 
     async def _serve_handed(self, channel: trio.socket.SocketType) -> None:
         """Serve the connections the main process hands over until end of file on the control
-        socket or a stop signal, then stop as one process stops."""
+        socket or a stop signal, then stop as one process stops; or, told to drain, until
+        the last of them has ended."""
         handler = handler_for(
             self.listen, self.config, self.chain, self.delivery, self.quarantine, self.shutdown
         )
         ended = 0
+        sessions = _Sessions()
 
         def report_ended() -> None:
             nonlocal ended
@@ -176,9 +188,11 @@ class Worker:
                 pass
 
         async def serve_one(stream: trio.SocketStream) -> None:
+            sessions.enter()
             try:
                 await handler(stream)
             finally:
+                sessions.exit()
                 report_ended()
 
         if not await self._ready(channel):
@@ -186,7 +200,13 @@ class Worker:
         async with trio.open_nursery() as connections:
             with trio.CancelScope() as receiving:
                 connections.start_soon(_cancel_on_stop, self.shutdown, receiving)
-                await _receive_connections(channel, connections, serve_one)
+                ending = await _receive_connections(channel, connections, serve_one)
+                if ending == DRAIN:
+                    log.plain(f"{self.name} draining: {sessions.count} connection(s) to finish")
+                    if self.delivery is not None:  # keep no idle next-hop connection
+                        await self.delivery.aclose()
+                    connections.start_soon(_cancel_when_idle, sessions, receiving)
+                    await _receive_connections(channel, connections, serve_one)
             self.shutdown.begin()
             for fd in _stop_taking(self.control):
                 sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))
@@ -197,32 +217,82 @@ class Worker:
 
     async def _serve_milter(self, channel: trio.socket.SocketType) -> None:
         """Run libmilter on the shared listening socket until end of file on the control
-        socket or a stop signal; the milter service then stops as in one process."""
+        socket or a stop signal; the milter service then stops as in one process. Told to
+        drain, the service stops its listener and ends with its last connection."""
         listening, self.listening = self.listening, None  # libmilter's from here on
         assert listening is not None, "a milter worker is given the listening socket"
+        drain = trio.Event()
+        served = trio.Event()  # the service has ended
         async with trio.open_nursery() as service:
-            await service.start(
-                partial(
-                    serve_milter_listener,
-                    self.listen,
-                    self.config,
-                    self.chain,
-                    self.shutdown,
-                    listening=listening,
-                    tally=self.tally,
-                )
-            )
+            await service.start(self._run_milter, listening, drain, served)
             if await self._ready(channel):
                 with trio.CancelScope() as waiting:
                     service.start_soon(_cancel_on_stop, self.shutdown, waiting)
-                    while True:  # the main process sends a milter worker nothing but its end
+                    service.start_soon(_cancel_when_set, served, waiting)
+                    while True:  # the main process sends a milter worker no connection
                         message, fds = await _next_message(channel)
                         for fd in fds:
                             socket.close(fd)
+                        if message == DRAIN and not drain.is_set():
+                            log.plain(f"{self.name} draining: its connections go on to their end")
+                            drain.set()
                         if not message:
                             break
             self.shutdown.begin()
             _stop_taking(self.control)
+
+    async def _run_milter(
+        self,
+        listening: socket.socket,
+        drain: trio.Event,
+        served: trio.Event,
+        *,
+        task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await serve_milter_listener(
+                self.listen,
+                self.config,
+                self.chain,
+                self.shutdown,
+                listening=listening,
+                tally=self.tally,
+                drain=drain,
+                task_status=task_status,
+            )
+        finally:
+            served.set()
+
+
+class _Sessions:
+    """The connections a worker is serving, and a wait for the moment it has none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = trio.Event()
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    async def wait_idle(self) -> None:
+        while self.count:
+            await self._idle.wait()
+
+
+async def _cancel_when_idle(sessions: _Sessions, scope: trio.CancelScope) -> None:
+    await sessions.wait_idle()
+    scope.cancel()
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 def _stop_taking(control: socket.socket) -> list[int]:
@@ -268,15 +338,16 @@ async def _receive_connections(
     channel: trio.socket.SocketType,
     connections: trio.Nursery,
     serve_one: Callable[[trio.SocketStream], Awaitable[None]],
-) -> None:
-    """Serve each handed-over descriptor until end of file on the control socket."""
+) -> bytes:
+    """Serve each handed-over descriptor until end of file on the control socket (``b""``)
+    or a drain (``DRAIN``): the message that ended it."""
     while True:
         message, fds = await _next_message(channel)
         if message != CONNECTION:
             for fd in fds:
                 socket.close(fd)
-            if not message:
-                return
+            if not message or message == DRAIN:
+                return message
             continue
         for fd in fds:
             sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))

@@ -86,14 +86,17 @@ def stopped_at_end() -> Iterator[list[FilterdProcess]]:
             print(filterd.output_text()[-10000:])
 
 
-def run_script(name: str, address: str) -> str:
+def run_script(name: str, address: str, *defines: str) -> str:
     if address.startswith("unix:"):
         sock = address
     else:
         host, _, port = address.rpartition(":")
         sock = f"inet:{port}@{host}"
+    variables = [
+        arg for name in (f"sock={sock}", f"dir={SCRIPTS}", *defines) for arg in ("-D", name)
+    ]
     result = subprocess.run(
-        ["miltertest", "-s", str(SCRIPTS / name), "-D", f"sock={sock}", "-D", f"dir={SCRIPTS}"],
+        ["miltertest", "-s", str(SCRIPTS / name), *variables],
         capture_output=True,
         text=True,
         timeout=60,

@@ -70,7 +70,7 @@ def test_run_with_a_bad_file_exits_2(bad_config: Path, capsys: pytest.CaptureFix
 def test_run_hands_the_config_to_the_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
 
-    def fake_main(config: Config) -> int:
+    def fake_main(config: Config, **_reload: object) -> int:
         seen.append(config)
         return 3
 

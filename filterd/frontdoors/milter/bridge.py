@@ -19,13 +19,17 @@ counters, the stop check — is under the bridge's ``threading.Lock``, not a hop
   process together (a ``ConnectionTally`` shared by them).
 - **Stop**: once ``shutdown.stopping``, no new connection and no new message; a stop waits
   (``wait_for_messages``) for the messages in progress.
+- **Reload**: what a connection runs — the chain, the stages that need a hop, the steps to
+  negotiate, the settings — is a ``MilterChain``, taken when the connection opens and kept to
+  its end. A reload puts a new one in the bridge (``swap``); the old one's ``drained`` is set
+  once its last connection has closed, and only then may its chain stop.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -50,7 +54,14 @@ from filterd.protocols.milter_map import (
 )
 from filterd.sdk.stages import STAGES
 
-__all__ = ["MTA_TIMEOUT", "ConnectionTally", "HopFailed", "MilterBridge", "MilterSettings"]
+__all__ = [
+    "MTA_TIMEOUT",
+    "ConnectionTally",
+    "HopFailed",
+    "MilterBridge",
+    "MilterChain",
+    "MilterSettings",
+]
 
 log = MailLog("milter")
 
@@ -118,6 +129,27 @@ class HopFailed(Exception):
         self.reply = reply
 
 
+@dataclass(eq=False)
+class MilterChain:
+    """What an MTA connection runs, fixed when it opens: the chain of one configuration, the
+    stages some plugin implements (a hop for each), the steps to negotiate, the settings. The
+    counts are kept under the bridge's lock."""
+
+    chain: ChainRunner
+    settings: MilterSettings
+    stages: frozenset[str] = field(init=False)
+    protocol: int = field(init=False)
+    inline: frozenset[str] = field(init=False)  # stages run on libmilter's thread (@inline)
+    connections: int = 0  # open connections that run this chain
+    retired: bool = False  # a reload replaced it: no new connection takes it
+    drained: trio.Event = field(default_factory=trio.Event)  # retired and no connection left
+
+    def __post_init__(self) -> None:
+        self.stages = frozenset(stage for stage in STAGES if self.chain.has_stage(stage))
+        self.protocol = protocol_flags(self.stages)
+        self.inline = frozenset(s for s in self.stages if self.chain.runs_inline(s))
+
+
 class MilterBridge:
     """What the libmilter threads share: the chain (reached by a hop into trio), the counters
     (under ``_lock``) and the stop flag."""
@@ -130,27 +162,46 @@ class MilterBridge:
         token: trio.lowlevel.TrioToken,
         tally: ConnectionTally | None = None,
     ) -> None:
-        self.chain = chain
+        self.current = MilterChain(chain, settings)  # what a new connection takes
         self.tally = tally  # with several processes: they count connections together
-        self.settings = settings
         self.shutdown = shutdown
         self.token = token
-        self.connections = 0
+        self.connections = 0  # admitted at CONNECT (max_connections)
+        self.attached = 0  # every open connection, admitted or not
         self.messages = 0
         self._lock = threading.Lock()
         self._draining = False  # a stop waits for the messages in progress: tell it when done
         self._drained = trio.Event()
-        # The chain is fixed once serving starts: which stages need a hop, what to negotiate.
-        self.stages = frozenset(stage for stage in STAGES if chain.has_stage(stage))
-        self.protocol = protocol_flags(self.stages)
-        self.inline = frozenset(stage for stage in self.stages if chain.runs_inline(stage))
+        self._all_closed: trio.Event | None = None  # set when ``attached`` reaches 0
+
+    @property
+    def chain(self) -> ChainRunner:
+        return self.current.chain
+
+    @property
+    def settings(self) -> MilterSettings:
+        return self.current.settings
+
+    @property
+    def stages(self) -> frozenset[str]:
+        return self.current.stages
+
+    @property
+    def protocol(self) -> int:
+        return self.current.protocol
 
     # ------------------------------------------------------------- libmilter threads
     def consult(
-        self, stage: str, fn: Callable[[], Coroutine[Any, Any, T]], budget: float, queue_id: str
+        self,
+        view: MilterChain,
+        stage: str,
+        fn: Callable[[], Coroutine[Any, Any, T]],
+        budget: float,
+        queue_id: str,
     ) -> T:
-        """The chain at ``stage`` (``fn``): here if the stage runs inline, else by a hop."""
-        if stage not in self.inline:
+        """``view``'s chain at ``stage`` (``fn``): here if the stage runs inline, else by a
+        hop."""
+        if stage not in view.inline:
             return self.run(fn, budget, queue_id)
         try:
             return run_now(fn())
@@ -175,9 +226,32 @@ class MilterBridge:
         except HopFailed:
             pass
 
+    def attach(self) -> MilterChain:
+        """A connection opens: the chain it runs to its end (``detach`` when it closes)."""
+        with self._lock:
+            view = self.current
+            view.connections += 1
+            self.attached += 1
+            return view
+
+    def detach(self, view: MilterChain) -> None:
+        with self._lock:
+            view.connections -= 1
+            self.attached -= 1
+            drained = view.retired and view.connections == 0
+            all_closed = self._all_closed if self.attached == 0 else None
+            if all_closed is not None:
+                self._all_closed = None
+        for event in (view.drained if drained else None, all_closed):
+            if event is not None:
+                try:
+                    self.token.run_sync_soon(event.set)
+                except trio.RunFinishedError:
+                    pass
+
     def open_connection(self) -> Reply | None:
         """Admit one more MTA connection, or say why not (stopping, too many)."""
-        limit = self.settings.max_connections
+        limit = self.current.settings.max_connections
         with self._lock:
             if self.shutdown.stopping:
                 return FILTER_STOPPING
@@ -228,6 +302,27 @@ class MilterBridge:
     def in_progress(self) -> int:
         with self._lock:
             return self.messages
+
+    def swap(self, chain: ChainRunner, settings: MilterSettings) -> MilterChain:
+        """A reload: new connections run ``chain`` with ``settings``. Returns the chain they
+        ran until now, whose ``drained`` is set once its last connection has closed."""
+        with self._lock:
+            old, self.current = self.current, MilterChain(chain, settings)
+            old.retired = True
+            idle = old.connections == 0
+        if idle:
+            old.drained.set()
+        return old
+
+    async def wait_for_connections(self) -> None:
+        """Until every connection has closed (the listener stopped: no new one opens)."""
+        with self._lock:
+            if self.attached == 0:
+                return
+            if self._all_closed is None:
+                self._all_closed = trio.Event()
+            all_closed = self._all_closed
+        await all_closed.wait()
 
     async def wait_for_messages(self) -> None:
         """Until no message is in progress (while stopping, no new one can begin)."""

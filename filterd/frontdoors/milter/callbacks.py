@@ -69,10 +69,11 @@ class FilterdMilter(MilterConnection):
         """The chain's outcome at an envelope stage if a plugin implements ``stage`` (a hop
         into trio unless it runs inline), else NOTHING at once. A hop that cannot answer is a
         ``TempFail``."""
-        if stage not in self.bridge.stages:
+        view = self.view
+        if stage not in view.stages:
             return NOTHING
         try:
-            return self.bridge.consult(stage, ask, self.bridge.settings.command_budget, queue_id)
+            return self.bridge.consult(view, stage, ask, view.settings.command_budget, queue_id)
         except HopFailed as failed:
             return Outcome(TempFail(failed.reply))
 
@@ -106,14 +107,14 @@ class FilterdMilter(MilterConnection):
             hostaddr,
             self._macros(),
             session_id=new_queue_id(),
-            listener=self.bridge.settings.name,
+            listener=self.view.settings.name,
         )
         log.connect(session.peer.describe())
         refusal = self.bridge.open_connection()
         if refusal is not None:
             return self._refuse(refusal)
         self.counted = True
-        chain = self.bridge.chain
+        chain = self.view.chain
         outcome = self._consult("on_connect", lambda: chain.connect(session), "NOQUEUE")
         self.session_disposition = disposition_of(outcome.verdict)
         return self._answer_step("CONNECT", outcome.verdict)
@@ -123,7 +124,7 @@ class FilterdMilter(MilterConnection):
         session = self.session
         assert session is not None
         apply_helo(session, heloname, self._macros())
-        chain = self.bridge.chain
+        chain = self.view.chain
         outcome = self._consult("on_helo", lambda: chain.helo(session, heloname), "NOQUEUE")
         self.session_disposition = self.session_disposition or disposition_of(outcome.verdict)
         return self._answer_step("HELO", outcome.verdict)
@@ -133,7 +134,7 @@ class FilterdMilter(MilterConnection):
         session = self.session
         assert session is not None
         self._end_message()
-        quiet = bool(self.bridge.protocol & SMFIP_NR_MAIL)  # never refuse here (guarded)
+        quiet = bool(self.view.protocol & SMFIP_NR_MAIL)  # never refuse here (guarded)
         if self.broken:
             if quiet:
                 return CONTINUE  # refused at the next step with a reply
@@ -141,7 +142,7 @@ class FilterdMilter(MilterConnection):
             return self._refuse(FILTER_FAILED)
         t = transaction_from_mail(session, mailfrom, params, self._macros())
         queue_id_var.set(t.queue_id)
-        settings = self.bridge.settings
+        settings = self.view.settings
         self.message = message = MilterMessage(t, settings.spool_memory, settings.spool_dir)
         refusal = self.bridge.begin_message()
         if refusal is not None:  # stopping: no new message
@@ -151,7 +152,7 @@ class FilterdMilter(MilterConnection):
             self._end_message()
             return self._refuse(refusal)
         message.counted = True  # _end_message balances the count
-        chain = self.bridge.chain
+        chain = self.view.chain
         outcome = self._consult("on_mail_from", lambda: chain.mail_from(t), t.queue_id)
         message.edits.extend(outcome.edits)
         message.disposition = self.session_disposition or disposition_of(outcome.verdict)
@@ -162,7 +163,7 @@ class FilterdMilter(MilterConnection):
 
     @guarded("RCPT", quiet=SMFIP_NR_RCPT)
     def envrcpt(self, to: str, *params: str) -> int:
-        quiet = bool(self.bridge.protocol & SMFIP_NR_RCPT)  # never refuse here (guarded)
+        quiet = bool(self.view.protocol & SMFIP_NR_RCPT)  # never refuse here (guarded)
         pending = None if quiet else self._pending_refusal()
         if pending is not None:
             return self._refuse_pending("RCPT", pending)
@@ -172,11 +173,11 @@ class FilterdMilter(MilterConnection):
         if message.refusal is not None:  # answered at DATA
             return CONTINUE
         t = message.t
-        if "on_rcpt" in self.bridge.stages:
+        if "on_rcpt" in self.view.stages:
             # Else the end of message reads them: libmilter keeps the last RCPT's macros.
             update_macros(t.session, self._macros())
         rcpt = recipient_from_rcpt(to, params)
-        chain = self.bridge.chain
+        chain = self.view.chain
         outcome = self._consult("on_rcpt", lambda: chain.rcpt(t, rcpt), t.queue_id)
         verdict = outcome.verdict
         # ours, if not a refusal: Postfix or a later milter may still refuse it
@@ -245,11 +246,15 @@ class FilterdMilter(MilterConnection):
             queue_id_var.set(t.queue_id)
             spool = message.end_headers()
             t.size = spool.size
-            if "on_message" in self.bridge.stages:
-                budget = self.bridge.settings.content_budget
+            if "on_message" in self.view.stages:
+                budget = self.view.settings.content_budget
                 try:
                     outcome, names = self.bridge.consult(
-                        "on_message", lambda: self._check_message(t, spool), budget, t.queue_id
+                        self.view,
+                        "on_message",
+                        lambda: self._check_message(t, spool),
+                        budget,
+                        t.queue_id,
                     )
                 except HopFailed as failed:
                     metrics.recorder.message("milter", metrics.outcome_of_reply(failed.reply))
@@ -270,7 +275,7 @@ class FilterdMilter(MilterConnection):
 
     async def _check_message(self, t: Transaction, spool: Spool) -> tuple[Outcome, list[str]]:
         view = MessageView(spool)
-        outcome = await self.bridge.chain.message(t, view)
+        outcome = await self.view.chain.message(t, view)
         return outcome, [h.name for h in view.headers]
 
     @guarded("ABORT")
@@ -280,15 +285,18 @@ class FilterdMilter(MilterConnection):
 
     @guarded("CLOSE")
     def close(self) -> int:
-        self._end_message()
-        if self.counted:
-            self.counted = False
-            self.bridge.close_connection()
-        session = self.session
-        if session is None:
+        try:
+            self._end_message()
+            if self.counted:
+                self.counted = False
+                self.bridge.close_connection()
+            session = self.session
+            if session is None:
+                return CONTINUE
+            if "on_close" in self.view.stages:
+                chain = self.view.chain
+                self.bridge.run_quietly(lambda: close_chain(chain, session), "NOQUEUE")
+            log.disconnect(session.peer.describe())
             return CONTINUE
-        if "on_close" in self.bridge.stages:
-            chain = self.bridge.chain
-            self.bridge.run_quietly(lambda: close_chain(chain, session), "NOQUEUE")
-        log.disconnect(session.peer.describe())
-        return CONTINUE
+        finally:
+            self._detach()

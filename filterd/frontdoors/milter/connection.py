@@ -22,7 +22,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import Milter
 import milter
 
-from filterd.frontdoors.milter.bridge import MilterBridge
+from filterd.frontdoors.milter.bridge import MilterBridge, MilterChain
 from filterd.frontdoors.milter.message import MilterMessage
 from filterd.maillog import MailLog, queue_id_var
 from filterd.model.envelope import Session
@@ -51,8 +51,8 @@ def guarded(
 ) -> Callable[[Callable[Concatenate[C, P], int]], Callable[Concatenate[C, P], int]]:
     """A callback never lets an exception reach pymilter: log it and answer TEMPFAIL.
 
-    ``quiet``: the step's ``SMFIP_NR_*`` bit. If filterd asks for it with this chain
-    (``bridge.protocol``), the step never refuses: a failure is kept for the next step that
+    ``quiet``: the step's ``SMFIP_NR_*`` bit. If filterd asks for it with this connection's
+    chain (``view.protocol``), the step never refuses: a failure is kept for the next step that
     has a reply (RCPT with a plugin, DATA, end of message). The answer is NOREPLY if the bit
     was negotiated on this connection, else CONTINUE — never NOREPLY to a step the MTA waits
     for, and never a refusal libmilter would drop (it forces NOREPLY on a "no reply" step, and
@@ -62,7 +62,7 @@ def guarded(
     def decorate(callback: Callable[Concatenate[C, P], int]) -> Callable[Concatenate[C, P], int]:
         @functools.wraps(callback)
         def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> int:
-            deferring = self.bridge.protocol & quiet
+            deferring = self.view.protocol & quiet
             try:
                 code = callback(self, *args, **kwargs)
             except Exception:
@@ -89,6 +89,10 @@ class MilterConnection(Milter.Base):  # type: ignore[misc]  # pymilter has no ty
 
     def __init__(self, bridge: MilterBridge) -> None:
         self.bridge = bridge
+        # The chain this connection runs to its end, even if a reload brings another; the
+        # first callback (negotiate or connect) creates this object, close releases it.
+        self.view: MilterChain = bridge.attach()
+        self.attached = True  # until close
         self._protocol = 0  # the negotiated SMFIP_* bits (pymilter's name; set by negotiate)
         self.counted = False  # admitted at CONNECT: counted in bridge.connections
         self.broken = False  # a step without reply failed outside a message: refuse them all
@@ -103,7 +107,7 @@ class MilterConnection(Milter.Base):  # type: ignore[misc]  # pymilter has no ty
         changed in place."""
         try:
             self._actions = opts[0]
-            self._protocol = opts[1] & self.bridge.protocol
+            self._protocol = opts[1] & self.view.protocol
             opts[1] = self._protocol
             opts[2] = 0
             opts[3] = 0
@@ -149,6 +153,12 @@ class MilterConnection(Milter.Base):  # type: ignore[misc]  # pymilter has no ty
         if reply is FILTER_FAILED:
             log.warning(f"an earlier step failed: tempfail at {stage}")
         return self._refuse(reply)
+
+    def _detach(self) -> None:
+        """The connection has closed: it no longer holds its chain."""
+        if self.attached:
+            self.attached = False
+            self.bridge.detach(self.view)
 
     def _uncount_message(self) -> None:
         message = self.message

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -73,16 +74,18 @@ ACTION_FLAGS = (
     | milter.CHGFROM
     | milter.QUARANTINE
 )
+LIBMILTER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}  # its signal thread's
 STOP_JOIN_TIMEOUT = 15.0  # libmilter's thread, once its listener stopped
 WAKE_INTERVAL = 0.02  # before each connection that wakes libmilter's listener
 WAKE_TIMEOUT = 1.0  # for one such connection
+DRAIN_POLL = 0.05  # while a drain waits for accepted sockets that have no callback yet
 
 
-def _register(bridge: MilterBridge, listening: socket.socket | None) -> None:
+def _register(bridge: MilterBridge, listening: socket.socket | None) -> int | None:
     """What ``Milter.runmilter`` does before ``milter.main()``, done on the trio thread so a
     bad address or a port in use fails start-up (and the socket is listening once this
     returns). With ``listening``, libmilter accepts from that socket instead of binding the
-    address."""
+    address; the descriptor it polls is returned (a drain parks it: ``_Parking``)."""
     settings = bridge.settings
     Milter.factory = functools.partial(FilterdMilter, bridge)
     milter.set_flags(ACTION_FLAGS)
@@ -102,8 +105,8 @@ def _register(bridge: MilterBridge, listening: socket.socket | None) -> None:
         milter.setconn(settings.socket)
         _register_callbacks()
         milter.opensocket(True)  # True: remove a stale unix socket first
-    else:
-        _listen_on(listening, settings.address)
+        return None
+    return _listen_on(listening, settings.address)
 
 
 def _register_callbacks() -> None:
@@ -115,15 +118,12 @@ def _register_callbacks() -> None:
     )
 
 
-def _listen_on(listening: socket.socket, address: Endpoint) -> None:
+def _listen_on(listening: socket.socket, address: Endpoint) -> int:
     """Make libmilter accept from ``listening`` (bound to ``address`` by the main process):
-    let it open a throwaway socket of the same family, then put ``listening`` in its place."""
+    let it open a throwaway socket of the same family, then put ``listening`` in its place.
+    Returns the descriptor libmilter polls."""
     with tempfile.TemporaryDirectory(prefix="filterd-milter-") as private:
-        if address.kind == "unix":
-            throwaway = Endpoint("unix", path=os.path.join(private, "throwaway"))
-        else:
-            throwaway = Endpoint("tcp", host=address.host, port=0)
-        milter.setconn(libmilter_socket(throwaway))
+        milter.setconn(libmilter_socket(_throwaway(address, private)))
         _register_callbacks()
         before = _socket_descriptors()
         milter.opensocket(True)
@@ -131,6 +131,46 @@ def _listen_on(listening: socket.socket, address: Endpoint) -> None:
         os.dup2(listening.fileno(), fd, inheritable=False)  # the throwaway closes
     # Its unix path is gone with the directory: libmilter's stop (mi_closener) finds nothing
     # to remove, and never removes the real path.
+    return fd
+
+
+def _throwaway(address: Endpoint, private: str) -> Endpoint:
+    """A socket address of ``address``'s family that nobody else uses: TCP port 0 on the same
+    host, or a unix socket in the private directory ``private``."""
+    if address.kind == "unix":
+        return Endpoint("unix", path=os.path.join(private, "throwaway"))
+    return Endpoint("tcp", host=address.host, port=0)
+
+
+class _Parking:
+    """A drain takes libmilter's listener off the shared socket without stopping libmilter:
+    a listening socket that nobody connects to goes in place of the shared one, under the
+    descriptor libmilter polls (``dup2``). Its engine goes on serving every connection it has
+    accepted — stopping it instead (``smfi_stop``) would drop one accepted in that instant,
+    unanswered — and a poll of the shared socket still in progress ends in an accept that finds
+    nothing (non-blocking: EAGAIN, and libmilter polls again). Once drained, libmilter is
+    stopped as usual, woken through the parking socket (``address``)."""
+
+    def __init__(self, fd: int, shared: Endpoint) -> None:
+        self._private = tempfile.TemporaryDirectory(prefix="filterd-milter-")
+        where = _throwaway(shared, self._private.name)
+        if where.kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(where.path)
+        else:
+            family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.bind((where.host, 0))
+        with sock:
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+            self.address = where
+            if where.kind == "tcp":
+                self.address = Endpoint("tcp", host=where.host, port=sock.getsockname()[1])
+            os.dup2(sock.fileno(), fd, inheritable=False)
+
+    def close(self) -> None:
+        self._private.cleanup()
 
 
 def _socket_descriptors() -> set[int]:
@@ -160,6 +200,25 @@ def _new_listening_socket(before: set[int], family: int) -> int:
     if len(found) != 1:
         raise RuntimeError(f"cannot tell libmilter's listening socket: {len(found)} candidates")
     return found[0]
+
+
+def _accepted_sockets(address: Endpoint) -> int:
+    """MTA connections this process has accepted from the milter socket and not closed: the
+    sockets whose own address is the listener's and that do not listen themselves."""
+    count = 0
+    for fd in _socket_descriptors():
+        try:
+            with socket.socket(fileno=os.dup(fd)) as probe:
+                if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    continue
+                name = probe.getsockname()
+        except OSError:  # closed meanwhile
+            continue
+        if address.kind == "unix":
+            count += name == address.path
+        else:
+            count += isinstance(name, tuple) and name[1] == address.port
+    return count
 
 
 async def _stop_listener(address: Endpoint) -> None:
@@ -201,18 +260,23 @@ async def serve_milter(
     shutdown: Shutdown | None = None,
     listening: socket.socket | None = None,
     tally: ConnectionTally | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    drain: trio.Event | None = None,
+    task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Postfix's milter client on ``settings.socket`` until ``shutdown`` begins (forever
     without one). Only one per process: libmilter cannot run twice. The caller owns the
-    chain's start/stop. With several processes, ``listening`` is the socket they all accept
-    from (this takes it over: closed once libmilter has its own copy) and ``tally`` their
-    shared connection count."""
+    chain's start/stop; it gets the bridge (``task_status``), where a reload swaps the chain.
+    With several processes, ``listening`` is the socket they all accept from (this takes it
+    over: closed once libmilter has its own copy) and ``tally`` their shared connection count.
+
+    ``drain`` (a worker process replaced by a reload, with ``listening``): once set, libmilter
+    takes no new connection (``_Parking``), and the service ends when its last connection has
+    closed, however long that takes; a stop meanwhile ends it as usual."""
     shutdown = shutdown or Shutdown()
     token = trio.lowlevel.current_trio_token()
     bridge = MilterBridge(chain, settings, shutdown, token, tally)
     try:
-        _register(bridge, listening)
+        polled = _register(bridge, listening)
     finally:
         if listening is not None:
             listening.close()
@@ -220,6 +284,10 @@ async def serve_milter(
     failure: list[BaseException] = []
 
     def run_libmilter() -> None:
+        # Before smfi_main blocks them itself: a stop signal or SIGHUP aimed at this thread in
+        # that instant could be handed on to libmilter's own signal thread, which would stop
+        # libmilter; blocked here, they go to trio's thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, LIBMILTER_SIGNALS)
         try:
             milter.main()
         except BaseException as exc:
@@ -232,7 +300,9 @@ async def serve_milter(
     thread = threading.Thread(target=run_libmilter, name="libmilter", daemon=True)
     thread.start()
     log.plain(f"milter listening on {settings.socket}")
-    task_status.started()
+    task_status.started(bridge)
+    parking: _Parking | None = None
+    drained = False
     try:
         async with trio.open_nursery() as waiting:
 
@@ -244,13 +314,34 @@ async def serve_milter(
                 await ended.wait()
                 waiting.cancel_scope.cancel()
 
+            async def until_drained() -> None:
+                nonlocal parking, drained
+                assert drain is not None
+                assert polled is not None, "only a process of several drains"
+                await drain.wait()
+                parking = _Parking(polled, settings.address)
+                log.plain("milter: no new connections; those open go on to their end")
+                # A connection libmilter accepted has no callback yet until the MTA's first
+                # command: count the accepted sockets too, not only the connections attached.
+                while True:
+                    await bridge.wait_for_connections()
+                    if _accepted_sockets(settings.address) == 0 and bridge.attached == 0:
+                        break
+                    await trio.sleep(DRAIN_POLL)
+                drained = True
+                waiting.cancel_scope.cancel()
+
             waiting.start_soon(until_stop)
             waiting.start_soon(until_ended)
-        if not shutdown.stopping:
+            if drain is not None:
+                waiting.start_soon(until_drained)
+        if not (shutdown.stopping or drained):
             raise RuntimeError(f"libmilter stopped unexpectedly: {failure or 'no error'}")
     finally:
         with trio.CancelScope(shield=True):
-            await _stop_listener(settings.address)
+            await _stop_listener(settings.address if parking is None else parking.address)
+            if parking is not None:
+                parking.close()
             with trio.move_on_after(settings.shutdown_grace) as grace:
                 async with trio.open_nursery() as draining:  # a second signal cuts the grace
 
