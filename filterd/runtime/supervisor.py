@@ -9,9 +9,10 @@ root nursery
     └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
         └── the milter service (libmilter on a thread of its own)
 ```
-Stop: close the listeners, tell idle sessions 421, give sessions mid-message
-``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
-Workers stop the same way, told by end of file on their control sockets."""
+Before the tree: every socket is bound, then filterd becomes ``[run] user`` (``privileges``).
+Stop: close the listeners, tell idle sessions 421, give sessions mid-message ``shutdown_grace``
+to finish, then cancel them (their clients got no 250: nothing is lost). Workers stop the same
+way, told by end of file on their control sockets."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from filterd.runtime.listeners import (
     remove_socket,
 )
 from filterd.runtime.observing import Observing
+from filterd.runtime.privileges import Privileges, plan_privileges
 from filterd.runtime.startup import (
     EXIT_STARTUP,
     StartupError,
@@ -55,8 +57,9 @@ def main(config: Config) -> int:
     setup_logging(config.log.level)
     _hold_stop_signals()
     try:
-        check_before_serving(config)
-        trio.run(partial(serve, config, observe=True))
+        privileges = plan_privileges(config.run)
+        check_before_serving(config, acting_as=privileges.acting_as)
+        trio.run(partial(serve, config, observe=True, privileges=privileges))
     except StartupError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -140,10 +143,13 @@ async def serve(
     shutdown: Shutdown | None = None,
     task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
     observe: bool = False,
+    privileges: Privileges | None = None,
 ) -> None:
     """Serve every configured listener until ``shutdown`` begins (or a stop signal).
     ``observe`` (``filterd run``): record metrics, answer the control socket, serve the
-    metrics endpoint if configured (``filterd.runtime.observing``)."""
+    metrics endpoint if configured (``filterd.runtime.observing``). ``privileges``
+    (``filterd run``): once every socket is bound (milter ones too), they get their owner and
+    mode, and filterd becomes ``[run] user`` (``filterd.runtime.privileges``)."""
     shutdown = shutdown or Shutdown()
     delivery = build_delivery(config)
     quarantine = QuarantineStore(config.quarantine.root)
@@ -156,15 +162,22 @@ async def serve(
     listeners = await open_listeners(sockets)
     try:
         for door in milters:
-            if door.config.process_count > 1:
+            if door.config.process_count > 1 or privileges is not None:
                 door.listening = open_milter_socket(door.config.address)
+            if door.config.process_count > 1:
                 door.tally = SharedTally.create(MAX_PROCESSES)  # a slot for any worker
+        if privileges is not None:
+            for listen in config.listen:
+                privileges.secure_socket(listen.address)
+            privileges.drop()
         infos = [
             ListenerInfo(listen, bound_address(listener, listen.address))
             for listen, listener in zip(sockets, listeners, strict=True)
         ] + [ListenerInfo(door.config, str(door.config.address)) for door in milters]
         for info in infos:
             log.plain(f"listening on {info.address} ({info.config.protocol})")
+        if privileges is not None:
+            privileges.announce()
         if observing is not None:
             await observing.open()
         async with trio.open_nursery() as root:
@@ -198,7 +211,7 @@ async def serve(
                     else:
                         handlers.append(handler)
                 for door in milters:
-                    if door.listening is not None:
+                    if door.listening is not None and door.config.process_count > 1:
                         pool = WorkerPool(
                             door.config,
                             _index(config, door.config),
