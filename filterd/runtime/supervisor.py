@@ -4,15 +4,17 @@ connections.
 ```
 root nursery
 ├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
+├── systemd's watchdog pings (``sd_notify``; only with WatchdogSec=)
 ├── delivery background (the next-hop pool reaper)
 └── workers nursery: the worker processes of each listener with processes > 1 (worker_pool)
     └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
         └── the milter service (libmilter on a thread of its own)
 ```
 Before the tree: every socket is bound, then filterd becomes ``[run] user`` (``privileges``).
-Stop: close the listeners, tell idle sessions 421, give sessions mid-message ``shutdown_grace``
-to finish, then cancel them (their clients got no 250: nothing is lost). Workers stop the same
-way, told by end of file on their control sockets."""
+Serving: systemd is told READY=1 (``sd_notify``). Stop: STOPPING=1, close the listeners, tell
+idle sessions 421, give sessions mid-message ``shutdown_grace`` to finish, then cancel them
+(their clients got no 250: nothing is lost). Workers stop the same way, told by end of file on
+their control sockets."""
 
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ from filterd.runtime.listeners import (
 )
 from filterd.runtime.observing import Observing
 from filterd.runtime.privileges import Privileges, plan_privileges
+from filterd.runtime.sd_notify import (
+    feed_watchdog,
+    install_from_environment,
+    notify_ready,
+    notify_stopping,
+)
 from filterd.runtime.startup import (
     EXIT_STARTUP,
     StartupError,
@@ -56,6 +64,7 @@ def main(config: Config) -> int:
     """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
     setup_logging(config.log.level)
     _hold_stop_signals()
+    install_from_environment()  # systemd's $NOTIFY_SOCKET: for this process only
     try:
         privileges = plan_privileges(config.run)
         check_before_serving(config, acting_as=privileges.acting_as)
@@ -182,6 +191,7 @@ async def serve(
             await observing.open()
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope)
+            root.start_soon(feed_watchdog)  # systemd's WatchdogSec=, if set
             if observing is not None:
                 observing.run(root)
             if owns_chain:
@@ -281,12 +291,20 @@ async def _serve_connections(
             for listener, handler in zip(listeners, handlers, strict=True):
                 accepting.start_soon(accept_loop, listener, handler, connections)
             task_status.started(infos)
+            notify_ready(_serving(infos))
             await shutdown.event.wait()
+            notify_stopping()
             log.plain("stopping: no new connections; sessions in progress may finish")
             accepting.cancel_scope.cancel()
         for listener in listeners:
             await listener.aclose()
         connections.cancel_scope.deadline = trio.current_time() + config.limits.shutdown_grace
+
+
+def _serving(infos: list[ListenerInfo]) -> str:
+    """systemd's STATUS= line once serving."""
+    listeners = ", ".join(f"{info.address} ({info.config.protocol})" for info in infos)
+    return f"serving {listeners}"
 
 
 async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope) -> None:
