@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # it builds into a fresh virtualenv without the network (pip install --no-index --find-links).
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: install run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
+.PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -24,11 +24,25 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 
 # Rebuilt only when a pyproject.toml changes. setuptools builds the wheels (build-system.requires);
 # filterd's own wheels are left out: the test builds them from the checkout it tests.
-$(WHEELHOUSE)/.complete: pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(STAMP)
+$(WHEELHOUSE)/.complete: Makefile pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(STAMP)
 	rm -rf $(WHEELHOUSE)
-	$(PY) -m pip wheel -q --wheel-dir $(WHEELHOUSE) '.[plugins]' $(wildcard plugins/*/) 'setuptools>=77'
+	$(PY) -m pip wheel -q --wheel-dir $(WHEELHOUSE) '.[plugins,milter]' $(wildcard plugins/*/) 'setuptools>=77'
 	rm -f $(WHEELHOUSE)/filterd-*.whl $(WHEELHOUSE)/filterd_*.whl
 	touch $@
+
+# A production install (docs/deploy.md): filterd with its plugins and the milter door in a
+# virtualenv of its own under PREFIX, `filterd` linked into BINDIR (on PATH); no development
+# tools, no test plugin. Needs python3-venv, and gcc with libmilter-dev to build pymilter.
+PREFIX ?= /opt/filterd
+BINDIR ?= /usr/local/bin
+PYTHON3 ?= python3
+
+install-prod:
+	test -x $(PREFIX)/bin/pip || $(PYTHON3) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q '.[plugins,milter]' ./plugins/*/
+	mkdir -p $(BINDIR)
+	ln -sf $(PREFIX)/bin/filterd $(BINDIR)/filterd
+	$(BINDIR)/filterd plugins
 
 # As root (make install needs root), filterd refuses to run without [run] user unless told to:
 # the development server and the benchmarks are told to (docs/deploy.md, "Privileges").

@@ -55,7 +55,7 @@ LATENCY_SINK = Path(__file__).resolve().parent / "filterd_bench" / "latency_sink
 LATENCY_SINK_LIMIT = 900.0  # seconds: the sink stops by itself after this
 LATENCY_WARM = 200  # messages before the latency measurements
 LOG_LINES_SHOWN = 10
-MESSAGE_LINE = re.compile(r": from=<[^>]*>, size=\d+, nrcpt=")  # smtpd's line for each message
+MESSAGE_LINE = re.compile(r": from=<[^>]*>, size=\d+, nrcpt=")  # each message handed on
 
 
 def main(argv: list[str] | None = None) -> int:

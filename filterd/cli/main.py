@@ -1,5 +1,5 @@
-"""The command line: ``filterd run | check-config | scan | plugins | learn | status``,
-``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | plugins | learn | quarantine |
+status | doctor``, ``filterd --version``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from filterd import __version__
+from filterd.cli.quarantine import add_parser as add_quarantine_parser
 from filterd.config.load import load_config
 from filterd.config.render import PluginSettings, render_commented, render_config
 from filterd.config.schema import Config
@@ -18,6 +19,12 @@ __all__ = ["main"]
 
 EXIT_CONFIG = 2
 """Exit status for a configuration error (and for a bad command line, as argparse does)."""
+
+SCAN_EXIT_HELP = """\
+exit status (like spamc -c): 0 the message passes; 1 it would be rejected, quarantined or
+discarded; 75 it would be deferred (a 4xx: a TempFail verdict, or a plugin error under
+on_error = "tempfail"); 2 a bad command line or configuration; 66 the message cannot be read;
+70 filterd failed."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,10 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "deploy/filterd.example.toml)",
     )
     scan = commands.add_parser(
-        "scan", help="run the configured chain on a message file and show what it did"
+        "scan",
+        help="run the configured chain on a message file and show what it did",
+        epilog=SCAN_EXIT_HELP,
     )
     scan.add_argument("-c", "--config", metavar="FILE", help=config_help)
-    scan.add_argument("message", help="the message file (.eml; LF or CRLF line ends)")
+    scan.add_argument("message", help='the message file (.eml; LF or CRLF line ends); "-": stdin')
     scan.add_argument("--from", dest="sender", default="sender@example.com", metavar="ADDR")
     scan.add_argument(
         "--to", dest="rcpts", action="append", metavar="ADDR", help="recipient (repeatable)"
@@ -67,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", metavar="PATH", help="the control socket (default: [control] socket)"
     )
     status.add_argument("--json", action="store_true", help="print the figures as JSON")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check how Postfix hands mail to filterd and back, and say how to fix each mistake "
+        "(exit status 0: no findings, 1: findings, 2: cannot check)",
+    )
+    doctor.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    doctor.add_argument(
+        "-C",
+        "--postfix-config",
+        metavar="DIR",
+        help="Postfix's configuration directory (postconf -c DIR; default: postconf's own)",
+    )
+    add_quarantine_parser(commands, config_help)
     return parser
 
 
@@ -84,13 +106,18 @@ def _run(argv: Sequence[str] | None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
+    if args.command == "quarantine":  # needs neither the chain nor its plugins
+        from filterd.cli.quarantine import run as quarantine
+
+        return quarantine(args, sys.stdout, sys.stderr)
     if args.command == "plugins":
         from filterd.cli.plugins import list_plugins
 
         return list_plugins(sys.stdout)
     try:
         # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
-        config = load_config(args.config, serving=args.command in ("run", "check-config"))
+        serving = args.command in ("run", "check-config", "doctor")
+        config = load_config(args.config, serving=serving)
         if args.command == "status":  # it only needs the control socket's path
             from filterd.cli.status import status
 
@@ -111,6 +138,10 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.learn import learn
 
         return learn(config, args, sys.stdout, sys.stderr)
+    if args.command == "doctor":
+        from filterd.cli.doctor import doctor
+
+        return doctor(config, args, sys.stdout, sys.stderr)
     return _serve(config)
 
 

@@ -6,8 +6,8 @@ its description and its default as comments above it. Core settings show their e
 those that are unset are commented out (``#key = example``), and so are the delivery methods not
 chosen. A plugin's settings show the values the file gives, the others commented out with their
 default (a plugin's own types need not write back as TOML). So the output shows every setting and
-loads as the same configuration. ``deploy/filterd.example.toml`` is this form of the embedded
-default.
+loads as the same configuration. ``deploy/filterd.example.toml`` is this form of
+``deploy/filterd.toml``, the configuration docs/deploy.md installs.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from filterd.config.types import (
     ByteSize,
+    DomainPattern,
     Duration,
     Endpoint,
     HostName,
@@ -65,6 +66,12 @@ Flag = Annotated[bool, Field(strict=True)]
 
 MAX_PROCESSES = 64
 """The most processes one listener may have (``processes = "auto"`` included)."""
+
+LOOPBACK = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
+"""This machine's own addresses: the default ``xforward_hosts`` and ``mynetworks``."""
+
+RELAY_KEYS = ("mynetworks", "relay_domains", "auth_socket", "open_relay")
+"""The settings of an smtp or lmtp listener's relay control."""
 
 
 def _processes(value: object) -> int | Literal["auto"]:
@@ -114,12 +121,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SyslogFacility = Literal[
+    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+]  # fmt: skip
+
+
 class LogConfig(_Section):
-    """``[log]``: how much filterd logs."""
+    """``[log]``: how much filterd logs, and where (``filterd.maillog``)."""
 
     level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level logged: debug, info, warning or error."
     )
+    destination: Literal["stderr", "syslog", "journal"] = Field(
+        default="stderr",
+        description="Where the lines go: stderr (timestamped as rsyslog writes its files; "
+        "when stderr is the systemd journal's stream, to the journal), syslog (the socket "
+        "/dev/log) or journal (systemd-journald's native protocol).",
+    )
+    facility: SyslogFacility = Field(
+        default="mail", description="syslog facility of the lines (syslog and journal)."
+    )
+    socket: Path | None = Field(
+        default=None,
+        description="The log socket, for syslog (default /dev/log) or journal (default "
+        "/run/systemd/journal/socket).",
+        examples=["/dev/log"],
+    )
+    syslog_name: str = Field(
+        default="filterd",
+        description='Program name of the lines, before "/component" ("filterd/smtpd"), as '
+        "Postfix's syslog_name: give each filterd on a host its own (pflogsumm "
+        "--syslog-name=NAME reads them).",
+    )
+
+    @model_validator(mode="after")
+    def _socket_needs_a_socket_destination(self) -> LogConfig:
+        if self.socket is not None and self.destination == "stderr":
+            raise rule_error(
+                ("socket",),
+                'socket is for destination = "syslog" or "journal", and destination is "stderr"',
+                'set destination = "syslog" (or "journal"), or remove socket',
+            )
+        return self
+
+    @field_validator("syslog_name")
+    @classmethod
+    def _program_name(cls, value: str) -> str:
+        if not _SYSLOG_NAME.fullmatch(value):
+            raise rule_error(
+                (),
+                "a program name is up to 64 letters, digits, '.', '_' and '-', got "
+                + show_value(value),
+                'write a name such as syslog_name = "filterd-in"',
+            )
+        return value
+
+
+_SYSLOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ListenConfig(_Section):
@@ -146,8 +205,39 @@ class ListenConfig(_Section):
         "are answered 421 and closed.",
     )
     xforward_hosts: tuple[IPNetwork, ...] = Field(
-        default=(IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")),
+        default=LOOPBACK,
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
+    )
+    mynetworks: tuple[IPNetwork, ...] = Field(
+        default=LOOPBACK,
+        description="smtp and lmtp listeners: clients that may send to any domain (Postfix "
+        "mynetworks); others may send only to relay_domains unless they authenticate "
+        "(auth_socket). The default, this machine's loopback addresses, suits a content filter "
+        "that the local Postfix feeds. Decided on the connecting address, never on XFORWARD.",
+        examples=[["127.0.0.0/8", "192.0.2.0/24"]],
+    )
+    relay_domains: tuple[DomainPattern, ...] = Field(
+        default=(),
+        description="smtp and lmtp listeners: domains every client may send to (Postfix "
+        'relay_domains): "example.org" is example.org and its subdomains, ".example.org" only '
+        "its subdomains. An address with sender-specified routing (user%host@, user@host@, "
+        "host!user@) matches none of them.",
+        examples=[["example.org"]],
+    )
+    auth_socket: SocketAddress | None = Field(
+        default=None,
+        description="smtp and lmtp listeners: Dovecot's auth-client socket (Postfix "
+        "smtpd_sasl_type = dovecot with smtpd_sasl_path). Set, SMTP AUTH PLAIN and LOGIN are "
+        "offered after STARTTLS (tls_cert, tls_key) and checked there; a client that "
+        "authenticates may send to any domain.",
+        examples=["unix:/run/dovecot/auth-filterd"],
+    )
+    open_relay: Flag = Field(
+        default=False,
+        description="smtp and lmtp listeners: no relay control, every client that reaches "
+        "this listener may send to any domain. Only behind a firewall that lets nothing but "
+        "your own mail servers in: filterd refuses to start a listener on an address other "
+        "than loopback with none of mynetworks, relay_domains, auth_socket or open_relay.",
     )
     processes: Processes = Field(
         default=1,
@@ -196,6 +286,49 @@ class ListenConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _relay_control(self) -> ListenConfig:
+        changed = self.relay_settings()
+        if self.protocol in ("policy", "milter") and changed:
+            raise rule_error(
+                (changed[0],),
+                f"{changed[0]} applies to smtp and lmtp listeners (a {self.protocol} listener "
+                "relays nothing)",
+                f"remove {changed[0]} from this [[listen]] table",
+            )
+        if self.open_relay and len(changed) > 1:
+            other = next(key for key in changed if key != "open_relay")
+            raise rule_error(
+                ("open_relay",),
+                f"open_relay = true lets every client relay: {other} would change nothing",
+                f"remove open_relay to restrict relaying with {other}, or remove {other}",
+            )
+        everyone = next((net for net in self.mynetworks if net.prefixlen == 0), None)
+        if everyone is not None:
+            raise rule_error(
+                ("mynetworks",),
+                f'mynetworks "{everyone}" lets every client relay',
+                "list the networks of your own mail servers, or write open_relay = true if "
+                "every client that reaches this listener may relay",
+            )
+        if self.auth_socket is not None and not self.tls_enabled:
+            raise rule_error(
+                ("auth_socket",),
+                "SMTP AUTH is offered only after STARTTLS, and this listener has no TLS",
+                "set tls_cert and tls_key on this [[listen]] table, or remove auth_socket",
+            )
+        return self
+
+    def relay_settings(self) -> list[str]:
+        """The relay control settings that differ from their defaults (``RELAY_KEYS`` order)."""
+        changed = {
+            "mynetworks": self.mynetworks != LOOPBACK,
+            "relay_domains": bool(self.relay_domains),
+            "auth_socket": self.auth_socket is not None,
+            "open_relay": self.open_relay,
+        }
+        return [key for key in RELAY_KEYS if changed[key]]
+
     @property
     def tls_enabled(self) -> bool:
         """True when STARTTLS is offered (both tls_cert and tls_key set)."""
@@ -240,6 +373,16 @@ class LimitsConfig(_Section):
     )
     max_errors: Count = Field(
         default=20, ge=1, description="Bad commands tolerated before 421 and disconnect."
+    )
+    max_auth_failures: Count = Field(
+        default=3,
+        ge=1,
+        description="Failed SMTP AUTH attempts on one connection before 421 and disconnect.",
+    )
+    auth_failure_delay: Duration = Field(
+        default=1.0,
+        description="Wait before answering a failed SMTP AUTH attempt (on top of Dovecot's "
+        "own delay), to slow password guessing.",
     )
     bare_newline: Literal["reject", "normalize"] = Field(
         default="reject",
@@ -357,6 +500,7 @@ class MaildirDelivery(_Section):
         default=Path("./var/mail"),
         description="Mail for user@domain goes to root/domain/user/{tmp,new,cur}; a relative "
         "root is relative to the directory filterd starts in.",
+        examples=["/var/lib/filterd/mail"],
     )
 
     @field_validator("root")
@@ -415,6 +559,24 @@ class QuarantineConfig(_Section):
         description="A Maildir (tmp, new, cur) for quarantined messages; relative to the "
         "directory filterd starts in.",
     )
+    max_age: Duration | None = Field(
+        default=None,
+        description="Messages quarantined longer than this are removed (`filterd run` checks "
+        "every tenth of it, at most hourly; `filterd quarantine expire` at once); Postfix's "
+        "time units s, m, h, d, w. Unset: kept until released or deleted.",
+        examples=["30d"],
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _some_age(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise rule_error(
+                (),
+                f"must be more than zero, got {value:g}s",
+                'write an age such as "30d", or leave max_age out to keep messages',
+            )
+        return value
 
 
 class MetricsConfig(_Section):
@@ -596,7 +758,7 @@ class Config(_Section):
                 raise rule_error(
                     ("listen", index, "address"),
                     "a milter listener needs a fixed port (libmilter binds it itself)",
-                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:8891"',
+                    'give the port Postfix\'s smtpd_milters names, e.g. "127.0.0.1:10029"',
                 )
             if address.kind == "tcp" and address.port == 0:
                 continue  # each port-0 listener gets its own ephemeral port

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ByteSize",
+    "DomainPattern",
     "Duration",
     "Endpoint",
     "HostName",
@@ -29,6 +30,7 @@ __all__ = [
     "SocketAddress",
     "format_duration",
     "parse_byte_size",
+    "parse_domain_pattern",
     "parse_duration",
     "parse_endpoint",
     "parse_network",
@@ -57,18 +59,26 @@ def _invalid(error_type: str, reason: str, hint: str) -> PydanticCustomError:
 
 # --- durations ----------------------------------------------------------------------------------
 
-_DURATION_UNITS: dict[str, int] = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)"
+_DURATION_UNITS: dict[str, int] = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,  # Postfix's time units: s, m, h, d, w
+}
+_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d|w)"
 _DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _DURATION_HINT = (
-    'write a number with a unit ms, s, m, h or d ("500ms", "30s", "5m", "1h", "1h30m"), '
+    'write a number with a unit ms, s, m, h, d or w ("500ms", "30s", "5m", "1h", "1h30m"), '
     "or a plain number of seconds"
 )
 
 
 def parse_duration(value: object) -> float:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"1h30m"``, or seconds → seconds."""
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``, ``"4w"``, ``"1h30m"``, or seconds →
+    seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _invalid(
             "duration_type",
@@ -228,6 +238,28 @@ HostName = Annotated[
     str,
     PlainValidator(parse_hostname),
     WithJsonSchema({"type": "string", "examples": ["mail.example.org"]}),
+]
+
+
+def parse_domain_pattern(value: object) -> str:
+    """A domain as Postfix's relay_domains lists it: ``"example.org"`` or ``".example.org"``
+    (lower case, without a trailing dot)."""
+    text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
+    if not text or not _is_hostname(text.removeprefix(".")):
+        raise _invalid(
+            "domain",
+            f"expected a domain such as {show_value('example.org')} or "
+            f"{show_value('.example.org')}, got {show_value(value)}",
+            "write a domain name (letters, digits, hyphens and dots), with a leading dot to "
+            "match only its subdomains",
+        )
+    return text
+
+
+DomainPattern = Annotated[
+    str,
+    PlainValidator(parse_domain_pattern),
+    WithJsonSchema({"type": "string", "examples": ["example.org", ".example.org"]}),
 ]
 
 

@@ -20,6 +20,7 @@ import trio
 
 from filterd.config.schema import MaildirDelivery
 from filterd.maillog import MailLog
+from filterd.maillog.lines import delivery_line, envelope_line, timing
 from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
@@ -84,6 +85,9 @@ class MaildirTransaction:
         return replies.RCPT_OK
 
     async def data(self, t: Transaction, spool: Spool) -> list[Reply]:
+        if log.enabled_for_info():
+            log.line(envelope_line(t.sender, t.size, len(t.accepted)))
+        started = time.monotonic()
         mailboxes = []
         for rcpt in t.accepted:
             path = mailbox_path(self.maildir.root, rcpt.address)
@@ -99,12 +103,14 @@ class MaildirTransaction:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 else replies.QUEUE_WRITE
             )
-            log.error(f"maildir write failed: {exc.strerror or exc}", status="deferred")
-            return [reply] * len(mailboxes)
-        results = []
-        for rcpt, name in zip(t.accepted, names, strict=True):
-            log.info(f"to=<{rcpt.address}>, relay=maildir, status=sent ({name})")
-            results.append(Reply(250, "2.0.0", f"{DELIVERED} as {name}"))
+            log.error(f"maildir write failed: {exc.strerror or exc}")
+            results = [reply] * len(mailboxes)
+        else:
+            results = [Reply(250, "2.0.0", f"{DELIVERED} as {name}") for name in names]
+        if log.enabled_for_info():
+            times = timing(t.arrived, started, time.monotonic())
+            for rcpt, result in zip(t.accepted, results, strict=True):
+                log.line(delivery_line(rcpt.address, "maildir", times, result))
         return results
 
     async def abort(self) -> None:

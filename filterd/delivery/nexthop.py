@@ -7,6 +7,7 @@ Every wait has a deadline from the relay configuration; every failure becomes a
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import Iterator, Sequence
 
@@ -15,13 +16,12 @@ import trio
 from filterd.config.schema import RelayDelivery
 from filterd.config.types import Endpoint
 from filterd.delivery.socket_io import SocketIO
-from filterd.maillog import MailLog
 from filterd.model import replies
 from filterd.model.reply import Reply
 from filterd.protocols.smtp.client import SmtpClient
 from filterd.protocols.smtp.common import RECEIVE_SIZE, ConnectionClosed, ProtocolError
 
-log = MailLog("relay")
+_HOSTNAME = socket.gethostname()
 
 CLOSE_TIMEOUT = 2.0
 STARTTLS_MISSING = Reply(451, "4.7.5", "Error: next hop does not offer STARTTLS")
@@ -71,6 +71,7 @@ def transient(reply: Reply) -> Reply:
 class NextHopConnection:
     def __init__(self, stream: trio.abc.Stream, config: RelayDelivery) -> None:
         self.stream: trio.abc.Stream = stream
+        self.relay = relay_name(config.next_hop, stream)  # as the log's relay= names it
         self.io = SocketIO(stream)
         self.config = config
         self.codec = SmtpClient(lmtp=config.protocol == "lmtp")
@@ -207,6 +208,19 @@ class NextHopConnection:
             contextlib.suppress(*errors),
         ):
             await self.stream.aclose()
+
+
+def relay_name(endpoint: Endpoint, stream: trio.abc.Stream) -> str:
+    """The next hop as Postfix's delivery agents name it: ``host[address]:port``, the address
+    the connection reached; ``myhostname[/path]`` for a unix socket."""
+    if endpoint.kind == "unix":
+        return f"{_HOSTNAME}[{endpoint.path}]"
+    sock = getattr(stream, "socket", None)
+    try:
+        address = str(sock.getpeername()[0]) if sock is not None else endpoint.host
+    except OSError:
+        address = endpoint.host
+    return f"{endpoint.host}[{address}]:{endpoint.port}"
 
 
 async def _connect(endpoint: Endpoint) -> trio.abc.Stream:

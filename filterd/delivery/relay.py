@@ -16,6 +16,7 @@ import trio
 from filterd.config.schema import RelayDelivery
 from filterd.delivery.nexthop import NextHopConnection, NextHopError, transient
 from filterd.maillog import MailLog
+from filterd.maillog.lines import delivery_line, envelope_line, timing
 from filterd.model import metrics
 from filterd.model.envelope import Recipient, Transaction
 from filterd.model.reply import Reply
@@ -24,7 +25,8 @@ from filterd.model.xtext import xtext_encode
 from filterd.protocols.smtp.client import Capabilities
 from filterd.protocols.smtp.dotstuff import DotStuffer
 
-log = MailLog("relay")
+# Named as Postfix names its delivery agents: filterd/smtp[pid] or filterd/lmtp[pid].
+_LOGS = {"smtp": MailLog("smtp"), "lmtp": MailLog("lmtp")}
 
 SEND_BATCH = 256 * 1024  # join small messages into one write
 
@@ -79,7 +81,7 @@ class Relay:
     def __init__(self, config: RelayDelivery, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.pool = ConnectionPool(config, ssl_context)
-        self.name = str(config.next_hop)  # as the log lines name it
+        self.log = _LOGS[config.protocol]
 
     def open(self) -> RelayTransaction:
         return RelayTransaction(self)
@@ -95,10 +97,14 @@ class RelayTransaction:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.config = relay.config
+        self.log = relay.log
         self.conn: NextHopConnection | None = None
+        self.setup = 0.0  # seconds spent opening the connection (the log's delays=)
 
     async def mail(self, t: Transaction) -> Reply:
+        log = self.log
         for attempt in range(2):
+            started = time.monotonic()
             try:
                 conn, reused = await self.relay.pool.acquire()
             except NextHopError as exc:
@@ -106,6 +112,7 @@ class RelayTransaction:
                 metrics.recorder.next_hop_error("connect")
                 return exc.reply
             self.conn = conn
+            self.setup = 0.0 if reused else time.monotonic() - started
             try:
                 return await self._mail(conn, t, reused)
             except NextHopError as exc:
@@ -129,7 +136,7 @@ class RelayTransaction:
             raise NextHopError(transient(answers[0]), f"RSET refused: {answers[0]}")
         for answer in answers[:-1]:
             if not answer.is_positive:
-                log.warning(f"next hop refused XFORWARD/RSET: {answer}")
+                self.log.warning(f"next hop refused XFORWARD/RSET: {answer}")
         return transient(answers[-1])
 
     async def rcpt(self, t: Transaction, rcpt: Recipient) -> Reply:
@@ -140,22 +147,31 @@ class RelayTransaction:
         try:
             return transient(await conn.command(conn.codec.rcpt(rcpt.address, params), "RCPT"))
         except NextHopError as exc:
-            log.warning(f"RCPT to {self.config.next_hop}: {exc.detail}")
+            self.log.warning(f"RCPT to {self.config.next_hop}: {exc.detail}")
             metrics.recorder.next_hop_error("rcpt")
             await self._drop()
             return exc.reply
 
     async def data(self, t: Transaction, spool: Spool) -> list[Reply]:
+        log = self.log
         conn = self.conn
         accepted = len(t.accepted)
+        if log.enabled_for_info():
+            log.line(envelope_line(t.sender, t.size, accepted))
         if conn is None:
-            return [_no_connection()] * accepted
+            result = [_no_connection()] * accepted
+            self._log_results(t, result, "none", time.monotonic())
+            return result
         started = time.monotonic()
+        relay = conn.relay
+        conn_use = conn.transactions + 1
+        said: str | None = None  # the command the next hop answered, for a refusal
         try:
             reply = await conn.command(conn.codec.data(), "DATA")
             if reply.code != 354:
                 await self._drop()
                 result = [transient(reply)] * accepted
+                said = "DATA command"
             else:
                 await self._send_content(conn, spool)
                 count = conn.codec.end_of_data()
@@ -164,6 +180,7 @@ class RelayTransaction:
                     for _ in range(count)
                 ]
                 result = finals if conn.codec.lmtp else finals * accepted
+                said = "end of DATA command"
                 self.conn = None
                 conn.transactions += 1
                 await self.relay.pool.release(conn)
@@ -175,19 +192,29 @@ class RelayTransaction:
         if len(result) != accepted:
             log.error("next hop gave the wrong number of replies", got=len(result))
             result = [Reply(451, "4.5.0", "Error: next hop protocol error")] * accepted
-        if log.enabled_for_info():
-            self._log_results(t, result, time.monotonic() - started)
+            said = None
+        self._log_results(t, result, relay, started, said, conn_use)
         return result
 
-    def _log_results(self, t: Transaction, result: list[Reply], delay: float) -> None:
-        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient."""
+    def _log_results(
+        self,
+        t: Transaction,
+        result: list[Reply],
+        relay: str,
+        started: float,
+        said: str | None = None,
+        conn_use: int = 0,
+    ) -> None:
+        """Postfix's ``to=<...>, relay=..., delay=..., status=...`` line per recipient;
+        ``started``: when the message went to the next hop (DATA)."""
+        log = self.log
+        if not log.enabled_for_info():
+            return
+        times = timing(t.arrived, started, time.monotonic(), self.setup)
         for rcpt, answer in zip(t.accepted, result, strict=True):
-            status = (
-                "sent" if answer.is_positive else ("deferred" if answer.is_transient else "bounced")
-            )
+            refused = None if answer.is_positive else said
             log.line(
-                f"to=<{rcpt.address}>, relay={self.relay.name}, delay={delay:.3f}, "
-                f"status={status} ({answer})"
+                delivery_line(rcpt.address, relay, times, answer, said=refused, conn_use=conn_use)
             )
 
     async def _send_content(self, conn: NextHopConnection, spool: Spool) -> None:
@@ -231,10 +258,14 @@ def _no_connection() -> Reply:
 
 
 def _mail_params(params: tuple[str, ...], caps: Capabilities) -> list[str]:
-    """Pass MAIL parameters on verbatim, but only for extensions the next hop announced."""
+    """Pass MAIL parameters on verbatim, but only for extensions the next hop announced; never
+    AUTH= (RFC 4954 §5: it is the client's identity with us, and we did not authenticate to the
+    next hop; Postfix's reinjection smtpd, without SASL, would refuse the MAIL)."""
     kept = []
     for param in params:
         key = param.partition("=")[0].upper()
+        if key == "AUTH":
+            continue
         needs = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}.get(key, "DSN")
         if caps.has(needs):
             kept.append(param)

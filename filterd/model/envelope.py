@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from filterd.model.notes import Notes
@@ -99,6 +100,8 @@ class Transaction:
     xforward: Xforwarded | None = None
     size: int = 0
     notes: Notes = field(default_factory=Notes)
+    # time.monotonic() at MAIL: the log's delay= (filterd.maillog.lines.Timing)
+    arrived: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @property
     def client(self) -> Client:

@@ -48,9 +48,21 @@ TEXT_LINE_TOO_LONG = Reply(500, "5.5.2", "Error: message line too long")
 BARE_LF = Reply(550, "5.5.2", "Error: bare <LF> or <CR> received")
 SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
 PIPELINING_VIOLATION = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")
+RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")  # text prefixed with "<rcpt>: "
 STARTTLS_INJECTION = Reply(554, "5.5.0", "Error: data pipelined after STARTTLS")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "Error: no valid recipients")
 MAILBOX_UNAVAILABLE = Reply(550, "5.1.1", "Recipient address rejected: mailbox unavailable")
+
+# --- SMTP AUTH (RFC 4954), worded as Postfix's smtpd --------------------------------------
+AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # + ": reason"
+AUTH_FAILED = Reply(535, "5.7.8", "Error: authentication failed")  # + ": reason"
+AUTH_ABORTED = Reply(501, "5.7.0", "Authentication aborted")
+AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism")
+AUTH_NEEDS_TLS = Reply(504, "5.5.4", "Encryption required for requested authentication mechanism")
+AUTH_ALREADY = Reply(503, "5.5.1", "Error: already authenticated")
+AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "Error: MAIL transaction in progress")
+SASL_TOO_LONG = Reply(500, "5.5.6", "SASL response limit exceeded")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 
 # --- positive -------------------------------------------------------------------------------
 OK = Reply(250, "2.0.0", "Ok")

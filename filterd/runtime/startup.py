@@ -2,7 +2,8 @@
 
 A configuration can be valid and still not start here: a port another process listens on, a
 port below 1024 without the privilege, a directory the user cannot write, a next hop whose name
-does not resolve, a TLS certificate or key that does not load. Each such failure is a
+does not resolve, a TLS certificate or key that does not load, an smtp or lmtp listener that
+other hosts can reach with no word on who may relay through it. Each such failure is a
 ``StartupError`` whose text names what failed and what to do; ``filterd run`` prints it as one
 line (``filterd: ...``) and exits with status 2.
 
@@ -28,6 +29,7 @@ import trio
 from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
 from filterd.config.types import Endpoint
 from filterd.errors import FilterdError
+from filterd.frontdoors.smtp.relay_control import startup_problem
 from filterd.runtime.listeners import open_listener, remove_socket
 
 __all__ = ["StartupError", "check_before_serving", "open_listeners", "open_milter_socket"]
@@ -79,6 +81,8 @@ def _check_files(config: Config) -> None:
         if config.delivery.starttls != "never" and config.delivery.tls_ca_file is not None:
             loadable_ca_file(config.delivery.tls_ca_file)
     for index, listen in enumerate(config.listen):
+        if (relay_problem := startup_problem(listen, index)) is not None:
+            raise StartupError(relay_problem)
         if listen.tls_cert is not None and listen.tls_key is not None:
             loadable_certificate(listen.tls_cert, listen.tls_key, f"listen[{index}]")
 

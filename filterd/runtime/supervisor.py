@@ -5,7 +5,7 @@ connections.
 root nursery
 ├── signal watcher (SIGTERM/SIGINT → graceful stop; a second one → stop now)
 ├── systemd's watchdog pings (``sd_notify``; only with WatchdogSec=)
-├── delivery background (the next-hop pool reaper)
+├── delivery background (the next-hop pool reaper), the quarantine's expiry
 └── workers nursery: the worker processes of each listener with processes > 1 (worker_pool)
     └── connection nursery (deadline set on stop) ◀── accept nursery: one loop per listener
         └── the milter service (libmilter on a thread of its own)
@@ -29,7 +29,7 @@ import trio
 from filterd.chain.build import build_chain
 from filterd.chain.runner import ChainRunner
 from filterd.config.schema import MAX_PROCESSES, Config, ListenConfig
-from filterd.delivery.quarantine import QuarantineStore
+from filterd.delivery.quarantine import QuarantineStore, expire_periodically
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, setup_logging
 from filterd.runtime.handlers import build_delivery, handler_for, serve_milter_listener
@@ -62,7 +62,7 @@ log = MailLog("main")
 
 def main(config: Config) -> int:
     """``filterd run``: serve until SIGTERM/SIGINT. Cannot start: one line, exit status 2."""
-    setup_logging(config.log.level)
+    setup_logging(config.log)
     _hold_stop_signals()
     install_from_environment()  # systemd's $NOTIFY_SOCKET: for this process only
     try:
@@ -199,6 +199,8 @@ async def serve(
             run = getattr(delivery, "run", None)
             if run is not None:
                 root.start_soon(run)
+            if config.quarantine.max_age is not None:
+                root.start_soon(expire_periodically, quarantine, config.quarantine.max_age)
             # Worker processes live in a nursery of their own, which ends after the
             # connections' and before ``root`` is cancelled: they are stopped while the
             # signals are still watched (a second one kills them).

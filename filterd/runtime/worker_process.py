@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-dir", type=Path)  # it records metrics there (runtime.recording)
     args = parser.parse_args(argv)
     config = read_config(sys.stdin.buffer.read())
-    setup_logging(config.log.level)
+    setup_logging(config.log)
     # A plugin's subprocess must not keep these open.
     for fd in (args.control_fd, args.listening_fd, args.tally_fd):
         if fd is not None:

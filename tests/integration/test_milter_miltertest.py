@@ -216,6 +216,14 @@ def test_rcpt_refusal_and_header_edits(probe_filterd: ProbeFilterd) -> None:
 def test_hold_discard_and_tempfail(probe_filterd: ProbeFilterd) -> None:
     run_script("dispositions.lua", probe_filterd)
     assert "hold: END-OF-MESSAGE" in probe_filterd.text()
+    # each decision in one line, as Postfix's smtpd words its own (milter-hold, -discard)
+    peer = "client.example.net[192.0.2.1]"
+    tail = "from=<alice@example.net> to=<{}@example.org> proto=SMTP helo=<helo.example.net>"
+    lines = [line.split(": ", 2)[2] for line in probe_filterd.text().splitlines()
+             if "END-OF-MESSAGE" in line]  # fmt: skip
+    assert lines[0] == f"hold: END-OF-MESSAGE from {peer}: held by the probe; {tail.format('hold')}"
+    assert lines[1].startswith(f"discard: END-OF-MESSAGE from {peer}: ")
+    assert lines[1].endswith(tail.format("drop"))
 
 
 def test_sigterm_stops_cleanly(probe_filterd: ProbeFilterd) -> None:

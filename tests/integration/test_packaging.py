@@ -28,12 +28,13 @@ from filterd.cli.plugins import BUILT_IN
 ROOT = Path(__file__).resolve().parents[2]
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
 TIMEOUT = 300.0
-SOURCES = ("pyproject.toml", "README.md", "filterd", "plugins")
+SOURCES = ("pyproject.toml", "README.md", "Makefile", "filterd", "plugins")
 BUILD_OUTPUTS = ("build/", "*.egg-info/")  # what building leaves in a checkout: .gitignore'd
 
 # The install commands of README.md and docs/deploy.md, run here as written.
 INSTALL_FROM_CHECKOUT = "pip install '.[plugins]' ./plugins/*/"
 BUILD_WHEELS = "pip wheel --wheel-dir dist '.[plugins]' ./plugins/*/"
+INSTALL_PRODUCTION = "make install-prod"
 INSTALL_WHEELS = "pip install --no-index --find-links dist 'filterd[plugins]'"
 DOCUMENTED = {INSTALL_FROM_CHECKOUT, BUILD_WHEELS, INSTALL_WHEELS}
 
@@ -233,3 +234,25 @@ def test_the_documented_install_commands_are_the_tested_ones(doc: str) -> None:
     }
     assert commands, f"{doc} shows no install command"
     assert commands <= DOCUMENTED, commands - DOCUMENTED
+
+
+def test_the_production_install_puts_filterd_on_path_without_dev_tools_or_test_plugin(
+    built: Built, tmp_path: Path
+) -> None:
+    """``make install-prod`` (docs/deploy.md) into a PREFIX and BINDIR of the test's own."""
+    prefix, bindir = tmp_path / "opt" / "filterd", tmp_path / "bin"
+    env = offline_env(Path(sys.executable).parent, find_links=WHEELHOUSE)
+    done = shell(
+        f"{INSTALL_PRODUCTION} PREFIX={prefix} BINDIR={bindir} PYTHON3={sys.executable}",
+        built.checkout,
+        env,
+    )
+    listed = re.findall(r"^(\w+)  \(", done.stdout, re.MULTILINE)
+    assert listed == sorted(BUILT_IN)  # example_tagger, the test plugin, is not there
+    on_path = {**offline_env(bindir), "PATH": f"{bindir}{os.pathsep}{os.defpath}"}
+    assert shell("command -v filterd", tmp_path, on_path).stdout.strip() == str(bindir / "filterd")
+    shell("filterd check-config", tmp_path, on_path)
+    installed = {path.name for path in (prefix / "bin").iterdir()}
+    assert "filterd" in installed
+    assert not installed & {"pytest", "ruff", "mypy", "lint-imports", "hypothesis"}
+    shell(f"{prefix}/bin/python -c 'import milter, Milter'", tmp_path, on_path)  # the milter door

@@ -76,6 +76,7 @@ class ScriptedNextHop:
     lmtp: bool = False
     die_after_data: bool = False
     messages: list[bytes] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)  # one per message
     connections: int = 0
     port: int = 0
 
@@ -88,6 +89,7 @@ class ScriptedNextHop:
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         codec = SmtpServer(ServerLimits(), Capabilities("nexthop.test"), lmtp=self.lmtp)
+        sender = ""
         rcpts: list[str] = []
         content = bytearray()
         out = bytearray(codec.greeting())
@@ -106,7 +108,8 @@ class ScriptedNextHop:
                         content += data
                     case ev.Hello():
                         out += codec.send(codec.ehlo_reply())
-                    case ev.MailFrom():
+                    case ev.MailFrom(address=address):
+                        sender = address
                         rcpts.clear()
                         content.clear()
                         out += codec.send(replies.SENDER_OK)
@@ -122,6 +125,7 @@ class ScriptedNextHop:
                         if self.die_after_data:
                             return
                         self.messages.append(bytes(content))
+                        self.envelopes.append((sender, list(rcpts)))
                         for rcpt in rcpts if self.lmtp else rcpts[:1]:
                             if rcpt.startswith("lmtp-defer"):
                                 out += codec.send(Reply(451, "4.2.0", "mailbox busy"))

@@ -151,6 +151,8 @@ class PostfixInstance:
         reinject_options: Mapping[str, str] | None = None,
         main_cf_extra: Mapping[str, str] | None = None,
         smtpd_options: Mapping[str, str] | None = None,
+        filter_wiring: bool = True,
+        hosts_file: Path | None = None,
     ) -> None:
         """Prepare (not start) an instance in the empty directory `base_dir`.
 
@@ -160,6 +162,10 @@ class PostfixInstance:
         reinject_options: `-o` overrides for the reinjection smtpd (name -> value).
         main_cf_extra: extra main.cf parameters (may be referenced by `$name`).
         smtpd_options: `-o` options for the inbound smtpd only (e.g. smtpd_proxy_filter).
+        filter_wiring: False = no snippet at all, only the base services (the test wires the
+        filter itself, as tests/e2e/test_walkthrough.py does with docs/deploy.md's commands).
+        hosts_file: run master (and so every daemon) in a mount namespace of its own where
+        this file is /etc/hosts (needs root and unshare).
         """
         if content_filter is not None and filter_port is None:
             raise ValueError("a content filter needs a filter_port")
@@ -178,6 +184,8 @@ class PostfixInstance:
         self.reinject_options = dict(reinject_options or {})
         self.main_cf_extra = dict(main_cf_extra or {})
         self.smtpd_options = dict(smtpd_options or {})
+        self.filter_wiring = filter_wiring
+        self.hosts_file = hosts_file
         self._master: subprocess.Popen[bytes] | None = None
         self._master_out: int | None = None
         self._built = False
@@ -259,7 +267,7 @@ class PostfixInstance:
         base = _MASTER_CF_BASE.format(smtp_listen=f"127.0.0.1:{self.smtp_port}")
         inbound = "".join(f"  -o {name}={value}\n" for name, value in self.smtpd_options.items())
         first, _, rest = base.partition("smtpd\n")
-        return first + "smtpd\n" + inbound + rest + "\n" + snippet
+        return first + "smtpd\n" + inbound + rest + ("\n" + snippet if self.filter_wiring else "")
 
     def build(self) -> None:
         """Write the configuration and create the queue tree (`post-install create-missing`)."""
@@ -320,8 +328,11 @@ class PostfixInstance:
         self._master_out = os.open(self.master_out_path, os.O_WRONLY | os.O_CREAT, 0o644)
         # A session of its own: master is a process group leader, so its shutdown
         # (kill(-pid)) reaches exactly its children and the SIGKILL fallback can too.
+        command = [str(MASTER), "-c", str(self.config_dir), "-d"]
+        if self.hosts_file is not None:  # unshare execs: the Popen pid is still master's
+            command = [*with_hosts_file(self.hosts_file), *command]
         self._master = subprocess.Popen(
-            [str(MASTER), "-c", str(self.config_dir), "-d"],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._master_out,
             stderr=self._master_out,
@@ -574,6 +585,12 @@ class PostfixInstance:
                     f" after {timeout}s\n{self.diagnostics()}"
                 )
             time.sleep(0.05)
+
+
+def with_hosts_file(hosts_file: Path) -> list[str]:
+    """A command prefix: a mount namespace of its own, with `hosts_file` as /etc/hosts."""
+    script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    return ["unshare", "--mount", "--", "sh", "-c", script, "sh", str(hosts_file)]
 
 
 def to_crlf(message: bytes) -> bytes:

@@ -90,6 +90,7 @@ async def session(
     chain: ChainRunner | None = None,
     *,
     xforward_allowed: bool = True,
+    relay_allowed: bool = True,
     shutdown: Shutdown | None = None,
 ) -> AsyncIterator[LineClient]:
     config = config or make_config()
@@ -106,6 +107,7 @@ async def session(
         QuarantineStore(config.quarantine.root),
         shutdown or Shutdown(),
         xforward_allowed=xforward_allowed,
+        relay_allowed=relay_allowed,
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(smtp.run)

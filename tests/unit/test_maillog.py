@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from filterd import maillog
-from filterd.maillog import LineHandler, MailLog, queue_id_var, setup_logging, smtpd_line
+from filterd.maillog import LineHandler, MailLog, lines, queue_id_var, setup_logging, smtpd_line
+from filterd.maillog import logger as maillog
 from filterd.model.envelope import Client
 from filterd.model.reply import Reply
 
@@ -70,7 +70,8 @@ def restore_logging() -> Iterator[None]:
     root.handlers[:], root.level, root.propagate, maillog._handler = saved
 
 
-LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (filterd/.*)")
+LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d [^ ]+ (filterd/.*)")
+"""rsyslog's file format (RFC 3339 time, host, program[pid]: text), which pflogsumm reads."""
 
 
 def written(stream: io.StringIO) -> list[str]:
@@ -84,7 +85,7 @@ def written(stream: io.StringIO) -> list[str]:
 @pytest.mark.usefixtures("restore_logging")
 def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
     """MailLog writes its finished lines straight to the handler (no LogRecord per line):
-    the text is the Formatter's, to the character."""
+    the text is that of the same line logged as a record, to the character."""
     stream = io.StringIO()
     setup_logging("info", stream)
     log = MailLog("smtpd")
@@ -105,7 +106,7 @@ def test_mail_lines_read_as_the_logging_formatter_writes_them() -> None:
     assert written(stream) == [
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
-        f"filterd/smtpd[{pid}]: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
+        f"filterd/smtpd[{pid}]: warning: 4B2D0A71C3: odd, text=x\\x0d\\x0ay",
         f"filterd/smtpd[{pid}]: connect from unknown[127.0.0.1]",
         f"filterd/smtpd[{pid}]: 4B2D0A71C3: from=<a@example.net>, size=4259, nrcpt=1",
     ]
@@ -121,7 +122,7 @@ def test_lines_below_the_level_are_not_written() -> None:
     log.connect("unknown[127.0.0.1]")
     log.warning("connect to 127.0.0.1:10026: refused")
     assert written(stream) == [
-        f"filterd/relay[{os.getpid()}]: NOQUEUE: connect to 127.0.0.1:10026: refused"
+        f"filterd/relay[{os.getpid()}]: warning: NOQUEUE: connect to 127.0.0.1:10026: refused"
     ]
 
 
@@ -173,3 +174,64 @@ def test_a_forked_child_writes_its_own_pid() -> None:
         f"filterd/policy[{os.getpid()}]: before",
         "filterd/policy[4242]: after",
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0"),
+        (0.0049, "0"),  # below Postfix's 10 ms resolution
+        (0.005, "0.01"),
+        (0.0123, "0.01"),
+        (0.05, "0.05"),
+        (0.105, "0.11"),
+        (0.201, "0.2"),  # trailing zeros dropped
+        (0.456, "0.46"),
+        (0.996, "1"),
+        (1.01, "1"),  # two significant digits
+        (1.234, "1.2"),
+        (9.96, "10"),
+        (12.3, "12"),  # whole seconds from 10 s on
+        (12.6, "13"),
+        (123.4, "123"),
+    ],
+)
+def test_delays_read_as_postfix_writes_them(seconds: float, text: str) -> None:
+    assert lines.format_delay(seconds) == text
+
+
+def test_a_delivery_line_reads_as_postfix_smtp_writes_it() -> None:
+    timing = lines.timing(arrival=100.0, handoff=100.42, done=100.631, setup=0.02)
+    assert timing == "delay=0.63, delays=0.4/0/0.02/0.21"
+    assert lines.timing(100.0, 100.003, 100.004) == "delay=0, delays=0/0/0/0"
+    assert lines.timing(100.0, 100.003, 112.6) == "delay=13, delays=0/0/0/13"
+    sent = Reply(250, "2.0.0", "Ok: queued as 4F2A81B3C")
+    assert lines.delivery_line("b@example.org", "mx[192.0.2.7]:25", timing, sent) == (
+        "to=<b@example.org>, relay=mx[192.0.2.7]:25, delay=0.63, delays=0.4/0/0.02/0.21, "
+        "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4F2A81B3C)"
+    )
+    refused = Reply(550, "5.1.1", "<c@example.org>: unknown user")
+    line = lines.delivery_line(
+        "c@example.org", "mx[192.0.2.7]:25", timing, refused, said="end of DATA command", conn_use=3
+    )
+    assert line == (
+        "to=<c@example.org>, relay=mx[192.0.2.7]:25, conn_use=3, delay=0.63, "
+        "delays=0.4/0/0.02/0.21, dsn=5.1.1, status=bounced (host mx[192.0.2.7]:25 said: 550 "
+        "5.1.1 <c@example.org>: unknown user (in reply to end of DATA command))"
+    )
+    busy = Reply(451, "", "busy")  # no enhanced code: its class's
+    assert lines.delivery_line("d@example.org", "none", timing, busy).endswith(
+        "dsn=4.0.0, status=deferred (451 busy)"
+    )
+
+
+def test_client_and_envelope_lines() -> None:
+    assert lines.client_line("unknown[127.0.0.1]") == "client=unknown[127.0.0.1]"
+    assert lines.client_line("unknown[127.0.0.1]", "4F2A81B3C", "mx.example[192.0.2.9]") == (
+        "client=unknown[127.0.0.1], orig_queue_id=4F2A81B3C, orig_client=mx.example[192.0.2.9]"
+    )
+    assert lines.envelope_line("", 4259, 2) == "from=<>, size=4259, nrcpt=2"
+    assert (
+        lines.envelope_line("a\r\nb@example.net", 1, 1)
+        == "from=<a\\x0d\\x0ab@example.net>, size=1, nrcpt=1"
+    )

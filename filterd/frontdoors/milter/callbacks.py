@@ -29,7 +29,13 @@ from filterd.model.envelope import Transaction, new_queue_id
 from filterd.model.message import MessageView
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
-from filterd.model.verdict import TempFail, Verdict, disposition_of, is_refusal
+from filterd.model.verdict import (
+    TempFail,
+    Verdict,
+    disposition_of,
+    final_verdict,
+    is_refusal,
+)
 from filterd.protocols.milter_map import (
     ACCEPT,
     CONTINUE,
@@ -257,7 +263,7 @@ class FilterdMilter(MilterConnection):
             perform(plan, self)
             metrics.recorder.message("milter", outcome_of(plan))
             if log.enabled_for_info():
-                log_result(t, plan, outcome.decided_by)
+                log_result(t, plan, final_verdict(outcome.verdict, message.disposition))
             return self._answer(plan.response)
         finally:
             self._end_message()

@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from filterd.maillog import MailLog
+from filterd.maillog import MailLog, smtpd_line
+from filterd.maillog.lines import envelope_line
 from filterd.model import metrics
 from filterd.model.edits import Edit
 from filterd.model.envelope import Transaction
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
-from filterd.model.verdict import Disposition
+from filterd.model.verdict import Discard, Disposition, Verdict
 from filterd.protocols.milter_map import (
+    DISCARD,
+    REJECT,
+    TEMPFAIL,
     AddHeaderAction,
     AddRcptAction,
     ChangeFromAction,
@@ -30,6 +34,7 @@ from filterd.protocols.milter_map import (
     InsertHeaderAction,
     QuarantineAction,
     ReplaceBodyAction,
+    Response,
 )
 
 __all__ = ["MilterMessage", "Modifier", "log_result", "outcome_of", "perform"]
@@ -112,7 +117,6 @@ def perform(plan: EomPlan, milter: Modifier) -> None:
                 milter.quarantine(reason)
 
 
-_WHAT = {0: "continue", 1: "reject", 2: "discard", 3: "accept", 4: "tempfail"}  # SMFIS_*
 _OUTCOMES: dict[int, metrics.Outcome] = {
     0: "accept",
     1: "reject",
@@ -129,16 +133,36 @@ def outcome_of(plan: EomPlan) -> metrics.Outcome:
     return _OUTCOMES.get(plan.response.code, "tempfail")
 
 
-def log_result(t: Transaction, plan: EomPlan, decided_by: str | None) -> None:
-    """The message's lines: sender, size and recipients, then what was answered and why."""
-    log.info(f"from=<{t.sender}>", size=t.size, nrcpt=len(t.accepted))
-    what = _WHAT[plan.response.code]
-    if any(isinstance(a, QuarantineAction) for a in plan.actions):
-        what = "hold"
-    reply = plan.response.reply
-    detail = f" ({reply.rcode} {reply.xcode})" if reply is not None else ""
-    log.info(
-        f"{what}: END-OF-MESSAGE{detail}",
-        modifications=len(plan.actions),
-        decided_by=decided_by or "-",
-    )
+def log_result(t: Transaction, plan: EomPlan, verdict: Verdict) -> None:
+    """The message's one line: for a message that goes on, ``from=<>, size=N, nrcpt=N`` as
+    Postfix's qmgr logs it (with the same queue id) once Postfix has queued it; else the
+    decision as smtpd words it, ``reject:`` (a 4xx too), ``discard:`` or ``hold:`` (Postfix
+    keeps the message on hold), ``END-OF-MESSAGE from host[addr]: reply or reason; from=<>
+    to=<> proto= helo=<>``. ``verdict``: the final one, for a discard's reason."""
+    response = plan.response
+    hold = next((a.reason for a in plan.actions if isinstance(a, QuarantineAction)), None)
+    answer: object
+    if hold is not None:
+        what, answer = "hold", hold
+    elif response.code == DISCARD:
+        what, answer = "discard", verdict.reason if isinstance(verdict, Discard) else "discard"
+    elif response.code in (REJECT, TEMPFAIL):
+        what, answer = "reject", _reply_text(response)
+    else:
+        log.line(envelope_line(t.sender, t.size, len(t.accepted)))
+        return
+    rcpt = t.recipients[-1].address if t.recipients else None
+    log.line(smtpd_line(what, "END-OF-MESSAGE", t.session.peer, answer, sender=t.sender, rcpt=rcpt))
+
+
+def _reply_text(response: Response) -> str:
+    """``550 5.7.1 text``: the reply set for a refusal (libmilter's ``%%`` undone)."""
+    reply = response.reply
+    if reply is None:  # libmilter's own words for a refusal without a reply
+        return (
+            "550 5.7.1 Command rejected"
+            if response.code == REJECT
+            else "451 4.7.1 Service unavailable - try again later"
+        )
+    text = reply.lines[0].replace("%%", "%") if reply.lines else ""
+    return f"{reply.rcode} {reply.xcode} {text}"

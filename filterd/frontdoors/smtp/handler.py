@@ -47,7 +47,7 @@ class SmtpHandler:
         self.active += 1
         metrics.recorder.session(self.door, 1)
         try:
-            peer, trusted = self._peer(stream)
+            peer, trusted, relay_allowed = self._peer(stream)
             session = Session(
                 id=new_queue_id(), listener=str(self.settings.listen.address), peer=peer
             )
@@ -60,6 +60,7 @@ class SmtpHandler:
                 self.quarantine,
                 self.shutdown,
                 xforward_allowed=trusted,
+                relay_allowed=relay_allowed,
             ).run()
         finally:
             self.active -= 1
@@ -75,16 +76,19 @@ class SmtpHandler:
         """Beyond ``max_connections`` (``active`` open, in every process): 421 and close."""
         await refuse_smtp(stream, active)
 
-    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool]:
+    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool, bool]:
+        """Who connected; whether it may send XFORWARD; whether it may relay (mynetworks)."""
+        relay = self.settings.relay
         sock = getattr(stream, "socket", None)
         if sock is None or sock.family == socket.AF_UNIX:
-            return Client(address="unknown", name="localhost"), True
+            return Client(address="unknown", name="localhost"), True, relay.trusts(None)
         host, port = sock.getpeername()[:2]
         address = ipaddress.ip_address(host)
         if address.version == 6 and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         trusted = any(address in net for net in self.networks)
-        return Client(address=str(address), port=port, name="unknown"), trusted
+        client = Client(address=str(address), port=port, name="unknown")
+        return client, trusted, relay.trusts(address)
 
 
 async def refuse_smtp(stream: trio.abc.Stream, active: int) -> None:

@@ -2,11 +2,13 @@
 
 Boring on purpose: the codec decides what is legal; this module does the I/O,
 the deadlines, and calls the checks (the plugin chain's seam) and the delivery at each stage.
-No 250 is ever given to the end of DATA before the delivery has the message.
+No 250 is ever given to the end of DATA before the delivery has the message. Who may relay
+(``relay_control``) is decided before the chain sees a recipient; SMTP AUTH is ``auth``'s.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +24,11 @@ from filterd.delivery.quarantine import QuarantineStore
 from filterd.delivery.socket_io import SocketIO
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
-from filterd.maillog import MailLog, queue_id_var, smtpd_line
+from filterd.frontdoors.smtp.auth import MECHANISMS, SmtpAuth
+from filterd.frontdoors.smtp.dovecot_auth import DovecotAuth
+from filterd.frontdoors.smtp.relay_control import RelayControl
+from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
+from filterd.maillog.lines import client_line
 from filterd.model import metrics, replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
@@ -60,6 +66,8 @@ class SessionSettings:
     # the codec's limits and offers, made once (a session per connection)
     _codec_limits: ServerLimits = field(init=False, repr=False, compare=False)
     _offers: tuple[Capabilities, Capabilities] = field(init=False, repr=False, compare=False)
+    relay: RelayControl = field(init=False, repr=False, compare=False)
+    dovecot: DovecotAuth | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lim = self.limits
@@ -71,16 +79,21 @@ class SessionSettings:
             max_errors=lim.max_errors,
             bare_newline=lim.bare_newline,
         )
+        auth_socket = self.listen.auth_socket
         offers = tuple(
             Capabilities(
                 hostname=self.listen.hostname,
                 starttls=self.ssl_context is not None,
                 xforward=xforward,
+                auth=MECHANISMS if auth_socket is not None else (),
             )
             for xforward in (False, True)
         )
         object.__setattr__(self, "_codec_limits", limits)
         object.__setattr__(self, "_offers", offers)
+        object.__setattr__(self, "relay", RelayControl.from_config(self.listen))
+        dovecot = DovecotAuth(auth_socket) if auth_socket is not None else None
+        object.__setattr__(self, "dovecot", dovecot)
 
     def server_limits(self) -> ServerLimits:
         return self._codec_limits
@@ -125,6 +138,7 @@ class SmtpSession:
         shutdown: Shutdown,
         *,
         xforward_allowed: bool,
+        relay_allowed: bool,
     ) -> None:
         self.stream: trio.abc.Stream = stream
         self.io = SocketIO(stream)
@@ -147,6 +161,10 @@ class SmtpSession:
         self._xforward: Xforwarded | None = None
         self._data_deadline = 0.0
         self._session_disposition: Disposition | None = None
+        self._may_relay = relay_allowed  # mynetworks (or open_relay); an AUTH can add it
+        self.auth: SmtpAuth | None = None
+        if settings.dovecot is not None:
+            self.auth = SmtpAuth(settings.dovecot, settings.limits, session.peer, _local_ip(stream))
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -165,6 +183,9 @@ class SmtpSession:
             log.exception("internal error, closing session", state=self.codec.state.value)
             await self._try_send(replies.INTERNAL_ERROR.with_text("Error: internal error"))
         finally:
+            if self.auth is not None:
+                with trio.CancelScope(shield=True):
+                    await self.auth.abandon()
             if (
                 self._open is None
                 and not self.chain.has_stage("on_close")
@@ -297,12 +318,16 @@ class SmtpSession:
                 self._reply(replies.HELP)
             case ev.StartTls():
                 await self._starttls()
+            case ev.Auth() | ev.AuthResponse():
+                await self._auth(event)
             case ev.Quit():
                 await self._abort_transaction()
                 self._reply(replies.BYE)
                 await self._flush()
                 raise _SessionEnd
             case ev.BadCommand(reply=reply, fatal=fatal):
+                if self.auth is not None:
+                    await self.auth.abandon()  # a bad line may end an AUTH exchange
                 self._reply(reply)
                 if fatal:
                     log.info(f"fatal protocol error: {reply}")
@@ -353,7 +378,7 @@ class SmtpSession:
             self._open.edits.extend(outcome.edits)
             self._open.disposition = self._session_disposition or disposition_of(outcome.verdict)
             if log.enabled_for_info():
-                log.line(f"client={t.client.describe()}")
+                log.line(self._client_line(t) + self._sasl_fields())
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
@@ -363,6 +388,14 @@ class SmtpSession:
         current = self._open
         assert current is not None, "codec allows RCPT only inside a transaction"
         rcpt = Recipient(event.address, event.params)
+        if not self._may_relay:
+            denied = self.settings.relay.refusal(rcpt.address)
+            if denied is not None:
+                rcpt.reply = denied
+                current.t.recipients.append(rcpt)
+                self._log_relay_denied(current.t, denied, rcpt.address)
+                self._reply(denied)
+                return
         outcome = await self.chain.rcpt(current.t, rcpt)
         reply = _refusal(outcome)
         if reply is None:
@@ -396,13 +429,12 @@ class SmtpSession:
         try:
             if event.rejection is not None:
                 per = [event.rejection] * owed
+                self._log_end("reject", event.rejection, t)
                 await self._abort_transaction()
             else:
                 per = await self._deliver(current, spool)
         finally:
             spool.close()
-        if log.enabled_for_info():
-            log.line(f"from=<{t.sender}>, size={t.size}, nrcpt={len(t.accepted)}")
         answer = collapse_replies(per)
         metrics.recorder.message(self.door, current.outcome or metrics.outcome_of_reply(answer))
         if self.lmtp:
@@ -426,19 +458,24 @@ class SmtpSession:
         verdict = final_verdict(outcome.verdict, current.disposition)
         if is_refusal(verdict):
             await self._abort_delivery(current)
+            self._log_end("reject", verdict.reply, t)
             return [verdict.reply] * accepted
         match verdict:
             case Discard(reason=reason):
                 await self._abort_delivery(current)
-                log.info(f"discard: END-OF-MESSAGE: {reason}", decided_by=outcome.decided_by)
+                self._log_end("discard", reason, t)
                 current.outcome = "discard"
                 return [_accepted_locally(t)] * accepted
             case Quarantine(reason=reason):
                 await self._abort_delivery(current)
                 apply_content_edits(view, edits)
-                reply = await self.quarantine.store(t, spool, reason)
+                plugin = outcome.decided_by if verdict is outcome.verdict else None
+                reply = await self.quarantine.store(t, spool, reason, plugin)
                 if reply.is_positive:
                     current.outcome = "quarantine"
+                    self._log_end("hold", reason, t)
+                else:
+                    self._log_end("reject", reply, t)
                 return [reply] * accepted
             case _:
                 pass
@@ -508,6 +545,38 @@ class SmtpSession:
         self.session.tls = True
         self._xforward = None
 
+    # ------------------------------------------------------ relay and AUTH
+    async def _auth(self, event: ev.Auth | ev.AuthResponse) -> None:
+        auth = self.auth
+        assert auth is not None, "the codec offers AUTH only with an auth_socket"
+        if isinstance(event, ev.Auth):
+            secured = self.session.tls
+            reply = await auth.start(event.mechanism, event.initial_response, secured=secured)
+        else:
+            reply = await auth.respond(event.data)
+        wire = self.codec.send(reply)
+        # RFC 4954: "334" SP [base64] CRLF, the space even before an empty challenge
+        self._out += b"334 " + reply.text.encode("ascii") + b"\r\n" if reply.code == 334 else wire
+        if reply.code == 235:
+            self._may_relay = True
+        elif not reply.is_positive and auth.too_many_failures:
+            log.plain(f"too many errors after AUTH from {self.session.peer.describe()}")
+            await self._close_with(replies.TOO_MANY_ERRORS)
+
+    def _sasl_fields(self) -> str:
+        """Postfix's ``, sasl_method=PLAIN, sasl_username=alice`` on the ``client=`` line."""
+        auth = self.auth
+        if auth is None or auth.username is None:
+            return ""
+        return f", sasl_method={auth.method}, sasl_username={sanitize(auth.username)}"
+
+    def _log_relay_denied(self, t: Transaction, reply: Reply, rcpt: str) -> None:
+        """Logged as Postfix does: ``NOQUEUE`` while no recipient has been accepted."""
+        token = None if t.accepted else queue_id_var.set("NOQUEUE")
+        self._log_reject("RCPT", reply, t.sender, rcpt)
+        if token is not None:
+            queue_id_var.reset(token)
+
     # ---------------------------------------------------------- transaction
     async def _abort_transaction(self) -> None:
         current, self._open = self._open, None
@@ -529,3 +598,31 @@ class SmtpSession:
     def _log_reject(self, stage: str, reply: Reply, sender: str, rcpt: str | None) -> None:
         metrics.recorder.refusal(self.door, stage.lower(), metrics.outcome_of_reply(reply))
         log.info(smtpd_line("reject", stage, self.session.peer, reply, sender=sender, rcpt=rcpt))
+
+    def _log_end(self, what: str, answer: object, t: Transaction) -> None:
+        """The decision at the end of the message (reject, discard, hold) as smtpd logs it,
+        ``to=<>`` the last recipient given, as Postfix's line names it."""
+        if log.enabled_for_info():
+            rcpt = t.recipients[-1].address if t.recipients else None
+            peer = self.session.peer
+            log.line(smtpd_line(what, "END-OF-MESSAGE", peer, answer, sender=t.sender, rcpt=rcpt))
+
+    def _client_line(self, t: Transaction) -> str:
+        """``client=`` the peer, with the origin XFORWARD gave (Postfix's queue id, client)."""
+        forwarded = t.xforward
+        if forwarded is None or not forwarded.attributes:
+            return client_line(self.session.peer.describe())
+        origin = t.client
+        return client_line(
+            self.session.peer.describe(),
+            forwarded.decoded("IDENT"),
+            origin.describe() if origin.address != "unknown" or origin.name != "unknown" else None,
+        )
+
+
+def _local_ip(stream: trio.abc.Stream) -> str | None:
+    """Our address on a TCP connection (Dovecot's ``lip``); None on a unix socket."""
+    sock = getattr(stream, "socket", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return str(sock.getsockname()[0])

@@ -17,6 +17,7 @@ MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_ENVID = 100  # RFC 3461 §4.4
 MAX_ORCPT = 500  # RFC 3461 §4.2
+MAX_AUTH_PARAM = 500  # RFC 4954 §5: an xtext mailbox (or "<>")
 
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
@@ -111,8 +112,9 @@ class MailParams:
     smtputf8: bool
 
 
-def check_mail_params(params: tuple[str, ...], *, max_size: int) -> MailParams:
-    """Validate MAIL parameters (SIZE, BODY, SMTPUTF8, ENVID, RET); unknown ones → 555."""
+def check_mail_params(params: tuple[str, ...], *, max_size: int, auth: bool = False) -> MailParams:
+    """Validate MAIL parameters (SIZE, BODY, SMTPUTF8, ENVID, RET, and AUTH when ``auth``:
+    AUTH is offered); unknown ones → 555."""
     size: int | None = None
     smtputf8 = False
     seen: set[str] = set()
@@ -140,6 +142,8 @@ def check_mail_params(params: tuple[str, ...], *, max_size: int) -> MailParams:
             case "RET":
                 if value is None or value.upper() not in ("FULL", "HDRS"):
                     raise CommandSyntaxError(replies.SYNTAX)
+            case "AUTH" if auth:
+                _check_xtext(value, MAX_AUTH_PARAM)
             case _:
                 raise CommandSyntaxError(replies.BAD_PARAMETER)
     return MailParams(size, smtputf8)

@@ -92,6 +92,25 @@ class StartTls:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """AUTH (RFC 4954), offered and allowed here. ``mechanism`` upper case; ``initial_response``
+    as sent (base64, ``"="`` for an empty one), ``None`` without one. Answer 334 with a
+    challenge (the next line is then an ``AuthResponse``), or end the exchange with 235 or a
+    failure."""
+
+    mechanism: str
+    initial_response: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """The client's line after a 334 challenge: base64, or ``"*"`` to give up. Answer as
+    ``Auth``."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class Xforward:
     """XFORWARD from an authorised client. ``attributes`` maps upper-case names to xtext values,
     kept exactly as received so they can be re-emitted."""
@@ -120,6 +139,8 @@ ServerEvent = (
     | Vrfy
     | Help
     | StartTls
+    | Auth
+    | AuthResponse
     | Xforward
     | BadCommand
     | ConnectionClosed

@@ -8,6 +8,9 @@ bytes; the caller batches them and flushes whenever it needs to read (RFC 2920 p
 The codec owns every SMTP rule and limit: command order, line lengths, recipient count, error
 budget, message size, CRLF.CRLF as the only end of data, bare CR/LF handling, the pipelining
 synchronisation rule, and discarding plaintext pipelined behind STARTTLS (CVE-2011-0411).
+
+SMTP AUTH (RFC 4954), when offered: only after STARTTLS, outside a transaction, once per session.
+After a 334 answer the next line is the client's SASL response (``AuthResponse``), not a command.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Capabilities:
     hostname: str
     starttls: bool = False
     xforward: bool = False
+    auth: tuple[str, ...] = ()  # SASL mechanisms, offered once TLS is active
 
 
 # One greeting and a few EHLO replies per listener, the same for every connection: made once.
@@ -79,12 +83,16 @@ def _greeting(hostname: str, lmtp: bool) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _ehlo_reply(hostname: str, size: int, starttls: bool, xforward: bool) -> Reply:
+def _ehlo_reply(
+    hostname: str, size: int, starttls: bool, xforward: bool, auth: tuple[str, ...] = ()
+) -> Reply:
     lines = [hostname, "PIPELINING"]
     lines.append(f"SIZE {size}" if size else "SIZE")
     lines += ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"]
     if starttls:
         lines.append("STARTTLS")
+    if auth:
+        lines.append("AUTH " + " ".join(auth))
     if xforward:
         lines.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
     return Reply(250, "", "\n".join(lines))
@@ -104,6 +112,7 @@ class SmtpServer:
         self.state = State.CONNECTED
         self.tls_active = False
         self.esmtp = False
+        self.authenticated = False
         self.errors = 0
         self.accepted_recipients = 0
         self._buf = b""
@@ -114,6 +123,7 @@ class SmtpServer:
         self._data: _DataReader | None = None
         self._end_pending: ev.EndOfData | None = None
         self._smtputf8 = False
+        self._sasl = False  # a 334 was sent: the next line is a SASL response
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
@@ -135,6 +145,8 @@ class SmtpServer:
             raise LocalProtocolError("call start_tls() after the 220 reply")
         if self.state is State.DATA:
             return self._next_data_event()
+        if self._sasl:
+            return self._next_sasl_event()
         return self._next_command_event()
 
     # ----------------------------------------------------------------- output
@@ -148,6 +160,7 @@ class SmtpServer:
             self.limits.max_message_size,
             self.capabilities.starttls and not self.tls_active,
             self.capabilities.xforward,
+            self.capabilities.auth if self.tls_active else (),
         )
 
     def send(self, reply: Reply) -> bytes:
@@ -176,6 +189,7 @@ class SmtpServer:
         self._buf = b""
         self.tls_active = True
         self.esmtp = False
+        self._sasl = False
         self._reset_transaction()
         self.state = State.CONNECTED
 
@@ -212,6 +226,9 @@ class SmtpServer:
                     self.state = State.GREETED
             case ev.StartTls() if reply.code == 220:
                 self.state = State.TLS_PENDING
+            case ev.Auth() | ev.AuthResponse():
+                self._sasl = reply.code == 334
+                self.authenticated = self.authenticated or reply.code == 235
             case ev.Quit():
                 self.state = State.CLOSED
             case ev.BadCommand(fatal=True):
@@ -297,6 +314,7 @@ class SmtpServer:
         if len(verb) + 1 + len(argument) + 2 > self.limits.max_command_line and verb not in (
             "MAIL",
             "RCPT",
+            "AUTH",  # an initial response may be longer (RFC 4954 §4)
         ):
             return self._error(replies.LINE_TOO_LONG)
         try:
@@ -327,6 +345,8 @@ class SmtpServer:
                     return self._starttls(argument)
                 case "XFORWARD":
                     return self._xforward(argument)
+                case "AUTH" if self.capabilities.auth:
+                    return self._auth(argument)
                 case _ if verb in _NOT_IMPLEMENTED:
                     return self._error(replies.NOT_IMPLEMENTED)
                 case _:
@@ -353,7 +373,11 @@ class SmtpServer:
         path = split_path_argument(argument, "FROM:", replies.BAD_SENDER_SYNTAX)
         if path.params and not self.esmtp:
             return self._error(replies.BAD_PARAMETER)
-        params = check_mail_params(path.params, max_size=self.limits.max_message_size)
+        params = check_mail_params(
+            path.params,
+            max_size=self.limits.max_message_size,
+            auth=bool(self.capabilities.auth) and self.tls_active,
+        )
         if path.address:
             validate_mailbox(path.address, replies.BAD_SENDER_SYNTAX, smtputf8=params.smtputf8)
         self._smtputf8 = params.smtputf8
@@ -388,6 +412,37 @@ class SmtpServer:
         if self.state in (State.MAIL, State.RCPT):
             return self._error(replies.BAD_SEQUENCE)
         return self._emit(ev.StartTls())
+
+    def _auth(self, argument: str) -> ev.ServerEvent:
+        """AUTH, answered as Postfix's smtpd with smtpd_tls_auth_only = yes."""
+        if self.state is State.CONNECTED:
+            return self._error(replies.NEED_HELO)
+        if not self.tls_active:
+            return self._error(replies.AUTH_NEEDS_TLS)
+        if self.state in (State.MAIL, State.RCPT):
+            return self._error(replies.AUTH_IN_TRANSACTION)
+        if self.authenticated:
+            return self._error(replies.AUTH_ALREADY)
+        words = argument.split(" ")
+        if not 1 <= len(words) <= 2 or not all(words):
+            return self._error(replies.AUTH_SYNTAX)
+        initial = words[1] if len(words) == 2 else None
+        return self._emit(ev.Auth(words[0].upper(), initial))
+
+    def _next_sasl_event(self) -> ev.ServerEvent | NeedData:
+        """The client's line after a 334: its response, or the end of the exchange."""
+        line = self._take_line()
+        if isinstance(line, NeedData):
+            if self._eof:
+                self.state = State.CLOSED
+                return self._closed()
+            return NEED_DATA
+        if isinstance(line, Reply):
+            self._sasl = False
+            if line.code == 421 or line is replies.BARE_LF:
+                return self._emit(ev.BadCommand(line, fatal=True))
+            return self._error(replies.SASL_TOO_LONG if line is replies.LINE_TOO_LONG else line)
+        return self._emit(ev.AuthResponse(line))
 
     def _xforward(self, argument: str) -> ev.ServerEvent:
         if not self.capabilities.xforward:

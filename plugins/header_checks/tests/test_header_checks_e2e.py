@@ -103,9 +103,10 @@ def test_hold_lands_in_quarantine_and_discard_drops_with_250(
                           r".*status=sent \(250 2\.0\.0 Ok: queued as", log)) == 2  # fmt: skip
     (held,) = list((quarantine / "new").iterdir())
     content = held.read_bytes()
-    assert b"X-Filterd-Quarantine: held for review" in content
-    assert b"X-Filterd-Envelope: queue_id=" in content
-    assert b"to=<bob@example.org>" in content
+    assert b"X-Filterd-Quarantine-Meta: {" in content  # the record: reason, envelope, ...
+    assert b'"reason": "held for review"' in content
+    assert b'"queue_id": "' in content
+    assert b'"recipients": [{"address": "bob@example.org"' in content
     assert b"Subject: hold me" in content
     assert postfix.delivered_messages("bob@example.org") == []
     assert postfix.delivered_messages(SENDER) == []  # no bounce

@@ -92,7 +92,7 @@ def test_filterd_scan_with_only_a_chain(tmp_path: Path, capsys: pytest.CaptureFi
     path = write(tmp_path, CHAIN_ONLY)
     message = tmp_path / "spam.eml"
     message.write_text("Subject: spam offer\n\nbuy\n")
-    assert main(["scan", "-c", str(path), str(message)]) == 0
+    assert main(["scan", "-c", str(path), str(message)]) == 1  # a reject (spamc -c's 1)
     out = capsys.readouterr().out
     assert "# result: reject (550 5.7.1 no spam here)" in out
     assert main(["check-config", "-c", str(path)]) == 2  # serving needs a listener
