@@ -8,7 +8,11 @@ set -euo pipefail
 # pflogsumm: reads filterd's log in tests/e2e/test_log_pflogsumm.py; systemd: the private
 # systemd-journald and journalctl of the same test (the journal and syslog destinations).
 # dovecot-core: the Dovecot auth service the SMTP AUTH tests check passwords against (tests/e2e).
-PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core"
+# systemd also gives systemd-analyze verify and security, run on deploy/systemd/filterd.service
+# by tests/integration/test_systemd_unit.py (no systemd needs to be running).
+# python3 (Debian's): what the privilege tests run filterd with when the virtualenv's Python is
+# one that user nobody cannot run (below /root): tests/integration/test_privileges.py.
+PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core python3"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

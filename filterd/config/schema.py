@@ -18,8 +18,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "MetricsConfig",
     "QuarantineConfig",
     "RelayDelivery",
+    "RunConfig",
     "cpu_count",
     "rule_error",
 ]
@@ -608,6 +611,67 @@ class ControlConfig(_Section):
     )
 
 
+def _socket_mode(value: object) -> int:
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
+        return int(value, 8)
+    raise rule_error(
+        (),
+        f'expected a file mode in octal such as "0660", got {show_value(value)}',
+        'write socket_mode = "0660" (owner and group may connect) or "0666" (anyone who can '
+        "reach the socket's directory)",
+    )
+
+
+SocketMode = Annotated[
+    int,
+    PlainValidator(_socket_mode),
+    PlainSerializer(lambda mode: f"{mode:04o}", return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string"}),
+]
+"""A unix socket's mode, written in octal as a string: ``"0660"``."""
+
+
+class RunConfig(_Section):
+    """``[run]``: the user filterd runs as (``filterd.runtime.privileges``)."""
+
+    user: str | None = Field(
+        default=None,
+        description="The user filterd runs as. Started as root, filterd binds its sockets, then "
+        "becomes this user (with group and the user's supplementary groups) before it handles "
+        "any mail; its worker processes too. Unset: it stays who it was started as, and "
+        "refuses to run as root unless allow_root = true.",
+        examples=["filterd"],
+    )
+    group: str | None = Field(
+        default=None,
+        description="The group filterd runs as (needs user); unset: the user's login group. "
+        "filterd's unix sockets belong to it.",
+        examples=["filterd"],
+    )
+    allow_root: Flag = Field(
+        default=False,
+        description='Let filterd run as root (no user, or user = "root"); discouraged: a bug '
+        "in a plugin would then be root's. The environment variable FILTERD_ALLOW_ROOT=1 "
+        "does the same.",
+    )
+    socket_mode: SocketMode = Field(
+        default=0o660,
+        description="Mode of the unix sockets filterd listens on (smtp, lmtp, policy, milter), "
+        'in octal. "0660": the user and group may connect (make Postfix a member of the '
+        'group: adduser postfix filterd); "0666": anyone who can reach the directory.',
+    )
+
+    @model_validator(mode="after")
+    def _group_needs_user(self) -> RunConfig:
+        if self.group is not None and self.user is None:
+            raise rule_error(
+                ("group",),
+                "group is set but user is not",
+                'set user too (user = "filterd"), or remove group',
+            )
+        return self
+
+
 DeliveryConfig = Annotated[RelayDelivery | MaildirDelivery, Field(discriminator="method")]
 
 
@@ -638,6 +702,9 @@ class Config(_Section):
     )
     control: ControlConfig = Field(
         default=ControlConfig(), description="The control socket of `filterd status`."
+    )
+    run: RunConfig = Field(
+        default=RunConfig(), description="The user filterd runs as, and its sockets' mode."
     )
     source: str = Field(
         default="<embedded default>",

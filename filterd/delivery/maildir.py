@@ -117,9 +117,28 @@ class MaildirTransaction:
         return None
 
 
+PRIVATE_DIRECTORY = 0o700
+"""Mode of every directory filterd creates on the way to a Maildir: they hold other people's
+mail (the files are 0600)."""
+
+
 def _ensure_maildir(path: Path) -> None:
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        _private_directories(path / sub)
+
+
+def _private_directories(path: Path) -> None:
+    """``mkdir -p -m 0700``: each missing directory of ``path`` is created 0700 (less the
+    umask); those that exist are left as they are."""
+    if path.is_dir():
+        return
+    missing = [path, *itertools.takewhile(lambda parent: not parent.is_dir(), path.parents)]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIRECTORY)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
 
 
 def _fsync_dir(path: Path) -> None:

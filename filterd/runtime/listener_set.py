@@ -215,14 +215,17 @@ class MilterDoor:
     bridge: MilterBridge | None = None
 
     @classmethod
-    def of(cls, config: Config) -> MilterDoor | None:
-        """The milter listener of ``config``, its shared socket bound (``StartupError``)."""
+    def of(cls, config: Config, *, bind: bool = False) -> MilterDoor | None:
+        """The milter listener of ``config``, its shared socket bound (``StartupError``): with
+        several processes, or with ``bind`` (before privileges are dropped: libmilter then
+        accepts from it instead of binding the address itself)."""
         listen = next((each for each in config.listen if each.protocol == "milter"), None)
         if listen is None:
             return None
         door = cls(listen)
-        if listen.process_count > 1:
+        if listen.process_count > 1 or bind:
             door.listening = open_milter_socket(listen.address)
+        if listen.process_count > 1:
             door.tally = SharedTally.create(TALLY_SLOTS)
             door.slots = TallySlots(TALLY_SLOTS)
         return door

@@ -85,9 +85,10 @@ def bound_address(listener: trio.SocketListener, endpoint: Endpoint) -> str:
 
 
 def remove_socket(path: str) -> None:
-    """Remove a stale unix socket (never a regular file)."""
+    """Remove a stale unix socket (never a regular file). One filterd cannot remove (it became
+    ``[run] user``, who cannot write the directory) stays: the next start removes it."""
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         pass

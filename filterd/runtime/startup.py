@@ -20,7 +20,8 @@ import pwd
 import socket
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import trio
@@ -38,20 +39,33 @@ EXIT_STARTUP = 2
 
 _PRIVILEGED_PORTS = 1024
 PRIVATE = 0o700
-"""Mode of the quarantine and spool directories filterd creates: they hold other people's mail."""
+"""Mode of the Maildir root, quarantine and spool directories filterd creates: they hold other
+people's mail."""
 
 
 class StartupError(FilterdError):
     """``filterd run`` cannot start; ``str()`` is the line to show (without ``filterd: ``)."""
 
 
-def check_before_serving(config: Config) -> None:
+def check_before_serving(
+    config: Config, *, acting_as: Callable[[], AbstractContextManager[None]] = nullcontext
+) -> None:
     """Everything that can be checked before binding: directories, the next hop's name,
-    the milter listener's address (libmilter binds it later, in its own thread)."""
+    the milter listener's address. ``acting_as``: with the ids filterd will serve with
+    (``Privileges.acting_as``), for all but the addresses, which are bound before the switch."""
+    with acting_as():
+        _check_files(config)
+    for listen in config.listen:
+        if listen.protocol == "milter":
+            bindable(listen.address)
+
+
+def _check_files(config: Config) -> None:
+    """Directories filterd writes, the next hop's name, the TLS files it loads."""
     takes_mail = any(listen.protocol in ("smtp", "lmtp") for listen in config.listen)
     spools = any(listen.protocol != "policy" for listen in config.listen)
     if takes_mail and isinstance(config.delivery, MaildirDelivery):
-        writable_directory(config.delivery.root, "the Maildir root", "delivery.root")
+        writable_directory(config.delivery.root, "the Maildir root", "delivery.root", mode=PRIVATE)
     if takes_mail and "quarantine" in config.model_fields_set:
         # Only when configured: the default (relative to the working directory) is written
         # only if a plugin quarantines, and a failure then is a 4xx, not lost mail.
@@ -71,8 +85,6 @@ def check_before_serving(config: Config) -> None:
             raise StartupError(relay_problem)
         if listen.tls_cert is not None and listen.tls_key is not None:
             loadable_certificate(listen.tls_cert, listen.tls_key, f"listen[{index}]")
-        if listen.protocol == "milter":
-            bindable(listen.address)
 
 
 async def open_listeners(listens: Sequence[ListenConfig]) -> list[trio.SocketListener]:

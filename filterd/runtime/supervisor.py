@@ -4,6 +4,7 @@ the milter service, reloads.
 ```
 root nursery
 ├── signal watcher (SIGTERM/SIGINT → graceful stop, a second one → stop now; SIGHUP → reload)
+├── systemd's watchdog pings (``sd_notify``; only with WatchdogSec=)
 ├── observing (metrics files, the control socket, the metrics endpoint), the quarantine's expiry
 └── generations nursery: one Generation per configuration still serving (generation.py):
     │   its delivery's background work, its worker processes, its sessions (deadline on stop)
@@ -13,7 +14,9 @@ root nursery
         ├── the milter service (libmilter on a thread of its own), across generations
         └── the reloader (reload.py): SIGHUP → a new generation, the old one retired
 ```
-Stop: close the listeners, tell idle sessions 421, give sessions mid-message
+Before the tree: every socket is bound, then filterd becomes ``[run] user`` (``privileges``).
+Serving: systemd is told READY=1 (``sd_notify``), RELOADING=1 and READY=1 around a reload.
+Stop: STOPPING=1, close the listeners, tell idle sessions 421, give sessions mid-message
 ``shutdown_grace`` to finish, then cancel them (their clients got no 250: nothing is lost).
 Workers stop the same way, told by end of file on their control sockets. The generations end
 after the doors and before ``root`` is cancelled: the workers are stopped while the signals are
@@ -36,7 +39,15 @@ from filterd.runtime.generation import Generation
 from filterd.runtime.handlers import serve_milter_listener
 from filterd.runtime.listener_set import ListenerInfo, ListenerSet, MilterDoor
 from filterd.runtime.observing import Observing
+from filterd.runtime.privileges import Privileges, plan_privileges
 from filterd.runtime.reload import ConfigReader, Reloader, ReloadHooks
+from filterd.runtime.sd_notify import (
+    feed_watchdog,
+    install_from_environment,
+    notify_ready,
+    notify_reloading,
+    notify_stopping,
+)
 from filterd.runtime.startup import EXIT_STARTUP, StartupError, check_before_serving
 from filterd.runtime.worker_pool import WorkerStartError
 
@@ -53,9 +64,12 @@ def main(
     status 2."""
     setup_logging(config.log)
     _hold_stop_signals()
+    install_from_environment()  # systemd's $NOTIFY_SOCKET: for this process only
     try:
-        check_before_serving(config)
-        trio.run(partial(serve, config, reloader=Reloader(reread, hooks), observe=True))
+        privileges = plan_privileges(config.run)
+        check_before_serving(config, acting_as=privileges.acting_as)
+        reloader = Reloader(reread, hooks or _SystemdReloadHooks())
+        trio.run(partial(serve, config, reloader=reloader, observe=True, privileges=privileges))
     except StartupError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -121,26 +135,37 @@ async def serve(
     reloader: Reloader | None = None,
     task_status: trio.TaskStatus[list[ListenerInfo]] = trio.TASK_STATUS_IGNORED,
     observe: bool = False,
+    privileges: Privileges | None = None,
 ) -> None:
     """Serve every configured listener until ``shutdown`` begins (or a stop signal); SIGHUP (or
     ``reloader.reload()``) reloads the configuration. ``chain``: the first configuration's
     chain, started and stopped by the caller. ``observe`` (``filterd run``): record metrics,
     answer the control socket, serve the metrics endpoint if configured
-    (``filterd.runtime.observing``)."""
+    (``filterd.runtime.observing``). ``privileges`` (``filterd run``): once every socket is
+    bound (the milter one too), they get their owner and mode, and filterd becomes ``[run]
+    user`` (``filterd.runtime.privileges``); sockets a reload binds later are bound as that
+    user."""
     shutdown = shutdown or Shutdown()
     reloader = reloader or Reloader()
     observing = Observing(config) if observe else None
     listeners = await ListenerSet.bind(config)
     milter: MilterDoor | None = None
     try:
-        milter = MilterDoor.of(config)
+        milter = MilterDoor.of(config, bind=privileges is not None)
+        if privileges is not None:
+            for listen in config.listen:
+                privileges.secure_socket(listen.address)
+            privileges.drop()
         infos = listeners.infos + ([milter.info] if milter is not None else [])
         for info in infos:
             log.plain(f"listening on {info.address} ({info.config.protocol})")
+        if privileges is not None:
+            privileges.announce()
         if observing is not None:
             await observing.open()
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, shutdown, root.cancel_scope, reloader)
+            root.start_soon(feed_watchdog)  # systemd's WatchdogSec=, if set
             if observing is not None:
                 observing.run(root)
             if config.quarantine.max_age is not None:
@@ -192,12 +217,30 @@ async def _serve_doors(
         doors.start_soon(reloader.run)
         infos = listeners.infos + ([milter.info] if milter is not None else [])
         task_status.started(infos)
+        notify_ready(_serving(infos))
         await shutdown.event.wait()
+        notify_stopping()
         log.plain("stopping: no new connections; sessions in progress may finish")
         reloader.stop()
         await listeners.stop()
         if milter is not None:
             milter.stop_accepting()
+
+
+def _serving(infos: list[ListenerInfo]) -> str:
+    """systemd's STATUS= line once serving."""
+    listeners = ", ".join(f"{info.address} ({info.config.protocol})" for info in infos)
+    return f"serving {listeners}"
+
+
+class _SystemdReloadHooks:
+    """systemd is told where a reload starts and ends (RELOADING=1, then READY=1)."""
+
+    def reload_begins(self) -> None:
+        notify_reloading()
+
+    def reload_ends(self, applied: bool) -> None:
+        notify_ready("serving (configuration reloaded)" if applied else "serving (reload refused)")
 
 
 async def _watch_signals(shutdown: Shutdown, root: trio.CancelScope, reloader: Reloader) -> None:

@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,8 +140,8 @@ def test_sigterm_during_start_up_is_a_graceful_stop(
 
     checks = startup.check_before_serving
 
-    def check_then_get_a_sigterm(config: object) -> None:
-        checks(config)  # type: ignore[arg-type]
+    def check_then_get_a_sigterm(config: object, **options: Any) -> None:
+        checks(config, **options)  # type: ignore[arg-type]
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(supervisor, "check_before_serving", check_then_get_a_sigterm)

@@ -290,7 +290,7 @@ def test_the_checks_create_missing_directories(tmp_path: Path) -> None:
         for name in ("mail", "quarantine", "spool"):
             assert (tmp_path / "new" / name).is_dir()
             assert list((tmp_path / "new" / name).iterdir()) == []  # the probe file is gone
-        for private in ("quarantine", "spool"):  # they hold other people's mail
+        for private in ("mail", "quarantine", "spool"):  # they hold other people's mail
             assert (tmp_path / "new" / private).stat().st_mode & 0o077 == 0
 
 

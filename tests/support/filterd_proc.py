@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -79,8 +79,18 @@ def _accepts(address: str) -> bool:
 class FilterdProcess:
     """One running filterd; `stop()` is idempotent."""
 
-    def __init__(self, config_text: str, workdir: Path) -> None:
-        """Write the config into `workdir`; call `start()` to run it."""
+    def __init__(
+        self,
+        config_text: str,
+        workdir: Path,
+        *,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write the config into `workdir`; call `start()` to run it (with `python`, in the
+        environment `env`: this process's by default)."""
+        self.python = python
+        self.env = None if env is None else dict(env)
         self.workdir = workdir
         self.config_text = config_text
         self.config_path = workdir / "filterd.toml"
@@ -99,8 +109,9 @@ class FilterdProcess:
         self.config_path.write_text(self.config_text)
         with self.output_path.open("ab") as output:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "filterd", "run", "-c", str(self.config_path)],
+                [self.python, "-m", "filterd", "run", "-c", str(self.config_path)],
                 cwd=self.workdir,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
