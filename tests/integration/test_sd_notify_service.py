@@ -141,3 +141,42 @@ def test_ready_watchdog_and_stopping_come_from_the_main_process(
         proc.wait(timeout=TIMEOUT)
     assert {notification.pid for notification in manager.seen} == {proc.pid}
     assert sum("READY=1" in notification.lines for notification in manager.seen) == 1
+
+
+def test_a_reload_is_framed_by_reloading_and_ready(manager: Manager, tmp_path: Path) -> None:
+    """SIGHUP: RELOADING=1 (with MONOTONIC_USEC, as systemd wants it) when the reload begins,
+    READY=1 when it ends, applied or refused; all from the main process."""
+    smtp = free_port()
+    config = tmp_path / "filterd.toml"
+    good = f'[[listen]]\naddress = "127.0.0.1:{smtp}"\n[delivery]\nmethod = "maildir"\n'
+    config.write_text(good)
+    env = dict(os.environ, NOTIFY_SOCKET=manager.address)
+    with (tmp_path / "filterd.out").open("wb") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "filterd", "run", "-c", str(config)],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        manager.until("READY=1")
+        config.write_text(good + "[limits]\nshutdown_grace = 5\n")
+        proc.send_signal(signal.SIGHUP)
+        reloading = manager.until("RELOADING=1")
+        assert reloading.pid == proc.pid
+        assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.lines)
+        ready = manager.next()
+        assert ready.lines == ["READY=1", "STATUS=serving (configuration reloaded)"]
+        config.write_text(good + "[limits]\nno_such_key = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        manager.until("RELOADING=1")
+        assert manager.next().lines == ["READY=1", "STATUS=serving (reload refused)"]
+        proc.send_signal(signal.SIGTERM)
+        manager.until("STOPPING=1")
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
