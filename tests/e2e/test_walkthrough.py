@@ -174,14 +174,42 @@ class Walkthrough:
         if event.command == "filterd":  # filterd run -c PATH
             assert event.args[:2] == ("run", "-c"), where
             self.start_filterd(host, Path(event.args[2]))
+        elif event.command == "systemctl" and event.args == ("enable", "--now", "filterd"):
+            self.start_filterd(host, self.unit_config(host, where))
         elif event.command == "systemctl" and event.args == ("restart", "filterd"):
-            self.start_filterd(host, self.host(host).adapter.path("/etc/filterd/filterd.toml"))
+            # as the unit says if this test installed it, else where section 2 puts the file
+            unit = self.host(host).adapter.path("/etc/systemd/system/filterd.service")
+            config = (
+                self.unit_config(host, where)
+                if unit.is_file()
+                else self.host(host).adapter.path("/etc/filterd/filterd.toml")
+            )
+            self.start_filterd(host, config)
+        elif event.command == "systemctl" and event.args == ("daemon-reload",):
+            pass
+        elif event.command == "adduser":
+            assert event.args[-1] == "filterd", where  # the unit's User=
+            assert "--system" in event.args, where
+        elif event.command == "chgrp":
+            assert event.args[0] == "filterd", where
         elif event.command == "systemctl" and event.args == ("enable", "--now", "spamd"):
             self.start_spamd(host)
         elif event.command == "apt-get":
             assert apt_packages([event]) <= packages_installed_by_the_repository(), where
         else:
             raise AssertionError(f"{where}: the test does not know how to run {event}")
+
+    def unit_config(self, host: str, where: str) -> Path:
+        """The configuration file the installed unit starts filterd with (its ``ExecStart``):
+        the unit must be installed, and start the filterd of ``make install-prod``."""
+        adapter = self.host(host).adapter
+        unit = adapter.path("/etc/systemd/system/filterd.service")
+        assert unit.is_file(), f"{where}: filterd.service is not installed"
+        (start,) = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+        argv = start.removeprefix("ExecStart=").split()
+        assert argv[:2] == ["/opt/filterd/bin/filterd", "run"], f"{where}: {start}"
+        assert argv[2] == "-c", f"{where}: {start}"
+        return Path(argv[3])
 
     def start_filterd(self, host: str, config: Path) -> FilterdProcess:
         """(Re)start the host's filterd with the file ``config``, as ``filterd run -c``."""

@@ -7,8 +7,9 @@ file's whole content (``/etc/filterd/filterd.toml``, ``/etc/default/spamd``).
 
 What is changed before a block runs (``Adapter``), and nothing else:
 
-- **Paths**: the directories the document names (``/etc/filterd``, ``/var/lib/filterd``,
-  ``/var/spool/filterd``, ``/run/filterd``, ``/etc/default/spamd``, ``/etc/hosts``) are the
+- **Paths**: the directories the document names (``/etc/filterd``, ``/etc/systemd/system``,
+  ``/var/lib/filterd``, ``/var/spool/filterd``, ``/run/filterd``, ``/etc/default/spamd``,
+  ``/etc/hosts``) are the
   same paths below a temporary directory standing for that host's ``/``; ``/etc/postfix`` is
   the private Postfix's configuration directory. The commands run in a copy of the checkout's
   ``deploy/`` directory, adapted the same way, so ``cat deploy/postfix/...`` reads the adapted
@@ -23,7 +24,9 @@ Commands run with bash (``set -euo pipefail``) and ``MAIL_CONFIG`` naming the pr
 so ``postconf`` and ``postfix`` act on it; ``filterd`` is this checkout's. A few commands cannot
 run here as they would on a server, and are recorded instead (``Event``) for the test to carry
 out when the block is done: ``filterd run`` (the test starts filterd and stops it at the end),
-``systemctl`` (the test starts spamd the way Debian's unit does, or restarts filterd) and
+``systemctl`` (the test starts spamd the way Debian's unit does, or (re)starts filterd as the
+installed unit's ``ExecStart`` says), ``adduser`` and ``chgrp`` (the service user: the test
+runs filterd as root, allowed by ``FILTERD_ALLOW_ROOT``; ``install`` drops its ``-o``/``-g``) and
 ``apt-get`` (the packages are installed already: the test checks they are the ones
 deploy/install-system-packages.sh installs). ``swaks`` runs, and its exit status and output are
 recorded, so that a refusal the document promises does not stop the block.
@@ -50,6 +53,7 @@ DOC_PORTS = (783, 10025, 10026, 10029, 10040)
 
 HOST_PATHS = (
     "/etc/filterd",
+    "/etc/systemd/system",
     "/etc/default/spamd",
     "/etc/hosts",
     "/var/lib/filterd",
@@ -57,6 +61,9 @@ HOST_PATHS = (
     "/run/filterd",
 )
 """The paths of a host that a block may name; they move below the host's temporary root."""
+
+SYSTEM_DIRECTORIES = ("/etc/systemd/system",)
+"""Those that exist on every Debian host before the walk-through begins."""
 
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- walkthrough: (?P<name>[a-z0-9-]+) -->$")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[a-z]*)$")
@@ -67,6 +74,15 @@ _DOC_NETWORK = re.compile(r"(?<![\d.])192\.0\.2\.(\d{1,3})(?![\d])")
 _PROLOGUE = r"""set -euo pipefail
 _event() { printf '%s\n' "$*" >> "$WALKTHROUGH_EVENTS"; }
 apt-get() { _event apt-get "$@"; }
+adduser() { _event adduser "$@"; }
+chgrp() { _event chgrp "$@"; }
+install() {  # without -o/-g: the user filterd does not exist here (the test runs as root)
+    local args=()
+    while [ $# -gt 0 ]; do
+        case "$1" in -o|-g) shift 2;; *) args+=("$1"); shift;; esac
+    done
+    command install "${args[@]}"
+}
 systemctl() { _event systemctl "$@"; }
 filterd() { if [ "${1-}" = run ]; then _event filterd "$@"; else command filterd "$@"; fi; }
 swaks() {
@@ -136,6 +152,8 @@ class Adapter:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        for directory in SYSTEM_DIRECTORIES:  # there on any Debian host
+            (self.root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
     def path(self, absolute: str) -> Path:
         """Where a path the document names is on this machine."""
