@@ -157,6 +157,11 @@ class FilterdProcess:
                 os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
         return proc.returncode
 
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for filterd to exit on its own; its exit status."""
+        assert self._proc is not None, "start() first"
+        return self._proc.wait(timeout=timeout)
+
     def running(self) -> bool:
         """True while the process is alive."""
         return self._proc is not None and self._proc.poll() is None
