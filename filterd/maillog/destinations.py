@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Generic, TextIO, TypeVar
 
 FACILITIES = {
     "kern": 0,
@@ -238,23 +238,24 @@ class _Datagrams:
         self._close()
 
 
-class SyslogDestination:
-    """Lines to a syslog daemon's datagram socket, as syslog(3) formats them."""
+Head = TypeVar("Head")
+
+
+class _DatagramDestination(Generic[Head]):
+    """What the syslog and journal destinations share: the datagram socket, the stream a line
+    goes to when the socket cannot take it, and per-(component, level) heads that name the
+    process id (cleared when it changes: after a fork)."""
+
+    what = ""  # for the log lines about the socket
 
     def __init__(
-        self,
-        path: str = SYSLOG_SOCKET,
-        facility: str = "mail",
-        name: str = "filterd",
-        fallback: StreamDestination | None = None,
+        self, path: str, facility: str, name: str, fallback: StreamDestination | None
     ) -> None:
         self.name = name
         self.facility = FACILITIES[facility]
         self.fallback = fallback or StreamDestination(sys.stderr, name)
-        self._socket = _Datagrams(path, "syslog", self.fallback.write)
-        self._second = -1
-        self._stamp = ""
-        self._heads: dict[tuple[str, int], tuple[str, str]] = {}  # -> ("<22>", " prog[pid]: ")
+        self._socket = _Datagrams(path, self.what, self.fallback.write)
+        self._heads: dict[tuple[str, int], Head] = {}
         self.pid = os.getpid()
 
     @property
@@ -266,6 +267,26 @@ class SyslogDestination:
         self._pid = pid
         self._heads.clear()
         self.fallback.pid = pid
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class SyslogDestination(_DatagramDestination[tuple[str, str]]):
+    """Lines to a syslog daemon's datagram socket, as syslog(3) formats them."""
+
+    what = "syslog"
+
+    def __init__(
+        self,
+        path: str = SYSLOG_SOCKET,
+        facility: str = "mail",
+        name: str = "filterd",
+        fallback: StreamDestination | None = None,
+    ) -> None:
+        self._second = -1
+        self._stamp = ""
+        super().__init__(path, facility, name, fallback)  # heads: ("<22>", " prog[pid]: ")
 
     def write(self, component: str, level: int, text: str) -> None:
         second = int(time.time())
@@ -282,12 +303,11 @@ class SyslogDestination:
             )
         self._socket.send(_encode(f"{head[0]}{self._stamp}{head[1]}{text}"), component, level, text)
 
-    def close(self) -> None:
-        self._socket.close()
 
-
-class JournalDestination:
+class JournalDestination(_DatagramDestination[bytes]):
     """Lines to systemd-journald in its native protocol (one datagram of fields per line)."""
+
+    what = "the journal"
 
     def __init__(
         self,
@@ -296,22 +316,7 @@ class JournalDestination:
         name: str = "filterd",
         fallback: StreamDestination | None = None,
     ) -> None:
-        self.name = name
-        self.facility = FACILITIES[facility]
-        self.fallback = fallback or StreamDestination(sys.stderr, name)
-        self._socket = _Datagrams(path, "the journal", self.fallback.write)
-        self._heads: dict[tuple[str, int], bytes] = {}
-        self.pid = os.getpid()
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @pid.setter
-    def pid(self, pid: int) -> None:
-        self._pid = pid
-        self._heads.clear()
-        self.fallback.pid = pid
+        super().__init__(path, facility, name, fallback)  # heads: the fields before MESSAGE
 
     def write(self, component: str, level: int, text: str) -> None:
         head = self._heads.get((component, level))
@@ -326,9 +331,6 @@ class JournalDestination:
         else:
             data = head + b"MESSAGE=" + message + b"\n"
         self._socket.send(data, component, level, text)
-
-    def close(self) -> None:
-        self._socket.close()
 
 
 Destination = StreamDestination | SyslogDestination | JournalDestination

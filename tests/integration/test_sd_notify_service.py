@@ -80,6 +80,21 @@ def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Manager]
         yield manager
 
 
+def run_filterd(config: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``filterd run -c config`` in its own session, with ``env`` added to this environment,
+    its output into ``log``."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "filterd", "run", "-c", str(config)],
+            cwd=config.parent,
+            env=dict(os.environ, **env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def environment(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     pairs = (entry.decode(errors="replace").partition("=") for entry in raw if entry)
@@ -96,18 +111,8 @@ def test_ready_watchdog_and_stopping_come_from_the_main_process(
         f'[[listen]]\naddress = "127.0.0.1:{policy}"\nprotocol = "policy"\nprocesses = 2\n'
         '[delivery]\nmethod = "maildir"\n'
     )
-    env = dict(os.environ, NOTIFY_SOCKET=manager.address, WATCHDOG_USEC="200000")
     log = tmp_path / "filterd.out"
-    with log.open("wb") as output:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "filterd", "run", "-c", str(config)],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = run_filterd(config, log, NOTIFY_SOCKET=manager.address, WATCHDOG_USEC="200000")
     try:
         ready = manager.until("READY=1")
         # Right now: every worker has said it is ready (in the log, written before READY=1),
@@ -150,17 +155,7 @@ def test_a_reload_is_framed_by_reloading_and_ready(manager: Manager, tmp_path: P
     config = tmp_path / "filterd.toml"
     good = f'[[listen]]\naddress = "127.0.0.1:{smtp}"\n[delivery]\nmethod = "maildir"\n'
     config.write_text(good)
-    env = dict(os.environ, NOTIFY_SOCKET=manager.address)
-    with (tmp_path / "filterd.out").open("wb") as output:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "filterd", "run", "-c", str(config)],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = run_filterd(config, tmp_path / "filterd.out", NOTIFY_SOCKET=manager.address)
     try:
         manager.until("READY=1")
         config.write_text(good + "[limits]\nshutdown_grace = 5\n")
