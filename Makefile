@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 	bash deploy/install-system-packages.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,milter]'
+	$(PY) -m pip install -q -e '.[dev,milter,hash]'
 	for p in plugins/*/ tests/example_plugin/; do \
 	  if [ -f "$$p/pyproject.toml" ]; then $(PY) -m pip install -q -e "$${p%/}[test]" || exit 1; fi; \
 	done
@@ -26,20 +26,21 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/example_plug
 # filterd's own wheels are left out: the test builds them from the checkout it tests.
 $(WHEELHOUSE)/.complete: Makefile pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(STAMP)
 	rm -rf $(WHEELHOUSE)
-	$(PY) -m pip wheel -q --wheel-dir $(WHEELHOUSE) '.[plugins,milter]' $(wildcard plugins/*/) 'setuptools>=77'
+	$(PY) -m pip wheel -q --wheel-dir $(WHEELHOUSE) '.[plugins,milter,hash]' $(wildcard plugins/*/) 'setuptools>=77'
 	rm -f $(WHEELHOUSE)/filterd-*.whl $(WHEELHOUSE)/filterd_*.whl
 	touch $@
 
 # A production install (docs/deploy.md): filterd with its plugins and the milter door in a
 # virtualenv of its own under PREFIX, `filterd` linked into BINDIR (on PATH); no development
-# tools, no test plugin. Needs python3-venv, and gcc with libmilter-dev to build pymilter.
+# tools, no test plugin. Needs python3-venv, and gcc with libmilter-dev and libdb-dev to build
+# pymilter and berkeleydb.
 PREFIX ?= /opt/filterd
 BINDIR ?= /usr/local/bin
 PYTHON3 ?= python3
 
 install-prod:
 	test -x $(PREFIX)/bin/pip || $(PYTHON3) -m venv $(PREFIX)
-	$(PREFIX)/bin/pip install -q '.[plugins,milter]' ./plugins/*/
+	$(PREFIX)/bin/pip install -q '.[plugins,milter,hash]' ./plugins/*/
 	mkdir -p $(BINDIR)
 	ln -sf $(PREFIX)/bin/filterd $(BINDIR)/filterd
 	$(BINDIR)/filterd plugins

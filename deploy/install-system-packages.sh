@@ -12,7 +12,10 @@ set -euo pipefail
 # by tests/integration/test_systemd_unit.py (no systemd needs to be running).
 # python3 (Debian's): what the privilege tests run filterd with when the virtualenv's Python is
 # one that user nobody cannot run (below /root): tests/integration/test_privileges.py.
-PKGS="postfix postfix-pcre swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core python3"
+# postfix-{mysql,pgsql,sqlite,lmdb,cdb}: postmap -q, the reference of the lookup-table tests;
+# mariadb-server, postgresql: the real database servers those tests start (private, temporary);
+# libdb5.3-dev: builds the berkeleydb binding (hash: and btree: tables).
+PKGS="postfix postfix-pcre postfix-mysql postfix-pgsql postfix-sqlite postfix-lmdb postfix-cdb mariadb-server postgresql libdb5.3-dev swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core python3"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
