@@ -42,9 +42,9 @@ from filterd.sdk import (
     inline,
 )
 
+from .action_table import Flavour, Table, TableError, load_table, parse_table
 from .actions import Action, ActionKind
 from .mime import body_headers, boundary_of
-from .table import Flavour, Table, TableError, load_table, parse_table
 
 MIME_HEADER = re.compile(r"^(content-|mime-version$)", re.IGNORECASE)
 FILTER_REFUSED = (

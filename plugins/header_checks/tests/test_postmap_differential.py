@@ -1,7 +1,7 @@
 """Differential test: our regexp:/pcre: engine against Postfix's own ``postmap -q``.
 
 For every table below and both flavours (where the pattern is valid in both), every key
-is looked up once by Postfix and once by :mod:`filterd_header_checks.table`; the values
+is looked up once by Postfix and once by :mod:`filterd_header_checks.action_table`; the values
 must be byte-identical, and a key that no rule matches must be unmatched in both.
 
 Keys:
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from filterd_header_checks.table import Flavour, TableError, parse_table
+from filterd_header_checks.action_table import Flavour, TableError, parse_table
 
 from tests.support.data import MAIL_CORPUS
 
@@ -536,7 +536,7 @@ def test_screens_and_header_lookups_change_no_answer() -> None:
         except TableError:
             continue
         one_by_one = parse_table(case.table, flavour, name=case.name, timeout=60.0)
-        plans = [fast._generic, *fast._by_name.values()]
+        plans = [fast._rules._generic, *fast._rules._by_name.values()]
         screened += sum(len(plan.screens) for plan in plans)
         for key in [*header_keys, *LINE_KEYS]:
             expected = one_by_one.query(key)

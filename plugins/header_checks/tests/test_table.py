@@ -11,20 +11,20 @@ import time
 from pathlib import Path
 
 import pytest
-from filterd_header_checks.actions import (
-    Action,
-    ActionError,
-    ActionKind,
-    is_header,
-    parse_action,
-)
-from filterd_header_checks.table import (
+from filterd_header_checks.action_table import (
     Flavour,
     Match,
     Table,
     TableError,
     load_table,
     parse_table,
+)
+from filterd_header_checks.actions import (
+    Action,
+    ActionError,
+    ActionKind,
+    is_header,
+    parse_action,
 )
 
 BOTH: list[Flavour] = ["regexp", "pcre"]
@@ -629,7 +629,7 @@ def test_action_is_frozen() -> None:
     ],
 )
 def test_which_patterns_only_match_at_the_start(source: bytes, anchored: bool) -> None:
-    from filterd_header_checks.table import _starts_anchored
+    from filterd.sdk.patterns.table import _starts_anchored
 
     assert _starts_anchored(source) is anchored
 

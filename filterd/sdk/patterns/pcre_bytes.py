@@ -4,7 +4,7 @@ The base of the PCRE2 translator (:mod:`.pcre`): reads ``\\n``, ``\\x..``, ``\\x
 ``\\o{..}``, octal and ``\\c.`` escapes as one byte value (8-bit, no UTF mode), and a
 character class -- ranges, escapes, ``\\d``-style shorthands, ``[:name:]`` classes,
 ``\\Q...\\E`` -- as an explicit set of bytes, written with
-:func:`~filterd_header_checks.byteclass.class_atom`.
+:func:`~filterd.sdk.patterns.byteclass.class_atom`.
 """
 
 from __future__ import annotations

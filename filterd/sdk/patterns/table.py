@@ -1,7 +1,8 @@
-"""Postfix ``regexp:`` and ``pcre:`` lookup tables, as header_checks(5) uses them.
+"""Postfix ``regexp:`` and ``pcre:`` tables: the rule file and its matching.
 
-This is a pure-Python re-implementation of Postfix's dict_regexp.c and dict_pcre.c on top
-of the ``regex`` package. This module reads the table file (logical lines, rule order,
+A pure-Python re-implementation of Postfix's dict_regexp.c and dict_pcre.c on top of the
+``regex`` package, shared by the lookup tables (:mod:`filterd.sdk.tables.patterns`) and the
+header_checks plugin. This module reads the table text (logical lines, rule order,
 ``if``/``endif``, ``!`` negation, the ``/p1/!/p2/`` pair of ``regexp:``) and looks keys
 up; the rest has a module each:
 
@@ -12,16 +13,21 @@ up; the rest has a module each:
 
 Matching works on bytes, like Postfix: a ``str`` key is encoded as UTF-8 (with
 ``surrogateescape``, so text decoded that way from raw mail round-trips exactly) and
-the action text is decoded the same way.
+the value is decoded the same way.
 
 Where Postfix logs a warning and skips a bad rule (or ignores stray text), this module
-raises :class:`TableError` naming the file and line instead, so a table that loads
+raises :class:`RuleError` naming the file and line instead, so a table that loads
 here loads in Postfix without warnings (except the pcre ``X`` flag, which Postfix
 built with PCRE2 ignores with a warning and this module ignores silently). PCRE
 constructs the translator does not support are refused as "unsupported".
 
+Two hooks serve header_checks(5) without this module knowing its actions: *check_value*
+validates each rule's value when the table is read (an error names the line), and
+*index_names* files the rules written as ``/^Name: .../`` under the header name, so that
+a ``Name: value`` key is only tried against the rules that can match it.
+
 The known differences from Postfix (in :mod:`.pcre` and :mod:`.posix`) were not seen
-on realistic tables (test_postmap_differential.py).
+on realistic tables (the postmap differential tests).
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ from typing import NamedTuple, cast
 
 import regex
 
-from .actions import Action, ActionError, parse_action, split_action
 from .byteclass import ALNUM, SPACE
 from .pattern import FLAVOURS, PCRE_FLAGS, REGEXP_FLAGS, Flavour, Pattern, compile_pattern
 from .replacement import Template, parse_replacement, substitute
@@ -44,15 +49,16 @@ from .scanner import PatternError, show
 
 __all__ = [
     "Flavour",
-    "Match",
-    "Table",
-    "TableError",
+    "Hit",
+    "PatternTable",
+    "RuleError",
+    "ValueCheck",
     "load_table",
     "parse_table",
 ]
 
 
-class TableError(Exception):
+class RuleError(Exception):
     """A malformed table: *file*, 1-based *line* where the logical line started, *message*."""
 
     def __init__(self, file: str, line: int, message: str) -> None:
@@ -60,6 +66,15 @@ class TableError(Exception):
         self.file = file
         self.line = line
         self.message = message
+
+
+#: Validates a rule's value when the table is read: called with the value as written and,
+#: when it has no ``$n``, the value itself (else None); a ValueError names what is wrong.
+ValueCheck = Callable[[str, "str | None"], None]
+
+#: What a lookup found: the index of the rule that fired and its value after ``$n``
+#: substitution (exactly what ``postmap -q`` prints).
+Hit = tuple[int, str]
 
 
 def _decode(data: bytes) -> str:
@@ -85,23 +100,8 @@ class _Rule:
     template: Template = ()
     max_sub: int = 0
     literal: str | None = None  # the value, when it has no $n
-    action: Action | None = None  # the value parsed, when it has no $n
     skip_to: int = 0  # IF: index of the matching ENDIF
     name_hint: bytes | None = None  # lower-case header name the rule can only match, if known
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """The first rule that fired for a lookup.
-
-    ``value`` is the table's result after ``$n`` substitution, exactly what
-    ``postmap -q`` prints; ``action`` is that value parsed; ``line`` is the table line
-    where the rule starts.
-    """
-
-    value: str
-    action: Action
-    line: int
 
 
 def _logical_lines(data: bytes, name: str) -> Iterator[tuple[int, bytes]]:
@@ -117,7 +117,7 @@ def _logical_lines(data: bytes, name: str) -> Iterator[tuple[int, bytes]]:
             continue
         if raw[0] in SPACE:
             if current is None:
-                raise TableError(name, lineno, "logical line must not start with whitespace")
+                raise RuleError(name, lineno, "logical line must not start with whitespace")
             current += raw
             continue
         if current is not None:
@@ -128,7 +128,7 @@ def _logical_lines(data: bytes, name: str) -> Iterator[tuple[int, bytes]]:
         yield first, bytes(current)
 
 
-class Table:
+class PatternTable:
     """A compiled regexp:/pcre: table; build one with :func:`load_table` or :func:`parse_table`."""
 
     __slots__ = (
@@ -143,7 +143,13 @@ class Table:
     )
 
     def __init__(
-        self, rules: Sequence[_Rule], *, flavour: Flavour, name: str, timeout: float | None
+        self,
+        rules: Sequence[_Rule],
+        *,
+        flavour: Flavour,
+        name: str,
+        timeout: float | None,
+        index_names: bool = False,
     ) -> None:
         self._rules = tuple(rules)
         self._needs_upper = any(
@@ -155,7 +161,10 @@ class Table:
         self.flavour = flavour
         self.name = name
         self.timeout = timeout
-        generic, by_name = _index(self._rules)
+        if index_names:
+            generic, by_name = _index(self._rules)
+        else:
+            generic, by_name = tuple(range(len(self._rules))), {}
         self._generic = _plan(self._rules, generic)
         self._by_name = {name: _plan(self._rules, order) for name, order in by_name.items()}
         self._fast = _fast_entries(self._rules)
@@ -165,65 +174,45 @@ class Table:
         return sum(1 for rule in self._rules if rule.op is _Op.MATCH)
 
     def __repr__(self) -> str:
-        return f"<Table {self.flavour}:{self.name} ({len(self)} rules)>"
+        return f"<PatternTable {self.flavour}:{self.name} ({len(self)} rules)>"
 
-    def static_actions(self) -> Iterator[tuple[int, Action]]:
-        """(line, action) of every rule whose action is known at load time (no ``$n``)."""
-        for rule in self._rules:
-            if rule.op is _Op.MATCH and rule.action is not None:
-                yield rule.line, rule.action
+    def values(self) -> Iterator[tuple[int, int, str | None]]:
+        """(rule index, line, value) of every match rule; the value is None when it has
+        ``$n`` (known only when the rule fires)."""
+        for index, rule in enumerate(self._rules):
+            if rule.op is _Op.MATCH:
+                yield index, rule.line, rule.literal
 
-    def lookup(self, key: str | bytes) -> Match | None:
-        """Look up one key (a logical header line, or any string) like dict_regexp/dict_pcre.
+    def line_of(self, index: int) -> int:
+        """The table line where the rule ``index`` (of a :data:`Hit`) starts."""
+        return self._rules[index].line
 
-        A header is presented as Postfix's cleanup(8) does: ``Name: value`` with folded
-        continuation lines joined by ``\\n`` (no CR), the continuation white space kept,
-        and no trailing newline. Empty keys never match (maps_find()); a key is cut at
-        its first NUL byte, as Postfix sees C strings.
+    def find(self, key: str | bytes) -> Hit | None:
+        """Look up one key like dict_regexp/dict_pcre: the first rule in table order that
+        fires, and its value after ``$n`` substitution.
 
-        Raises :class:`~filterd_header_checks.actions.ActionError` only for a table
-        parsed with ``check_actions=False`` whose value is not an action.
+        Empty keys never match (maps_find()); a key is cut at its first NUL byte, as
+        Postfix sees C strings.
         """
         data = _key_bytes(key)
-        return self._match(self._find(data, self._candidates(data)))
+        return self._find(data, self._candidates(data))
 
-    def lookup_header(self, key: bytes, name: bytes) -> Match | None:
-        """``lookup`` of a header presented as ``key`` whose name, lower-cased, is ``name``
-        (known to the caller: not looked for again in the key)."""
+    def find_header(self, key: bytes, name: bytes) -> Hit | None:
+        """``find`` for a key ``Name: value`` whose name, lower-cased, is ``name`` (known to
+        the caller: not looked for again in the key)."""
         if not self.may_match(name):
             return None
-        return self._match(self._find(_key_bytes(key), self._by_name.get(name, self._generic)))
-
-    @staticmethod
-    def _match(found: tuple[_Rule, str] | None) -> Match | None:
-        if found is None:
-            return None
-        rule, value = found
-        if rule.action is not None:
-            return Match(value=value, action=rule.action, line=rule.line)
-        return Match(value=value, action=parse_action(value), line=rule.line)
-
-    def lookup_body(self, line: str | bytes) -> Match | None:
-        """Look up one body line (body_checks): one trailing LF or CRLF is ignored.
-
-        Postfix hands body_checks one physical line at a time, without its line end, in
-        chunks of at most line_length_limit (2048) bytes; chunking is up to the caller.
-        """
-        data = _encode(line) if isinstance(line, str) else line
-        if data.endswith(b"\n"):
-            data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
-        return self.lookup(data)
+        return self._find(_key_bytes(key), self._by_name.get(name, self._generic))
 
     def query(self, key: str | bytes) -> str | None:
         """The table's value for *key* after substitution, as ``postmap -q`` prints it."""
-        data = _key_bytes(key)
-        found = self._find(data, self._candidates(data))
+        found = self.find(key)
         return None if found is None else found[1]
 
     def may_match(self, name: bytes) -> bool:
-        """Whether a header called ``name`` (lower case, as bytes) can match a rule at all:
-        False when every rule is bound to other header names (``/^Name: .../``, ``if
-        /^Name:/`` blocks), so that the header need not even be presented for a lookup."""
+        """Whether a key ``Name: ...`` with this ``name`` (lower case, as bytes) can match a
+        rule at all: False when every rule is bound to other names (``/^Name: .../``, ``if
+        /^Name:/`` blocks; only with *index_names*), so the key need not even be built."""
         return bool(self._generic.order) or name in self._by_name
 
     def _candidates(self, data: bytes) -> _Plan:
@@ -238,7 +227,7 @@ class Table:
             return found
         return self._generic
 
-    def _find(self, data: bytes, plan: _Plan) -> tuple[_Rule, str] | None:
+    def _find(self, data: bytes, plan: _Plan) -> Hit | None:
         if not data:
             return None
         rules = self._rules
@@ -282,12 +271,12 @@ class Table:
                 continue
             result = self._value(rules[i], data, upper, found)
             if result is not None:
-                return result
+                return i, result
         return None
 
     def _value(
         self, rule: _Rule, data: bytes, upper: bytes, found: regex.Match[bytes] | None
-    ) -> tuple[_Rule, str] | None:
+    ) -> str | None:
         """The second pattern (regexp ``/p1/!/p2/``), then the value with $n substituted."""
         second = rule.second
         if second is not None:
@@ -298,9 +287,9 @@ class Table:
             if hit != second.positive:
                 return None
         if rule.literal is not None:
-            return rule, rule.literal
+            return rule.literal
         assert found is not None
-        return rule, _decode(substitute(rule.template, data, found))
+        return _decode(substitute(rule.template, data, found))
 
 
 _Matcher = Callable[[bytes], "regex.Match[bytes] | None"]
@@ -496,7 +485,7 @@ def _get_pattern(
 
 
 class _Fail:
-    """Builds TableErrors for one logical line."""
+    """Builds RuleErrors for one logical line."""
 
     __slots__ = ("line", "name")
 
@@ -504,8 +493,8 @@ class _Fail:
         self.name = name
         self.line = line
 
-    def __call__(self, message: str) -> TableError:
-        return TableError(self.name, self.line, message)
+    def __call__(self, message: str) -> RuleError:
+        return RuleError(self.name, self.line, message)
 
 
 def _keyword(text: bytes, word: bytes) -> bool:
@@ -513,7 +502,9 @@ def _keyword(text: bytes, word: bytes) -> bool:
     return text[:n].upper() == word and (len(text) == n or text[n] not in ALNUM)
 
 
-def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions: bool) -> _Rule:
+def _parse_match_rule(
+    flavour: Flavour, text: bytes, fail: _Fail, check_value: ValueCheck | None
+) -> _Rule:
     try:
         first, first_flags, first_positive, pos = _get_pattern(flavour, text, 0, fail)
         second_src: tuple[bytes, str, bool] | None = None
@@ -524,26 +515,19 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
             pos += 1
         raw = text[pos:]
         if not raw:
-            raise fail("no replacement text (missing action)")
+            raise fail("no replacement text (the rule has no result)")
         template = parse_replacement(raw)
         max_sub = max((p for p in template if isinstance(p, int)), default=0)
         if max_sub and not first_positive:
             raise fail("$number found in negative match replacement text")
         literal: str | None = None
-        action: Action | None = None
         if max_sub == 0:
             literal = _decode(b"".join(p for p in template if isinstance(p, bytes)))
-        if check_actions:
-            command, _ = split_action(_decode(raw))
-            if "$" in command:
-                raise fail(f"the action name must be literal, not {command!r}")
-            if literal is None:
-                parse_action(command)  # validates the command word
-            else:
-                action = parse_action(literal)
-                problem = action.problem("body")
-                if problem is not None:
-                    raise fail(problem)
+        if check_value is not None:
+            try:
+                check_value(_decode(raw), literal)
+            except ValueError as exc:
+                raise fail(str(exc)) from None
         pattern = compile_pattern(
             flavour, first, first_flags, positive=first_positive, captures=max_sub > 0
         )
@@ -556,8 +540,6 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
             )
     except PatternError as exc:
         raise fail(str(exc)) from None
-    except ActionError as exc:
-        raise fail(str(exc)) from None
     # A second pattern only narrows what the first matches: the first one's name holds.
     hint = _name_hint(first, first_flags) if first_positive else None
     return _Rule(
@@ -568,7 +550,6 @@ def _parse_match_rule(flavour: Flavour, text: bytes, fail: _Fail, check_actions:
         template=template,
         max_sub=max_sub,
         literal=literal,
-        action=action,
         name_hint=hint,
     )
 
@@ -595,16 +576,18 @@ def parse_table(
     *,
     name: str = "<string>",
     timeout: float | None = None,
-    check_actions: bool = True,
-) -> Table:
+    check_value: ValueCheck | None = None,
+    index_names: bool = False,
+) -> PatternTable:
     """Parse table text in Postfix ``regexp:`` or ``pcre:`` syntax.
 
-    *name* is used in :class:`TableError` messages. *timeout* (seconds) bounds each
+    *name* is used in :class:`RuleError` messages. *timeout* (seconds) bounds each
     single regular-expression match; a match that runs out of time counts as neither
     a match nor a non-match, as a PCRE matching error does in Postfix.
 
-    With *check_actions* (the default) every value must be a header_checks(5)
-    action; turn it off to use the table as a generic lookup table (:meth:`Table.query`).
+    *check_value* validates each rule's value (header_checks: it must be an action);
+    *index_names* files ``/^Name: .../`` rules under their name (see
+    :meth:`PatternTable.find_header`): both only for tables of ``Name: value`` keys.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be 'regexp' or 'pcre', not {flavour!r}")
@@ -617,7 +600,7 @@ def parse_table(
         if b"\0" in text:
             raise fail("NUL byte in table")
         if text[0] not in ALNUM:
-            rules.append(_parse_match_rule(flavour, text, fail, check_actions))
+            rules.append(_parse_match_rule(flavour, text, fail, check_value))
         elif _keyword(text, b"IF"):
             pat, flags, positive, pos = _get_pattern(flavour, text, 2, fail)
             rest = text[pos:].lstrip(b" \t\n\v\f\r")
@@ -648,8 +631,8 @@ def parse_table(
         else:
             raise fail("unrecognized request (rules start with a delimiter, IF or ENDIF)")
     if stack:
-        raise TableError(name, rules[stack[-1]].line, "IF has no matching ENDIF")
-    return Table(rules, flavour=flavour, name=name, timeout=timeout)
+        raise RuleError(name, rules[stack[-1]].line, "IF has no matching ENDIF")
+    return PatternTable(rules, flavour=flavour, name=name, timeout=timeout, index_names=index_names)
 
 
 def load_table(
@@ -657,11 +640,17 @@ def load_table(
     flavour: Flavour,
     *,
     timeout: float | None = None,
-    check_actions: bool = True,
-) -> Table:
+    check_value: ValueCheck | None = None,
+    index_names: bool = False,
+) -> PatternTable:
     """Read and parse a table file (the only I/O this module does); see :func:`parse_table`."""
     with open(path, "rb") as fh:
         data = fh.read()
     return parse_table(
-        data, flavour, name=os.fspath(path), timeout=timeout, check_actions=check_actions
+        data,
+        flavour,
+        name=os.fspath(path),
+        timeout=timeout,
+        check_value=check_value,
+        index_names=index_names,
     )

@@ -3,7 +3,7 @@
 The PCRE2 and POSIX translators (:mod:`.pcre`, :mod:`.posix`) are :class:`Scanner`
 subclasses; they, the replacement-text parser (:mod:`.replacement`) and the compiler
 (:mod:`.pattern`) report a bad pattern as :class:`PatternError`, which the table parser
-turns into a :class:`~filterd_header_checks.table.TableError` naming the file and line.
+turns into a :class:`~filterd.sdk.patterns.table.RuleError` naming the file and line.
 """
 
 from __future__ import annotations
