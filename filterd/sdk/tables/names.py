@@ -40,10 +40,11 @@ def parse_table_name(spec: str) -> TableName:
     return TableName(kind, rest)
 
 
-def split_braced_list(text: str, table: str) -> list[str]:
+def split_braced_list(text: str, table: str, *, braced_only: bool = False) -> list[str]:
     """The elements of ``{ a, { b c }, d }`` as Postfix's mystrtokq() splits them: commas or
     white space separate, ``{...}`` keeps its content together (outer braces and the white
-    space inside them removed)."""
+    space inside them removed). With ``braced_only`` every element must be in braces (the
+    rules of an inline ``regexp:{ {rule}, {rule} }``, as dict_stream_open() wants them)."""
     body = text.strip()
     if not (body.startswith("{") and body.endswith("}")):
         raise TableError(table, "expected a list in braces", hint="write {element, element}")
@@ -70,6 +71,12 @@ def split_braced_list(text: str, table: str) -> list[str]:
             items.append(body[i + 1 : j].strip())
             i = j + 1
             continue
+        if braced_only:
+            raise TableError(
+                table,
+                f'element {len(items) + 1} is not in braces: "{body[i:].rstrip()}"',
+                hint="write each element in braces: { {first}, {second} }",
+            )
         j = i
         depth = 0
         while j < len(body) and (depth or body[j] not in " \t\r\n,"):
