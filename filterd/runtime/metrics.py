@@ -144,7 +144,18 @@ class _FilesCollector:
 
     def collect(self) -> Iterable[Metric]:
         forget_dead(self.directory, {pid for pid, _ in self.facts.processes()})
-        return self.files.collect()  # type: ignore[no-untyped-call, no-any-return]
+        files = [path for path in glob.glob(os.path.join(self.directory, "*.db")) if _begun(path)]
+        return self.files.merge(files, accumulate=True)  # type: ignore[no-untyped-call, no-any-return]
+
+
+def _begun(path: str) -> bool:
+    """False for a process's file that prometheus-client has created but not yet sized (it
+    opens, then truncates to its initial size: a scrape in between read an empty file and
+    failed with struct.error); such a file holds no value yet."""
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a live gauge of a dead process, removed meanwhile
+        return False
 
 
 _LIVE_GAUGE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")

@@ -82,6 +82,21 @@ def test_two_processes_are_summed_and_a_dead_one_keeps_its_counters(tmp_path: Pa
     assert list(tmp_path.glob("counter_102.db"))
 
 
+def test_a_scrape_while_a_process_creates_its_file_counts_what_is_written(tmp_path: Path) -> None:
+    # prometheus-client creates a process's file empty and sizes it just after: a scrape in
+    # between failed with struct.error (seen under load in tests/e2e/test_metrics.py).
+    recording = Recording()
+    recording.message("smtp", "accept")
+    MetricsFiles(tmp_path, recording, pid=101).flush()
+    (tmp_path / "counter_102.db").touch()
+    (tmp_path / "gauge_livesum_102.db").touch()
+    samples = collect(tmp_path, (101, 102))
+    assert (
+        samples[("filterd_messages_total", frozenset({("door", "smtp"), ("outcome", "accept")}))]
+        == 1
+    )
+
+
 def test_a_flush_writes_only_what_changed_and_totals_only_grow(tmp_path: Path) -> None:
     recording = Recording()
     files = MetricsFiles(tmp_path, recording, pid=7)
