@@ -76,14 +76,16 @@ def _open_inline(name: TableName, settings: TableSettings) -> Table:
     try:
         body = list_body(name.name)
     except SourceError:
-        raise TableError(table, "bad syntax", hint=need) from None
+        body = ""
+    if not body:
+        raise TableError(table, "bad syntax", hint=need)
     entries: dict[str, str] = {}
     for token in tokenize_braced(body):
         try:
             element = extract_braced(token) if token.startswith("{") else token
             key, value = split_quoted_name_value(element)
         except SourceError as exc:
-            raise TableError(table, f"{exc} in {token!r}", hint=need) from None
+            raise TableError(table, f'{exc} in "{token}"', hint=need) from None
         # Later elements replace earlier ones, as in Postfix (no duplicate check for inline:).
         entries[fold_key(key) if settings.fold_case else key] = value
     if not entries:
