@@ -90,7 +90,8 @@ def cidr_rules(seed: int = SEED) -> tuple[str, list[str]]:
             )
         else:
             prefix = rng.randrange(0, 33) if i % 10 else 32
-            net = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(rng.getrandbits(32))}/{prefix}", strict=False)
+            base4 = ipaddress.IPv4Address(rng.getrandbits(32))
+            net = ipaddress.IPv4Network(f"{base4}/{prefix}", strict=False)
         networks.append(net)
     for i, net in enumerate(networks):
         pattern = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
@@ -131,14 +132,16 @@ def _edge_keys(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
     return keys
 
 
-def postmap_answers(postmap: Postmap, keys: Sequence[str], table: str, *, fold: bool) -> dict[str, str]:
+def postmap_answers(
+    postmap: Postmap, keys: Sequence[str], table: str, *, fold: bool
+) -> dict[str, str]:
     """``postmap -q - table`` (``-f -q -`` when not folding): {key: value} of the keys found."""
     if fold:
         return postmap.query_many(keys, table)
     proc = postmap.run("-f", "-q", "-", table, stdin="".join(k + "\n" for k in keys).encode())
     assert proc.returncode in (0, 1), proc.stderr
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
-    return dict(line.split("\t", 1) for line in lines)  # type: ignore[misc]
+    return dict(line.split("\t", 1) for line in lines)
 
 
 def lookup_all(table: Table, keys: Iterable[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from tests.integration.tables.file_data import (
     source_text,
     write_cold,
 )
-from tests.support.postmap import Postmap, postmap  # noqa: F401 - the fixture
+from tests.support.postmap import Postmap
 
 # A source file with what postmap(1) input may hold: comments (also inside a logical line),
 # blank lines, continuation lines, quoted keys (kept with their quotes), a backslash in a
@@ -78,7 +78,8 @@ def test_texthash_corner_cases(
         _agree(postmap, f"texthash:{path}", keys)
     warnings = "\n".join(r.getMessage() for r in caplog.records)
     for line, text in [(4, "duplicate"), (11, "key whitespace value"), (13, "unbalanced")]:
-        assert f"{path}, line {line}: " in warnings and text in warnings, warnings
+        assert f"{path}, line {line}: " in warnings, warnings
+        assert text in warnings, warnings
     assert "line 15: non-UTF-8 input" in warnings
 
 
@@ -91,13 +92,15 @@ def test_texthash_without_folding(postmap: Postmap, tmp_path: Path) -> None:
     expected = postmap_answers(postmap, keys, table, fold=False)
     got = lookup_all(open_table(table, TableSettings(fold_case=False)), keys)
     assert got == expected
-    assert "Foo" in got and "foo" in got and "FOO" not in got
+    assert "Foo" in got
+    assert "FOO" not in got
 
 
 def test_texthash_missing_file(postmap: Postmap, tmp_path: Path) -> None:
     table = f"texthash:{tmp_path / 'nonexistent'}"
     status, _, err = postmap.query("x", table)
-    assert status == 1 and "No such file or directory" in err
+    assert status == 1
+    assert "No such file or directory" in err
     with pytest.raises(TableError, match=r"open database .*nonexistent: No such file or directory"):
         open_table(table)
 
@@ -139,7 +142,8 @@ def test_inline(postmap: Postmap, table: str) -> None:
 )
 def test_inline_errors(postmap: Postmap, table: str, message: str) -> None:
     status, _, err = postmap.query("a", table)
-    assert status == 1 and "fatal" in err, err
+    assert status == 1
+    assert "fatal" in err, err
     with pytest.raises(TableError, match=message) as raised:
         open_table(table)
     assert raised.value.table == table
@@ -154,7 +158,7 @@ def test_static(postmap: Postmap, table: str) -> None:
 
 def test_static_errors() -> None:
     for table in ["static:{a", "static:{a}b"]:
-        with pytest.raises(TableError, match="bad static:name syntax|unbalanced braces"):
+        with pytest.raises(TableError, match=r"bad static:name syntax|unbalanced braces"):
             open_table(table)
 
 
