@@ -81,15 +81,17 @@ def cidr_rules(seed: int = SEED) -> tuple[str, list[str]]:
     lines: list[str] = []
     keys: list[str] = []
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    negated: list[str] = []
     for i in range(160):
+        broad = i % 40 == 39  # a few short prefixes late in the file: most keys match first
         if i % 2:
-            prefix = rng.randrange(0, 129)
+            prefix = rng.randrange(0, 16) if broad else rng.randrange(16, 129)
             base = ipaddress.IPv6Address(rng.getrandbits(128))
             net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv6Network(
                 f"{base}/{prefix}", strict=False
             )
         else:
-            prefix = rng.randrange(0, 33) if i % 10 else 32
+            prefix = rng.randrange(0, 8) if broad else rng.randrange(8, 33) if i % 10 else 32
             base4 = ipaddress.IPv4Address(rng.getrandbits(32))
             net = ipaddress.IPv4Network(f"{base4}/{prefix}", strict=False)
         networks.append(net)
@@ -100,13 +102,18 @@ def cidr_rules(seed: int = SEED) -> tuple[str, list[str]]:
         elif i % 7 == 5:
             pattern = f"[{net.network_address}/{net.prefixlen}]"
         negate = "!" if i % 11 == 4 else ""
-        if i % 13 == 6:
-            lines += [f"if {negate}{pattern}", f"{networks[(i + 1) % len(networks)]} in-block-{i}"]
-            lines += [f"if !{networks[(i + 2) % len(networks)]}", f"{pattern} nested-{i}", "endif"]
-            lines += ["ENDIF"]
+        if i % 13 == 6 and net.prefixlen < net.max_prefixlen:
+            # a block for the network: its lower half answers in the block, and (nested,
+            # guarded by a network it is not in) the rest answers too
+            lower = next(net.subnets())
+            elsewhere = networks[(i + 2) % len(networks)]
+            lines += [f"if {pattern}", f"{lower} in-block-{i}"]
+            lines += [f"IF !{elsewhere}", f"{pattern} nested-{i}", "endif", "ENDIF"]
         else:
-            lines.append(f"{negate}{pattern}\tresult-{i} {net.prefixlen}")
+            # a negated rule matches nearly every address of its family: last in the file
+            (negated if negate else lines).append(f"{negate}{pattern}\tresult-{i} {net.prefixlen}")
         keys += _edge_keys(net)
+    lines += negated
     keys += ["1.2.3", "1.2.3.4.5", "256.1.1.1", "::g", "", "0.0.0.0", "::", "1:2:3:4:5:6:7:8:9"]
     return "\n".join(lines) + "\n", [k for k in keys if k]
 
