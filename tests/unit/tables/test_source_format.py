@@ -140,8 +140,8 @@ def test_inline_tables(pairs: list[tuple[str, str]], fold: bool) -> None:
     async def lookups() -> dict[str, str | None]:
         return {key: await table.lookup(key) for key, _ in pairs}
 
-    for key, value in trio.run(lookups).items():
-        assert value == expected[fold_key(key) if fold else key]
+    for key, found in trio.run(lookups).items():
+        assert found == expected[fold_key(key) if fold else key]
 
 
 def test_inline_bare_elements_and_quotes() -> None:
