@@ -1,9 +1,10 @@
 """The command line: ``filterd run | check-config | scan | plugins | learn | quarantine |
-status | doctor``, ``filterd --version``."""
+status | doctor | query``, ``filterd --version``."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from functools import partial
 
 from filterd import __version__
 from filterd.cli.quarantine import add_parser as add_quarantine_parser
+from filterd.cli.query import add_parser as add_query_parser
 from filterd.config.load import load_config
 from filterd.config.render import PluginSettings, render_commented, render_config
 from filterd.config.schema import Config
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Postfix's configuration directory (postconf -c DIR; default: postconf's own)",
     )
     add_quarantine_parser(commands, config_help)
+    add_query_parser(commands)
     return parser
 
 
@@ -111,6 +114,12 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.quarantine import run as quarantine
 
         return quarantine(args, sys.stdout, sys.stderr)
+    if args.command == "query":  # a table alone: no configuration, no chain
+        from filterd.cli.query import query
+
+        if isinstance(sys.stdout, io.TextIOWrapper):  # keys and values as the bytes they were
+            sys.stdout.reconfigure(errors="surrogateescape")
+        return query(args, sys.stdin.buffer, sys.stdout, sys.stderr)
     if args.command == "plugins":
         from filterd.cli.plugins import list_plugins
 
