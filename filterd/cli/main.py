@@ -1,5 +1,5 @@
-"""The command line: ``filterd run | check-config | scan | plugins | learn | quarantine |
-status | doctor | query``, ``filterd --version``."""
+"""The command line: ``filterd run | check-config | scan | pipe | plugins | learn | quarantine
+| status | doctor | query``, ``filterd --version``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from filterd import __version__
+from filterd.cli.pipe_args import add_parser as add_pipe_parser
 from filterd.cli.quarantine import add_parser as add_quarantine_parser
 from filterd.cli.query import add_parser as add_query_parser
 from filterd.config.load import load_config
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--client-ip", default="192.0.2.1", metavar="IP")
     scan.add_argument("--client-name", default="unknown", metavar="NAME")
     scan.add_argument("--helo", default="client.example", metavar="NAME")
+    add_pipe_parser(commands, config_help)
     commands.add_parser("plugins", help="list installed plugins, their stages and settings")
     learn = commands.add_parser("learn", help="teach spamd (TELL) that messages are spam or ham")
     learn.add_argument("-c", "--config", metavar="FILE", help=config_help)
@@ -106,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["pipe"]:  # its own errors: pipe(8) must defer, never bounce, on them
+        from filterd.cli.pipe import main as pipe
+
+        return pipe(arguments[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors

@@ -49,6 +49,7 @@ __all__ = [
     "LogConfig",
     "MaildirDelivery",
     "MetricsConfig",
+    "PipeConfig",
     "QuarantineConfig",
     "RelayDelivery",
     "RunConfig",
@@ -672,6 +673,48 @@ class RunConfig(_Section):
         return self
 
 
+class PipeConfig(_Section):
+    """``[pipe]``: the pipe(8) door, ``filterd pipe``, which master.cf's pipe transport runs
+    once per message (``filterd.frontdoors.pipe``)."""
+
+    deliver_to: Literal["sendmail", "delivery"] = Field(
+        default="sendmail",
+        description='Where a message the chain passes goes: "sendmail" (reinjected through the '
+        "sendmail command below, as Postfix's FILTER_README's simple filter does) or "
+        '"delivery" (the [delivery] table: the relay next hop, or the Maildirs).',
+    )
+    sendmail: tuple[str, ...] = Field(
+        default=("/usr/sbin/sendmail", "-G", "-i"),
+        min_length=1,
+        description='The reinjection command, without the envelope: filterd adds "-f SENDER -- '
+        'RECIPIENT...". An absolute path: pipe(8) runs filterd with PATH=/usr/bin:/bin. Its '
+        "exit status 0 means the message is queued; any other (or no end within "
+        "sendmail_timeout) makes filterd pipe exit 75 (EX_TEMPFAIL, Postfix defers).",
+    )
+    sendmail_timeout: Duration = Field(
+        default=300.0, description="Time the sendmail command gets to take the message."
+    )
+    time_limit: Duration = Field(
+        default=900.0,
+        description="Time filterd pipe gets for one message, reading it included; past it, it "
+        "exits 75 (EX_TEMPFAIL). Keep it under Postfix's command time limit "
+        "(<transport>_time_limit, default command_time_limit = 1000s): pipe(8) bounces a "
+        "command that exceeds that.",
+    )
+
+    @field_validator("sendmail")
+    @classmethod
+    def _absolute_command(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value[0].startswith("/"):
+            raise rule_error(
+                (0,),
+                f'the command "{value[0]}" is not an absolute path (pipe(8) runs filterd with '
+                "PATH=/usr/bin:/bin)",
+                'give its full path, e.g. sendmail = ["/usr/sbin/sendmail", "-G", "-i"]',
+            )
+        return value
+
+
 DeliveryConfig = Annotated[RelayDelivery | MaildirDelivery, Field(discriminator="method")]
 
 
@@ -705,6 +748,9 @@ class Config(_Section):
     )
     run: RunConfig = Field(
         default=RunConfig(), description="The user filterd runs as, and its sockets' mode."
+    )
+    pipe: PipeConfig = Field(
+        default=PipeConfig(), description="The pipe(8) door, filterd pipe (master.cf's pipe)."
     )
     source: str = Field(
         default="<embedded default>",
@@ -747,6 +793,17 @@ class Config(_Section):
                         '"127.0.0.1:10026", or method = "maildir"; or make this listener '
                         'protocol = "milter" or "policy"',
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _pipe_delivery(self) -> Config:
+        if self.pipe.deliver_to == "delivery" and self.delivery is None:
+            raise rule_error(
+                ("pipe", "deliver_to"),
+                'deliver_to = "delivery" hands messages to the [delivery] table, and there is none',
+                'add a [delivery] table (method = "relay" with next_hop, or method = "maildir"), '
+                'or write deliver_to = "sendmail"',
+            )
         return self
 
     @model_validator(mode="after")

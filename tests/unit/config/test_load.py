@@ -186,7 +186,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path, error = only_problem(tmp_path, MINIMAL + "\n[limit]\nmax_errors = 3\n")
     assert (error.file, error.line, error.key) == (str(path), 7, "limit")
     assert error.message == 'unknown key "limit"'
-    keys = "log, listen, limits, delivery, chain, quarantine, metrics, control, run"
+    keys = "log, listen, limits, delivery, chain, quarantine, metrics, control, run, pipe"
     assert error.hint == f"did you mean limits? valid keys here: {keys}"
     assert str(error) == (
         f'{path}:7: limit: unknown key "limit" (fix: did you mean limits? valid keys here: {keys})'
