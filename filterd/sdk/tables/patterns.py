@@ -22,7 +22,8 @@ import trio
 
 from filterd.sdk.patterns import FLAVOURS, Flavour, PatternTable, RuleError, parse_table
 from filterd.sdk.tables.base import Table, TableError, TableFailure, TableSettings
-from filterd.sdk.tables.names import TableName, split_braced_list
+from filterd.sdk.tables.names import TableName
+from filterd.sdk.tables.source import SourceError, extract_braced, list_body, tokenize_braced
 
 __all__ = ["PatternLookupTable", "open_table"]
 
@@ -63,7 +64,11 @@ def open_table(name: TableName, settings: TableSettings) -> Table:
     manual = f"{flavour}_table(5)"
     rule_syntax = f"write /pattern/flags result, or if /pattern/ ... endif ({manual})"
     if name.name.startswith("{"):
-        rules = split_braced_list(name.name, table, braced_only=True)
+        try:
+            rules = [extract_braced(t) for t in tokenize_braced(list_body(name.name))]
+        except SourceError as exc:
+            need = f'write "{flavour}:{{ {{/pattern/ result}}, {{/pattern/ result}} }}"'
+            raise TableError(table, f"{flavour} map: {exc}", hint=need) from None
         try:
             parsed = parse_table(
                 "".join(rule + "\n" for rule in rules), flavour, timeout=settings.timeout
