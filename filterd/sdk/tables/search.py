@@ -20,6 +20,10 @@ table (regexp:, pcre:, cidr:; ``Table.fixed_string`` False) is asked only the fi
 Tables fold keys to lower case themselves. A :class:`~filterd.sdk.tables.base.TableFailure`
 propagates: the caller answers ``451 4.3.0 <addr>: Temporary lookup failure``, never "not found".
 An empty value is a table error in Postfix (``returns an empty string result``): a TableFailure.
+
+Addresses are looked up in the form given. Postfix also tries the other of the quoted and
+unquoted forms of a local part that needs RFC 5322 quoting (``"joe smith"@example.com``);
+these helpers do not: give such an address in the form its table keys are written in.
 """
 
 from __future__ import annotations
