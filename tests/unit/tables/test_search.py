@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.sdk.tables import Table, TableFailure, TableSettings
+from filterd.sdk.tables import Table, TableFailure, TableSettings, open_table
 from filterd.sdk.tables.search import (
     AddressRules,
+    Match,
     access_address,
     access_client,
     access_client_address,
@@ -406,3 +407,23 @@ def test_search_stops_at_the_first_key_present(
         assert found is not None
         assert found.key == keys[hits[0]]
         assert table.asked == keys[: hits[0] + 1]
+
+
+# --- a real pattern table ---------------------------------------------------------------------
+
+
+async def test_a_regexp_table_sees_only_the_whole_address() -> None:
+    table = open_table(
+        r"regexp:{ {/^user@example\.com$/ REJECT bare}, {/^user\+x@/ REJECT extended}, "
+        r"{/^example\.com$/ REJECT domain} }"
+    )
+    assert await access_address(table, "user@example.com", PLUS) == Match(
+        "REJECT bare", "user@example.com", table, raw="REJECT bare"
+    )
+    found = await access_address(table, "user+x@example.com", PLUS)
+    assert found is not None
+    assert found.value == "REJECT extended"
+    # the domain and the address without extension are never asked of a pattern table
+    assert await access_address(table, "other@example.com", PLUS) is None
+    assert await access_address(table, "user+y@example.com", PLUS) is None
+    await table.aclose()
