@@ -29,12 +29,14 @@ from pydantic_core import PydanticCustomError
 
 from filterd.config.types import (
     ByteSize,
+    ClientPattern,
     DomainPattern,
     Duration,
     Endpoint,
     HostName,
     IPNetwork,
     SocketAddress,
+    TableRef,
     show_value,
 )
 
@@ -209,12 +211,14 @@ class ListenConfig(_Section):
         default=LOOPBACK,
         description="Clients allowed to send XFORWARD (Postfix smtp_send_xforward_command).",
     )
-    mynetworks: tuple[IPNetwork, ...] = Field(
+    mynetworks: tuple[ClientPattern, ...] = Field(
         default=LOOPBACK,
         description="smtp and lmtp listeners: clients that may send to any domain (Postfix "
         "mynetworks); others may send only to relay_domains unless they authenticate "
-        "(auth_socket). The default, this machine's loopback addresses, suits a content filter "
-        "that the local Postfix feeds. Decided on the connecting address, never on XFORWARD.",
+        "(auth_socket). Networks, or lookup tables as Postfix's mynetworks takes them "
+        '("cidr:/etc/postfix/mynetworks.cidr": a client whose address the table finds). The '
+        "default, this machine's loopback addresses, suits a content filter that the local "
+        "Postfix feeds. Decided on the connecting address, never on XFORWARD.",
         examples=[["127.0.0.0/8", "192.0.2.0/24"]],
     )
     relay_domains: tuple[DomainPattern, ...] = Field(
@@ -304,7 +308,14 @@ class ListenConfig(_Section):
                 f"open_relay = true lets every client relay: {other} would change nothing",
                 f"remove open_relay to restrict relaying with {other}, or remove {other}",
             )
-        everyone = next((net for net in self.mynetworks if net.prefixlen == 0), None)
+        everyone = next(
+            (
+                net
+                for net in self.mynetworks
+                if not isinstance(net, TableRef) and net.prefixlen == 0
+            ),
+            None,
+        )
         if everyone is not None:
             raise rule_error(
                 ("mynetworks",),

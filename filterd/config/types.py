@@ -22,14 +22,17 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ByteSize",
+    "ClientPattern",
     "DomainPattern",
     "Duration",
     "Endpoint",
     "HostName",
     "IPNetwork",
     "SocketAddress",
+    "TableRef",
     "format_duration",
     "parse_byte_size",
+    "parse_client_pattern",
     "parse_domain_pattern",
     "parse_duration",
     "parse_endpoint",
@@ -376,3 +379,50 @@ IPNetwork = Annotated[
     PlainSerializer(str, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "examples": ["127.0.0.0/8", "::1/128"]}),
 ]
+
+
+# --- networks or lookup tables ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A Postfix lookup table (``type:name``) where a list of networks may name one, as
+    Postfix's ``mynetworks`` does; the part that uses it opens it (and names what is wrong
+    with it)."""
+
+    spec: str
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+_TABLE_REF_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*:\S.*", re.DOTALL)
+
+
+def parse_client_pattern(value: object) -> IPv4Network | IPv6Network | TableRef:
+    """A network (``"10.0.0.0/8"``, ``"::1/128"``, ``"192.0.2.7"``), or a lookup table
+    (``"cidr:/etc/postfix/mynetworks.cidr"``) that lists client addresses."""
+    if isinstance(value, TableRef):
+        return value
+    try:
+        return parse_network(value)
+    except PydanticCustomError:
+        if isinstance(value, str) and _TABLE_REF_RE.fullmatch(value.strip()):
+            return TableRef(value.strip())
+        raise _invalid(
+            "client_pattern",
+            f"expected an IP network or a lookup table, got {show_value(value)}",
+            'write an address or network such as "192.0.2.7", "10.0.0.0/8" or "::1/128", '
+            'or a table such as "cidr:/etc/postfix/mynetworks.cidr"',
+        ) from None
+
+
+ClientPattern = Annotated[
+    IPv4Network | IPv6Network | TableRef,
+    PlainValidator(parse_client_pattern),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "examples": ["127.0.0.0/8", "cidr:/etc/postfix/mynetworks.cidr"]}
+    ),
+]
+"""A network, or a lookup table of client addresses (``mynetworks``)."""

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import trio
 
+from filterd.config.load import locate_key
 from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
 from filterd.config.types import Endpoint
 from filterd.errors import FilterdError
-from filterd.frontdoors.smtp.relay_control import startup_problem
+from filterd.frontdoors.smtp.relay_control import client_list, startup_problem
 from filterd.runtime.listeners import open_listener, remove_socket
+from filterd.sdk.tables import TableError
 
 __all__ = ["StartupError", "check_before_serving", "open_listeners", "open_milter_socket"]
 
@@ -83,6 +85,8 @@ def _check_files(config: Config) -> None:
     for index, listen in enumerate(config.listen):
         if (relay_problem := startup_problem(listen, index)) is not None:
             raise StartupError(relay_problem)
+        if listen.protocol in ("smtp", "lmtp"):
+            openable_tables(config, index)
         if listen.tls_cert is not None and listen.tls_key is not None:
             loadable_certificate(listen.tls_cert, listen.tls_key, f"listen[{index}]")
 
@@ -226,6 +230,16 @@ def writable_directory(path: Path, what: str, key: str, *, mode: int = 0o777) ->
             f"cannot write to {what} {shown}: {reason} (give a directory that user "
             f"{_user()} can create and write to)"
         ) from None
+
+
+def openable_tables(config: Config, index: int) -> None:
+    """The lookup tables in a listener's ``mynetworks`` open (their files read and checked)."""
+    try:
+        client_list(config.listen[index].mynetworks)
+    except TableError as exc:
+        line = locate_key(config.source, ("listen", index, "mynetworks"))
+        where = f"{config.source}:{line}" if line is not None else config.source
+        raise StartupError(f"{where}: listen[{index}].mynetworks: {exc}") from None
 
 
 def resolvable_next_hop(next_hop: Endpoint) -> None:

@@ -90,7 +90,7 @@ async def session(
     chain: ChainRunner | None = None,
     *,
     xforward_allowed: bool = True,
-    relay_allowed: bool = True,
+    relay_allowed: bool | None = True,
     shutdown: Shutdown | None = None,
 ) -> AsyncIterator[LineClient]:
     config = config or make_config()

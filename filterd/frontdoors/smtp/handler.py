@@ -13,10 +13,12 @@ from filterd.chain.runner import ChainRunner
 from filterd.delivery.interface import Delivery
 from filterd.delivery.quarantine import QuarantineStore
 from filterd.frontdoors.shutdown import Shutdown
+from filterd.frontdoors.smtp.relay_control import IPAddress
 from filterd.frontdoors.smtp.session import SessionSettings, SmtpSession
 from filterd.maillog import MailLog
 from filterd.model import metrics, replies
 from filterd.model.envelope import Client, Session, new_queue_id
+from filterd.sdk.tables import TableFailure
 
 log = MailLog("smtpd")
 
@@ -47,7 +49,8 @@ class SmtpHandler:
         self.active += 1
         metrics.recorder.session(self.door, 1)
         try:
-            peer, trusted, relay_allowed = self._peer(stream)
+            peer, trusted, address = self._peer(stream)
+            relay_allowed = await self._relay_allowed(address)
             session = Session(
                 id=new_queue_id(), listener=str(self.settings.listen.address), peer=peer
             )
@@ -76,19 +79,27 @@ class SmtpHandler:
         """Beyond ``max_connections`` (``active`` open, in every process): 421 and close."""
         await refuse_smtp(stream, active)
 
-    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool, bool]:
-        """Who connected; whether it may send XFORWARD; whether it may relay (mynetworks)."""
-        relay = self.settings.relay
+    def _peer(self, stream: trio.abc.Stream) -> tuple[Client, bool, IPAddress | None]:
+        """Who connected; whether it may send XFORWARD; its address (None: a unix socket)."""
         sock = getattr(stream, "socket", None)
         if sock is None or sock.family == socket.AF_UNIX:
-            return Client(address="unknown", name="localhost"), True, relay.trusts(None)
+            return Client(address="unknown", name="localhost"), True, None
         host, port = sock.getpeername()[:2]
         address = ipaddress.ip_address(host)
         if address.version == 6 and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         trusted = any(address in net for net in self.networks)
         client = Client(address=str(address), port=port, name="unknown")
-        return client, trusted, relay.trusts(address)
+        return client, trusted, address
+
+    async def _relay_allowed(self, address: IPAddress | None) -> bool | None:
+        """Whether the client may relay (mynetworks); None when a mynetworks table could not
+        answer (its recipients outside relay_domains get 451 4.3.0)."""
+        try:
+            return await self.settings.relay.trusts(address)
+        except TableFailure as exc:
+            log.warning(f"mynetworks lookup of {address}: {exc}")
+            return None
 
 
 async def refuse_smtp(stream: trio.abc.Stream, active: int) -> None:

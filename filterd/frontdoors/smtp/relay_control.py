@@ -6,6 +6,12 @@ Postfix in front, which did its own relay control) or one that authenticated may
 domain; any other client only to ``relay_domains``, else its RCPT gets Postfix's
 ``554 5.7.1 <rcpt>: Relay access denied``. With ``open_relay = true`` everyone may relay.
 
+``mynetworks`` may name lookup tables too, as Postfix's does (``cidr:/etc/postfix/
+mynetworks.cidr``): a client is in it when a table finds its address (``192.0.2.7``, an IPv6
+address in its compressed form), whatever the value. A table that cannot answer leaves the
+question open: a recipient outside relay_domains then gets ``451 4.3.0 <rcpt>: Temporary
+lookup failure``, never the 554.
+
 Matching as Postfix's: ``example.org`` in relay_domains is example.org and every subdomain (the
 parent_domain_matches_subdomains default), ``.example.org`` only the subdomains; a recipient
 with sender-specified routing (``@``, ``%`` or ``!`` in its local part) matches nothing
@@ -20,21 +26,26 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
 
 from filterd.config.schema import ListenConfig
+from filterd.config.types import TableRef
 from filterd.model import replies
 from filterd.model.reply import Reply
+from filterd.sdk.tables import Table, TableSettings, open_table
 
 __all__ = [
     "ClientList",
     "DomainList",
+    "IPAddress",
     "Networks",
     "RelayControl",
+    "client_list",
     "relay_denied",
+    "relay_undecided",
     "startup_problem",
 ]
 
@@ -42,19 +53,45 @@ IPAddress = IPv4Address | IPv6Address
 
 
 class ClientList(Protocol):
-    """Clients that may relay: a list of networks today (a lookup table can be another)."""
+    """Clients that may relay."""
 
-    def __contains__(self, address: IPAddress) -> bool: ...
+    async def contains(self, address: IPAddress) -> bool:
+        """Whether ``address`` is listed; raises TableFailure when a table cannot answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Networks:
-    """``mynetworks`` as a list of networks."""
+    """``mynetworks``: networks, and lookup tables of client addresses (asked only when no
+    network holds the address)."""
 
     networks: tuple[IPv4Network | IPv6Network, ...]
+    tables: tuple[Table, ...] = ()
 
-    def __contains__(self, address: IPAddress) -> bool:
-        return any(address in network for network in self.networks)
+    async def contains(self, address: IPAddress) -> bool:
+        if any(address in network for network in self.networks):
+            return True
+        key = str(address)  # dotted quad, or IPv6 compressed: what Postfix looks up
+        for table in self.tables:
+            if await table.lookup(key) is not None:
+                return True
+        return False
+
+    async def aclose(self) -> None:
+        for table in self.tables:
+            await table.aclose()
+
+
+TableOpener = Callable[[str, TableSettings | None], Table]
+
+
+def client_list(
+    patterns: Iterable[IPv4Network | IPv6Network | TableRef], opener: TableOpener = open_table
+) -> Networks:
+    """``mynetworks`` as written: its tables opened now (TableError naming what is wrong)."""
+    networks = tuple(p for p in patterns if not isinstance(p, TableRef))
+    tables = tuple(opener(p.spec, None) for p in patterns if isinstance(p, TableRef))
+    return Networks(networks, tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +129,11 @@ def relay_denied(rcpt: str) -> Reply:
     return replies.RELAY_DENIED.with_text(f"<{rcpt}>: {replies.RELAY_DENIED.text}")
 
 
+def relay_undecided(rcpt: str) -> Reply:
+    """Postfix's answer when a mynetworks table could not be asked: try again later."""
+    return Reply(451, "4.3.0", f"<{rcpt}>: Temporary lookup failure")
+
+
 @dataclass(frozen=True, slots=True)
 class RelayControl:
     """One listener's relay control, made once from its settings."""
@@ -101,14 +143,15 @@ class RelayControl:
     relay_domains: DomainList
 
     @classmethod
-    def from_config(cls, listen: ListenConfig) -> RelayControl:
+    def from_config(cls, listen: ListenConfig, opener: TableOpener = open_table) -> RelayControl:
+        """Raises TableError when a table of ``mynetworks`` cannot be opened."""
         domains = DomainList.of(listen.relay_domains)
-        return cls(listen.open_relay, Networks(listen.mynetworks), domains)
+        return cls(listen.open_relay, client_list(listen.mynetworks, opener), domains)
 
-    def trusts(self, address: IPAddress | None) -> bool:
+    async def trusts(self, address: IPAddress | None) -> bool:
         """Whether a client at ``address`` may send to any domain (``None``: a unix-socket
-        client, on this machine)."""
-        return self.open_relay or address is None or address in self.mynetworks
+        client, on this machine). Raises TableFailure when a mynetworks table cannot answer."""
+        return self.open_relay or address is None or await self.mynetworks.contains(address)
 
     def refusal(self, rcpt: str) -> Reply | None:
         """For a client that may not relay: ``None`` when ``rcpt`` is in relay_domains,

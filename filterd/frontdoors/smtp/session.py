@@ -26,7 +26,7 @@ from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.frontdoors.smtp.auth import MECHANISMS, SmtpAuth
 from filterd.frontdoors.smtp.dovecot_auth import DovecotAuth
-from filterd.frontdoors.smtp.relay_control import RelayControl
+from filterd.frontdoors.smtp.relay_control import RelayControl, relay_undecided
 from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
 from filterd.maillog.lines import client_line
 from filterd.model import metrics, replies
@@ -138,7 +138,7 @@ class SmtpSession:
         shutdown: Shutdown,
         *,
         xforward_allowed: bool,
-        relay_allowed: bool,
+        relay_allowed: bool | None,
     ) -> None:
         self.stream: trio.abc.Stream = stream
         self.io = SocketIO(stream)
@@ -161,7 +161,8 @@ class SmtpSession:
         self._xforward: Xforwarded | None = None
         self._data_deadline = 0.0
         self._session_disposition: Disposition | None = None
-        self._may_relay = relay_allowed  # mynetworks (or open_relay); an AUTH can add it
+        # mynetworks (or open_relay); an AUTH can add it; None: a mynetworks table failed
+        self._may_relay = relay_allowed
         self.auth: SmtpAuth | None = None
         if settings.dovecot is not None:
             self.auth = SmtpAuth(settings.dovecot, settings.limits, session.peer, _local_ip(stream))
@@ -390,6 +391,8 @@ class SmtpSession:
         rcpt = Recipient(event.address, event.params)
         if not self._may_relay:
             denied = self.settings.relay.refusal(rcpt.address)
+            if denied is not None and self._may_relay is None:
+                denied = relay_undecided(rcpt.address)
             if denied is not None:
                 rcpt.reply = denied
                 current.t.recipients.append(rcpt)

@@ -6,6 +6,7 @@ asynchronously. See docs/plugins.md, "Lookup tables".
 from filterd.sdk.tables.base import Table, TableError, TableFailure, TableSettings
 from filterd.sdk.tables.names import TableName, parse_table_name
 from filterd.sdk.tables.registry import SUPPORTED_TYPES, open_table
+from filterd.sdk.tables.spec import TableSpec, parse_table_spec
 
 __all__ = [
     "SUPPORTED_TYPES",
@@ -14,6 +15,8 @@ __all__ = [
     "TableFailure",
     "TableName",
     "TableSettings",
+    "TableSpec",
     "open_table",
     "parse_table_name",
+    "parse_table_spec",
 ]

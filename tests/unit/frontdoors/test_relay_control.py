@@ -88,10 +88,10 @@ def test_no_relay_domains_refuses_everything() -> None:
         ({"open_relay": True}, IPv4Address("203.0.113.9"), True),
     ],
 )
-def test_who_may_relay(
+async def test_who_may_relay(
     settings: dict[str, object], address: IPv4Address | IPv6Address | None, trusted: bool
 ) -> None:
-    assert RelayControl.from_config(listener(**settings)).trusts(address) is trusted
+    assert await RelayControl.from_config(listener(**settings)).trusts(address) is trusted
 
 
 # --- settings -----------------------------------------------------------------------------------
