@@ -15,7 +15,9 @@ set -euo pipefail
 # postfix-{mysql,pgsql,sqlite,lmdb,cdb}: postmap -q, the reference of the lookup-table tests;
 # mariadb-server, postgresql: the real database servers those tests start (private, temporary);
 # libdb5.3-dev: builds the berkeleydb binding (hash: and btree: tables).
-PKGS="postfix postfix-pcre postfix-mysql postfix-pgsql postfix-sqlite postfix-lmdb postfix-cdb mariadb-server postgresql libdb5.3-dev swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core python3"
+# postgrey, postfwd: the references of the policy plugins' differential tests and benchmarks;
+# redis-server: the shared state store those tests start (private, temporary).
+PKGS="postgrey postfwd redis-server postfix postfix-pcre postfix-mysql postfix-pgsql postfix-sqlite postfix-lmdb postfix-cdb mariadb-server postgresql libdb5.3-dev swaks python3-venv libmilter-dev miltertest procps spamassassin spamc spamd razor pyzor python3-gdbm postfix-policyd-spf-python util-linux pflogsumm systemd dovecot-core python3"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
