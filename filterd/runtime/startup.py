@@ -65,7 +65,8 @@ def _check_files(config: Config) -> None:
     takes_mail = any(listen.protocol in ("smtp", "lmtp") for listen in config.listen)
     spools = any(listen.protocol != "policy" for listen in config.listen)
     if takes_mail and isinstance(config.delivery, MaildirDelivery):
-        writable_directory(config.delivery.root, "the Maildir root", "delivery.root", mode=PRIVATE)
+        delivery = config.delivery
+        writable_directory(delivery.base, "the Maildir root", delivery.base_key, mode=PRIVATE)
     if takes_mail and "quarantine" in config.model_fields_set:
         # Only when configured: the default (relative to the working directory) is written
         # only if a plugin quarantines, and a failure then is a 4xx, not lost mail.
