@@ -36,6 +36,7 @@ __all__ = [
     "NoMaps",
     "directory_name",
     "lookup_failure",
+    "maps_problem",
     "open_resolver",
     "relay_denied",
     "split_extension",
@@ -114,7 +115,7 @@ def split_extension(local: str, delimiters: str) -> tuple[str, str | None]:
     return local, None
 
 
-_ATEXT = r"a-z0-9!#$%&'*+=?^_`{|}~-"
+_ATEXT = r"a-z0-9!#$%&'*+=?^_`{|}~\-"
 _ASCII_LOCAL = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _UTF8_LOCAL = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(?:\.[{_ATEXT}\u0080-\U0010ffff]+)*")
 _DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
@@ -173,20 +174,29 @@ class NoMaps:
         return None
 
 
-def open_resolver(config: MaildirDelivery) -> MailboxResolver:
-    """The resolver the configuration asks for. Raises ``MapsUnavailable`` for lookup tables:
-    their resolver (virtual(8)'s search order over filterd.sdk.tables) is not part of this
-    version; it is what this function will return for them."""
+def maps_problem(config: MaildirDelivery) -> str | None:
+    """Why the configuration's lookup tables cannot be used (a bad table name, or maps at
+    all: their resolver, virtual(8)'s search order over filterd.sdk.tables, is not part of
+    this version), or None without maps. Checked before serving."""
     if not config.maps:
-        return NoMaps(config)
+        return None
     for key, tables in config.maps.items():
         for index, name in enumerate(tables):
             try:
                 parse_table_name(name)
             except TableError as exc:
-                raise MapsUnavailable(f"delivery.{key}[{index}]: {exc}") from None
+                return f"delivery.{key}[{index}]: {exc}"
     keys = ", ".join(f"delivery.{key}" for key in config.maps)
-    raise MapsUnavailable(
+    return (
         f"{keys}: the Maildir delivery cannot look mailboxes up in tables yet (fix: remove "
         f"{keys}; without maps every user of mailbox_domains has mailbox_base/domain/user/)"
     )
+
+
+def open_resolver(config: MaildirDelivery) -> MailboxResolver:
+    """The resolver the configuration asks for (the seam where the maps resolver goes).
+    Raises ``MapsUnavailable`` with ``maps_problem``'s reason."""
+    problem = maps_problem(config)
+    if problem is not None:
+        raise MapsUnavailable(problem)
+    return NoMaps(config)
