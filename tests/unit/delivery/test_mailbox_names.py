@@ -39,7 +39,8 @@ from filterd.delivery.mailboxes import (
 def test_directory_names_are_safe_and_reversible(local: str, name: str) -> None:
     assert directory_name(local, smtputf8=True) == name
     assert user_of_directory(name) == local.casefold()
-    assert "/" not in name and not name.startswith(".")
+    assert "/" not in name
+    assert not name.startswith(".")
 
 
 @pytest.mark.parametrize("local", ["..", ".hidden", "a..b", "a/b", "a b", "", "trail."])
@@ -89,7 +90,9 @@ async def test_every_user_of_the_listed_domains_has_a_maildir(tmp_path: Path) ->
         mailbox_base=tmp_path, mailbox_domains=("example.org",), recipient_delimiter="+"
     )
     found = await resolve(config, "Cactus+Lists@Example.org")
-    assert found == [Mailbox("Cactus+Lists@Example.org", tmp_path / "example.org" / "cactus", "Lists")]
+    assert found == [
+        Mailbox("Cactus+Lists@Example.org", tmp_path / "example.org" / "cactus", "Lists")
+    ]
     refused = await resolve(config, "cactus@example.net")
     assert str(refused) == "554 5.7.1 <cactus@example.net>: Relay access denied"
     assert await resolve(config, "../x@example.org") == BAD_MAILBOX
@@ -98,7 +101,8 @@ async def test_every_user_of_the_listed_domains_has_a_maildir(tmp_path: Path) ->
 
 async def test_no_domains_listed_means_every_domain(tmp_path: Path) -> None:
     found = await resolve(MaildirDelivery(mailbox_base=tmp_path), "u@anything.example")
-    assert isinstance(found, list) and found[0].maildir == tmp_path / "anything.example" / "u"
+    assert isinstance(found, list)
+    assert found[0].maildir == tmp_path / "anything.example" / "u"
 
 
 async def test_utf8_local_part_with_smtputf8(tmp_path: Path) -> None:
@@ -126,4 +130,5 @@ def test_maps_are_refused_before_serving_naming_the_keys(tmp_path: Path) -> None
 def test_a_bad_table_name_is_named_with_its_key(tmp_path: Path) -> None:
     config = MaildirDelivery(mailbox_base=tmp_path, gid_maps=("static:1", "a b:c"))
     problem = maps_problem(config)
-    assert problem is not None and problem.startswith("delivery.gid_maps[1]: table a b:c:")
+    assert problem is not None
+    assert problem.startswith("delivery.gid_maps[1]: table a b:c:")

@@ -16,8 +16,8 @@ from filterd.delivery.maildir import Maildir
 from filterd.delivery.maildir_files import HOSTNAME, lf_line_ends
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.findings import MESSAGE_FINDINGS, Finding
-from filterd.model.reply import Reply
 from filterd.model.replies import RCPT_OK
+from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 
 MESSAGE = b"Subject: s\r\nX-Spam-Flag: YES\r\n\r\nbody\r\n"
@@ -158,7 +158,8 @@ async def test_filing_rules(
     assert len(files(target / "new")) == 1
     if folder is not None:
         assert files(box / "new") == []
-        assert (target / "tmp").is_dir() and (target / "cur").is_dir()
+        assert (target / "tmp").is_dir()
+        assert (target / "cur").is_dir()
         assert (target / "maildirfolder").is_file()
 
 
@@ -171,12 +172,11 @@ async def test_the_first_matching_rule_wins(tmp_path: Path) -> None:
 
 
 async def test_extension_goes_to_its_folder_only_when_that_exists(tmp_path: Path) -> None:
-    config = MaildirDelivery(
-        mailbox_base=tmp_path, recipient_delimiter="+", extension_folders=True
-    )
+    config = MaildirDelivery(mailbox_base=tmp_path, recipient_delimiter="+", extension_folders=True)
     box = tmp_path / "example.org" / "u"
     await deliver(config, transaction("u+lists@example.org"))
-    assert len(files(box / "new")) == 1 and not (box / ".lists").exists()
+    assert len(files(box / "new")) == 1
+    assert not (box / ".lists").exists()
     (box / ".lists").mkdir()
     await deliver(config, transaction("u+lists@example.org"))
     assert len(files(box / ".lists" / "new")) == 1
