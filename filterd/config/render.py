@@ -210,12 +210,28 @@ def _table(
     values = {} if instance is None else instance.model_dump(mode="json", exclude_none=True)
     out.append(f"{off}{header}")
     tables: list[tuple[str, FieldInfo]] = []
+    arrays: list[tuple[str, FieldInfo, type[BaseModel]]] = []
     for name, info in model.model_fields.items():
         if info.annotation == dict[str, object]:  # a table of its own: [chain.config]
             tables.append((name, info))
             continue
+        if typing.get_origin(unwrap_annotation(info.annotation)) is tuple and (
+            items := _models(info.annotation)
+        ):  # an array of tables: [[delivery.filing]]
+            arrays.append((name, info, items[0]))
+            continue
         value = values[name] if name in values else _example(info)
         _setting(out, name, info, value, shown=instance is not None and name in values)
+    for name, info, item_model in arrays:
+        out.append("")
+        out.extend(_comment(info.description or ""))
+        out.append(f"# {describe_default(info)}")
+        header_of_item = f"[[{header.strip('[]')}.{name}]]"
+        written_items = () if instance is None else getattr(instance, name)
+        for item in written_items:
+            _table(out, header_of_item, item_model, item)
+        if not written_items:
+            _table(out, header_of_item, item_model, None)
     for name, info in tables:
         written = values.get(name, {})
         assert isinstance(written, dict)

@@ -20,9 +20,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -46,6 +48,7 @@ __all__ = [
     "Config",
     "ControlConfig",
     "DeliveryConfig",
+    "FilingRule",
     "LimitsConfig",
     "ListenConfig",
     "LogConfig",
@@ -56,6 +59,7 @@ __all__ = [
     "RelayDelivery",
     "RunConfig",
     "cpu_count",
+    "is_maildir_folder",
     "rule_error",
 ]
 
@@ -504,25 +508,250 @@ class RelayDelivery(_Section):
         return _existing_file(value, "CA file")
 
 
-class MaildirDelivery(_Section):
-    """``[delivery] method = "maildir"``: write accepted mail to Maildirs (tests, local use)."""
-
-    method: Literal["maildir"] = Field(default="maildir", description='Delivery method: "maildir".')
-    root: Path = Field(
-        default=Path("./var/mail"),
-        description="Mail for user@domain goes to root/domain/user/{tmp,new,cur}; a relative "
-        "root is relative to the directory filterd starts in.",
-        examples=["/var/lib/filterd/mail"],
+def _table_name(value: object) -> str:
+    """A table's name as written; filterd.sdk.tables parses it when the delivery opens it
+    (the configuration is below the SDK and cannot)."""
+    if isinstance(value, str) and ":" in value.strip(":"):
+        return value
+    raise rule_error(
+        (),
+        f"expected a lookup table as type:name, got {show_value(value)}",
+        'write a table name such as "mysql:/etc/postfix/mysql-virtual-mailbox.cf"',
     )
 
-    @field_validator("root")
+
+TableSpec = Annotated[str, PlainValidator(_table_name), WithJsonSchema({"type": "string"})]
+"""A Postfix lookup table, ``type:name`` (``filterd.sdk.tables``)."""
+
+_MAILDIR_FOLDER = re.compile(r"\.[^./\x00-\x1f\x7f][^/\x00-\x1f\x7f]*")
+
+
+def is_maildir_folder(name: str) -> bool:
+    """A Maildir++ folder name: a dot, then a name without slash, control character, empty
+    part or final dot (``.Junk``, ``.Lists.filterd``)."""
+    return bool(_MAILDIR_FOLDER.fullmatch(name)) and ".." not in name and not name.endswith(".")
+
+
+class FilingRule(_Section):
+    """``[[delivery.filing]]``: one rule that files a message into a Maildir++ folder."""
+
+    header: str | None = Field(
+        default=None,
+        description='A header of the message as delivered: "Name: value" matches a header of '
+        "that name whose value is that text (case and surrounding white space ignored), "
+        '"Name" alone any header of that name.',
+        examples=["X-Spam-Flag: YES"],
+    )
+    finding: str | None = Field(
+        default=None,
+        description="A finding of the plugin chain by name (the spamassassin plugin reports "
+        '"spamassassin" with the spam score); matches when the message has it, and its score '
+        "is at least score when that is set.",
+        examples=["spamassassin"],
+    )
+    score: float | None = Field(
+        default=None,
+        description="With finding: the least score of the finding that matches.",
+        examples=[5.0],
+    )
+    folder: str = Field(
+        description='The Maildir++ folder the message goes to, such as ".Junk"; created with '
+        "tmp, new and cur when it does not exist.",
+        examples=[".Junk"],
+    )
+
+    @field_validator("folder")
     @classmethod
-    def _root_not_a_file(cls, value: Path) -> Path:
-        if value.exists() and not value.is_dir():
+    def _folder(cls, value: str) -> str:
+        if not is_maildir_folder(value):
+            raise rule_error(
+                (),
+                f"{show_value(value)} is not a Maildir++ folder name",
+                'write a dot and a name, such as ".Junk" (subfolders: ".Lists.filterd")',
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> FilingRule:
+        if (self.header is None) == (self.finding is None):
+            raise rule_error(
+                ("header",),
+                "a filing rule needs exactly one of header and finding",
+                'write header = "X-Spam-Flag: YES", or finding = "spamassassin" with score = 5.0',
+            )
+        if self.score is not None and self.finding is None:
+            raise rule_error(
+                ("score",),
+                "score is the least score of a finding, and this rule has none",
+                'add finding = "spamassassin" (the plugin whose score counts), or remove score',
+            )
+        if self.header is not None and not _HEADER_NAME.fullmatch(self.header.partition(":")[0]):
+            raise rule_error(
+                ("header",),
+                f"{show_value(self.header)} does not start with a header name",
+                'write "Name: value" or "Name", such as "X-Spam-Flag: YES"',
+            )
+        return self
+
+
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+
+
+class MaildirDelivery(_Section):
+    """``[delivery] method = "maildir"``: deliver accepted mail into Maildirs as Postfix's
+    virtual(8) does (its settings, without the virtual_ prefix)."""
+
+    method: Literal["maildir"] = Field(default="maildir", description='Delivery method: "maildir".')
+    mailbox_base: Path = Field(
+        default=Path("./var/mail"),
+        description="virtual_mailbox_base: the directory every Maildir is under. Without "
+        "mailbox_maps, mail for user@domain goes to mailbox_base/domain/user/ (tmp, new, cur); "
+        "a local part in UTF-8 (SMTPUTF8) is stored under a reversible ASCII name: every byte "
+        'of its UTF-8 form that is not ASCII, and every "%", as %XX (upper-case hex), so '
+        '"ünï" is "%C3%BCn%C3%AF"; a domain in UTF-8 under its IDNA (xn--) form. A relative '
+        "path is relative to the directory filterd starts in.",
+        examples=["/var/mail/vhosts"],
+    )
+    root: Path | None = Field(
+        default=None,
+        description="Deprecated: the former name of mailbox_base (write one of them).",
+        examples=["/var/lib/filterd/mail"],
+    )
+    mailbox_domains: tuple[HostName, ...] = Field(
+        default=(),
+        description="virtual_mailbox_domains: the domains whose users have Maildirs here; "
+        "mail for other domains is refused at RCPT (554 5.7.1 Relay access denied). Empty: "
+        "every domain.",
+        examples=[["example.org", "example.net"]],
+    )
+    mailbox_maps: tuple[TableSpec, ...] = Field(
+        default=(),
+        description="virtual_mailbox_maps: tables from the recipient address to its mailbox "
+        'path under mailbox_base (a trailing "/" means Maildir). Empty: every user of '
+        "mailbox_domains has a Maildir at mailbox_base/domain/user/.",
+        examples=[["mysql:/etc/postfix/mysql-virtual-mailbox-maps.cf"]],
+    )
+    alias_maps: tuple[TableSpec, ...] = Field(
+        default=(),
+        description="virtual_alias_maps: tables from an address to the addresses it is "
+        "delivered to (one to many, catch-all @domain).",
+        examples=[["mysql:/etc/postfix/mysql-virtual-alias-maps.cf"]],
+    )
+    uid_maps: tuple[TableSpec, ...] = Field(
+        default=(),
+        description="virtual_uid_maps: tables from the recipient to the numeric user id that "
+        "owns its Maildir files (filterd running as root). Empty: filterd's own user.",
+        examples=[["static:5000"]],
+    )
+    gid_maps: tuple[TableSpec, ...] = Field(
+        default=(),
+        description="virtual_gid_maps: as uid_maps, for the numeric group id.",
+        examples=[["static:5000"]],
+    )
+    minimum_uid: Count = Field(
+        default=100,
+        ge=0,
+        description="virtual_minimum_uid: a mapped user id below this is a configuration "
+        "error (mail is deferred, 451 4.3.5), never a file owned by a system account.",
+    )
+    mailbox_limit: ByteSize = Field(
+        default=0,
+        description="virtual_mailbox_limit: the largest Maildir file (the message with the "
+        "header lines delivery adds); more is refused 552 5.2.2 (File too large). 0: no "
+        "limit beyond limits.max_message_size.",
+    )
+    mailbox_quota: ByteSize = Field(
+        default=0,
+        description="Most bytes one mailbox may hold (the files in new and cur of the Maildir "
+        "and its folders); a message that would go over is refused 552 5.2.2 (Disk quota "
+        'exceeded), or 452 4.2.2 with over_quota = "defer". 0: no quota.',
+    )
+    over_quota: Literal["bounce", "defer"] = Field(
+        default="bounce",
+        description="A mailbox over quota: bounce (552 5.2.2, as virtual(8)) or defer (452 "
+        "4.2.2, as with Postfix's soft_bounce: the sender's server retries).",
+    )
+    recipient_delimiter: str = Field(
+        default="",
+        description='recipient_delimiter: characters that start an address extension ("+": '
+        "user+tag@domain goes to user@domain's mailbox). Empty: no extensions.",
+        examples=["+"],
+    )
+    extension_folders: Flag = Field(
+        default=False,
+        description="With recipient_delimiter: user+tag@domain goes into the folder .tag of "
+        "the mailbox when that folder exists (else into the inbox).",
+    )
+    filing: tuple[FilingRule, ...] = Field(
+        default=(),
+        description="Filing rules, in order: the first that matches files the message into "
+        "its folder (e.g. spam into .Junk, as a Sieve script would); none: the inbox.",
+    )
+
+    @field_validator("mailbox_base", "root")
+    @classmethod
+    def _base_not_a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
             raise rule_error(
                 (), f'"{value}" exists and is not a directory', "give a directory for the Maildirs"
             )
         return value
+
+    @field_validator("mailbox_domains")
+    @classmethod
+    def _lower_case(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(domain.lower() for domain in value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _root_or_mailbox_base(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("root") is not None and "mailbox_base" in data:
+            raise rule_error(
+                ("root",),
+                "root and mailbox_base are the same setting (root is its former name)",
+                "remove root and keep mailbox_base",
+            )
+        return data
+
+    @model_serializer(mode="wrap")
+    def _write_one_base(self, write: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """With the deprecated root set, the effective configuration writes root alone."""
+        data: dict[str, object] = write(self)
+        if self.root is not None:
+            data.pop("mailbox_base", None)
+        return data
+
+    @model_validator(mode="after")
+    def _extension_needs_delimiter(self) -> MaildirDelivery:
+        if self.extension_folders and not self.recipient_delimiter:
+            raise rule_error(
+                ("extension_folders",),
+                "extension_folders needs a recipient_delimiter (there is no extension)",
+                'set recipient_delimiter = "+", or remove extension_folders',
+            )
+        return self
+
+    @property
+    def base(self) -> Path:
+        """Where the Maildirs are: mailbox_base, or the deprecated root when that is set."""
+        return self.root if self.root is not None else self.mailbox_base
+
+    @property
+    def base_key(self) -> str:
+        """The name of the setting ``base`` came from, for messages: ``delivery.root`` or
+        ``delivery.mailbox_base``."""
+        return "delivery.root" if self.root is not None else "delivery.mailbox_base"
+
+    @property
+    def maps(self) -> dict[str, tuple[str, ...]]:
+        """The lookup tables that are set, by setting name."""
+        named = {
+            "mailbox_maps": self.mailbox_maps,
+            "alias_maps": self.alias_maps,
+            "uid_maps": self.uid_maps,
+            "gid_maps": self.gid_maps,
+        }
+        return {name: tables for name, tables in named.items() if tables}
 
 
 class ChainEntryConfig(_Section):

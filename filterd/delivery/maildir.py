@@ -1,190 +1,211 @@
-"""Delivery into local Maildirs: ``root/<domain>/<user>/{tmp,new,cur}``.
+"""Delivery into local Maildirs as Postfix's virtual(8) does it (``method = "maildir"``).
 
-The Maildir protocol: write the message into ``tmp/`` under a unique name, fsync it, link it
-into ``new/`` of every recipient, fsync those directories, then remove the ``tmp/`` name. Only
-then is the message acknowledged. Disk full answers 452 4.3.1, any other write error 451 4.3.0.
+At RCPT the recipient is resolved (``filterd.delivery.mailboxes``): an address that names no
+Maildir is refused there. At DATA each mailbox gets its own file (``maildir_files``): the
+header lines mail_copy() adds (``delivery_headers``), the message with LF line ends, fsynced,
+linked into ``new/`` of the inbox or of the folder a filing rule or the address extension
+chooses. 250 only after the fsync. A message that already carries ``Delivered-To:`` for the
+recipient is refused as a mail loop (554 5.4.6, as local(8)); a mailbox over quota or a file
+over mailbox_limit 552 5.2.2; disk full 452 4.3.1; any other write error 451.
 """
 
 from __future__ import annotations
 
 import errno
-import itertools
 import os
-import re
-import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
-from filterd.config.schema import MaildirDelivery
+from filterd.config.schema import MaildirDelivery, is_maildir_folder
+from filterd.delivery.delivery_headers import delivery_header, forwarding_loop, has_delivered_to
+from filterd.delivery.filing import folder_for
+from filterd.delivery.interface import collapse_replies
+from filterd.delivery.mailboxes import (
+    BAD_MAILBOX,
+    CONFIGURATION_ERROR,
+    Mailbox,
+    MailboxResolver,
+    lookup_failure,
+    open_resolver,
+)
+from filterd.delivery.maildir_files import (
+    PRIVATE_DIRECTORY,
+    FileJob,
+    MaildirWriteError,
+    deliver_file,
+    write_to_maildirs,
+)
+from filterd.delivery.maildir_files import fsync_dir as _fsync_dir
+from filterd.delivery.maildir_files import unique_name as unique_name
 from filterd.maillog import MailLog
 from filterd.maillog.lines import delivery_line, envelope_line, timing
 from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
+from filterd.model.findings import MESSAGE_FINDINGS
+from filterd.model.headers import Header, parse_header_section
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
+from filterd.sdk.tables import TableFailure
+
+__all__ = [
+    "BAD_MAILBOX",
+    "DELIVERED",
+    "PRIVATE_DIRECTORY",
+    "Maildir",
+    "MaildirTransaction",
+    "_fsync_dir",
+    "unique_name",
+    "write_to_maildirs",
+]
 
 log = MailLog("maildir")
 
-BAD_MAILBOX = Reply(550, "5.1.3", "Bad destination mailbox address")
 DELIVERED = "Ok: delivered to maildir"
-
-_DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
-_LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
-_counter = itertools.count()
-_HOSTNAME = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+HEAD_LIMIT = 256 * 1024
+"""Bytes of the message read for its header section (loop check, filing rules)."""
 
 
-def mailbox_path(root: Path, address: str) -> Path | None:
-    """The Maildir of ``address``, or None if it cannot name a safe path under ``root``."""
-    local, _, domain = address.lower().rpartition("@")
-    if not _LOCAL_RE.match(local) or not _DOMAIN_RE.match(domain):
-        return None
-    return root / domain / local
-
-
-def unique_name() -> str:
-    """``time.MusecPpidQn.host`` (the Maildir naming convention)."""
-    now = time.time()
-    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOSTNAME}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    mailboxes: list[Path]
-    spool: Spool
-    header: bytes
+def smtputf8(t: Transaction) -> bool:
+    """The client gave MAIL FROM ... SMTPUTF8 (RFC 6531)."""
+    return any(param.upper() == "SMTPUTF8" for param in t.mail_params)
 
 
 class Maildir:
-    """The ``Delivery`` for ``method = "maildir"``."""
+    """The ``Delivery`` for ``method = "maildir"``. ``resolver``: who the recipients are
+    (default: what ``open_resolver`` makes of the configuration)."""
 
-    def __init__(self, config: MaildirDelivery) -> None:
-        self.root = Path(config.root)
+    def __init__(self, config: MaildirDelivery, resolver: MailboxResolver | None = None) -> None:
+        self.config = config
+        self.root = config.base
+        self.resolver = resolver if resolver is not None else open_resolver(config)
         self.limiter = trio.CapacityLimiter(4)
+        self.as_root = os.geteuid() == 0
 
     def open(self) -> MaildirTransaction:
         return MaildirTransaction(self)
 
     async def aclose(self) -> None:
-        return None
+        await self.resolver.aclose()
 
 
 class MaildirTransaction:
     def __init__(self, maildir: Maildir) -> None:
         self.maildir = maildir
+        self.resolved: dict[str, list[Mailbox]] = {}
 
     async def mail(self, t: Transaction) -> Reply:
         return replies.SENDER_OK
 
     async def rcpt(self, t: Transaction, rcpt: Recipient) -> Reply:
-        if mailbox_path(self.maildir.root, rcpt.address) is None:
-            return BAD_MAILBOX
-        return replies.RCPT_OK
+        found = await self._resolve(t, rcpt.address)
+        return found if isinstance(found, Reply) else replies.RCPT_OK
+
+    async def _resolve(self, t: Transaction, address: str) -> list[Mailbox] | Reply:
+        if address in self.resolved:
+            return self.resolved[address]
+        try:
+            found = await self.maildir.resolver.resolve(address, smtputf8=smtputf8(t))
+        except TableFailure as exc:
+            log.warning(f"{t.queue_id}: to=<{address}>: {exc}")
+            return lookup_failure(address)
+        if not isinstance(found, Reply):
+            self.resolved[address] = found
+        return found
 
     async def data(self, t: Transaction, spool: Spool) -> list[Reply]:
         if log.enabled_for_info():
             log.line(envelope_line(t.sender, t.size, len(t.accepted)))
         started = time.monotonic()
-        mailboxes = []
+        headers = await trio.to_thread.run_sync(
+            _header_section, spool, limiter=self.maildir.limiter
+        )
+        findings = t.notes.get(MESSAGE_FINDINGS) or ()
+        folder = folder_for(self.maildir.config.filing, headers, findings)
+        results = []
         for rcpt in t.accepted:
-            path = mailbox_path(self.maildir.root, rcpt.address)
-            assert path is not None, "checked at RCPT"
-            mailboxes.append(path)
-        header = f"Return-Path: <{t.sender}>\r\n".encode("utf-8", "surrogateescape")
-        job = _Job(mailboxes, spool, header)
-        try:
-            names = await trio.to_thread.run_sync(_deliver, job, limiter=self.maildir.limiter)
-        except OSError as exc:
-            reply = (
-                replies.INSUFFICIENT_STORAGE
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else replies.QUEUE_WRITE
-            )
-            log.error(f"maildir write failed: {exc.strerror or exc}")
-            results = [reply] * len(mailboxes)
-        else:
-            results = [Reply(250, "2.0.0", f"{DELIVERED} as {name}") for name in names]
+            found = await self._resolve(t, rcpt.address)
+            if isinstance(found, Reply):
+                results.append(found)
+                continue
+            per = [await self._deliver(t, rcpt, box, spool, headers, folder) for box in found]
+            results.append(collapse_replies(per))
         if log.enabled_for_info():
             times = timing(t.arrived, started, time.monotonic())
             for rcpt, result in zip(t.accepted, results, strict=True):
                 log.line(delivery_line(rcpt.address, "maildir", times, result))
         return results
 
+    async def _deliver(
+        self,
+        t: Transaction,
+        rcpt: Recipient,
+        box: Mailbox,
+        spool: Spool,
+        headers: tuple[Header, ...],
+        folder: str | None,
+    ) -> Reply:
+        config = self.maildir.config
+        if has_delivered_to(headers, box.address):
+            return forwarding_loop(box.address)
+        if (box.uid is not None and box.uid < config.minimum_uid) or (
+            box.gid is not None and box.gid <= 0
+        ):
+            log.warning(f"recipient {box.address}: bad uid/gid {box.uid}/{box.gid}")
+            return CONFIGURATION_ERROR
+        owner = None
+        if self.maildir.as_root and (box.uid is not None or box.gid is not None):
+            owner = (-1 if box.uid is None else box.uid, -1 if box.gid is None else box.gid)
+        target = box.maildir
+        if folder is None and config.extension_folders and box.extension:
+            candidate = f".{box.extension}"
+            if is_maildir_folder(candidate) and (box.maildir / candidate).is_dir():
+                folder = candidate
+        if folder is not None:
+            target = box.maildir / folder
+        job = FileJob(
+            maildir=target,
+            header=delivery_header(t.sender, rcpt.address, box.address),
+            spool=spool,
+            owner=owner,
+            size_limit=config.mailbox_limit,
+            quota=config.mailbox_quota,
+            quota_root=box.maildir,
+            folder_marker=folder is not None,
+        )
+        try:
+            name = await trio.to_thread.run_sync(deliver_file, job, limiter=self.maildir.limiter)
+        except MaildirWriteError as exc:
+            return self._failure(exc, box)
+        return Reply(250, "2.0.0", f"{DELIVERED} as {name}")
+
+    def _failure(self, exc: MaildirWriteError, box: Mailbox) -> Reply:
+        """virtual(8)'s outcome: EDQUOT and EFBIG bounce (5.2.2), the rest is deferred."""
+        text = f"maildir delivery failed: {exc.step}: {exc.strerror}"
+        log.error(f"to=<{box.address}>: maildir delivery failed: {exc.step} {exc.path}: "
+                  f"{exc.strerror}")  # fmt: skip
+        if exc.errno == errno.EACCES:
+            log.warning("perhaps you need to create the maildirs in advance")
+        if exc.errno == errno.EDQUOT and self.maildir.config.over_quota == "defer":
+            return Reply(452, "4.2.2", text)
+        if exc.errno in (errno.EDQUOT, errno.EFBIG):
+            return Reply(552, "5.2.2", text)
+        if exc.errno == errno.ENOSPC:
+            return replies.INSUFFICIENT_STORAGE
+        if exc.errno in (errno.EAGAIN, errno.ESTALE) or exc.step != "error writing message":
+            return Reply(451, "4.2.0", text)
+        return Reply(451, "4.3.0", text)
+
     async def abort(self) -> None:
         return None
 
 
-PRIVATE_DIRECTORY = 0o700
-"""Mode of every directory filterd creates on the way to a Maildir: they hold other people's
-mail (the files are 0600)."""
-
-
-def _ensure_maildir(path: Path) -> None:
-    for sub in ("tmp", "new", "cur"):
-        _private_directories(path / sub)
-
-
-def _private_directories(path: Path) -> None:
-    """``mkdir -p -m 0700``: each missing directory of ``path`` is created 0700 (less the
-    umask); those that exist are left as they are."""
-    if path.is_dir():
-        return
-    missing = [path, *itertools.takewhile(lambda parent: not parent.is_dir(), path.parents)]
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=PRIVATE_DIRECTORY)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_to_maildirs(mailboxes: list[Path], spool: Spool, header: bytes) -> list[str]:
-    """Blocking (run it in a thread): ``header`` + the message into every Maildir, written
-    once into the first one's ``tmp/``, fsynced, linked into every ``new/``. The file names."""
-    return _deliver(_Job(mailboxes, spool, header))
-
-
-def _deliver(job: _Job) -> list[str]:
-    """Runs in a worker thread: write once, fsync, link into every ``new/``."""
-    for box in job.mailboxes:
-        _ensure_maildir(box)
-    name = unique_name()
-    size = len(job.header) + job.spool.total_size
-    tmp = job.mailboxes[0] / "tmp" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb", closefd=True) as out:
-            out.write(job.header)
-            for chunk in job.spool.chunks():
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        names = []
-        for box in job.mailboxes:
-            final = f"{name},S={size}"
-            target = box / "new" / final
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                final = f"{unique_name()},S={size}"
-                target = box / "new" / final
-                os.link(tmp, target)
-            _fsync_dir(box / "new")
-            names.append(final)
-        return names
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+def _header_section(spool: Spool) -> tuple[Header, ...]:
+    """The header section of the message as it will be delivered (edits applied)."""
+    head = b""
+    for chunk in spool.chunks():
+        head += chunk
+        if len(head) >= HEAD_LIMIT:
+            break
+    complete = len(head) >= spool.total_size
+    return parse_header_section(head[:HEAD_LIMIT] if not complete else head, complete).headers

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from filterd.model.notes import NoteKey
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -16,3 +18,8 @@ class Finding:
         score = f"({self.score:g})" if self.score else ""
         detail = f"={self.detail}" if self.detail else ""
         return f"{self.name}{score}{detail}"
+
+
+MESSAGE_FINDINGS = NoteKey[tuple[Finding, ...]]("chain.message_findings")
+"""The findings of the chain's message stage, noted on the transaction by the SMTP/LMTP door
+before delivery (the Maildir stage's filing rules read them)."""

@@ -29,6 +29,7 @@ import trio
 from filterd.config.load import locate_key
 from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
 from filterd.config.types import Endpoint
+from filterd.delivery.mailboxes import maps_problem
 from filterd.errors import FilterdError
 from filterd.frontdoors.smtp.relay_control import client_list, startup_problem
 from filterd.runtime.listeners import open_listener, remove_socket
@@ -67,7 +68,10 @@ def _check_files(config: Config) -> None:
     takes_mail = any(listen.protocol in ("smtp", "lmtp") for listen in config.listen)
     spools = any(listen.protocol != "policy" for listen in config.listen)
     if takes_mail and isinstance(config.delivery, MaildirDelivery):
-        writable_directory(config.delivery.root, "the Maildir root", "delivery.root", mode=PRIVATE)
+        delivery = config.delivery
+        writable_directory(delivery.base, "the Maildir root", delivery.base_key, mode=PRIVATE)
+        if (maps := maps_problem(delivery)) is not None:
+            raise StartupError(maps)
     if takes_mail and "quarantine" in config.model_fields_set:
         # Only when configured: the default (relative to the working directory) is written
         # only if a plugin quarantines, and a failure then is a 4xx, not lost mail.

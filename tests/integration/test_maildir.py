@@ -38,10 +38,18 @@ async def test_one_file_per_recipient_in_new_nothing_left_in_tmp(tmp_path: Path)
     first = list((root / "virtualdomain.tld" / "cactus" / "new").iterdir())
     second = list((root / "example.org" / "other" / "new").iterdir())
     assert len(first) == len(second) == 1
-    content = first[0].read_bytes()
-    assert content == second[0].read_bytes()
-    assert content.startswith(b"Return-Path: <alice@example.com>\r\nReceived: from client.example")
-    assert content.endswith(b"Subject: s\r\n\r\nb\r\n")
+    content, other = first[0].read_bytes(), second[0].read_bytes()
+    # virtual(8): one file per recipient, its own delivery lines on top, LF line ends
+    assert content.startswith(
+        b"Return-Path: <alice@example.com>\nX-Original-To: Cactus@VirtualDomain.TLD\n"
+        b"Delivered-To: Cactus@VirtualDomain.TLD\nReceived: from client.example"
+    )
+    assert other.startswith(
+        b"Return-Path: <alice@example.com>\nX-Original-To: other@example.org\n"
+        b"Delivered-To: other@example.org\nReceived: from client.example"
+    )
+    assert content.split(b"\n", 3)[3] == other.split(b"\n", 3)[3]
+    assert content.endswith(b"Subject: s\n\nb\n")
     assert list((root / "virtualdomain.tld" / "cactus" / "tmp").iterdir()) == []
     assert (root / "example.org" / "other" / "cur").is_dir()
 

@@ -101,7 +101,10 @@ def test_release_into_the_configured_maildir(
     )
     assert main(["quarantine", "-c", str(config), "release", "1.M1P1Q1.old"]) == 0
     (delivered,) = (mail / "example.org" / "bob" / "new").iterdir()
-    assert delivered.read_bytes() == b"Return-Path: <alice@example.com>\r\n" + MESSAGE
+    assert delivered.read_bytes() == (  # as virtual(8) writes it: its lines, LF line ends
+        b"Return-Path: <alice@example.com>\nX-Original-To: bob@example.org\n"
+        b"Delivered-To: bob@example.org\n" + MESSAGE.replace(b"\r\n", b"\n")
+    )
     assert not (tmp_path / "q" / "new" / "1.M1P1Q1.old,S=9").exists()
     captured = capsys.readouterr()
     assert "1.M1P1Q1.old: released" in captured.out

@@ -33,6 +33,7 @@ from filterd.model import metrics, replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
 from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
+from filterd.model.findings import MESSAGE_FINDINGS
 from filterd.model.message import MessageView
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
@@ -457,6 +458,7 @@ class SmtpSession:
             )
         view = MessageView(spool)
         outcome = await self.chain.message(t, view)
+        t.notes.set(MESSAGE_FINDINGS, outcome.findings)
         edits = [*current.edits, *outcome.edits]
         verdict = final_verdict(outcome.verdict, current.disposition)
         if is_refusal(verdict):

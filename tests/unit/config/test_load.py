@@ -61,7 +61,7 @@ def test_embedded_default_loads() -> None:
     assert listener.address == Endpoint("tcp", host="127.0.0.1", port=10025)
     assert listener.protocol == "smtp"
     assert not listener.tls_enabled
-    assert config.delivery == MaildirDelivery(root=Path("./var/mail"))
+    assert config.delivery == MaildirDelivery(mailbox_base=Path("./var/mail"))
     assert config.limits == LimitsConfig()
     assert config.log.level == "info"
 
@@ -244,7 +244,11 @@ def test_unknown_key_in_maildir_delivery_lists_its_own_keys(tmp_path: Path) -> N
     _, error = only_problem(tmp_path, MINIMAL + 'next_hop = "127.0.0.1:10026"\n')
     assert error.key == "delivery.next_hop"
     assert error.line == 6
-    assert error.hint == "valid keys here: method, root"
+    assert error.hint == (
+        "valid keys here: method, mailbox_base, root, mailbox_domains, mailbox_maps, alias_maps, "
+        "uid_maps, gid_maps, minimum_uid, mailbox_limit, mailbox_quota, over_quota, "
+        "recipient_delimiter, extension_folders, filing"
+    )
 
 
 def test_bad_duration_names_line_and_shows_an_example(tmp_path: Path) -> None:

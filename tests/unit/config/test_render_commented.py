@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from filterd.chain.registry import load_plugin_class
 from filterd.cli.main import main
 from filterd.config import schema
 from filterd.config.load import load_config, parse_config
-from filterd.config.render import WIDTH, render_commented
+from filterd.config.render import WIDTH, _models, render_commented
 from filterd.config.schema import Config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,6 +126,8 @@ def test_every_setting_is_shown_with_its_description_and_default() -> None:
             setting = rf"\n# {default}[^\n]*\n#?{name} ="
             if info.annotation == dict[str, object]:
                 setting = r"\n#\[chain\.config\]\n"  # a table of its own
+            if typing.get_origin(info.annotation) is tuple and _models(info.annotation):
+                setting = rf"\n# {default}[^\n]*\n#?\[\[\w+\.{name}\]\]\n"  # an array of tables
             pattern = re.escape("\n".join(f"# {line}" for line in description)) + setting
             assert re.search(pattern, text), f"{model.__name__}.{name}"
     for table in ("[log]", "[[listen]]", "[limits]", "#[delivery]", "#[[chain]]", "[quarantine]"):
