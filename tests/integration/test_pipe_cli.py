@@ -68,8 +68,8 @@ def test_accepted_goes_to_the_next_stage_with_the_chain_edits(tmp_path: Path) ->
     assert done.stdout == ""
     for rcpt in ("b@example.org", "c@example.org"):
         (copy,) = _delivered(tmp_path, rcpt)
-        assert b"X-Example-Tag: tagged\r\n" in copy
-        assert copy.endswith(b"\r\n\r\nHello.\r\n")
+        assert b"X-Example-Tag: tagged\n" in copy
+        assert copy.endswith(b"\n\nHello.\n")
     assert "from=<a@example.net>, size=" in done.stderr
 
 
