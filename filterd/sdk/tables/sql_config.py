@@ -182,10 +182,8 @@ def _expand(
     parts: list[str] = []
     if flags.nparts:
         source = kdomain if key is not None else vdomain
-        parts = (source or "").split(".")
+        parts = [label for label in (source or "").split(".") if label]  # as argv_split()
         if len(parts) < flags.nparts:
-            return None
-        if any(parts[len(parts) - i - 1] == "" for i in range(flags.nparts)):
             return None
 
     def q(text: str) -> str:

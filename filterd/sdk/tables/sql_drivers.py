@@ -125,6 +125,7 @@ class MysqlDriver:
             "read_timeout": max(timeout, 0.001),
             "write_timeout": max(timeout, 0.001),
             "autocommit": True,
+            "conv": {},  # every value as the server's text, as libmysqlclient returns it
         }
         if c.option_file:
             kwargs["read_default_file"] = c.option_file
@@ -141,7 +142,8 @@ class MysqlDriver:
             raise ConnectFailed(f"connect to mysql server {host.text}: {exc}") from None
 
     def quote(self, conn: Any, text: str) -> str:
-        return str(conn.escape_string(text))
+        # escape() quotes as the server's sql_mode asks (NO_BACKSLASH_ESCAPES: '' only)
+        return str(conn.escape(text))[1:-1]
 
     def execute(self, conn: Any, sql: str) -> list[str | None]:
         import pymysql  # noqa: PLC0415
