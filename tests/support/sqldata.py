@@ -72,8 +72,7 @@ CF_VARIANTS: dict[str, str] = {
         "query = SELECT goto FROM alias WHERE address='%s'\n"
         "result_format = %u at %d for %U/%D/%S\n"
     ),
-    "transport": "query = SELECT transport FROM domains WHERE domain='%s'\n"
-    "result_format = [%s]\n",
+    "transport": "query = SELECT transport FROM domains WHERE domain='%s'\nresult_format = [%s]\n",
     "expansions": "query = SELECT '%u|%d|%1|%2|%3|%%|%S|%U|%D|%s'\n",
     "user_only": "query = SELECT '%u' FROM domains WHERE domain='d1.example.com'\n",
     "parts": "query = SELECT transport FROM domains WHERE domain='%2.%1'\n"
@@ -83,9 +82,7 @@ CF_VARIANTS: dict[str, str] = {
         "domain = d1.example.com, !d2.example.com d2.example.com,\n"
         "  example.org d3.example.com\n"
     ),
-    "expansion_limit": (
-        "query = SELECT goto FROM alias WHERE address='%s'\nexpansion_limit = 4\n"
-    ),
+    "expansion_limit": ("query = SELECT goto FROM alias WHERE address='%s'\nexpansion_limit = 4\n"),
     "legacy": (
         "select_field = maildir\ntable = mailbox\nwhere_field = username\n"
         "additional_conditions = AND active = 1\n"

@@ -132,9 +132,7 @@ class SqlTable(Table):
                 )
         except trio.TooSlowError:
             self._abandon(job)
-            raise TableFailure(
-                self.name, f"no answer within {self.settings.timeout:g} s"
-            ) from None
+            raise TableFailure(self.name, f"no answer within {self.settings.timeout:g} s") from None
         except BaseException:
             self._abandon(job)
             raise

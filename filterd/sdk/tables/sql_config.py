@@ -116,7 +116,9 @@ class Template:
     flags: _Flags = field(compare=False)
 
     @staticmethod
-    def parse(text: str, flags: _Flags, *, query: bool, error: Callable[[str], TableError]) -> Template:
+    def parse(
+        text: str, flags: _Flags, *, query: bool, error: Callable[[str], TableError]
+    ) -> Template:
         i = 0
         while i < len(text):
             if text[i] == "%":
@@ -152,9 +154,7 @@ def _domain_of(text: str) -> str | None:
     return text[at + 1 :] if at >= 0 else None
 
 
-def _expand(
-    template: Template, value: str, key: str | None, quote: Quote | None
-) -> str | None:
+def _expand(template: Template, value: str, key: str | None, quote: Quote | None) -> str | None:
     """db_common_expand(): ``template`` with ``value`` (the key for a query, a column for a
     result); None when the value is skipped (as Postfix skips it)."""
     flags = template.flags
@@ -437,9 +437,7 @@ def parse_sql_config(
     result_text = get("result_format", "%s", 1) or "%s"
 
     def template_error(key: str | None) -> Callable[[str], TableError]:
-        return lambda message: err(
-            message, "use only %%, %s, %u, %d, %S, %U, %D and %1 .. %9", key
-        )
+        return lambda message: err(message, "use only %%, %s, %u, %d, %S, %U, %D and %1 .. %9", key)
 
     query_template = Template.parse(query, flags, query=True, error=template_error(query_key))
     result_template = Template.parse(

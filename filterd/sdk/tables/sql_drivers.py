@@ -171,8 +171,7 @@ class MysqlDriver:
         if first is None:
             if self.config.require_result_set:
                 raise QueryFailed(
-                    f"{name}: query failed: query returned no result set "
-                    "(require_result_set = yes)"
+                    f"{name}: query failed: query returned no result set (require_result_set = yes)"
                 )
             return []
         return first

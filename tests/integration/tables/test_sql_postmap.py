@@ -118,9 +118,7 @@ def test_same_answers_as_postmap(
     assert expected, "the reference found nothing: the data set or the .cf is wrong"
     got = trio.run(_filterd_answers, spec, keys)
     disagreements = {
-        key: (expected.get(key), got.get(key))
-        for key in keys
-        if expected.get(key) != got.get(key)
+        key: (expected.get(key), got.get(key)) for key in keys if expected.get(key) != got.get(key)
     }
     assert disagreements == {}
     assert len(keys) > 2000
