@@ -86,7 +86,8 @@ def _databases(kinds: list[str], workdir: Path, data: MailData) -> Iterator[dict
                 marks = ",".join(["%s"] * len(values[0]))
                 maria.execute(f"INSERT INTO {table} VALUES ({marks})", params=values)
             cfs["mysql"] = (
-                f"hosts = inet:127.0.0.1:{maria.port}\nuser = {USER}\npassword = {PASSWORD}\ndbname = filterd\n"
+                f"hosts = inet:127.0.0.1:{maria.port}\nuser = {USER}\n"
+                f"password = {PASSWORD}\ndbname = filterd\n"
             )
         if "pgsql" in kinds:
             pg = stack.enter_context(running_postgresql())
@@ -95,7 +96,8 @@ def _databases(kinds: list[str], workdir: Path, data: MailData) -> Iterator[dict
                 marks = ",".join(["%s"] * len(values[0]))
                 pg.execute(f"INSERT INTO {table} VALUES ({marks})", params=values)
             cfs["pgsql"] = (
-                f"hosts = 127.0.0.1:{pg.port}\nuser = {USER}\npassword = {PASSWORD}\ndbname = filterd\n"
+                f"hosts = 127.0.0.1:{pg.port}\nuser = {USER}\n"
+                f"password = {PASSWORD}\ndbname = filterd\n"
             )
         yield cfs
 
@@ -194,7 +196,8 @@ def _print(kind: str, row: dict[str, dict[str, float]]) -> None:
     for name, figures in row.items():
         p99 = f", p99 {figures['p99_ms']:.2f} ms" if "p99_ms" in figures else ""
         print(
-            f"  {name:<11} {figures['per_second']:>9.0f} lookups/s ({figures['lookups']:.0f} in {figures['seconds']:.2f} s){p99}"
+            f"  {name:<11} {figures['per_second']:>9.0f} lookups/s "
+            f"({figures['lookups']:.0f} in {figures['seconds']:.2f} s){p99}"
         )
     sys.stdout.flush()
 

@@ -142,7 +142,7 @@ def _answers(server: MariaDB) -> bool:
         return False
     try:
         server.connect(root=True, database=None).close()
-    except Exception:  # noqa: BLE001 - not up yet
+    except Exception:
         return False
     return True
 

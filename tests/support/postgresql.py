@@ -148,7 +148,7 @@ def _answers(server: PostgreSQL) -> bool:
             dbname="postgres",
             connect_timeout=2,
         ).close()
-    except Exception:  # noqa: BLE001 - not up yet
+    except Exception:
         return False
     return True
 

@@ -44,8 +44,9 @@ def generate(seed: int = 15, mailboxes: int = 600) -> MailData:
     alias_rows: list[tuple[str, str | None]] = []
     for i in range(mailboxes // 2):
         source = f"alias{i}@{domains[i % len(domains)]}"
-        for j in range(1 + i % 4):  # 1 to 4 destinations
-            alias_rows.append((source, rng.choice(addresses) if j != 3 else "localonly"))
+        alias_rows.extend(  # 1 to 4 destinations
+            (source, rng.choice(addresses) if j != 3 else "localonly") for j in range(1 + i % 4)
+        )
     alias_rows.append(("@example.org", "catchall@example.org"))
     alias_rows.append(("nullgoto@example.org", None))
     keys: list[str] = []

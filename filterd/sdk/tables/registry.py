@@ -60,7 +60,7 @@ def open_table(spec: str | TableName, settings: TableSettings | None = None) -> 
     settings = settings or TableSettings()
     table = opener(name, settings)
     if settings.cache_ttl > 0 or settings.negative_cache_ttl > 0:
-        from filterd.sdk.tables.cache import CachedTable  # noqa: PLC0415
+        from filterd.sdk.tables.cache import CachedTable
 
         return CachedTable(table)
     return table

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def open_table(name: TableName, settings: TableSettings) -> Table:
         raise TableError(
             table,
             "the obsolete form that reads the parameters from main.cf is not supported",
-            hint=f"move the {name.name}_* parameters into a file and write {name.type}:/path/file.cf",
+            hint=f"move the {name.name}_* parameters into a file, write {name.type}:/path/file.cf",
         )
     try:
         text = Path(name.name).read_text(encoding="utf-8", errors="surrogateescape")
@@ -95,7 +96,7 @@ class SqlTable(Table):
         self._closed = False
         self._domain_tables: dict[str, Table] = {}
         if config.domain is not None and config.domain.tables:
-            from filterd.sdk.tables.registry import open_table as open_any  # noqa: PLC0415
+            from filterd.sdk.tables.registry import open_table as open_any
 
             for spec in config.domain.tables:
                 self._domain_tables[spec] = open_any(spec, settings)
@@ -181,7 +182,7 @@ class SqlTable(Table):
                     raise TableFailure(self.name, "abandoned")
                 job.conn, job.driver = conn, self._driver
             try:
-                sql = self.config.expand_query(key, lambda text: self._driver.quote(conn, text))
+                sql = self.config.expand_query(key, _quoter(self._driver, conn))
                 values = [] if sql is None else self._driver.execute(conn, sql)
             except QueryFailed as exc:
                 self._release(job, host, keep=False)
@@ -261,6 +262,10 @@ class SqlTable(Table):
         """How many connections the pool holds now (for tests and metrics)."""
         with self._lock:
             return sum(len(h.idle) for h in self._hosts)
+
+
+def _quoter(driver: Driver, conn: Any) -> Callable[[str], str]:
+    return lambda text: driver.quote(conn, text)
 
 
 def _valid_utf8(text: str) -> bool:

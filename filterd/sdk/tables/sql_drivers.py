@@ -113,7 +113,7 @@ class MysqlDriver:
         self.config = config
 
     def connect(self, host: SqlHost, timeout: float) -> Any:
-        import pymysql  # noqa: PLC0415 - loaded only for mysql: tables
+        import pymysql
 
         c = self.config
         kwargs: dict[str, Any] = {
@@ -138,7 +138,7 @@ class MysqlDriver:
                 kwargs["port"] = _port(host.port)
         try:
             return pymysql.connect(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - OSError, pymysql errors, bad options
+        except Exception as exc:
             raise ConnectFailed(f"connect to mysql server {host.text}: {exc}") from None
 
     def quote(self, conn: Any, text: str) -> str:
@@ -146,7 +146,7 @@ class MysqlDriver:
         return str(conn.escape(text))[1:-1]
 
     def execute(self, conn: Any, sql: str) -> list[str | None]:
-        import pymysql  # noqa: PLC0415
+        import pymysql
 
         name = f"{self.config.type}:{self.config.file}"
         try:
@@ -179,7 +179,7 @@ class MysqlDriver:
     def close(self, conn: Any) -> None:
         try:
             conn.close()
-        except Exception:  # noqa: BLE001, S110 - closing a broken connection
+        except Exception:
             pass
 
     def interrupt(self, conn: Any) -> None:
@@ -197,7 +197,7 @@ def _mysql_text(value: object) -> str | None:
 def _port(text: str) -> int:
     if text.isdigit():
         return int(text)
-    import socket  # noqa: PLC0415
+    import socket
 
     try:
         return socket.getservbyname(text, "tcp")
@@ -214,8 +214,8 @@ class PgsqlDriver:
         self.config = config
 
     def connect(self, host: SqlHost, timeout: float) -> Any:
-        from psycopg import pq  # noqa: PLC0415 - loaded only for pgsql: tables
-        from psycopg.conninfo import make_conninfo  # noqa: PLC0415
+        from psycopg import pq
+        from psycopg.conninfo import make_conninfo
 
         c = self.config
         seconds = max(int(timeout + 0.999), 2)  # libpq's minimum useful connect_timeout
@@ -236,7 +236,7 @@ class PgsqlDriver:
                     params["password"] = c.password
                 info = make_conninfo(connect_timeout=seconds, **params)
             conn = pq.PGconn.connect(info.encode())
-        except Exception as exc:  # noqa: BLE001 - psycopg.ProgrammingError on bad conninfo
+        except Exception as exc:
             raise ConnectFailed(f"connect to pgsql server {host.text}: {exc}") from None
         if conn.status != pq.ConnStatus.OK:
             message = _text(conn.error_message).strip()
@@ -245,16 +245,16 @@ class PgsqlDriver:
         return conn
 
     def quote(self, conn: Any, text: str) -> str:
-        from psycopg import pq  # noqa: PLC0415
+        from psycopg import pq
 
         try:
             quoted = pq.Escaping(conn).escape_string(text.encode("utf-8", "surrogateescape"))
-        except Exception as exc:  # noqa: BLE001 - psycopg.OperationalError
+        except Exception as exc:
             raise QueryFailed(f"cannot escape input string: {exc}") from None
         return _text(quoted)
 
     def execute(self, conn: Any, sql: str) -> list[str | None]:
-        from psycopg import pq  # noqa: PLC0415
+        from psycopg import pq
 
         result = conn.exec_(sql.encode("utf-8", "surrogateescape"))
         status = result.status
@@ -276,5 +276,5 @@ class PgsqlDriver:
     def interrupt(self, conn: Any) -> None:
         try:
             conn.get_cancel().cancel()
-        except Exception:  # noqa: BLE001, S110 - best effort: the connection is dropped anyway
+        except Exception:
             pass

@@ -38,8 +38,8 @@ def _cf(tmp_path: Path, kind: str, text: str) -> str:
     return f"{kind}:{path}"
 
 
-async def _fails(spec: str, key: str = "a@example.com", timeout: float = 10) -> TableFailure:
-    table = open_table(spec, TableSettings(timeout=timeout))
+async def _fails(spec: str, key: str = "a@example.com") -> TableFailure:
+    table = open_table(spec, TableSettings(timeout=10))
     try:
         with pytest.raises(TableFailure) as caught:
             await table.lookup(key)
@@ -108,7 +108,7 @@ async def test_a_query_slower_than_the_timeout_fails_and_its_connection_is_dropp
     table = open_table(spec, TableSettings(timeout=0.5))
     assert isinstance(table, SqlTable)
     try:
-        with pytest.raises(TableFailure, match="no answer within 0.5 s"):
+        with pytest.raises(TableFailure, match=r"no answer within 0\.5 s"):
             await table.lookup("a@example.com")
         for _ in range(100):  # the abandoned thread ends (interrupted or read timeout)
             if table.idle_connections() == 0 and table._limiter.borrowed_tokens == 0:

@@ -6,7 +6,6 @@ disagreements."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,26 +44,26 @@ def sqlite_connection(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def mysql_connection(mariadb: MariaDB) -> Iterator[str]:  # noqa: F811
+def mysql_connection(mariadb: MariaDB) -> str:  # noqa: F811
     names = [s.split()[2] for s in SCHEMA]
     mariadb.execute(*(f"DROP TABLE IF EXISTS {n}" for n in names), *SCHEMA)
     for table, rows in _rows(DATA).items():
         marks = ",".join(["%s"] * len(rows[0]))
         mariadb.execute(f"INSERT INTO {table} VALUES ({marks})", params=rows)
-    yield (
+    return (
         f"hosts = inet:127.0.0.1:{mariadb.port}\nuser = {USER}\npassword = {PASSWORD}\n"
         "dbname = filterd\n"
     )
 
 
 @pytest.fixture(scope="module")
-def pgsql_connection(postgresql: PostgreSQL) -> Iterator[str]:  # noqa: F811
+def pgsql_connection(postgresql: PostgreSQL) -> str:  # noqa: F811
     names = [s.split()[2] for s in SCHEMA]
     postgresql.execute(*(f"DROP TABLE IF EXISTS {n}" for n in names), *SCHEMA)
     for table, rows in _rows(DATA).items():
         marks = ",".join(["%s"] * len(rows[0]))
         postgresql.execute(f"INSERT INTO {table} VALUES ({marks})", params=rows)
-    yield (
+    return (
         f"hosts = 127.0.0.1:{postgresql.port}\nuser = {USER}\npassword = {PASSWORD}\n"
         "dbname = filterd\n"
     )
