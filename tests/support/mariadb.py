@@ -126,7 +126,7 @@ def _bootstrap(server: MariaDB) -> None:
     try:
         with conn.cursor() as cursor:
             for statement in (
-                f"CREATE DATABASE {DATABASE}",
+                f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4",
                 f"CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'",
                 f"CREATE USER '{USER}'@'localhost' IDENTIFIED BY '{PASSWORD}'",
                 f"GRANT ALL ON {DATABASE}.* TO '{USER}'@'127.0.0.1'",

@@ -33,7 +33,8 @@ def generate(seed: int = 15, mailboxes: int = 600) -> MailData:
     ]
     domain_rows.append(("nulltransport.example", None))
     domain_rows.append(("empty.example", ""))
-    users = [f"user{i}" for i in range(mailboxes)] + ["o'brien", "back\\slash", "pct%s"]
+    users = [f"user{i}" for i in range(mailboxes)]
+    users += ["o'brien", "back\\slash", "pct%s", "müller", "straße"]
     box_rows: list[tuple[str, str | None, int, str]] = []
     addresses: list[str] = []
     for i, user in enumerate(users):
@@ -59,7 +60,10 @@ def generate(seed: int = 15, mailboxes: int = 600) -> MailData:
              "a@b@c.example.com", "x@com", "x@example.com", "x@y.a.b.c.d.example.net",
              "it's@example.org", "back\\slash@d2.example.com", "%s@example.org",
              "x@nulltransport.example", "nulltransport.example", "empty.example",
-             "1.2.3.4", "x@[1.2.3.4]", "UPPER@Example.ORG", "nullgoto@example.org"]  # fmt: skip
+             "1.2.3.4", "x@[1.2.3.4]", "UPPER@Example.ORG", "nullgoto@example.org",
+             "MÜLLER@D9.EXAMPLE.COM", "müller@d9.example.com", "STRASSE@d10.example.com",
+             "Straße@D10.example.com", "straße@d10.example.com",
+             "ΣΊΣΥΦΟΣ@example.org", "x@bücher.example"]  # fmt: skip
     keys = list(dict.fromkeys(keys))  # once each, in order
     return MailData(domain_rows, box_rows, alias_rows, keys)
 

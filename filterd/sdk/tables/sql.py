@@ -117,7 +117,9 @@ class SqlTable(Table):
         if self._closed:
             raise TableFailure(self.name, "the table is closed")
         if self.settings.fold_case:
-            key = key.lower()
+            # Postfix (smtputf8_enable = yes, the default) folds UTF-8 keys with Unicode's
+            # full case folding (ICU): "Straße" is looked up as "strasse"; ASCII as lower().
+            key = key.casefold()
         if self.config.type == "sqlite" and not _valid_utf8(key):
             return None  # Postfix skips non-UTF-8 keys of sqlite: tables
         gate = self.config.domain_gate(key)
