@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # it builds into a fresh virtualenv without the network (pip install --no-index --find-links).
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
+.PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter bench-tables clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -65,7 +65,7 @@ lint: install
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).
 BENCH_ARGS ?=
 
-bench: bench-smtp bench-spamd bench-policy bench-milter
+bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables
 
 bench-smtp: install
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -78,6 +78,9 @@ bench-policy: install
 
 bench-milter: install
 	$(PY) bench/milter_bench.py $(BENCH_ARGS)
+
+bench-tables: install
+	$(PY) bench/tables_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
