@@ -32,6 +32,7 @@ import trio
 
 from filterd.sdk.tables.base import Table, TableError, TableFailure, TableSettings
 from filterd.sdk.tables.names import TableName
+from filterd.sdk.tables.source import fold_key
 from filterd.sdk.tables.sql_config import SqlConfig, SqlHost, parse_sql_config
 from filterd.sdk.tables.sql_drivers import ConnectFailed, Driver, QueryFailed, driver_for
 
@@ -117,9 +118,7 @@ class SqlTable(Table):
         if self._closed:
             raise TableFailure(self.name, "the table is closed")
         if self.settings.fold_case:
-            # Postfix (smtputf8_enable = yes, the default) folds UTF-8 keys with Unicode's
-            # full case folding (ICU): "Straße" is looked up as "strasse"; ASCII as lower().
-            key = key.casefold()
+            key = fold_key(key)
         if self.config.type == "sqlite" and not _valid_utf8(key):
             return None  # Postfix skips non-UTF-8 keys of sqlite: tables
         gate = self.config.domain_gate(key)
