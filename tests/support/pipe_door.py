@@ -11,10 +11,13 @@ pipe(8) refuses to run a command as root, so the command runs as ``nobody``; thi
 Python may sit below /root, where nobody cannot go: ``filterd_command`` writes a small script
 that runs filterd with a Python nobody can run (the system's, with the virtualenv's packages).
 
-Reinjection through sendmail(1) works only as root here: postdrop is set-gid, so for any other
-user it accepts a configuration directory only when the default one (/etc/postfix/main.cf,
-absent on this machine) lists it in alternate_config_directories. So the commands this Postfix
-runs as nobody reinject over SMTP instead, into the reinjection smtpd.
+postdrop, which sendmail(1) runs, is set-gid: for any user but root it accepts a configuration
+directory (MAIL_CONFIG) only when the default one's main.cf (/etc/postfix/main.cf, absent on
+this machine) lists it in alternate_config_directories. So this Postfix runs in a mount
+namespace of its own whose /etc/postfix has such a main.cf (``PostfixInstance``'s
+``sendmail_for_all``), and the commands it runs as nobody can reinject through sendmail(1) as
+on a real mail server; the reinjection smtpd is there too, for a command that hands mail on
+over SMTP.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def postfix_with_pipe(
         base_dir,
         main_cf_extra=main_cf_extra,
         smtpd_options={"content_filter": f"{transport}:dummy"},
+        sendmail_for_all=True,
     )
     instance.build()
     # Written after build(), whose check would call a parameter of a transport that its
