@@ -70,10 +70,14 @@ def filterd_command(directory: Path) -> Path:
     return script
 
 
-def pipe_service(argv: str, *, transport: str = TRANSPORT, flags: str = "Rq") -> str:
-    """The master.cf entry of a pipe(8) transport running ``argv`` as nobody."""
+def pipe_service(
+    argv: str, *, transport: str = TRANSPORT, flags: str = "Rq", maxproc: int | None = None
+) -> str:
+    """The master.cf entry of a pipe(8) transport running ``argv`` as nobody, at most
+    ``maxproc`` at a time (default: Postfix's default_process_limit)."""
+    limit = "-" if maxproc is None else str(maxproc)
     return (
-        f"{transport} unix  -       n       n       -       -       pipe\n"
+        f"{transport} unix  -       n       n       -       {limit:<7} pipe\n"
         f"  flags={flags} user={NOBODY.pw_name} null_sender=\n"
         f"  argv={argv}\n"
     )
@@ -85,10 +89,13 @@ def postfix_with_pipe(
     *,
     transport: str = TRANSPORT,
     main_cf_extra: Mapping[str, str] | None = None,
+    concurrency: int | None = None,
 ) -> PostfixInstance:
     """A built (not started) Postfix whose inbound smtpd filters through a pipe(8) transport
     running ``argv`` (pipe(8)'s macros ``${sender}``, ``${recipient}``... expanded by it). The
-    reinjection smtpd of deploy/postfix's snippet listens on ``instance.reinject_port``."""
+    reinjection smtpd of deploy/postfix's snippet listens on ``instance.reinject_port``.
+    ``concurrency``: that many commands at a time, from the first message on (the transport's
+    maxproc and its destination concurrency, without slow start); default: Postfix's."""
     instance = PostfixInstance(
         base_dir,
         main_cf_extra=main_cf_extra,
@@ -99,8 +106,13 @@ def postfix_with_pipe(
     # Written after build(), whose check would call a parameter of a transport that its
     # master.cf does not have yet unused.
     with (instance.config_dir / "master.cf").open("a") as master_cf:
-        master_cf.write("\n" + pipe_service(argv, transport=transport))
+        master_cf.write("\n" + pipe_service(argv, transport=transport, maxproc=concurrency))
     with (instance.config_dir / "main.cf").open("a") as main_cf:
         main_cf.write(f"{transport}_destination_recipient_limit = 1\n")
+        if concurrency is not None:
+            main_cf.write(
+                f"{transport}_destination_concurrency_limit = {concurrency}\n"
+                f"{transport}_initial_destination_concurrency = {concurrency}\n"
+            )
     instance._backdate_config()  # as build() leaves them: no wait for a settling file
     return instance
