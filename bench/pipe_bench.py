@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     spamd_version = benchinfo.output([SPAMD, "--version"]) or "?"
-    postfix_version = benchinfo.output(["postconf", "-h", "mail_version"]) or "?"
+    postfix_version = benchinfo.output(["postconf", "-d", "-h", "mail_version"]) or "?"
     report = Report(
         machine=benchinfo.machine_info(
             {"spamd": spamd_version.splitlines()[0], "postfix": postfix_version}
