@@ -197,7 +197,7 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
             tables = self._tables
             if tables[CLIENT]:
                 checks.append(self._client(t.session, t))
-            helo = t.session.peer.helo
+            helo = t.client.helo  # XFORWARD's HELO behind a Postfix
             if tables[HELO] and helo:
                 checks.append(self._helo(helo))
             if tables[SENDER]:
