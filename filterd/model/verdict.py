@@ -9,11 +9,27 @@ the end of a message that got one (``final_verdict``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Literal, TypeGuard
 
 from filterd.model.edits import Edit
 from filterd.model.findings import Finding
 from filterd.model.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class DeferIf:
+    """A refusal held back, Postfix's DEFER_IF_PERMIT / DEFER_IF_REJECT (access(5)): ``reply``
+    (4xx) replaces a permit (``when="permit"``: the stage, and for RCPT and end of message
+    every stage before it, ends without a refusal) or a 5xx rejection by a later plugin of the
+    same stage (``when="reject"``). Carried by ``Continue`` and ``Accept``; the chain applies
+    it (filterd.chain.runner)."""
+
+    when: Literal["permit", "reject"]
+    reply: Reply
+
+    def __post_init__(self) -> None:
+        if not self.reply.is_transient:
+            raise ValueError(f"DeferIf needs a 4xx reply, got {self.reply.code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +38,7 @@ class Continue:
 
     edits: tuple[Edit, ...] = ()
     findings: tuple[Finding, ...] = ()
+    defer_if: tuple[DeferIf, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +48,7 @@ class Accept:
     edits: tuple[Edit, ...] = ()
     findings: tuple[Finding, ...] = ()
     final: bool = False
+    defer_if: tuple[DeferIf, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
