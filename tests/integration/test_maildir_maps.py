@@ -1,7 +1,8 @@
 """The Maildir stage with the seed's virtual-mail tables, over SMTP and LMTP, in SQLite and in a
 private MariaDB: unknown users refused at RCPT (550 5.1.1, before DATA), aliases delivered,
 every path under mailbox_base as the mailbox query gives it; MariaDB stopped: 451 4.3.0 at RCPT
-and, for recipients accepted before, a 451 at the end of DATA: nothing accepted and lost."""
+and, for recipients accepted before, a 451 at the end of DATA: nothing accepted and lost. And
+the relay's recipient_maps over the same tables."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.integration.test_relay import running
+from tests.integration.test_relay import relay_config, running
 from tests.support.mariadb import PASSWORD, USER, MariaDB, mariadb, running_mariadb  # noqa: F401
+from tests.support.nexthop import ScriptedNextHop
 from tests.support.session import LineClient
 
 # The seed's layout: domains, users (the mailbox is domain/address/), aliases.
@@ -254,3 +256,23 @@ async def test_mariadb_stopped_is_451_at_rcpt_and_nothing_is_lost(
     assert final == []
     assert delivered(base) == {"test.com/lisi@test.com": 1}  # the first message only
     assert not [p for p in base.rglob("tmp/*")]
+
+
+async def test_relay_recipient_maps_refuse_unknown_recipients_at_rcpt(
+    tables: dict[str, str],
+) -> None:
+    hop = ScriptedNextHop()
+    async with trio.open_nursery() as nursery:
+        hop_port = await nursery.start(hop.serve)
+        relay = relay_config(hop_port) + f'recipient_maps = ["{tables["email2email"]}"]\n'
+        async with running(relay) as port:
+            client = await session(port)
+            answers, final = await transaction(client, ["lisi@test.com", "email@spam.me"])
+        nursery.cancel_scope.cancel()
+    assert answers == [
+        "250 2.1.5 Ok",
+        "550 5.1.1 <email@spam.me>: Recipient address rejected: User unknown in relay "
+        "recipient table",
+    ]
+    assert final == ["250 2.0.0 Ok: queued as NH1"]
+    assert hop.envelopes == [("alice@example.com", ["lisi@test.com"])]

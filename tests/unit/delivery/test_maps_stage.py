@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
+from filterd.config.load import load_config
 from filterd.config.schema import MaildirDelivery, RelayDelivery
 from filterd.delivery.delivery_tables import DeliveryTables, Opener
 from filterd.delivery.known_recipients import RecipientMaps
@@ -17,6 +19,7 @@ from filterd.delivery.maildir import Maildir
 from filterd.delivery.virtual_maps import MapsResolver
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.spool import Spool
+from filterd.runtime.startup import StartupError, check_before_serving
 from filterd.sdk.tables import Table, TableFailure, TableSettings, open_table
 
 
@@ -181,3 +184,27 @@ async def test_relay_recipient_maps(tmp_path: Path) -> None:
     )
     await known.aclose()
     assert table.closed == 1
+
+
+def test_a_table_that_cannot_be_opened_stops_start_up_naming_file_line_and_key(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "virtual_mailboxes"
+    path = tmp_path / "filterd.toml"
+    path.write_text(
+        '[[listen]]\naddress = "127.0.0.1:0"\n\n[delivery]\nmethod = "maildir"\n'
+        f'mailbox_base = "{tmp_path}/mail"\nuid_maps = ["static:5000"]\n'
+        f'mailbox_maps = ["static:x/", "texthash:{missing}"]\n'
+    )
+    with pytest.raises(StartupError) as caught:
+        check_before_serving(load_config(path))
+    assert str(caught.value).startswith(
+        f"{path}:8: delivery.mailbox_maps[1]: table texthash:{missing}: "
+    )
+    relay = tmp_path / "relay.toml"
+    relay.write_text(
+        '[[listen]]\naddress = "127.0.0.1:0"\n\n[delivery]\nmethod = "relay"\n'
+        'next_hop = "127.0.0.1:10026"\nrecipient_maps = ["nosuchtype:x"]\n'
+    )
+    with pytest.raises(StartupError, match=r"relay.toml:7: delivery.recipient_maps\[0\]: table"):
+        check_before_serving(load_config(relay))
