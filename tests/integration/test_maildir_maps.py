@@ -2,10 +2,12 @@
 private MariaDB: unknown users refused at RCPT (550 5.1.1, before DATA), aliases delivered,
 every path under mailbox_base as the mailbox query gives it; MariaDB stopped: 451 4.3.0 at RCPT
 and, for recipients accepted before, a 451 at the end of DATA: nothing accepted and lost. And
-the relay's recipient_maps over the same tables."""
+the relay's recipient_maps over the same tables. The MySQL queries are those docs/deploy.md
+shows for the seed's .cf files."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,16 +39,27 @@ ALIASES = [
     (2, 1, "team@virtualdomain.tld", "cactus@virtualdomain.tld"),
     (3, 1, "team@virtualdomain.tld", "lisi@virtualdomain.tld"),
 ]
-QUERIES = {  # file name -> (MySQL query, SQLite query)
-    "domains": ("SELECT 1 FROM virtual_domains WHERE name='%s'",) * 2,
-    "mailboxes": (
-        "SELECT CONCAT(SUBSTRING_INDEX(email,'@',-1),'/',email,'/') FROM virtual_users "
-        "WHERE email='%s'",
-        "SELECT substr(email, instr(email, '@') + 1) || '/' || email || '/' FROM virtual_users "
-        "WHERE email='%s'",
-    ),
-    "aliases": ("SELECT destination FROM virtual_aliases WHERE source='%s'",) * 2,
-    "email2email": ("SELECT email FROM virtual_users WHERE email='%s'",) * 2,
+DEPLOY_MD = Path(__file__).parents[2] / "docs" / "deploy.md"
+
+
+def documented_queries() -> dict[str, str]:
+    """The ``query`` of each ``mysql_virtual_*.cf`` block of docs/deploy.md, by name."""
+    blocks = re.findall(
+        r"# /etc/postfix/mysql_virtual_(\w+)\.cf\n(.*?)```", DEPLOY_MD.read_text(), re.S
+    )
+    return {
+        name: next(line for line in body.splitlines() if line.startswith("query = "))[8:]
+        for name, body in blocks
+    }
+
+
+MYSQL = documented_queries()  # the seed's files, as docs/deploy.md shows them
+SQLITE = {  # the same in SQLite's dialect
+    "domains": MYSQL["domains"],
+    "mailboxes": "SELECT substr(email, instr(email, '@') + 1) || '/' || email || '/' "
+    "FROM virtual_users WHERE email='%s'",
+    "alias_maps": MYSQL["alias_maps"],
+    "email2email": MYSQL["email2email"],
 }
 MESSAGE = b"Subject: maps\r\n\r\nhello\r\n"
 
@@ -54,9 +67,9 @@ MESSAGE = b"Subject: maps\r\n\r\nhello\r\n"
 def write_cf_files(directory: Path, connection: str, mysql: bool) -> dict[str, str]:
     kind = "mysql" if mysql else "sqlite"
     tables = {}
-    for name, (mysql_query, sqlite_query) in QUERIES.items():
+    for name, query in (MYSQL if mysql else SQLITE).items():
         path = directory / f"{kind}_virtual_{name}.cf"
-        path.write_text(connection + f"query = {mysql_query if mysql else sqlite_query}\n")
+        path.write_text(connection + f"query = {query}\n")
         tables[name] = f"{kind}:{path}"
     return tables
 
@@ -118,7 +131,7 @@ method = "maildir"
 mailbox_base = "{base}"
 mailbox_domains = ["{tables["domains"]}"]
 mailbox_maps = ["{tables["mailboxes"]}"]
-alias_maps = ["{tables["aliases"]}", "{tables["email2email"]}"]
+alias_maps = ["{tables["alias_maps"]}", "{tables["email2email"]}"]
 """
 
 
