@@ -38,15 +38,6 @@ class ExpansionError(Exception):
     """The expansion went over a limit; ``str()`` is what cleanup logs."""
 
 
-@dataclass(frozen=True, slots=True)
-class Expansion:
-    """The addresses a recipient is delivered to, once each (case-insensitively), in order,
-    and whether any alias table named the recipient at all."""
-
-    addresses: list[str]
-    aliased: bool
-
-
 _DEFAULT_RULES = AddressRules()
 _DEFAULT_LIMITS = AliasLimits()
 
@@ -56,9 +47,9 @@ async def expand_aliases(
     address: str,
     rules: AddressRules = _DEFAULT_RULES,
     limits: AliasLimits = _DEFAULT_LIMITS,
-) -> Expansion:
-    """The expansion of ``address`` (see the module). Raises ``ExpansionError`` or
-    ``TableFailure``."""
+) -> list[str]:
+    """The addresses ``address`` is delivered to (see the module), each once
+    (case-insensitively), in order. Raises ``ExpansionError`` or ``TableFailure``."""
     found: dict[str, Match | None] = {}  # one lookup per address in one expansion
 
     async def lookup(key: str) -> Match | None:
@@ -69,7 +60,6 @@ async def expand_aliases(
 
     result = [address]
     to_itself: set[str] = set()
-    aliased = False
     index = 0
     while index < len(result):
         if len(result) > limits.expansion_limit:
@@ -81,7 +71,6 @@ async def expand_aliases(
             match = await lookup(result[index])
             if match is None:
                 break
-            aliased = True
             before = result[index]
             for position, target in enumerate(match.addresses):
                 if len(target) > limits.length_limit:
@@ -97,4 +86,4 @@ async def expand_aliases(
     once: dict[str, str] = {}
     for target in result:
         once.setdefault(target.lower(), target)
-    return Expansion(list(once.values()), aliased)
+    return list(once.values())

@@ -34,10 +34,11 @@ from pathlib import Path, PurePosixPath
 
 from filterd.config.schema import MaildirDelivery
 from filterd.config.types import TableRef
-from filterd.delivery.alias_expansion import AliasLimits, Expansion, ExpansionError, expand_aliases
+from filterd.delivery.alias_expansion import AliasLimits, ExpansionError, expand_aliases
 from filterd.delivery.delivery_tables import DeliveryTables, Opener, TableSets, table_specs
 from filterd.delivery.domain_list import DomainList, names_of
 from filterd.delivery.mailboxes import (
+    BAD_MAILBOX,
     CONFIGURATION_ERROR,
     Mailbox,
     relay_denied,
@@ -118,25 +119,25 @@ class _Lookup:
             expansion = (
                 await expand_aliases(aliases, address, self.rules, self.limits)
                 if aliases
-                else Expansion([address], aliased=False)
+                else [address]
             )
         except ExpansionError as exc:
             log.warning(f"to=<{address}>: {exc} -- message not accepted, try again later")
             return alias_expansion_error(address)
         boxes: list[Mailbox] = []
-        for target in expansion.addresses:
-            found = await self._address(target, given=not expansion.aliased)
+        for target in expansion:
+            found = await self._address(target, given=target.lower() == address.lower())
             if isinstance(found, Reply):
                 return found
             boxes.append(found)
         return boxes
 
     async def _address(self, address: str, *, given: bool) -> Mailbox | Reply:
-        """One final address; ``given``: the recipient itself (no alias named it)."""
+        """One final address; ``given``: the recipient itself (no alias, or one naming it)."""
         local, at, domain = address.rpartition("@")
         if not at or not local:
             if given:
-                return relay_denied(address)
+                return BAD_MAILBOX
             log.warning(f"alias_maps result {address!r} has no domain (fix: give user@domain)")
             return CONFIGURATION_ERROR
         domain = domain.lower()

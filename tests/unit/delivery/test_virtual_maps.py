@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from filterd.config.schema import MaildirDelivery
-from filterd.delivery.mailboxes import CONFIGURATION_ERROR, Mailbox, open_resolver
+from filterd.delivery.mailboxes import BAD_MAILBOX, CONFIGURATION_ERROR, Mailbox, open_resolver
 from filterd.delivery.virtual_maps import MapsResolver
 from filterd.model.reply import Reply
 from filterd.sdk.tables import TableFailure
@@ -265,3 +265,15 @@ async def test_a_table_that_cannot_answer_is_a_failure_never_unknown(
     with pytest.raises(TableFailure):
         await resolve(maildir_config(tmp_path, **settings), "joe@example.org")
     await trio.lowlevel.checkpoint()
+
+
+async def test_the_recipient_itself_outside_the_domains_is_relay_denied_even_self_aliased(
+    tmp_path: Path,
+) -> None:
+    config = alias_config(
+        tmp_path, "joe@other.example joe@other.example\n", mailbox_domains=["example.org"]
+    )
+    assert str(await resolve(config, "joe@other.example")) == (
+        "554 5.7.1 <joe@other.example>: Relay access denied"
+    )
+    assert await resolve(config, "nodomain") == BAD_MAILBOX
