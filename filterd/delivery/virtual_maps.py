@@ -159,7 +159,7 @@ class _Lookup:
         if match is None:
             return unknown_user(address)
         try:
-            maildir = self._maildir(address, match.value, match.table.name)
+            maildir = self._maildir(match.value, match.table.name)
             uid = await self._number("uid_maps", address)
             gid = await self._number("gid_maps", address)
         except _Misconfigured as exc:
@@ -168,7 +168,7 @@ class _Lookup:
         extension = match.extension[1:] if match.extension else None
         return Mailbox(address, maildir, extension, uid, gid)
 
-    def _maildir(self, address: str, result: str, table: str) -> Path:
+    def _maildir(self, result: str, table: str) -> Path:
         if not result.endswith("/"):
             raise _Misconfigured(
                 f'mailbox_maps {table} gives "{result}", an mbox file: this stage writes only '
@@ -188,7 +188,7 @@ class _Lookup:
         if match is None:
             raise _Misconfigured(f"{key[:3]} not found in {key}")
         text = match.value.strip()
-        if not text.isdecimal():
+        if not (text.isascii() and text.isdigit()):
             raise _Misconfigured(f"bad {key[:3]} {text} in {match.table.name}")
         number = int(text)
         if key == "uid_maps" and number < self.config.minimum_uid:
