@@ -39,6 +39,7 @@ from filterd.config.types import (
     IPNetwork,
     SocketAddress,
     TableRef,
+    parse_hostname,
     show_value,
 )
 
@@ -494,6 +495,14 @@ class RelayDelivery(_Section):
         default=True,
         description="Forward the original client's name and address with XFORWARD when offered.",
     )
+    recipient_maps: tuple[TableSpec, ...] = Field(
+        default=(),
+        description="relay_recipient_maps: tables of the recipients the next hop accepts; a "
+        "recipient none of them finds (user+ext@domain, user@domain, @domain) is refused at "
+        "RCPT (550 5.1.1 User unknown in relay recipient table), a table that cannot answer "
+        "gives 451 4.3.0. Empty: every recipient goes to the next hop, which decides.",
+        examples=[["mysql:/etc/postfix/mysql-relay-recipients.cf"]],
+    )
 
     @field_validator("next_hop")
     @classmethod
@@ -522,6 +531,32 @@ def _table_name(value: object) -> str:
 
 TableSpec = Annotated[str, PlainValidator(_table_name), WithJsonSchema({"type": "string"})]
 """A Postfix lookup table, ``type:name`` (``filterd.sdk.tables``)."""
+
+
+def _mailbox_domain(value: object) -> str | TableRef:
+    """A domain (lower case), or a lookup table whose keys are domains (``type:name``)."""
+    if isinstance(value, TableRef):
+        return value
+    if isinstance(value, str) and ":" in value.strip(":"):
+        return TableRef(_table_name(value.strip()))
+    try:
+        return parse_hostname(value).lower().rstrip(".")
+    except PydanticCustomError:
+        raise rule_error(
+            (),
+            f"expected a domain or a lookup table, got {show_value(value)}",
+            'write a domain such as "example.org", or a table such as '
+            '"mysql:/etc/postfix/mysql-virtual-mailbox-domains.cf"',
+        ) from None
+
+
+MailboxDomain = Annotated[
+    str | TableRef,
+    PlainValidator(_mailbox_domain),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "examples": ["example.org", "mysql:/etc/postfix/d.cf"]}),
+]
+"""A domain, or a table of domains (Postfix's virtual_mailbox_domains entries)."""
 
 _MAILDIR_FOLDER = re.compile(r"\.[^./\x00-\x1f\x7f][^/\x00-\x1f\x7f]*")
 
@@ -617,12 +652,22 @@ class MaildirDelivery(_Section):
         description="Deprecated: the former name of mailbox_base (write one of them).",
         examples=["/var/lib/filterd/mail"],
     )
-    mailbox_domains: tuple[HostName, ...] = Field(
+    mailbox_domains: tuple[MailboxDomain, ...] = Field(
         default=(),
-        description="virtual_mailbox_domains: the domains whose users have Maildirs here; "
-        "mail for other domains is refused at RCPT (554 5.7.1 Relay access denied). Empty: "
-        "every domain.",
+        description="virtual_mailbox_domains: the domains whose users have Maildirs here, "
+        'as names or lookup tables whose keys are domains ("mysql:/etc/postfix/'
+        'mysql-virtual-mailbox-domains.cf": the domain itself is looked up); mail for other '
+        "domains is refused at RCPT (554 5.7.1 Relay access denied). Empty: every domain.",
         examples=[["example.org", "example.net"]],
+    )
+    alias_domains: tuple[MailboxDomain, ...] = Field(
+        default=(),
+        description="virtual_alias_domains: domains whose every address is an alias "
+        "(alias_maps); an address there that no alias names is refused at RCPT (550 5.1.1 "
+        "User unknown in virtual alias table). Names or tables, as mailbox_domains. Empty: "
+        "none (Postfix's default, $virtual_alias_maps, is written alias_domains = the same "
+        "tables as alias_maps).",
+        examples=[["alias.example.org"]],
     )
     mailbox_maps: tuple[TableSpec, ...] = Field(
         default=(),
@@ -636,6 +681,24 @@ class MaildirDelivery(_Section):
         description="virtual_alias_maps: tables from an address to the addresses it is "
         "delivered to (one to many, catch-all @domain).",
         examples=[["mysql:/etc/postfix/mysql-virtual-alias-maps.cf"]],
+    )
+    alias_expansion_limit: Count = Field(
+        default=1000,
+        ge=1,
+        description="virtual_alias_expansion_limit: most addresses one recipient may expand "
+        "into through alias_maps; more defers its mail (451 4.6.0 Alias expansion error).",
+    )
+    alias_recursion_limit: Count = Field(
+        default=1000,
+        ge=1,
+        description="virtual_alias_recursion_limit: deepest nesting of alias_maps expansion "
+        "(an alias loop reaches it); deeper defers the mail (451 4.6.0).",
+    )
+    alias_address_length_limit: Count = Field(
+        default=1000,
+        ge=1,
+        description="virtual_alias_address_length_limit: longest address an alias may give; "
+        "longer defers the mail (451 4.6.0).",
     )
     uid_maps: tuple[TableSpec, ...] = Field(
         default=(),
@@ -697,11 +760,6 @@ class MaildirDelivery(_Section):
             )
         return value
 
-    @field_validator("mailbox_domains")
-    @classmethod
-    def _lower_case(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(domain.lower() for domain in value)
-
     @model_validator(mode="before")
     @classmethod
     def _root_or_mailbox_base(cls, data: object) -> object:
@@ -750,6 +808,17 @@ class MaildirDelivery(_Section):
             "alias_maps": self.alias_maps,
             "uid_maps": self.uid_maps,
             "gid_maps": self.gid_maps,
+        }
+        return {name: tables for name, tables in named.items() if tables}
+
+    @property
+    def domain_tables(self) -> dict[str, tuple[str, ...]]:
+        """The lookup tables in mailbox_domains and alias_domains, by setting name."""
+        named = {
+            "mailbox_domains": tuple(
+                str(d) for d in self.mailbox_domains if isinstance(d, TableRef)
+            ),
+            "alias_domains": tuple(str(d) for d in self.alias_domains if isinstance(d, TableRef)),
         }
         return {name: tables for name, tables in named.items() if tables}
 

@@ -3,9 +3,9 @@ address extension (virtual(8)'s mailbox, alias, uid and gid lookups).
 
 ``MailboxResolver`` is the seam. ``NoMaps`` is the resolver without lookup tables: every user
 of ``mailbox_domains`` (every domain when that is empty) has the Maildir
-``mailbox_base/domain/user/``. A resolver over ``mailbox_maps``, ``alias_maps``, ``uid_maps``
-and ``gid_maps`` (virtual(8)'s search order over ``filterd.sdk.tables``) plugs in at
-``open_resolver``; until then a configuration with maps is refused at start-up, naming them.
+``mailbox_base/domain/user/``. With lookup tables (``mailbox_maps``, ``alias_maps``,
+``uid_maps``, ``gid_maps``, tables in ``mailbox_domains`` or ``alias_domains``)
+``open_resolver`` gives ``filterd.delivery.virtual_maps.MapsResolver``.
 
 Directory names without maps: the local part folded to lower case (``str.casefold``), with
 every byte of its UTF-8 form that is not ASCII, and every ``%``, written ``%XX`` (upper-case
@@ -23,17 +23,16 @@ from typing import Protocol
 from urllib.parse import quote, unquote
 
 from filterd.config.schema import MaildirDelivery
-from filterd.errors import FilterdError
+from filterd.delivery.delivery_tables import TableOpenError, table_problem, table_specs
 from filterd.model.reply import Reply
-from filterd.sdk.tables import TableError, parse_table_name
 
 __all__ = [
     "BAD_MAILBOX",
     "CONFIGURATION_ERROR",
     "Mailbox",
     "MailboxResolver",
-    "MapsUnavailable",
     "NoMaps",
+    "TableOpenError",
     "directory_name",
     "lookup_failure",
     "maps_problem",
@@ -42,6 +41,7 @@ __all__ = [
     "split_extension",
     "unknown_user",
     "user_of_directory",
+    "without_tables",
 ]
 
 BAD_MAILBOX = Reply(550, "5.1.3", "Bad destination mailbox address")
@@ -86,10 +86,6 @@ class MailboxResolver(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class MapsUnavailable(FilterdError):
-    """A configuration with lookup tables the Maildir stage cannot use yet."""
 
 
 _SPECIAL = frozenset(("postmaster", "mailer-daemon", "double-bounce"))
@@ -147,56 +143,51 @@ def domain_directory(domain: str) -> str | None:
     return folded if _DOMAIN.fullmatch(folded) else None
 
 
+def without_tables(config: MaildirDelivery, address: str, *, smtputf8: bool) -> Mailbox | Reply:
+    """``mailbox_base/domain/user/`` for ``address``, whatever its domain; owned by filterd."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return BAD_MAILBOX
+    domain_dir = domain_directory(domain)
+    if domain_dir is None:
+        return BAD_MAILBOX
+    user, extension = split_extension(local, config.recipient_delimiter)
+    user_dir = directory_name(user, smtputf8=smtputf8)
+    if user_dir is None:
+        return BAD_MAILBOX
+    return Mailbox(address, config.base / domain_dir / user_dir, extension)
+
+
 class NoMaps:
     """Every user of ``mailbox_domains`` has ``mailbox_base/domain/user/``; owned by filterd."""
 
     def __init__(self, config: MaildirDelivery) -> None:
-        self.base = config.base
-        self.domains = frozenset(config.mailbox_domains)
-        self.delimiters = config.recipient_delimiter
+        self.config = config
+        self.domains = frozenset(d for d in config.mailbox_domains if isinstance(d, str))
 
     async def resolve(self, address: str, *, smtputf8: bool) -> list[Mailbox] | Reply:
-        local, at, domain = address.rpartition("@")
-        if not at:
-            return BAD_MAILBOX
-        domain_dir = domain_directory(domain)
-        if domain_dir is None:
-            return BAD_MAILBOX
-        if self.domains and domain_dir not in self.domains:
+        _, at, domain_part = address.rpartition("@")
+        domain = domain_directory(domain_part) if at else None
+        if domain is not None and self.domains and domain not in self.domains:
             return relay_denied(address)
-        user, extension = split_extension(local, self.delimiters)
-        user_dir = directory_name(user, smtputf8=smtputf8)
-        if user_dir is None:
-            return BAD_MAILBOX
-        return [Mailbox(address, self.base / domain_dir / user_dir, extension)]
+        found = without_tables(self.config, address, smtputf8=smtputf8)
+        return found if isinstance(found, Reply) else [found]
 
     async def aclose(self) -> None:
         return None
 
 
 def maps_problem(config: MaildirDelivery) -> str | None:
-    """Why the configuration's lookup tables cannot be used (a bad table name, or maps at
-    all: their resolver, virtual(8)'s search order over filterd.sdk.tables, is not part of
-    this version), or None without maps. Checked before serving."""
-    if not config.maps:
-        return None
-    for key, tables in config.maps.items():
-        for index, name in enumerate(tables):
-            try:
-                parse_table_name(name)
-            except TableError as exc:
-                return f"delivery.{key}[{index}]: {exc}"
-    keys = ", ".join(f"delivery.{key}" for key in config.maps)
-    return (
-        f"{keys}: the Maildir delivery cannot look mailboxes up in tables yet (fix: remove "
-        f"{keys}; without maps every user of mailbox_domains has mailbox_base/domain/user/)"
-    )
+    """``table_problem`` as the line to show: ``delivery.mailbox_maps[0]: table ...``."""
+    problem = table_problem(config)
+    return None if problem is None else str(problem)
 
 
 def open_resolver(config: MaildirDelivery) -> MailboxResolver:
-    """The resolver the configuration asks for (the seam where the maps resolver goes).
-    Raises ``MapsUnavailable`` with ``maps_problem``'s reason."""
-    problem = maps_problem(config)
-    if problem is not None:
-        raise MapsUnavailable(problem)
-    return NoMaps(config)
+    """The resolver the configuration asks for: ``NoMaps`` without tables, else
+    ``virtual_maps.MapsResolver`` with its tables opened (``TableOpenError``)."""
+    if not table_specs(config):
+        return NoMaps(config)
+    from filterd.delivery.virtual_maps import MapsResolver  # it builds on this module
+
+    return MapsResolver(config)

@@ -1,12 +1,15 @@
 """Delivery into local Maildirs as Postfix's virtual(8) does it (``method = "maildir"``).
 
-At RCPT the recipient is resolved (``filterd.delivery.mailboxes``): an address that names no
-Maildir is refused there. At DATA each mailbox gets its own file (``maildir_files``): the
-header lines mail_copy() adds (``delivery_headers``), the message with LF line ends, fsynced,
-linked into ``new/`` of the inbox or of the folder a filing rule or the address extension
-chooses. 250 only after the fsync. A message that already carries ``Delivered-To:`` for the
-recipient is refused as a mail loop (554 5.4.6, as local(8)); a mailbox over quota or a file
-over mailbox_limit 552 5.2.2; disk full 452 4.3.1; any other write error 451.
+At RCPT the recipient is resolved (``filterd.delivery.mailboxes``, with tables
+``virtual_maps``): an address that names no Maildir is refused there, a table that cannot
+answer gives 451 4.3.0. At DATA each recipient is resolved again (virtual(8) looks up at
+delivery what smtpd checked at RCPT): a table failing in between defers that recipient.
+Each mailbox gets its own file (``maildir_files``): the header lines mail_copy() adds
+(``delivery_headers``), the message with LF line ends, fsynced, linked into ``new/`` of the
+inbox or of the folder a filing rule or the address extension chooses. 250 only after the
+fsync. A message that already carries ``Delivered-To:`` for the recipient is refused as a mail
+loop (554 5.4.6, as local(8)); a mailbox over quota or a file over mailbox_limit 552 5.2.2;
+disk full 452 4.3.1; any other write error 451.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from filterd.delivery.mailboxes import (
     CONFIGURATION_ERROR,
     Mailbox,
     MailboxResolver,
+    TableOpenError,
     lookup_failure,
     open_resolver,
 )
@@ -101,14 +105,21 @@ class MaildirTransaction:
         found = await self._resolve(t, rcpt.address)
         return found if isinstance(found, Reply) else replies.RCPT_OK
 
-    async def _resolve(self, t: Transaction, address: str) -> list[Mailbox] | Reply:
-        if address in self.resolved:
+    async def _resolve(
+        self, t: Transaction, address: str, *, again: bool = False
+    ) -> list[Mailbox] | Reply:
+        """The recipient's mailboxes; ``again``: looked up anew (at delivery, as virtual(8)
+        looks up what smtpd checked at RCPT: a table that fails in between defers it)."""
+        if address in self.resolved and not again:
             return self.resolved[address]
         try:
             found = await self.maildir.resolver.resolve(address, smtputf8=smtputf8(t))
         except TableFailure as exc:
             log.warning(f"{t.queue_id}: to=<{address}>: {exc}")
             return lookup_failure(address)
+        except TableOpenError as exc:
+            log.error(f"{t.queue_id}: to=<{address}>: {exc}")
+            return CONFIGURATION_ERROR
         if not isinstance(found, Reply):
             self.resolved[address] = found
         return found
@@ -124,7 +135,7 @@ class MaildirTransaction:
         folder = folder_for(self.maildir.config.filing, headers, findings)
         results = []
         for rcpt in t.accepted:
-            found = await self._resolve(t, rcpt.address)
+            found = await self._resolve(t, rcpt.address, again=True)
             if isinstance(found, Reply):
                 results.append(found)
                 continue

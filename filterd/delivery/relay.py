@@ -14,6 +14,7 @@ import time
 import trio
 
 from filterd.config.schema import RelayDelivery
+from filterd.delivery.known_recipients import RecipientMaps
 from filterd.delivery.nexthop import NextHopConnection, NextHopError, transient
 from filterd.maillog import MailLog
 from filterd.maillog.lines import delivery_line, envelope_line, timing
@@ -82,6 +83,7 @@ class Relay:
         self.config = config
         self.pool = ConnectionPool(config, ssl_context)
         self.log = _LOGS[config.protocol]
+        self.recipients = RecipientMaps(config) if config.recipient_maps else None
 
     def open(self) -> RelayTransaction:
         return RelayTransaction(self)
@@ -91,6 +93,8 @@ class Relay:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        if self.recipients is not None:
+            await self.recipients.aclose()
 
 
 class RelayTransaction:
@@ -143,6 +147,10 @@ class RelayTransaction:
         conn = self.conn
         if conn is None:
             return _no_connection()
+        if self.relay.recipients is not None:
+            refused = await self.relay.recipients.check(rcpt.address)
+            if refused is not None:
+                return refused
         params = _rcpt_params(rcpt.params, conn.codec.capabilities)
         try:
             return transient(await conn.command(conn.codec.rcpt(rcpt.address, params), "RCPT"))

@@ -29,7 +29,7 @@ import trio
 from filterd.config.load import locate_key
 from filterd.config.schema import Config, ListenConfig, MaildirDelivery, RelayDelivery
 from filterd.config.types import Endpoint
-from filterd.delivery.mailboxes import maps_problem
+from filterd.delivery.delivery_tables import table_problem
 from filterd.errors import FilterdError
 from filterd.frontdoors.smtp.relay_control import client_list, startup_problem
 from filterd.runtime.listeners import open_listener, remove_socket
@@ -70,8 +70,11 @@ def _check_files(config: Config) -> None:
     if takes_mail and isinstance(config.delivery, MaildirDelivery):
         delivery = config.delivery
         writable_directory(delivery.base, "the Maildir root", delivery.base_key, mode=PRIVATE)
-        if (maps := maps_problem(delivery)) is not None:
-            raise StartupError(maps)
+    problem = table_problem(config.delivery) if takes_mail and config.delivery else None
+    if problem is not None:
+        line = locate_key(config.source, ("delivery", problem.key, problem.index))
+        where = f"{config.source}:{line}" if line is not None else config.source
+        raise StartupError(f"{where}: {problem}")
     if takes_mail and "quarantine" in config.model_fields_set:
         # Only when configured: the default (relative to the working directory) is written
         # only if a plugin quarantines, and a failure then is a 4xx, not lost mail.

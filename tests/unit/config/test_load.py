@@ -245,9 +245,10 @@ def test_unknown_key_in_maildir_delivery_lists_its_own_keys(tmp_path: Path) -> N
     assert error.key == "delivery.next_hop"
     assert error.line == 6
     assert error.hint == (
-        "valid keys here: method, mailbox_base, root, mailbox_domains, mailbox_maps, alias_maps, "
-        "uid_maps, gid_maps, minimum_uid, mailbox_limit, mailbox_quota, over_quota, "
-        "recipient_delimiter, extension_folders, filing"
+        "valid keys here: method, mailbox_base, root, mailbox_domains, alias_domains, "
+        "mailbox_maps, alias_maps, alias_expansion_limit, alias_recursion_limit, "
+        "alias_address_length_limit, uid_maps, gid_maps, minimum_uid, mailbox_limit, "
+        "mailbox_quota, over_quota, recipient_delimiter, extension_folders, filing"
     )
 
 

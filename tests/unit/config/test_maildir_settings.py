@@ -103,3 +103,31 @@ def test_a_map_must_look_like_a_table_name(tmp_path: Path) -> None:
     _, error = only_problem(tmp_path, MINIMAL + 'alias_maps = ["/etc/postfix/virtual"]\n')
     assert error.key == "delivery.alias_maps[0]"
     assert "type:name" in error.message
+
+
+def test_domains_as_names_and_tables_and_the_alias_settings(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            MINIMAL
+            + 'mailbox_domains = ["Example.ORG.", "mysql:/etc/postfix/mysql_virtual_domains.cf"]\n'
+            + 'alias_domains = ["texthash:/etc/postfix/alias_domains"]\n'
+            + "alias_recursion_limit = 10\n",
+        )
+    )
+    delivery = config.delivery
+    assert isinstance(delivery, MaildirDelivery)
+    assert delivery.mailbox_domains[0] == "example.org"
+    assert delivery.domain_tables == {
+        "mailbox_domains": ("mysql:/etc/postfix/mysql_virtual_domains.cf",),
+        "alias_domains": ("texthash:/etc/postfix/alias_domains",),
+    }
+    assert (delivery.alias_recursion_limit, delivery.alias_expansion_limit) == (10, 1000)
+    assert parse_config(render_config(config)).delivery == delivery
+
+
+def test_a_domain_that_is_neither_a_name_nor_a_table_names_its_fix(tmp_path: Path) -> None:
+    _, error = only_problem(tmp_path, MINIMAL + 'mailbox_domains = ["not a domain"]\n')
+    assert error.key == "delivery.mailbox_domains[0]"
+    assert 'expected a domain or a lookup table, got "not a domain"' in error.message
+    assert "mysql-virtual-mailbox-domains.cf" in error.hint

@@ -1,5 +1,5 @@
 """Recipients without maps: the Maildir of user@domain, UTF-8 local parts under a reversible
-directory name, the address extension, the domains served; and the maps seam."""
+directory name, the address extension, the domains served; and which resolver tables give."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from filterd.config.schema import MaildirDelivery
 from filterd.delivery.mailboxes import (
     BAD_MAILBOX,
     Mailbox,
-    MapsUnavailable,
     NoMaps,
+    TableOpenError,
     directory_name,
     domain_directory,
     maps_problem,
@@ -21,6 +21,7 @@ from filterd.delivery.mailboxes import (
     split_extension,
     user_of_directory,
 )
+from filterd.delivery.virtual_maps import MapsResolver
 
 
 @pytest.mark.parametrize(
@@ -114,17 +115,26 @@ async def test_utf8_local_part_with_smtputf8(tmp_path: Path) -> None:
     await trio.lowlevel.checkpoint()
 
 
-def test_maps_are_refused_before_serving_naming_the_keys(tmp_path: Path) -> None:
+def test_tables_open_the_maps_resolver_and_none_the_plain_one(tmp_path: Path) -> None:
     config = MaildirDelivery(
-        mailbox_base=tmp_path, mailbox_maps=("mysql:/etc/postfix/m.cf",), uid_maps=("static:5000",)
+        mailbox_base=tmp_path, mailbox_maps=("inline:{a@x=x/a/}",), uid_maps=("static:5000",)
     )
-    problem = maps_problem(config)
-    assert problem is not None
-    assert problem.startswith("delivery.mailbox_maps, delivery.uid_maps: ")
-    with pytest.raises(MapsUnavailable):
-        open_resolver(config)
+    assert maps_problem(config) is None
+    assert isinstance(open_resolver(config), MapsResolver)
+    domains_only = MaildirDelivery(mailbox_base=tmp_path, mailbox_domains=("inline:{x=1}",))
+    assert isinstance(open_resolver(domains_only), MapsResolver)
     assert maps_problem(MaildirDelivery(mailbox_base=tmp_path)) is None
     assert isinstance(open_resolver(MaildirDelivery(mailbox_base=tmp_path)), NoMaps)
+
+
+def test_a_table_that_cannot_be_opened_is_named_with_its_key(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    config = MaildirDelivery(mailbox_base=tmp_path, mailbox_maps=(f"texthash:{missing}",))
+    problem = maps_problem(config)
+    assert problem is not None
+    assert problem.startswith(f"delivery.mailbox_maps[0]: table texthash:{missing}:")
+    with pytest.raises(TableOpenError, match="mailbox_maps"):
+        open_resolver(config)
 
 
 def test_a_bad_table_name_is_named_with_its_key(tmp_path: Path) -> None:
