@@ -224,3 +224,10 @@ print(status, sorted(m for m in sys.modules if m.startswith(heavy)))
     )
     assert done.stdout == "0 []\n", done.stderr
     assert len(listener.delivered("m@example.org")) == 1
+
+
+def test_recipients_with_different_results_defer_them_all(listener: Listener) -> None:
+    (listener.root / "mail" / "blocked.example").write_text("not a directory\n")
+    done = _pipe(listener.unix, "-f", "a@example.net", "--", "ok@example.org", "x@blocked.example")
+    assert done.returncode == EX_TEMPFAIL
+    assert done.stderr == "4.5.0 Error: delivery failed for some recipients, try again later\n"
