@@ -1,8 +1,10 @@
-"""Postfix's pipe(8) content filter: the seed's spamc -e against ``filterd pipe``, messages/second.
+"""Postfix's pipe(8) content filter: the seed's spamc -e against ``filterd pipe`` and ``filterd
+pipe --via``, messages/second.
 
     .venv/bin/python bench/pipe_bench.py [--messages 60] [--warmup 6] [--rounds 1]
                                          [--children N] [--concurrency C]
-                                         [--targets spamc,filterd] [--noisy-retries 2]
+                                         [--targets spamc,filterd,filterd-via]
+                                         [--noisy-retries 2]
                                          [--time-limit 300] [--json FILE] [--keep]
 
 Needs root (Postfix's master, and pipe(8) running the commands as nobody), spamd, spamc and
@@ -15,18 +17,23 @@ transport, one recipient per command, C commands at a time (``--concurrency``, d
   (with ``-d``/``-p`` for this spamd): a PROCESS request, the rewritten message reinjected;
 - ``filterd``: ``filterd pipe -c CONFIG -f ${sender} -- ${recipient}`` as docs/deploy.md
   writes it, the chain the spamassassin plugin (``mode = "process"``, as spamc -e asks spamd;
-  ``max_connections = N``), reinjecting through sendmail (``[pipe] deliver_to``'s default).
+  ``max_connections = N``), reinjecting through sendmail (``[pipe] deliver_to``'s default);
+- ``filterd-via``: ``filterd pipe --via 127.0.0.1:PORT -f ${sender} -- ${recipient}``, the
+  client mode: each message goes to a filterd LMTP listener that the benchmark starts
+  (``filterd run``, the same spamassassin plugin settings) and stops by its process group's id;
+  that filterd relays to the instance's reinjection smtpd (port 10026 in deploy/postfix).
 
-Both reinject through the instance's own sendmail(1); pickup does not filter again and
-virtual(8) delivers into a Maildir. The messages are spamd_bench's set (the 48 of
-tests/data/mail/cpython-test-email plus GTUBE, repeated to ``--messages``), each with an
-``X-Bench-Seq:`` header. A pass sends them over one SMTP session into the inbound smtpd and
-ends when the last one is in the Maildir; rate = messages / (last delivery - first send).
-Per round and target a warm-up pass (``--warmup`` messages, not counted), then the measured
-pass; the targets take turns, their order alternating from round to round. Checked for each
-pass: every message delivered exactly once and marked by SpamAssassin (an ``X-Spam-Status:``
-header), as many flagged spam as spamd's log counts spam, spamd's log shows each message
-scanned once (GTUBE found in each GTUBE message), no deferral or bounce in Postfix's log.
+spamc and filterd reinject through the instance's own sendmail(1), filterd-via's listener over
+SMTP; neither path filters again, and virtual(8) delivers into a Maildir. The messages are
+spamd_bench's set (the 48 of tests/data/mail/cpython-test-email plus GTUBE, repeated to
+``--messages``), each with an ``X-Bench-Seq:`` header. A pass sends them over one SMTP session
+into the inbound smtpd and ends when the last one is in the Maildir; rate = messages / (last
+delivery - first send). Per round and target a warm-up pass (``--warmup`` messages, not
+counted), then the measured pass; the targets take turns, their order alternating from round to
+round. Checked for each pass: every message delivered exactly once and marked by SpamAssassin
+(an ``X-Spam-Status:`` header), as many flagged spam as spamd's log counts spam, spamd's log
+shows each message scanned once (GTUBE found in each GTUBE message), no deferral or bounce in
+Postfix's log.
 
 A pass during which other processes used more than 15 % of a core is repeated, at most
 ``--noisy-retries`` times. A pass that does not end within ``--time-limit`` seconds stops the
@@ -50,14 +57,16 @@ from filterd_bench import benchinfo
 from filterd_bench.loadgen import OTHER_CPU_WARNING, CpuMeter, wait_until
 from filterd_bench.pipe_support import (
     build_postfix,
+    filterd_listener_config,
     filterd_pipe_command,
+    filterd_via_command,
     inject,
     maildir_files,
     read_delivered,
     spamc_command,
     stamp,
 )
-from filterd_bench.procs import BenchError
+from filterd_bench.procs import BenchError, Child, Processes, free_port, wait_for_smtp
 from filterd_bench.repo_support import (
     GTUBE,
     SPAMD,
@@ -68,7 +77,8 @@ from filterd_bench.repo_support import (
 )
 from filterd_bench.spamd_support import ScanCounts, count_results, message_set
 
-TARGETS = ("spamc", "filterd")
+TARGETS = ("spamc", "filterd", "filterd-via")
+LISTENER_START = 60.0  # seconds the filterd LMTP listener gets to start
 MASTER = Path("/usr/lib/postfix/sbin/master")
 POLL = 0.02  # seconds between looks at the Maildir
 
@@ -79,7 +89,8 @@ class Measured:
     target: str
     messages: int
     seconds: float
-    cpu: dict[str, float]  # % of one core: spamd, postfix (with the commands), client, other
+    cpu: dict[str, float]  # % of one core: spamd, postfix (with the commands), filterd (the
+    # filterd-via listener), client, other
     scans: ScanCounts
     flagged: int
     problems: list[str] = field(default_factory=list)
@@ -142,18 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="filterd-pipe-bench-"))
     workdir.chmod(0o755)  # the commands run as nobody: they read their configuration here
     instances: dict[str, PostfixInstance] = {}
+    listeners: dict[str, Child] = {}
+    processes = Processes()
     keep = args.keep
     try:
         with running_spamd(children=args.children, allow_tell=False, keep_workdir=keep) as spamd:
             print(f"spamd -m {args.children} on {spamd.host}:{spamd.port} (pid {spamd.pid})")
             for target in args.targets:
-                command = (
-                    spamc_command(spamd.address)
-                    if target == "spamc"
-                    else filterd_pipe_command(workdir, spamd.address, args.children)
-                )
+                port = free_port()
+                if target == "spamc":
+                    command = spamc_command(spamd.address)
+                elif target == "filterd":
+                    command = filterd_pipe_command(workdir, spamd.address, args.children)
+                else:
+                    command = filterd_via_command(workdir, port)
                 instance = build_postfix(workdir / f"postfix-{target}", command, args.concurrency)
                 instances[target] = instance
+                if target == "filterd-via":
+                    listeners[target] = start_listener(
+                        processes, workdir, spamd, args.children, port, instance.reinject_port
+                    )
                 instance.start()
                 print(f"{target}: Postfix on 127.0.0.1:{instance.smtp_port}, pipe argv={command}")
             print()
@@ -168,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                             "warmup",
                             spamd,
                             instance,
+                            listeners.get(target),
                             messages[: args.warmup],
                             args,
                         )
@@ -175,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
                             raise BenchError(f"{target}: the warm-up failed: {warm.problems}")
                     for attempt in range(args.noisy_retries + 1):
                         measured = measure(
-                            target, round_no, str(attempt), spamd, instance, messages, args
+                            target,
+                            round_no,
+                            str(attempt),
+                            spamd,
+                            instance,
+                            listeners.get(target),
+                            messages,
+                            args,
                         )
                         print(pass_line(measured))
                         if not noisy(measured) or attempt == args.noisy_retries:
@@ -197,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         benchinfo.ignore_signals()
+        processes.stop_all()  # the filterd listener, by its process group's id
         for instance in instances.values():
             instance.stop()
         if keep:
@@ -213,12 +241,31 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(m.problems for m in report.passes) else 0
 
 
+def start_listener(
+    processes: Processes,
+    workdir: Path,
+    spamd: SpamdInstance,
+    children: int,
+    port: int,
+    next_hop: int,
+) -> Child:
+    """The filterd LMTP listener ``filterd pipe --via`` hands messages to, greeting on
+    ``127.0.0.1:port``; it relays to ``next_hop``."""
+    config = filterd_listener_config(workdir, spamd.address, children, port, next_hop)
+    argv = [sys.executable, "-m", "filterd", "run", "-c", str(config)]
+    child = processes.start("filterd listener", argv, log=workdir / "filterd-listener.log")
+    wait_for_smtp(child, port, LISTENER_START)
+    print(f"filterd-via: filterd LMTP listener on 127.0.0.1:{port} (pid {child.pid})")
+    return child
+
+
 def measure(
     target: str,
     round_no: int,
     attempt: str,
     spamd: SpamdInstance,
     instance: PostfixInstance,
+    listener: Child | None,
     messages: list[bytes],
     args: argparse.Namespace,
 ) -> Measured:
@@ -232,7 +279,10 @@ def measure(
     before_files = maildir_files(instance)
     log_since = instance.log_offset()
     before = scans()
-    meter = CpuMeter({"spamd": spamd.pid, "postfix": instance.master_pid or 0})
+    groups = {"spamd": spamd.pid, "postfix": instance.master_pid or 0}
+    if listener is not None:
+        groups["filterd"] = listener.pid
+    meter = CpuMeter(groups)
     meter.begin()
     began = time.monotonic()
     inject(instance, stamped)
@@ -245,6 +295,8 @@ def measure(
         time.sleep(POLL)
     seconds = time.monotonic() - began
     cpu = meter.end()
+    if listener is not None and not listener.alive():
+        raise BenchError(f"{target}: the filterd listener exited:\n{listener.log_tail()}")
     if len(new) < len(stamped):
         raise BenchError(
             f"{target}: {len(new)} of {len(stamped)} messages delivered within "
@@ -281,11 +333,12 @@ def noisy(m: Measured) -> bool:
 
 def pass_line(m: Measured) -> str:
     status = "ok" if not m.problems else "PROBLEM: " + "; ".join(m.problems)
+    listener = f", filterd listener {m.cpu['filterd']:.0f}" if "filterd" in m.cpu else ""
     return (
-        f"round {m.round + 1} {m.target:>7}: {m.messages} messages in {m.seconds:.2f} s = "
+        f"round {m.round + 1} {m.target:>11}: {m.messages} messages in {m.seconds:.2f} s = "
         f"{m.rate:.1f} msg/s; CPU % of one core: spamd {m.cpu.get('spamd', 0):.0f}, Postfix + "
         f"commands {m.cpu.get('postfix', 0):.0f} ({m.cpu_ms_per_message('postfix'):.0f} ms per "
-        f"message), other {m.cpu.get('other', 0):.0f}; spamd scanned {m.scans.scanned} "
+        f"message){listener}, other {m.cpu.get('other', 0):.0f}; spamd scanned {m.scans.scanned} "
         f"({m.scans.spam} spam, {m.scans.gtube} GTUBE); {status}"
     )
 
@@ -297,8 +350,9 @@ def summary(report: Report) -> str:
         f"{options['concurrency']} commands at a time:"
     ]
     header = (
-        f"{'target':<8} {'msg/s (median)':>14}  {'runs':<20} {'spamd CPU':>9} "
-        f"{'Postfix+cmd CPU':>15} {'ms/msg':>6} {'other CPU':>9}  spam/scanned"
+        f"{'target':<11} {'msg/s (median)':>14}  {'runs':<20} {'spamd CPU':>9} "
+        f"{'Postfix+cmd CPU':>15} {'ms/msg':>6} {'listener CPU':>12} {'other CPU':>9}  "
+        "spam/scanned"
     )
     lines += [header, "-" * len(header)]
     for target in TARGETS:
@@ -312,13 +366,16 @@ def summary(report: Report) -> str:
         per_message = statistics.median(m.cpu_ms_per_message("postfix") for m in passes)
         runs = ", ".join(f"{m.rate:.1f}" for m in passes)
         spam = ", ".join(f"{m.scans.spam}/{m.scans.scanned}" for m in passes)
+        listener = cpu("filterd") if target == "filterd-via" else "-"
         lines.append(
-            f"{target:<8} {report.median(target) or 0.0:>14.1f}  {runs:<20} {cpu('spamd'):>9} "
-            f"{cpu('postfix'):>15} {per_message:>6.0f} {cpu('other'):>9}  {spam}"
+            f"{target:<11} {report.median(target) or 0.0:>14.1f}  {runs:<20} {cpu('spamd'):>9} "
+            f"{cpu('postfix'):>15} {per_message:>6.0f} {listener:>12} {cpu('other'):>9}  {spam}"
         )
-    spamc, filterd = report.median("spamc"), report.median("filterd")
-    if spamc and filterd is not None:
-        lines.append(f"\nfilterd pipe / spamc -e = {filterd / spamc:.3f}")
+    spamc = report.median("spamc")
+    for target, name in (("filterd", "filterd pipe"), ("filterd-via", "filterd pipe --via")):
+        rate = report.median(target)
+        if spamc and rate is not None:
+            lines.append(f"\n{name} / spamc -e = {rate / spamc:.3f}")
     if report.discarded:
         lines.append(
             f"\n{len(report.discarded)} pass(es) repeated because other processes used more "
@@ -345,8 +402,9 @@ def summary(report: Report) -> str:
     lines.append(
         "\nCPU: % of one core over the measured pass; spamd = its process group (children "
         "included); Postfix+cmd = the target's Postfix with the commands pipe(8) ran (spamc or "
-        "filterd, sendmail, postdrop), ms/msg = that per message; other = the rest of the "
-        "machine, this script and the idle other Postfix included."
+        "filterd, sendmail, postdrop), ms/msg = that per message; listener CPU = filterd-via's "
+        "filterd LMTP listener; other = the rest of the machine, this script and the idle "
+        "other Postfixes included."
     )
     return "\n".join(lines)
 

@@ -8,16 +8,20 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from functools import partial
+from typing import TYPE_CHECKING
 
 from filterd import __version__
 from filterd.cli.pipe_args import add_parser as add_pipe_parser
-from filterd.cli.quarantine import add_parser as add_quarantine_parser
-from filterd.cli.query import add_parser as add_query_parser
-from filterd.config.load import load_config
-from filterd.config.render import PluginSettings, render_commented, render_config
-from filterd.config.schema import Config
-from filterd.errors import ConfigError
+from filterd.cli.quarantine_args import add_parser as add_quarantine_parser
+from filterd.cli.query_args import add_parser as add_query_parser
+
+if TYPE_CHECKING:
+    from filterd.config.render import PluginSettings
+    from filterd.config.schema import Config
+
+# Each command imports what it needs when it runs (the configuration, pydantic, trio, the
+# chain): `filterd pipe`, which pipe(8) starts once per message, and `filterd --version` pay
+# only for the parser.
 
 __all__ = ["main"]
 
@@ -131,6 +135,9 @@ def _run(argv: Sequence[str] | None) -> int:
         from filterd.cli.plugins import list_plugins
 
         return list_plugins(sys.stdout)
+    from filterd.config.load import load_config
+    from filterd.errors import ConfigError
+
     try:
         # scan and learn run only the chain: their file needs no [[listen]] and no [delivery]
         serving = args.command in ("run", "check-config", "doctor")
@@ -144,6 +151,8 @@ def _run(argv: Sequence[str] | None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
+        from filterd.config.render import render_commented, render_config
+
         text = render_commented(config, plugins) if args.commented else render_config(config)
         sys.stdout.write(text)
         return 0
@@ -177,6 +186,8 @@ def _check_chain(config: Config) -> PluginSettings:
 
 def _reread(path: str | None) -> Config:
     """The configuration file again, for a reload: checked as ``check-config`` checks it."""
+    from filterd.config.load import load_config
+
     config = load_config(path, serving=True)
     _check_chain(config)
     return config
@@ -184,6 +195,8 @@ def _reread(path: str | None) -> Config:
 
 def _serve(config: Config, path: str | None) -> int:
     # Imported here so that check-config never loads trio and the serving machinery.
+    from functools import partial
+
     from filterd.runtime.supervisor import main as serve_main  # type: ignore[import-not-found, unused-ignore]
 
     status: int = serve_main(config, reread=partial(_reread, path))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["PIPE_HELP", "add_parser", "pipe_arguments"]
+__all__ = ["DEFAULT_VIA_TIMEOUT", "PIPE_HELP", "add_parser", "pipe_arguments"]
 
 PIPE_HELP = """\
 exit status (pipe(8)'s sysexits): 0 the next stage has the message (or it was discarded or
 quarantined); 75 EX_TEMPFAIL, Postfix defers it (a temporary failure, a bad configuration or
-command line); 77 EX_NOPERM or 65 EX_DATAERR, Postfix bounces it; the output begins with the
-enhanced status code and the reason."""
+command line, with --via a filterd that cannot be reached or does not answer in time); 77
+EX_NOPERM or 65 EX_DATAERR, Postfix bounces it; the output begins with the enhanced status
+code and the reason."""
+
+DEFAULT_VIA_TIMEOUT = 900.0
+"""``--timeout``'s default: ``[pipe] time_limit``'s, under Postfix's command_time_limit."""
 
 
 def add_parser(
@@ -27,7 +31,22 @@ def add_parser(
 
 
 def pipe_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    where.add_argument(
+        "--via",
+        metavar="ADDRESS",
+        help="hand the message to a running filterd's LMTP listener (unix:/path, host:port or "
+        "[ipv6]:port), which runs the chain and delivers it, instead of running the chain in "
+        "this process; reads no configuration file",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"with --via: the time the listener gets for the whole message, its replies "
+        f"included (default {DEFAULT_VIA_TIMEOUT:g}); past it, exit 75",
+    )
     parser.add_argument(
         "-f", dest="sender", required=True, metavar="SENDER", help='${sender} ("": null sender)'
     )

@@ -15,10 +15,18 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from filterd.config.endpoint import (
+    ENDPOINT_HINT,
+    Endpoint,
+    EndpointError,
+    is_hostname,
+    split_endpoint,
+)
 
 __all__ = [
     "ByteSize",
@@ -217,17 +225,10 @@ ByteSize = Annotated[
 
 # --- host names and socket addresses ------------------------------------------------------------
 
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-
-
-def _is_hostname(text: str) -> bool:
-    return len(text) <= 253 and _HOSTNAME_RE.fullmatch(text) is not None
-
 
 def parse_hostname(value: object) -> str:
     """A DNS host name (letters, digits, ``-``, ``_``, dots): what we say in greetings and HELO."""
-    if not isinstance(value, str) or not _is_hostname(value):
+    if not isinstance(value, str) or not is_hostname(value):
         raise _invalid(
             "hostname",
             f"expected a host name such as {show_value('mail.example.org')}, "
@@ -248,7 +249,7 @@ def parse_domain_pattern(value: object) -> str:
     """A domain as Postfix's relay_domains lists it: ``"example.org"`` or ``".example.org"``
     (lower case, without a trailing dot)."""
     text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
-    if not text or not _is_hostname(text.removeprefix(".")):
+    if not text or not is_hostname(text.removeprefix(".")):
         raise _invalid(
             "domain",
             f"expected a domain such as {show_value('example.org')} or "
@@ -266,39 +267,8 @@ DomainPattern = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where to listen or connect: a TCP host and port, or a unix-domain socket path.
-
-    For ``kind == "tcp"`` ``path`` is ``""``; for ``kind == "unix"`` ``host`` is ``""`` and
-    ``port`` is 0. ``str()`` gives the canonical form ``parse_endpoint`` accepts.
-    """
-
-    kind: Literal["tcp", "unix"]
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-_ENDPOINT_EXAMPLES = '"127.0.0.1:10025", "[::1]:10025", "localhost:25" or "unix:/run/filterd.sock"'
-_ENDPOINT_HINT = f"write host:port or unix:/path, e.g. {_ENDPOINT_EXAMPLES}"
-
-
-def _bad_endpoint(value: object, why: str, hint: str = _ENDPOINT_HINT) -> PydanticCustomError:
+def _bad_endpoint(value: object, why: str, hint: str = ENDPOINT_HINT) -> PydanticCustomError:
     return _invalid("socket_address", f"{why}, got {show_value(value)}", hint)
-
-
-def _parse_port(value: str, port: str) -> int:
-    if not port.isdigit() or not port.isascii() or int(port) > 65535:
-        raise _bad_endpoint(value, "expected a port number 0-65535 after the last colon")
-    return int(port)
 
 
 def parse_endpoint(value: object) -> Endpoint:
@@ -307,34 +277,10 @@ def parse_endpoint(value: object) -> Endpoint:
         return value
     if not isinstance(value, str):
         raise _bad_endpoint(value, "expected a socket address string")
-    if value.startswith("unix:"):
-        path = value.removeprefix("unix:")
-        if not path or "\0" in path:
-            raise _bad_endpoint(value, "expected a socket path after unix:")
-        return Endpoint("unix", path=path)
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            raise _bad_endpoint(value, "expected an IPv6 address in brackets") from None
-        if not rest.startswith(":"):
-            raise _bad_endpoint(value, "expected a port after the brackets, as in [::1]:25")
-        return Endpoint("tcp", host=str(address), port=_parse_port(value, rest[1:]))
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise _bad_endpoint(value, "expected host:port")
-    if ":" in host:
-        raise _bad_endpoint(value, "an IPv6 address needs brackets", 'write it as "[::1]:10025"')
     try:
-        host = str(ipaddress.IPv4Address(host))
-    except ValueError:
-        if not _is_hostname(host):
-            raise _bad_endpoint(
-                value, f"{show_value(host)} is not a host name or address"
-            ) from None
-        host = host.lower()
-    return Endpoint("tcp", host=host, port=_parse_port(value, port))
+        return split_endpoint(value)
+    except EndpointError as exc:
+        raise _bad_endpoint(value, exc.why, exc.hint) from None
 
 
 SocketAddress = Annotated[

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from filterd.model import replies
 from filterd.model.envelope import Recipient, Transaction
+from filterd.model.replies import collapse_replies
 from filterd.model.reply import Reply
 from filterd.model.spool import Spool
+
+__all__ = ["Delivery", "DeliveryTransaction", "collapse_replies"]  # collapse_replies: model.replies
 
 
 class DeliveryTransaction(Protocol):
@@ -43,24 +45,3 @@ class Delivery(Protocol):
         """Close what is kept idle (the relay's pooled connections) and keep nothing idle from
         then on; a transaction opened afterwards still works (it opens what it needs)."""
         ...
-
-
-def collapse_replies(per_recipient: list[Reply]) -> Reply:
-    """One SMTP reply for a message whose recipients got separate results (LMTP next hop or
-    Maildir, SMTP client). The rule: no recipient may be both acknowledged and lost.
-
-    - every recipient succeeded → the first success;
-    - every recipient failed → the first transient failure if any (retry is always safe),
-      else the first permanent one;
-    - mixed success and failure → 451 4.5.0: the client keeps the message and retries all
-      recipients, so those already delivered may get a duplicate, but none is lost.
-    """
-    if not per_recipient:
-        return replies.INTERNAL_ERROR
-    successes = [r for r in per_recipient if r.is_positive]
-    if len(successes) == len(per_recipient):
-        return successes[0]
-    if successes:
-        return replies.PARTIAL_DELIVERY
-    transient = [r for r in per_recipient if r.is_transient]
-    return transient[0] if transient else per_recipient[0]

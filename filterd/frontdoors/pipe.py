@@ -44,6 +44,7 @@ from filterd.model.verdict import (
     final_verdict,
     is_refusal,
 )
+from filterd.protocols.pipe_map import batch_refusal
 
 __all__ = ["PipeDoor", "PipeRequest", "read_message"]
 
@@ -158,8 +159,8 @@ class PipeDoor:
             rcpt.reply = refusal or replies.RCPT_OK
             if refusal is not None:
                 refusals.append(refusal)
-        if refusals:  # one status for the whole batch: the first transient refusal, if any
-            return next((r for r in refusals if r.is_transient), refusals[0])
+        if refusals:  # one status for the whole batch
+            return batch_refusal(refusals)
         return None
 
     def _refused(
@@ -213,7 +214,7 @@ class PipeDoor:
             refused = [r.reply for r in t.recipients if r.reply and not r.reply.is_positive]
             if refused:  # the next stage refuses a recipient: all stay with Postfix
                 log.info(f"next stage refused a recipient: {refused[0]}")
-                return next((r for r in refused if r.is_transient), refused[0])
+                return batch_refusal(refused)
             per = await delivery.data(t, spool)
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -75,3 +75,27 @@ HELP = Reply(214, "2.0.0", "See RFC 5321")
 BYE = Reply(221, "2.0.0", "Bye")
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+
+
+# --- one answer for several recipients ---------------------------------------------------------
+
+
+def collapse_replies(per_recipient: list[Reply]) -> Reply:
+    """One SMTP reply for a message whose recipients got separate results (LMTP next hop or
+    Maildir, SMTP client). The rule: no recipient may be both acknowledged and lost.
+
+    - every recipient succeeded → the first success;
+    - every recipient failed → the first transient failure if any (retry is always safe),
+      else the first permanent one;
+    - mixed success and failure → 451 4.5.0: the client keeps the message and retries all
+      recipients, so those already delivered may get a duplicate, but none is lost.
+    """
+    if not per_recipient:
+        return INTERNAL_ERROR
+    successes = [r for r in per_recipient if r.is_positive]
+    if len(successes) == len(per_recipient):
+        return successes[0]
+    if successes:
+        return PARTIAL_DELIVERY
+    transient = [r for r in per_recipient if r.is_transient]
+    return transient[0] if transient else per_recipient[0]

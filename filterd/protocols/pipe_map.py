@@ -19,15 +19,31 @@ Postfix the right class, the output the exact code and reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from filterd.model.reply import Reply
 
-__all__ = ["EX_DATAERR", "EX_NOPERM", "EX_OK", "EX_TEMPFAIL", "EX_USAGE", "exit_status", "report"]
+__all__ = [
+    "EX_DATAERR",
+    "EX_NOPERM",
+    "EX_OK",
+    "EX_TEMPFAIL",
+    "EX_USAGE",
+    "TIME_LIMIT",
+    "batch_refusal",
+    "exit_status",
+    "report",
+]
 
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
+
+TIME_LIMIT = Reply(451, "4.4.2", "Error: filterd pipe time limit exceeded, try again later")
+"""``filterd pipe``'s answer when its time is up (``[pipe] time_limit``, or ``--timeout`` with
+``--via``): Postfix keeps the message."""
 
 _MAX_OUTPUT = 4096
 """What pipe(8) keeps of the output; the status line stays shorter than that."""
@@ -41,6 +57,13 @@ def exit_status(reply: Reply) -> int:
     if reply.code // 100 != 5:
         return EX_TEMPFAIL
     return EX_NOPERM if _status(reply).startswith("5.7.") else EX_DATAERR
+
+
+def batch_refusal(refusals: Sequence[Reply]) -> Reply:
+    """One status for a batch some of whose recipients were refused (pipe(8) takes one for
+    all): the first temporary refusal if there is one (retrying is always safe), else the
+    first refusal. None of the batch is handed on."""
+    return next((r for r in refusals if r.is_transient), refusals[0])
 
 
 def report(reply: Reply) -> str | None:

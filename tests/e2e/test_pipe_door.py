@@ -17,6 +17,9 @@ the pipe transport's user (tests/support/pipe_door.py says how the private Postf
   with the chain's edits, without being filtered again;
 - a message the chain answers with a temporary refusal is deferred with filterd's code and
   reason, stays in the queue, and nothing is delivered.
+
+and with ``filterd pipe --via``, the client that hands each message to a running filterd's
+LMTP listener (which runs the chain and relays to the reinjection smtpd): the same two.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from tests.support.filterd_proc import FilterdFactory
 from tests.support.pipe_door import NOBODY, filterd_command, postfix_with_pipe
 from tests.support.postfix import PostfixInstance, free_port, make_base_dir, postfix_available
 from tests.support.spamd import running_spamd, spamd_installed
@@ -249,3 +253,61 @@ def test_sendmail_reinjects_accepted_mail_once_and_tempfail_is_deferred() -> Non
         _assert_still_queued(instance, later, "Busy here, try again later")
         assert instance.delivered_messages("carol@example.org") == []
         assert len(instance.delivered_messages("bob@example.org")) == 1
+
+
+def _via_config(listen_port: int, next_hop: int) -> str:
+    return f"""\
+[[listen]]
+address = "127.0.0.1:{listen_port}"
+protocol = "lmtp"
+
+[delivery]
+method = "relay"
+next_hop = "127.0.0.1:{next_hop}"
+
+{SENDMAIL_CONFIG}"""
+
+
+def test_via_hands_mail_to_a_running_filterd_and_tempfail_is_deferred(
+    filterd_factory: FilterdFactory,
+) -> None:
+    """``filterd pipe --via``: the pipe transport's command hands each message to a running
+    filterd's LMTP listener, which runs the chain and relays to Postfix's reinjection smtpd."""
+    base = make_base_dir()
+    listen_port = free_port()
+    argv = (
+        f"{filterd_command(base)} pipe --via 127.0.0.1:{listen_port} --queue-id ${{queue_id}}"
+        " -f ${sender} -- ${recipient}"
+    )
+    instance = postfix_with_pipe(base, argv)
+    try:
+        filterd_factory(_via_config(listen_port, instance.reinject_port))
+        instance.start()
+        since = instance.log_offset()
+        instance.send_smtp(_message("via message"), SENDER, ["bob@example.org"])
+        first = _queue_ids(instance, since, "via message")
+        instance.wait_for_log(
+            rf"{first}: to=<bob@example.org>, relay=filterd, .*dsn=2\.0\.0, status=sent",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        instance.wait_for_empty_queue(timeout=TIMEOUT)
+        copy = instance.wait_for_delivered(1, "bob@example.org", timeout=TIMEOUT)[0]
+        assert b"\nX-Example-Tag: tagged\n" in copy
+        assert b"Subject: via message\n" in copy
+
+        since = instance.log_offset()
+        instance.send_smtp(_message("call me later"), SENDER, ["carol@example.org"])
+        later = _queue_ids(instance, since, "call me later")
+        instance.wait_for_log(
+            rf"{later}: to=<carol@example.org>, relay=filterd, .*dsn=4\.7\.1, "
+            r"status=deferred \(Busy here, try again later",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        _assert_still_queued(instance, later, "Busy here, try again later")
+        assert instance.delivered_messages("carol@example.org") == []
+        assert len(instance.delivered_messages("bob@example.org")) == 1
+    finally:
+        instance.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -41,7 +41,7 @@ TRANSPORT = "filterd"
 def _runs_as_nobody(python: str, prelude: str) -> bool:
     try:
         done = subprocess.run(
-            [python, "-c", prelude + "import filterd.cli.pipe"],
+            [python, "-c", prelude + "import filterd.cli.pipe_local"],
             cwd="/",
             capture_output=True,
             timeout=60,
