@@ -36,6 +36,7 @@ from filterd.protocols.pipe_map import TIME_LIMIT, batch_refusal
 from filterd.protocols.smtp.client import ConnectionClosed, SmtpClient
 from filterd.protocols.smtp.common import RECEIVE_SIZE, LocalProtocolError, RemoteProtocolError
 from filterd.protocols.smtp.dotstuff import DotStuffer
+from filterd.protocols.smtp.linefold import LineFolder
 
 __all__ = ["BadAddress", "hand_over"]
 
@@ -163,11 +164,13 @@ class _Conversation:
         return answers
 
     def _send_message(self, stdin_fd: int) -> None:
-        """Standard input, dot-stuffed, with CRLF line ends (LF or CRLF in), and its end mark."""
+        """Standard input, lines over 998 bytes broken as Postfix's smtp(8) breaks them,
+        dot-stuffed, with CRLF line ends (LF or CRLF in), and its end mark."""
+        folder = LineFolder()
         stuffer = DotStuffer(bare_newline="normalize")
         while chunk := self._read_stdin(stdin_fd):
-            self._send(stuffer.feed(chunk))
-        self._send(stuffer.finish())
+            self._send(stuffer.feed(folder.feed(chunk)))
+        self._send(stuffer.feed(folder.finish()) + stuffer.finish())
 
     def _read_stdin(self, fd: int) -> bytes:
         ready, _, _ = select.select([fd], [], [], _remaining(self.deadline))

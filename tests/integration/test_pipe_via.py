@@ -106,6 +106,17 @@ def test_accepted_is_delivered_to_every_recipient(listener: Listener, over: str)
         assert copy.endswith(b"\n\nHello.\n.a line that begins with a dot\n")
 
 
+def test_a_line_longer_than_smtp_allows_is_broken_as_postfix_breaks_it(listener: Listener) -> None:
+    # The listener refuses text lines over 1000 bytes (5.5.2): a bounce for mail the
+    # standalone mode passes. The client breaks them as Postfix's smtp(8) does.
+    long_line = b"z" * 1500
+    message = MESSAGE % b"long" + long_line + b"\n"
+    done = _pipe(listener.unix, "-f", "a@example.net", "--", "long@example.org", message=message)
+    assert done.returncode == EX_OK, done.stderr
+    (copy,) = listener.delivered("long@example.org")
+    assert copy.endswith(b"\n\nHello.\n" + long_line[:998] + b"\n " + long_line[998:] + b"\n")
+
+
 def test_the_null_sender_and_the_original_client_go_over(listener: Listener) -> None:
     done = _pipe(
         listener.unix,
