@@ -47,10 +47,16 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class TempFail:
-    """Refuse for now with a 4xx reply: the sender keeps the message and retries."""
+    """Refuse for now with a 4xx reply: the sender keeps the message and retries.
+
+    ``policy_action``: the access(5) action the policy door answers instead of the numeric
+    reply, when a plugin must answer Postfix as a reference policy server does (the greylist
+    plugin: postgrey's ``DEFER_IF_PERMIT 4.2.0 Greylisted, ...``); the other doors answer
+    ``reply``."""
 
     reply: Reply
     findings: tuple[Finding, ...] = ()
+    policy_action: str | None = None
 
     def __post_init__(self) -> None:
         if not self.reply.is_transient:

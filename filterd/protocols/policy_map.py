@@ -37,7 +37,8 @@ Reject(reply)                 ``{code} {status} {text}``: the numeric form keeps
 TempFail(reply)               ``{code} {status} {text}`` too: immediate, exact code (e.g.
                               451 4.4.5 for a plugin timeout). DEFER_IF_PERMIT would become
                               450 and only act if a later restriction permits; DEFER would
-                              become $access_map_defer_code 450
+                              become $access_map_defer_code 450. A TempFail with a
+                              ``policy_action`` answers that action as it is
 Discard(reason)               ``DISCARD reason`` (Postfix: all recipients of the message)
 Quarantine(reason)            ``HOLD reason`` (Postfix's hold queue; all recipients)
 ============================  ==========================================================
@@ -255,6 +256,8 @@ def plan_action(
     verdict = outcome.verdict
     edits = outcome.edits
     match verdict:
+        case TempFail(policy_action=str() as action) if action.strip():
+            return PolicyAction(_one_line(action), dropped=edits)
         case Reject(reply=reply) | TempFail(reply=reply):
             return PolicyAction(_numeric(reply), dropped=edits)
         case Discard(reason=reason):
