@@ -36,7 +36,6 @@ from filterd.sdk import (
     NoteKey,
     OnRcpt,
     Plugin,
-    PluginEnv,
     Recipient,
     Reply,
     TempFail,
@@ -84,16 +83,12 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
     name = "greylist"
     Config = GreylistConfig
 
-    _store: StateStore | None = None
-
-    def __init__(self, config: GreylistConfig, env: PluginEnv) -> None:
-        super().__init__(config, env)
-        self.clients = ClientWhitelist()  # read in start()
-        self.recipients = RecipientWhitelist()
+    _store: StateStore | None = None  # set by start()
+    _whitelists: tuple[ClientWhitelist, RecipientWhitelist] | None = None
 
     async def start(self) -> None:
         config = self.config
-        self.clients, self.recipients = load_whitelists(
+        self._whitelists = load_whitelists(
             config.whitelist_clients, config.whitelist_recipients, self.env.log.warning
         )
         self._store = await open_store(config.state, clock=self.env.clock)
@@ -115,9 +110,12 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
             address = ipaddress.ip_address(client.address)
         except ValueError:
             return _go_on("no-client-address")
-        if self.clients.listed(client.name, address):
+        if self._whitelists is None:
+            raise RuntimeError("the greylist plugin was not started")
+        clients, recipients = self._whitelists
+        if clients.listed(client.name, address):
             return _go_on("client-whitelist")
-        if self.recipients.listed(rcpt.address):
+        if recipients.listed(rcpt.address):
             return _go_on("recipient-whitelist")
         try:
             return await self._check(t, address, rcpt.address)

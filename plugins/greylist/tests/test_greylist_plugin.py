@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from filterd_greylist.plugin import Greylist
 
 from filterd.sdk import (
     AddHeader,
@@ -22,7 +23,6 @@ from filterd.sdk import (
     Verdict,
 )
 from filterd.testing import validate_config
-from filterd_greylist.plugin import Greylist
 
 START = 1_700_000_000.0
 DAY = 86_400
@@ -98,11 +98,13 @@ async def test_new_triplet_is_greylisted_then_passes_after_the_delay(
     passed = await ask(greylist, "alice@example.com", "bob@example.org")
     assert isinstance(passed, Continue)
     (header,) = passed.edits
-    assert isinstance(header, AddHeader) and header.name == "X-Greylist"
+    assert isinstance(header, AddHeader)
+    assert header.name == "X-Greylist"
     assert header.value.startswith("delayed 300 seconds by filterd-greylist-0.1.0 at mx.test; ")
     clock.now += 10 * DAY
     again = await ask(greylist, "alice@example.com", "bob@example.org")
-    assert again == Continue(findings=again.findings) and not again.edits
+    assert again == Continue(findings=again.findings)
+    assert not again.edits
 
 
 async def test_sender_normalisation_and_client_network_share_a_triplet(
@@ -163,8 +165,10 @@ async def test_header_once_per_message(greylist: Greylist, clock: Clock) -> None
     t = transaction("a@example.com")
     first = await greylist.on_rcpt(t, Recipient("one@example.org"))
     second = await greylist.on_rcpt(t, Recipient("two@example.org"))
-    assert isinstance(first, Continue) and len(first.edits) == 1
-    assert isinstance(second, Continue) and not second.edits
+    assert isinstance(first, Continue)
+    assert len(first.edits) == 1
+    assert isinstance(second, Continue)
+    assert not second.edits
 
 
 async def test_auto_whitelist_after_five_passes_counted_once_an_hour(
@@ -176,14 +180,18 @@ async def test_auto_whitelist_after_five_passes_counted_once_an_hour(
         greylisted(await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip))
     clock.now += 300
     for n in range(5):
-        assert isinstance(await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip), Continue)
+        assert isinstance(
+            await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip), Continue
+        )
     greylisted(await ask(greylist, "a@example.com", "new@example.org", ip=ip))
     # four more passes, each an hour apart: five counted
     for n in range(4):
         clock.now += 3600
         greylisted(await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip))
         clock.now += 300
-        assert isinstance(await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip), Continue)
+        assert isinstance(
+            await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip), Continue
+        )
     whitelisted = await ask(greylist, "c@example.com", "never-seen@example.org", ip=ip)
     assert isinstance(whitelisted, Continue)
     assert [f.detail for f in whitelisted.findings] == ["client-awl"]
@@ -216,7 +224,8 @@ async def test_whitelists_and_unknown_clients(tmp_path: Path, clock: Clock) -> N
         await ask(plugin, "a@example.com", "postmaster@example.org"),
         await ask(plugin, "a@example.com", "b@example.org", ip="unknown"),
     ):
-        assert isinstance(verdict, Continue) and not verdict.edits
+        assert isinstance(verdict, Continue)
+        assert not verdict.edits
     greylisted(await ask(plugin, "a@example.com", "b@example.org"))
     await plugin.stop()
 
@@ -249,5 +258,6 @@ async def test_sqlite_state_survives_a_restart(tmp_path: Path, clock: Clock) -> 
     clock.now += 300
     restarted = await started(base_config(tmp_path), clock)
     passed = await ask(restarted, "a@example.com", "b@example.org")
-    assert isinstance(passed, Continue) and passed.edits  # passed: it remembered the first try
+    assert isinstance(passed, Continue)
+    assert passed.edits
     await restarted.stop()

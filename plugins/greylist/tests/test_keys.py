@@ -6,7 +6,6 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-
 from filterd_greylist.keys import client_network, normalise_sender, triplet_key
 from filterd_greylist.whitelists import load_whitelists
 
@@ -40,7 +39,8 @@ def test_client_network_and_key() -> None:
     key = triplet_key("192.0.2.0", "Bob+X@Example.COM", "Rcpt@Example.ORG", privacy=False)
     assert key == "192.0.2.0/bob@example.com/rcpt@example.org"
     hashed = triplet_key("192.0.2.0", "bob@example.com", "rcpt@example.org", privacy=True)
-    assert len(hashed) == 40 and hashed != key
+    assert len(hashed) == 40
+    assert hashed != key
 
 
 def test_whitelist_files_read_as_postgrey_reads_them(tmp_path: Path) -> None:
@@ -77,9 +77,11 @@ def test_whitelist_files_read_as_postgrey_reads_them(tmp_path: Path) -> None:
     assert listed("mx12.regex.example", "192.0.2.1")
     assert listed("unknown", "198.51.100.7")
     assert not listed("unknown", "198.51.100.8")
-    assert listed("unknown", "203.0.113.15") and not listed("unknown", "203.0.113.16")
+    assert listed("unknown", "203.0.113.15")
+    assert not listed("unknown", "203.0.113.16")
     assert listed("unknown", "10.20.30.200")
-    assert listed("unknown", "172.16.0.9") and not listed("unknown", "172.16.1.9")  # /24
+    assert listed("unknown", "172.16.0.9")
+    assert not listed("unknown", "172.16.1.9")
     assert listed("unknown", "2001:db8:aa:1::1")
     assert rcpt_list.listed("postmaster@anything.example")
     assert rcpt_list.listed("postmaster+x@anything.example")
