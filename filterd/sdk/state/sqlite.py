@@ -1,5 +1,6 @@
 """The embedded store: one SQLite file in WAL mode (readers never wait for the writer),
-one connection per worker thread, atomic updates in ``BEGIN IMMEDIATE`` transactions.
+a pool of connections (at most ``concurrency``: one per call running in a worker thread),
+atomic updates in single statements or ``BEGIN IMMEDIATE`` transactions.
 
 A record is ``(key, value, expires)``; ``expires`` is on the store's clock (unix seconds). An
 expired record reads as missing at once; the rows are deleted when the store opens and every
@@ -8,9 +9,11 @@ expired record reads as missing at once; the rows are deleted when the store ope
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from filterd.sdk.state.base import StateStore
@@ -38,30 +41,36 @@ class SqliteStore(StateStore):
         super().__init__(f"sqlite:{path}", timeout=timeout, concurrency=concurrency)
         self.path = path
         self.clock = clock
-        self._local = threading.local()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writes = 0
 
     def open(self) -> None:
         """Create the file and table (blocking; called once, in a worker thread)."""
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(_SCHEMA)
-        self._purge(db)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+            self._purge(db)
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection for this call: an idle one, or a new one (never more than the calls
+        that run at once)."""
+        try:
+            db = self._idle.get_nowait()
+        except queue.Empty:
             # isolation_level=None: autocommit, transactions only where we BEGIN them.
             db = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-            self._local.db = db
             with self._lock:
                 self._connections.append(db)
-        return db
+        try:
+            yield db
+        finally:
+            self._idle.put(db)
 
     def _purge(self, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM state WHERE expires <= ?", (self.clock(),))
@@ -74,26 +83,31 @@ class SqliteStore(StateStore):
             self._purge(db)
 
     def _get(self, key: str) -> str | None:
-        row = (
-            self._db()
-            .execute("SELECT value FROM state WHERE key = ? AND expires > ?", (key, self.clock()))
-            .fetchone()
-        )
+        with self._db() as db:
+            row = db.execute(
+                "SELECT value FROM state WHERE key = ? AND expires > ?", (key, self.clock())
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def _set(self, key: str, value: str, ttl: float) -> None:
-        db = self._db()
-        db.execute(
-            "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)",
-            (key, value, self.clock() + ttl),
-        )
-        self._wrote(db)
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)",
+                (key, value, self.clock() + ttl),
+            )
+            self._wrote(db)
 
     def _delete(self, key: str) -> None:
-        self._db().execute("DELETE FROM state WHERE key = ?", (key,))
+        with self._db() as db:
+            db.execute("DELETE FROM state WHERE key = ?", (key,))
 
     def _compare_and_set(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
-        db = self._db()
+        with self._db() as db:
+            return self._compare_and_set_on(db, key, expected, value, ttl)
+
+    def _compare_and_set_on(
+        self, db: sqlite3.Connection, key: str, expected: str | None, value: str, ttl: float
+    ) -> bool:
         now = self.clock()
         if expected is None:  # only over a missing or expired record
             cursor = db.execute(
@@ -114,7 +128,10 @@ class SqliteStore(StateStore):
         return done
 
     def _increment(self, key: str, amount: int, ttl: float) -> int:
-        db = self._db()
+        with self._db() as db:
+            return self._increment_on(db, key, amount, ttl)
+
+    def _increment_on(self, db: sqlite3.Connection, key: str, amount: int, ttl: float) -> int:
         now = self.clock()
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -5,8 +5,8 @@ whitelisted clients (name, address, partial address) and recipients, normalised 
 passes counted at most once an hour.
 
 postgrey's clock cannot be faked from outside (``policy_test_time`` is a request attribute
-filterd does not honour): both run with ``delay`` 2 s on the real clock, and the test waits
-once, 3.2 s, so that every retry is clearly before or after the delay whatever the second
+filterd does not honour): both run with ``delay`` 3 s on the real clock, and the test waits
+once, 4.5 s, so that every retry is clearly before or after the delay whatever the second
 boundaries. The hourly rule shows within that time: with N=2, two triplets of one client pass
 in the same hour and count once, so the client is not whitelisted; with N=1 the first pass
 whitelists it.
@@ -37,8 +37,8 @@ pytestmark = [
     pytest.mark.timeout(120),
 ]
 
-DELAY = 2
-WAIT = DELAY + 1.2
+DELAY = 3
+WAIT = DELAY + 1.5
 
 CLIENTS = "# postgrey syntax\nmx.trusted.example\n198.51.100\n/^relay\\d+\\.regex\\.example$/\n"
 RECIPIENTS = "postmaster@\nwhitelisted.example\n"
@@ -103,11 +103,12 @@ _HEADER = re.compile(
 
 
 def normalised(action: str) -> str:
-    """The X-Greylist header with its delay checked and the software and date left out."""
+    """The X-Greylist header with its delay checked (at least the configured one; how much
+    more depends on the machine's load) and the software and date left out."""
     match = _HEADER.fullmatch(action)
     if match is None:
         return action
-    assert DELAY <= int(match.group(1)) <= WAIT + 2, action
+    assert int(match.group(1)) >= DELAY, action
     return "PREPEND X-Greylist: delayed N seconds by SOFTWARE at mx.test; DATE"
 
 
