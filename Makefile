@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # it builds into a fresh virtualenv without the network (pip install --no-index --find-links).
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter clean
+.PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter \
+	bench-tables bench-pipe clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -47,7 +48,7 @@ install-prod:
 
 # As root (make install needs root), filterd refuses to run without [run] user unless told to:
 # the development server and the benchmarks are told to (docs/deploy.md, "Privileges").
-run bench-smtp bench-spamd bench-policy bench-milter: export FILTERD_ALLOW_ROOT = 1
+run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe: export FILTERD_ALLOW_ROOT = 1
 
 run: install
 	$(VENV)/bin/filterd run
@@ -61,11 +62,11 @@ lint: install
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every benchmark, one after the other (about 12 minutes); each also runs on its own.
+# Every benchmark, one after the other (about 13 minutes); each also runs on its own.
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).
 BENCH_ARGS ?=
 
-bench: bench-smtp bench-spamd bench-policy bench-milter
+bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe
 
 bench-smtp: install
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -78,6 +79,12 @@ bench-policy: install
 
 bench-milter: install
 	$(PY) bench/milter_bench.py $(BENCH_ARGS)
+
+bench-tables: install
+	$(PY) bench/tables_bench.py $(BENCH_ARGS)
+
+bench-pipe: install
+	$(PY) bench/pipe_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,6 @@
-"""The test-suite helpers the spamd and policy benchmarks reuse (tests/support/): the repository
-root is put on ``sys.path`` so that they import as ``tests.support.*``, as they do in the tests."""
+"""The test-suite helpers the spamd, policy and pipe benchmarks reuse (tests/support/): the
+repository root is put on ``sys.path`` so that they import as ``tests.support.*``, as they do in
+the tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ if str(REPO) not in sys.path:
 
 from tests.support.data import MAIL_CORPUS  # noqa: E402
 from tests.support.dns_server import DnsServer  # noqa: E402
+from tests.support.pipe_door import NOBODY, filterd_command, postfix_with_pipe  # noqa: E402
+from tests.support.postfix import SENDMAIL, PostfixInstance  # noqa: E402
 from tests.support.spamd import (  # noqa: E402
     GTUBE,
     SPAMC,
@@ -24,11 +27,16 @@ from tests.support.spamd import (  # noqa: E402
 __all__ = [
     "GTUBE",
     "MAIL_CORPUS",
+    "NOBODY",
     "REPO",
+    "SENDMAIL",
     "SPAMC",
     "SPAMD",
     "DnsServer",
+    "PostfixInstance",
     "SpamdInstance",
+    "filterd_command",
+    "postfix_with_pipe",
     "running_spamd",
     "spamd_installed",
 ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from filterd.model.edits import Edit
 from filterd.model.findings import Finding
-from filterd.model.verdict import CONTINUE, Verdict
+from filterd.model.verdict import CONTINUE, DeferIf, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,11 @@ class Outcome:
     findings: tuple[Finding, ...] = ()
     decided_by: str | None = None
     results: tuple[PluginResult, ...] = field(default=())
+    # A DEFER_IF_PERMIT / DEFER_IF_REJECT still pending when the stage ended, or the
+    # DEFER_IF_PERMIT that turned its permit into ``verdict`` (a TempFail): for the policy door,
+    # which passes it on to Postfix (whose own restrictions come after it). The verdict
+    # already holds what filterd decides with it.
+    conditional: DeferIf | None = None
 
 
 NOTHING = Outcome()

@@ -7,6 +7,12 @@
   logged, never a silent pass.
 - ``Accept(final=True)`` skips every later check of the transaction.
 - ``on_close`` always runs for every plugin that has it.
+- DEFER_IF_REJECT / DEFER_IF_PERMIT (``DeferIf`` on a ``Continue`` or ``Accept``), as Postfix's
+  smtpd applies them to its restriction lists, a stage being one list: the first of each kind
+  counts. "reject" holds for the rest of its stage: a later ``Reject`` (5xx) of that stage
+  becomes its 4xx. "permit" holds for the rest of the session's checks up to RCPT (a client
+  or HELO one for every message, a MAIL one for its message): a stage ``on_rcpt`` that ends
+  without a refusal ends in its 4xx instead; so does ``on_message`` for one raised there.
 - A plugin that raises gets its traceback logged (at ERROR) once per incident: the first time
   that exception comes from that place, and again only after ``INCIDENT_GAP`` without it. A
   storm of the same failure logs its ``status=plugin-error`` lines, one traceback.
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -28,11 +34,12 @@ from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.model.findings import Finding
 from filterd.model.message import MessageView
-from filterd.model.notes import NoteKey
+from filterd.model.notes import NoteKey, Notes
 from filterd.model.reply import Reply
 from filterd.model.verdict import (
     Accept,
     Continue,
+    DeferIf,
     Discard,
     Quarantine,
     Reject,
@@ -50,6 +57,11 @@ PLUGIN_FAILED = Reply(451, "4.3.0", "Error: message check failed, try again late
 PLUGIN_FAILED_REJECT = Reply(554, "5.3.0", "Error: message check failed")
 
 FINAL_ACCEPT = NoteKey[bool]("filterd.final_accept")
+# The DEFER_IF_PERMIT pending after the client, HELO and MAIL stages (each includes the ones
+# before it; Postfix's defer_if_permit_client / _helo / _sender).
+_IF_PERMIT_CLIENT = NoteKey[DeferIf | None]("filterd.defer_if_permit.client")
+_IF_PERMIT_HELO = NoteKey[DeferIf | None]("filterd.defer_if_permit.helo")
+_IF_PERMIT_SENDER = NoteKey[DeferIf | None]("filterd.defer_if_permit.sender")
 
 INCIDENT_GAP = 600.0  # seconds without a failure before it counts as a new incident
 MAX_FAILURE_KINDS = 100  # failure kinds remembered per entry (the oldest are forgotten)
@@ -150,31 +162,43 @@ class ChainRunner:
         entries = self._by_stage["on_connect"]
         if not entries:
             return NOTHING
-        return await self._run(entries, "on_connect", None, lambda p: p.on_connect(session))  # type: ignore[attr-defined]
+        call: StageCall = lambda p: p.on_connect(session)  # type: ignore[attr-defined]  # noqa: E731
+        outcome = await self._run(entries, "on_connect", None, call)
+        return _hold(outcome, session.notes, _IF_PERMIT_CLIENT)
 
     async def helo(self, session: Session, name: str) -> Outcome:
         entries = self._by_stage["on_helo"]
         if not entries:
             return NOTHING
-        return await self._run(entries, "on_helo", None, lambda p: p.on_helo(session, name))  # type: ignore[attr-defined]
+        call: StageCall = lambda p: p.on_helo(session, name)  # type: ignore[attr-defined]  # noqa: E731
+        earlier = session.notes.get(_IF_PERMIT_CLIENT)
+        outcome = await self._run(entries, "on_helo", None, call, earlier)
+        return _hold(outcome, session.notes, _IF_PERMIT_HELO)
 
     async def mail_from(self, t: Transaction) -> Outcome:
         entries = self._by_stage["on_mail_from"]
         if not entries:
             return NOTHING
-        return await self._run(entries, "on_mail_from", t, lambda p: p.on_mail_from(t))  # type: ignore[attr-defined]
+        call: StageCall = lambda p: p.on_mail_from(t)  # type: ignore[attr-defined]  # noqa: E731
+        outcome = await self._run(entries, "on_mail_from", t, call, _session_if_permit(t))
+        return _hold(outcome, t.notes, _IF_PERMIT_SENDER)
 
     async def rcpt(self, t: Transaction, rcpt: Recipient) -> Outcome:
+        earlier = t.notes.get(_IF_PERMIT_SENDER) or _session_if_permit(t)
         entries = self._by_stage["on_rcpt"]
         if not entries:
-            return NOTHING
-        return await self._run(entries, "on_rcpt", t, lambda p: p.on_rcpt(t, rcpt))  # type: ignore[attr-defined]
+            return NOTHING if earlier is None else _permitted(NOTHING, earlier)
+        call: StageCall = lambda p: p.on_rcpt(t, rcpt)  # type: ignore[attr-defined]  # noqa: E731
+        outcome = await self._run(entries, "on_rcpt", t, call, earlier)
+        return _permitted(outcome, outcome.conditional)
 
     async def message(self, t: Transaction, message: MessageView) -> Outcome:
         entries = self._by_stage["on_message"]
         if not entries:
             return NOTHING
-        return await self._run(entries, "on_message", t, lambda p: p.on_message(t, message))  # type: ignore[attr-defined]
+        call: StageCall = lambda p: p.on_message(t, message)  # type: ignore[attr-defined]  # noqa: E731
+        outcome = await self._run(entries, "on_message", t, call)
+        return _permitted(outcome, outcome.conditional)
 
     async def close(self, session: Session) -> None:
         for entry in self._by_stage["on_close"]:
@@ -194,13 +218,22 @@ class ChainRunner:
 
     # -------------------------------------------------------------- rules
     async def _run(
-        self, entries: tuple[Entry, ...], stage: str, t: Transaction | None, call: StageCall
+        self,
+        entries: tuple[Entry, ...],
+        stage: str,
+        t: Transaction | None,
+        call: StageCall,
+        if_permit: DeferIf | None = None,
     ) -> Outcome:
+        """The stage's outcome; its ``conditional`` is the DEFER_IF_PERMIT pending at its end
+        (``if_permit``, from earlier stages, or the first raised here), else a DEFER_IF_REJECT
+        still pending (the stage ended without a 5xx)."""
         if t is not None and t.notes.get(FINAL_ACCEPT):
-            return NOTHING
+            return NOTHING if if_permit is None else Outcome(conditional=if_permit)
         edits: list[Edit] = []
         findings: list[Finding] = []
         results: list[PluginResult] = []
+        if_reject: DeferIf | None = None
         for entry in entries:
             result = await self._call(entry, stage, call)
             results.append(result)
@@ -208,14 +241,27 @@ class ChainRunner:
             _log(result, t)
             edits.extend(_edits(verdict))
             findings.extend(verdict.findings)
+            if isinstance(verdict, Continue | Accept):
+                for deferral in verdict.defer_if:
+                    if deferral.when == "permit":
+                        if_permit = if_permit or deferral
+                    else:
+                        if_reject = if_reject or deferral
             if isinstance(verdict, Continue):
                 continue
             if isinstance(verdict, Accept) and verdict.final and t is not None:
                 t.notes.set(FINAL_ACCEPT, True)
             if isinstance(verdict, Accept) and not verdict.final:
                 continue
-            return Outcome(verdict, tuple(edits), tuple(findings), entry.label, tuple(results))
-        return Outcome(Continue(), tuple(edits), tuple(findings), None, tuple(results))
+            if isinstance(verdict, Reject) and if_reject is not None:
+                log.info(f"{entry.label}: {stage} reject turned into defer_if_reject's reply")
+                verdict = TempFail(if_reject.reply, verdict.findings)
+            pending = if_permit or (None if is_refusal(verdict) else if_reject)
+            return Outcome(
+                verdict, tuple(edits), tuple(findings), entry.label, tuple(results), pending
+            )
+        pending = if_permit or if_reject
+        return Outcome(Continue(), tuple(edits), tuple(findings), None, tuple(results), pending)
 
     async def _call(self, entry: Entry, stage: str, call: StageCall) -> PluginResult:
         started = time.monotonic()
@@ -244,6 +290,29 @@ class ChainRunner:
             return _failed(entry, stage, exc, started)
         finally:
             limiter.release()
+
+
+def _session_if_permit(t: Transaction) -> DeferIf | None:
+    notes = t.session.notes
+    return notes.get(_IF_PERMIT_HELO) or notes.get(_IF_PERMIT_CLIENT)
+
+
+def _hold(outcome: Outcome, notes: Notes, key: NoteKey[DeferIf | None]) -> Outcome:
+    """Keep the stage's pending DEFER_IF_PERMIT for the stages after it (or forget one of an
+    earlier run of the stage: a second EHLO, the next MAIL)."""
+    conditional = outcome.conditional
+    notes.set(
+        key, conditional if conditional is not None and conditional.when == "permit" else None
+    )
+    return outcome
+
+
+def _permitted(outcome: Outcome, conditional: DeferIf | None) -> Outcome:
+    """At RCPT and end of message: a stage that ends without a refusal while a
+    DEFER_IF_PERMIT is pending ends in its reply (Postfix: a permit becomes a deferral)."""
+    if conditional is None or conditional.when != "permit" or is_refusal(outcome.verdict):
+        return outcome
+    return replace(outcome, verdict=TempFail(conditional.reply), conditional=conditional)
 
 
 def _answered(entry: Entry, stage: str, answer: object, started: float) -> PluginResult:

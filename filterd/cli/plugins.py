@@ -18,6 +18,7 @@ BUILT_IN = {
     "razor": "filterd-razor",
     "pyzor": "filterd-pyzor",
     "spf": "filterd-spf",
+    "access": "filterd-access",
     "greylist": "filterd-greylist",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""

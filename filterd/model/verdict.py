@@ -9,11 +9,27 @@ the end of a message that got one (``final_verdict``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Literal, TypeGuard
 
 from filterd.model.edits import Edit
 from filterd.model.findings import Finding
 from filterd.model.reply import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class DeferIf:
+    """A refusal held back, Postfix's DEFER_IF_PERMIT / DEFER_IF_REJECT (access(5)): ``reply``
+    (4xx) replaces a permit (``when="permit"``: the stage, and for RCPT and end of message
+    every stage before it, ends without a refusal) or a 5xx rejection by a later plugin of the
+    same stage (``when="reject"``). Carried by ``Continue`` and ``Accept``; the chain applies
+    it (filterd.chain.runner)."""
+
+    when: Literal["permit", "reject"]
+    reply: Reply
+
+    def __post_init__(self) -> None:
+        if not self.reply.is_transient:
+            raise ValueError(f"DeferIf needs a 4xx reply, got {self.reply.code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +38,7 @@ class Continue:
 
     edits: tuple[Edit, ...] = ()
     findings: tuple[Finding, ...] = ()
+    defer_if: tuple[DeferIf, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +48,7 @@ class Accept:
     edits: tuple[Edit, ...] = ()
     findings: tuple[Finding, ...] = ()
     final: bool = False
+    defer_if: tuple[DeferIf, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +65,10 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class TempFail:
-    """Refuse for now with a 4xx reply: the sender keeps the message and retries.
-
-    ``policy_action``: the access(5) action the policy door answers instead of the numeric
-    reply, when a plugin must answer Postfix as a reference policy server does (the greylist
-    plugin: postgrey's ``DEFER_IF_PERMIT 4.2.0 Greylisted, ...``); the other doors answer
-    ``reply``."""
+    """Refuse for now with a 4xx reply: the sender keeps the message and retries."""
 
     reply: Reply
     findings: tuple[Finding, ...] = ()
-    policy_action: str | None = None
 
     def __post_init__(self) -> None:
         if not self.reply.is_transient:

@@ -37,10 +37,14 @@ Reject(reply)                 ``{code} {status} {text}``: the numeric form keeps
 TempFail(reply)               ``{code} {status} {text}`` too: immediate, exact code (e.g.
                               451 4.4.5 for a plugin timeout). DEFER_IF_PERMIT would become
                               450 and only act if a later restriction permits; DEFER would
-                              become $access_map_defer_code 450. A TempFail with a
-                              ``policy_action`` answers that action as it is
+                              become $access_map_defer_code 450
 Discard(reason)               ``DISCARD reason`` (Postfix: all recipients of the message)
 Quarantine(reason)            ``HOLD reason`` (Postfix's hold queue; all recipients)
+a pending DeferIf             ``DEFER_IF_PERMIT {status} {text}`` (or ``DEFER_IF_REJECT``):
+                              Continue or Accept with ``conditional`` set, and the TempFail
+                              a DEFER_IF_PERMIT made of a permit. Postfix holds it over its
+                              own later restrictions, as for an access table's
+                              (``$access_map_defer_code``, 450)
 ============================  ==========================================================
 
 A numeric action always has text after the code: Postfix reads an all-digit action as ``OK``.
@@ -65,7 +69,16 @@ from filterd.model.edits import AddHeader, Edit
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.notes import NoteKey
 from filterd.model.reply import Reply
-from filterd.model.verdict import Accept, Continue, Discard, Quarantine, Reject, TempFail, Verdict
+from filterd.model.verdict import (
+    Accept,
+    Continue,
+    DeferIf,
+    Discard,
+    Quarantine,
+    Reject,
+    TempFail,
+    Verdict,
+)
 
 __all__ = [
     "POLICY_ATTRIBUTES",
@@ -202,6 +215,9 @@ class OutcomeLike(Protocol):
     @property
     def edits(self) -> tuple[Edit, ...]: ...
 
+    @property
+    def conditional(self) -> DeferIf | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyAction:
@@ -233,6 +249,13 @@ def _with_text(command: str, text: str) -> str:
     return f"{command} {text}" if text else command
 
 
+def _deferral(held: DeferIf) -> str:
+    command = "DEFER_IF_PERMIT" if held.when == "permit" else "DEFER_IF_REJECT"
+    return " ".join(
+        part for part in (command, held.reply.status, _one_line(held.reply.text)) if part
+    )
+
+
 def _prepend(header: AddHeader) -> str:
     # Unfold (RFC 5322 §2.2.3: remove each line break; continuation lines start with WSP).
     value = _one_line(header.value.replace("\r\n", "").replace("\n", ""))
@@ -255,15 +278,20 @@ def plan_action(
     message, so a header every recipient's check produces is prepended once."""
     verdict = outcome.verdict
     edits = outcome.edits
+    held = outcome.conditional
     match verdict:
-        case TempFail(policy_action=str() as action) if action.strip():
-            return PolicyAction(_one_line(action), dropped=edits)
+        case TempFail(reply=reply) if (
+            held is not None and held.when == "permit" and (held.reply == reply)
+        ):
+            return PolicyAction(_deferral(held), dropped=edits)
         case Reject(reply=reply) | TempFail(reply=reply):
             return PolicyAction(_numeric(reply), dropped=edits)
         case Discard(reason=reason):
             return PolicyAction(_with_text("DISCARD", reason), dropped=edits)
         case Quarantine(reason=reason):
             return PolicyAction(_with_text("HOLD", reason), dropped=edits)
+        case Accept() | Continue() if held is not None:
+            return PolicyAction(_deferral(held), dropped=edits)
         case Accept() if accept_as_ok:
             return PolicyAction("OK", dropped=edits)
         case Accept() | Continue():

@@ -1,8 +1,7 @@
 """The pipe(8) door end to end: a private Postfix whose inbound smtpd filters through a pipe
-transport running ``filterd pipe`` as nobody (master.cf as docs/deploy.md writes it), filterd
-handing messages on to its configured next hop, Postfix's reinjection smtpd
-(tests/support/pipe_door.py says why not through sendmail here). What Postfix's queue and log
-show:
+transport running ``filterd pipe`` as nobody (master.cf as docs/deploy.md writes it). What
+Postfix's queue and log show, with filterd handing messages on to its configured next hop,
+Postfix's reinjection smtpd (``deliver_to = "delivery"``):
 
 - a message the chain passes is delivered once, with the chain's edits;
 - a message the chain rejects is bounced with the chain's reason and enhanced status code
@@ -10,18 +9,28 @@ show:
 - a message the chain cannot check (spamd down: the plugin fails, ``on_error = "tempfail"``)
   is deferred with filterd's reason, stays in the queue, and once spamd answers it is
   delivered, once.
+
+and with the default ``deliver_to = "sendmail"``, reinjection through Postfix's sendmail(1) as
+the pipe transport's user (tests/support/pipe_door.py says how the private Postfix lets it):
+
+- a message the chain passes comes back through pickup, from nobody, and is delivered once,
+  with the chain's edits, without being filtered again;
+- a message the chain answers with a temporary refusal is deferred with filterd's code and
+  reason, stays in the queue, and nothing is delivered.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 
 import pytest
 
-from tests.support.pipe_door import filterd_command, postfix_with_pipe
+from tests.support.pipe_door import NOBODY, filterd_command, postfix_with_pipe
 from tests.support.postfix import PostfixInstance, free_port, make_base_dir, postfix_available
 from tests.support.spamd import running_spamd, spamd_installed
 
@@ -35,7 +44,7 @@ SENDER = "alice@example.net"
 TIMEOUT = 60.0
 
 
-def _config(spamd_port: int, next_hop: int) -> str:
+def _relay_config(spamd_port: int, next_hop: int) -> str:
     return f"""\
 [log]
 level = "info"
@@ -71,22 +80,44 @@ def _message(subject: str) -> bytes:
     return bytes(message)
 
 
-@pytest.fixture
-def setup() -> Iterator[tuple[PostfixInstance, int]]:
+SENDMAIL_CONFIG = """\
+[log]
+level = "info"
+
+[[chain]]
+plugin = "example_tagger"
+
+[[chain]]
+plugin = "header_checks"
+[chain.config]
+rules = ['/^Subject: .*later/ REJECT 4.7.1 Busy here, try again later']
+"""
+
+
+@contextmanager
+def _postfix(write_config: Callable[[PostfixInstance], str]) -> Iterator[PostfixInstance]:
+    """A started Postfix whose pipe transport runs filterd with the configuration that
+    ``write_config`` gives for the built instance."""
     base = make_base_dir()
-    spamd_port = free_port()
     config = base / "filterd.toml"
     command = filterd_command(base)
     argv = f"{command} pipe -c {config} -f ${{sender}} -- ${{recipient}}"
     instance = postfix_with_pipe(base, argv)
-    config.write_text(_config(spamd_port, instance.reinject_port))
+    config.write_text(write_config(instance))
     config.chmod(0o644)
     try:
         instance.start()
-        yield instance, spamd_port
+        yield instance
     finally:
         instance.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[PostfixInstance, int]]:
+    spamd_port = free_port()
+    with _postfix(lambda instance: _relay_config(spamd_port, instance.reinject_port)) as instance:
+        yield instance, spamd_port
 
 
 def _queue_ids(instance: PostfixInstance, since: int, subject: str) -> str:
@@ -96,6 +127,18 @@ def _queue_ids(instance: PostfixInstance, since: int, subject: str) -> str:
         since=since,
     )
     return match.group(1)
+
+
+def _assert_still_queued(instance: PostfixInstance, queue_id: str, reason: str) -> None:
+    """The message is still in Postfix's queue: deferred with ``reason``, or already moved
+    back for a retry (1 s backoff), where postqueue shows no delay reason (the log line that
+    said "deferred" showed it)."""
+    queued = {entry["queue_id"]: entry for entry in instance.queue_json()}
+    entry = queued[queue_id]
+    assert entry["queue_name"] in ("deferred", "incoming", "active")
+    if entry["queue_name"] == "deferred":
+        said = entry["recipients"][0]["delay_reason"]
+        assert said.startswith(reason), said
 
 
 def test_accepted_rejected_and_deferred_then_delivered_once(
@@ -114,11 +157,7 @@ def test_accepted_rejected_and_deferred_then_delivered_once(
         timeout=TIMEOUT,
     )
     assert deferred
-    queued = {entry["queue_id"]: entry for entry in instance.queue_json()}
-    # still queued: in the deferred queue, or being retried already (1 s backoff)
-    assert queued[first]["queue_name"] in ("deferred", "active")
-    reason = queued[first]["recipients"][0]["delay_reason"]
-    assert reason.startswith("Error: message check failed, try again later"), reason
+    _assert_still_queued(instance, first, "Error: message check failed, try again later")
 
     # a refused word: the chain rejects, pipe(8) bounces with filterd's code and reason
     since = instance.log_offset()
@@ -163,3 +202,50 @@ def test_accepted_rejected_and_deferred_then_delivered_once(
         assert len(instance.wait_for_delivered(1, "dave@example.org", timeout=TIMEOUT)) == 1
     instance.wait_for_empty_queue(timeout=TIMEOUT)
     assert len(instance.delivered_messages("bob@example.org")) == 1
+
+
+def test_sendmail_reinjects_accepted_mail_once_and_tempfail_is_deferred() -> None:
+    with _postfix(lambda instance: SENDMAIL_CONFIG) as instance:
+        since = instance.log_offset()
+        instance.send_smtp(_message("plain message"), SENDER, ["bob@example.org"])
+        first = _queue_ids(instance, since, "plain message")
+        instance.wait_for_log(
+            rf"{first}: to=<bob@example.org>, relay=filterd, .*dsn=2\.0\.0, status=sent",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        # back through sendmail(1): postdrop's maildrop file, picked up, from pipe(8)'s user
+        picked = instance.wait_for_log(
+            rf"postfix/pickup\[\d+\]: ([0-9A-F]+): uid={NOBODY.pw_uid} from=<{SENDER}>",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        again = picked.group(1)
+        assert again != first
+        instance.wait_for_log(
+            rf"{again}: to=<bob@example.org>, relay=virtual, .*status=sent",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        instance.wait_for_empty_queue(timeout=TIMEOUT)
+        copy = instance.wait_for_delivered(1, "bob@example.org", timeout=TIMEOUT)[0]
+        assert b"\nX-Example-Tag: tagged\n" in copy
+        assert b"Subject: plain message\n" in copy
+        assert copy.count(b"Return-Path: <alice@example.net>") == 1
+        log = instance.log_text()[since:]
+        assert len(re.findall(r"relay=filterd,", log)) == 1  # pickup does not filter again
+
+        # a temporary refusal: deferred with filterd's code and reason, kept, not delivered
+        since = instance.log_offset()
+        instance.send_smtp(_message("call me later"), SENDER, ["carol@example.org"])
+        later = _queue_ids(instance, since, "call me later")
+        instance.wait_for_log(
+            rf"{later}: to=<carol@example.org>, relay=filterd, .*dsn=4\.7\.1, "
+            r"status=deferred \(Busy here, try again later",
+            since=since,
+            timeout=TIMEOUT,
+        )
+        assert [entry["queue_id"] for entry in instance.queue_json()] == [later]
+        _assert_still_queued(instance, later, "Busy here, try again later")
+        assert instance.delivered_messages("carol@example.org") == []
+        assert len(instance.delivered_messages("bob@example.org")) == 1

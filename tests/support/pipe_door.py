@@ -11,10 +11,13 @@ pipe(8) refuses to run a command as root, so the command runs as ``nobody``; thi
 Python may sit below /root, where nobody cannot go: ``filterd_command`` writes a small script
 that runs filterd with a Python nobody can run (the system's, with the virtualenv's packages).
 
-Reinjection through sendmail(1) works only as root here: postdrop is set-gid, so for any other
-user it accepts a configuration directory only when the default one (/etc/postfix/main.cf,
-absent on this machine) lists it in alternate_config_directories. So the commands this Postfix
-runs as nobody reinject over SMTP instead, into the reinjection smtpd.
+postdrop, which sendmail(1) runs, is set-gid: for any user but root it accepts a configuration
+directory (MAIL_CONFIG) only when the default one's main.cf (/etc/postfix/main.cf, absent on
+this machine) lists it in alternate_config_directories. So this Postfix runs in a mount
+namespace of its own whose /etc/postfix has such a main.cf (``PostfixInstance``'s
+``sendmail_for_all``), and the commands it runs as nobody can reinject through sendmail(1) as
+on a real mail server; the reinjection smtpd is there too, for a command that hands mail on
+over SMTP.
 """
 
 from __future__ import annotations
@@ -67,10 +70,14 @@ def filterd_command(directory: Path) -> Path:
     return script
 
 
-def pipe_service(argv: str, *, transport: str = TRANSPORT, flags: str = "Rq") -> str:
-    """The master.cf entry of a pipe(8) transport running ``argv`` as nobody."""
+def pipe_service(
+    argv: str, *, transport: str = TRANSPORT, flags: str = "Rq", maxproc: int | None = None
+) -> str:
+    """The master.cf entry of a pipe(8) transport running ``argv`` as nobody, at most
+    ``maxproc`` at a time (default: Postfix's default_process_limit)."""
+    limit = "-" if maxproc is None else str(maxproc)
     return (
-        f"{transport} unix  -       n       n       -       -       pipe\n"
+        f"{transport} unix  -       n       n       -       {limit:<7} pipe\n"
         f"  flags={flags} user={NOBODY.pw_name} null_sender=\n"
         f"  argv={argv}\n"
     )
@@ -82,21 +89,30 @@ def postfix_with_pipe(
     *,
     transport: str = TRANSPORT,
     main_cf_extra: Mapping[str, str] | None = None,
+    concurrency: int | None = None,
 ) -> PostfixInstance:
     """A built (not started) Postfix whose inbound smtpd filters through a pipe(8) transport
     running ``argv`` (pipe(8)'s macros ``${sender}``, ``${recipient}``... expanded by it). The
-    reinjection smtpd of deploy/postfix's snippet listens on ``instance.reinject_port``."""
+    reinjection smtpd of deploy/postfix's snippet listens on ``instance.reinject_port``.
+    ``concurrency``: that many commands at a time, from the first message on (the transport's
+    maxproc and its destination concurrency, without slow start); default: Postfix's."""
     instance = PostfixInstance(
         base_dir,
         main_cf_extra=main_cf_extra,
         smtpd_options={"content_filter": f"{transport}:dummy"},
+        sendmail_for_all=True,
     )
     instance.build()
     # Written after build(), whose check would call a parameter of a transport that its
     # master.cf does not have yet unused.
     with (instance.config_dir / "master.cf").open("a") as master_cf:
-        master_cf.write("\n" + pipe_service(argv, transport=transport))
+        master_cf.write("\n" + pipe_service(argv, transport=transport, maxproc=concurrency))
     with (instance.config_dir / "main.cf").open("a") as main_cf:
         main_cf.write(f"{transport}_destination_recipient_limit = 1\n")
+        if concurrency is not None:
+            main_cf.write(
+                f"{transport}_destination_concurrency_limit = {concurrency}\n"
+                f"{transport}_initial_destination_concurrency = {concurrency}\n"
+            )
     instance._backdate_config()  # as build() leaves them: no wait for a settling file
     return instance

@@ -163,7 +163,14 @@ def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
     verdict = final_verdict(standing.verdict if standing is not None else CONTINUE, earlier)
     decider = disposition if verdict is earlier else standing
     decided_by = decider.decided_by if decider is not None else None
-    return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results))
+    # A pending DEFER_IF_*: the deepest stage's (it holds the ones before it), or the refusal's.
+    conditional = None
+    if verdict is not earlier:
+        held = [outcome.conditional for outcome, _ in steps if outcome.conditional is not None]
+        conditional = held[-1] if held else None
+        if standing is not None and is_refusal(standing.verdict):
+            conditional = standing.conditional
+    return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results), conditional)
 
 
 class PolicyConnection:

@@ -271,6 +271,12 @@ class SmtpSession:
     def _reply(self, reply: Reply) -> None:
         self._out += self.codec.send(reply)
 
+    async def _hang_up_after(self, reply: Reply) -> None:
+        """A 421 or 521 refusal ends the session after it is sent (RFC 5321 §3.8; Postfix's
+        smtpd hangs up after any such reply, e.g. an access(5) ``421 text``)."""
+        if reply.code in (421, 521):
+            await self._close_with(reply)
+
     async def _close_with(self, reply: Reply) -> NoReturn:
         await self._abort_transaction()
         self._out += reply.to_bytes()
@@ -345,6 +351,7 @@ class SmtpSession:
         refusal = _refusal(outcome)
         if refusal is not None:
             metrics.recorder.refusal(self.door, "helo", metrics.outcome_of_reply(refusal))
+            await self._hang_up_after(refusal)
             self._reply(refusal)
             return
         await self._abort_transaction()
@@ -384,6 +391,7 @@ class SmtpSession:
         else:
             self._log_reject("MAIL", reply, t.sender, None)
             queue_id_var.set("NOQUEUE")
+            await self._hang_up_after(reply)
         self._reply(reply)
 
     async def _rcpt(self, event: ev.RcptTo) -> None:
@@ -412,6 +420,7 @@ class SmtpSession:
             current.disposition = current.disposition or disposition_of(outcome.verdict)
         if not reply.is_positive:
             self._log_reject("RCPT", reply, current.t.sender, rcpt.address)
+            await self._hang_up_after(reply)
         self._reply(reply)
 
     def _data(self) -> None:

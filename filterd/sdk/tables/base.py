@@ -54,11 +54,17 @@ class TableSettings:
     connection pool's size); more wait their turn.
     ``fold_case``: fold keys of fixed-string tables to lower case, as Postfix does by default
     (``postmap -f`` turns it off); regexp:/pcre:/cidr: never fold.
+    ``cache_ttl``, ``negative_cache_ttl``: seconds an answer, or a "not found", is kept by
+    :mod:`filterd.sdk.tables.cache` (0: not kept; both 0, the default: no cache; failures are
+    never kept). ``cache_size``: the most keys kept (the least recently used go first).
     """
 
     timeout: float = 10.0
     max_concurrency: int = 8
     fold_case: bool = True
+    cache_ttl: float = 0.0
+    negative_cache_ttl: float = 0.0
+    cache_size: int = 10_000
 
 
 class Table(abc.ABC):

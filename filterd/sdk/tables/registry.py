@@ -43,7 +43,8 @@ SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted(_MODULES))
 
 def open_table(spec: str | TableName, settings: TableSettings | None = None) -> Table:
     """Open ``type:name`` as Postfix would read it. Files are read (and checked) now;
-    database tables connect at their first lookup, as Postfix's do.
+    database tables connect at their first lookup, as Postfix's do. With a cache TTL in
+    ``settings`` the table comes wrapped in a :class:`~filterd.sdk.tables.cache.CachedTable`.
 
     Raises :class:`TableError` naming the table, the file and line, and the fix.
     """
@@ -56,4 +57,10 @@ def open_table(spec: str | TableName, settings: TableSettings | None = None) -> 
             hint="use one of " + ", ".join(SUPPORTED_TYPES),
         )
     opener = cast(Opener, importlib.import_module(f"filterd.sdk.tables.{module}").open_table)
-    return opener(name, settings or TableSettings())
+    settings = settings or TableSettings()
+    table = opener(name, settings)
+    if settings.cache_ttl > 0 or settings.negative_cache_ttl > 0:
+        from filterd.sdk.tables.cache import CachedTable
+
+        return CachedTable(table)
+    return table

@@ -11,9 +11,9 @@ an hour) and adds the ``X-Greylist`` header (once per message).
 Greylisted: the policy door answers postgrey's action as postgrey sends it
 (``DEFER_IF_PERMIT 4.2.0 Greylisted, see ...``: postgrey prepends ``4.2.0`` when the request
 has ``etrn_domain``, which Postfix 2.3 and later always sends); the SMTP, LMTP and milter doors
-answer ``450 4.2.0 Greylisted, see ...`` at RCPT (a numeric ``greylist_action`` such as 451
-gives its code). The chain has no DEFER_IF_PERMIT of its own yet: there the greylisting
-answers at once, whatever a later plugin would say.
+answer ``450 4.2.0 Greylisted, see ...`` at RCPT when the chain permits the recipient (the
+chain holds DEFER_IF_PERMIT as Postfix does: a later plugin's refusal wins). Another
+``greylist_action`` (DEFER, 451, ...) refuses at once, with its code (450 for DEFER).
 
 Records (in the state store, ``StateSettings``): ``greylist:triplet:<key>`` = ``first,last``
 (unix seconds), living ``max_age`` once passed and ``retry_window`` before;
@@ -32,6 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 from filterd.sdk import (
     AddHeader,
     Continue,
+    DeferIf,
     Finding,
     NoteKey,
     OnRcpt,
@@ -50,6 +51,7 @@ from .whitelists import ClientWhitelist, RecipientWhitelist, load_whitelists
 
 HEADER_ADDED = NoteKey[bool]("greylist.header_added")  # transaction: X-Greylist is on it
 COUNT_EVERY = 3600  # postgrey counts a client's passes at most once an hour
+DEFER_CODE = 450  # Postfix's access_map_defer_code, what DEFER_IF_PERMIT becomes
 ATTEMPTS = 8  # compare-and-set rounds before the store counts as failing
 _STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\s+(.*)", re.DOTALL)
 
@@ -198,23 +200,31 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
             record = _Record.parse(await self.store.get(key))
         raise StoreFailure(self.store.description, f"{key}: too many concurrent updates")
 
-    def _greylisted(self, rcpt: str, left: int, why: str) -> TempFail:
+    def _greylisted(self, rcpt: str, left: int, why: str) -> Continue | TempFail:
+        """postgrey's answer: ``<greylist_action> 4.2.0 <text>``. DEFER_IF_PERMIT (the default)
+        and DEFER_IF_REJECT are held by the chain as Postfix holds them (450 at the end of the
+        stage if it permits / if a later plugin rejects); the policy door sends them to Postfix
+        as postgrey does. Any other action (DEFER, 451, ...) refuses at once."""
         config = self.config
         text = config.greylist_text
-        if not text[:1].isdigit():
+        if not text[:1].isdigit():  # postgrey, when the request has etrn_domain (Postfix >= 2.3)
             text = "4.2.0 " + text
         text = text.replace("%s", str(left), 1).replace("%r", recipient_domain(rcpt), 1)
-        action = config.greylist_action
-        code = int(action) if re.fullmatch(r"4\d\d", action) else 450
-        status, rest = "4.2.0", text
+        status, rest = "", text
         match = _STATUS.fullmatch(text)
         if match is not None and match.group(1).startswith("4"):
             status, rest = match.group(1), match.group(2)
-        return TempFail(
-            Reply(code, status, rest),
-            (Finding("greylist", f"{why} ({left}s missing)"),),
-            policy_action=f"{action} {text}",
-        )
+        action = config.greylist_action
+        findings = (Finding("greylist", f"{why} ({left}s missing)"),)
+        code = int(action) if re.fullmatch(r"4\d\d", action) else DEFER_CODE
+        reply = Reply(code, status, rest)
+        match action.upper():
+            case "DEFER_IF_PERMIT":
+                return Continue(findings=findings, defer_if=(DeferIf("permit", reply),))
+            case "DEFER_IF_REJECT":
+                return Continue(findings=findings, defer_if=(DeferIf("reject", reply),))
+            case _:
+                return TempFail(reply, findings)
 
     def _header(self, waited: int, now: int) -> str:
         date = time.strftime("%a, %d %b %Y %T %Z", time.localtime(now))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TypeGuard
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ from filterd.sdk import (
     MailLog,
     PluginEnv,
     Recipient,
+    Reply,
     Session,
     TempFail,
     Transaction,
@@ -78,24 +80,32 @@ async def ask(
     return await plugin.on_rcpt(transaction(sender, ip, name), Recipient(rcpt))
 
 
-def greylisted(verdict: Verdict) -> TempFail:
+def greylisted(verdict: Verdict) -> Reply:
+    """The greylisting reply: held as DEFER_IF_PERMIT (the default action), or a TempFail."""
+    if isinstance(verdict, Continue):
+        (held,) = verdict.defer_if
+        assert held.when == "permit"
+        return held.reply
     assert isinstance(verdict, TempFail), verdict
-    return verdict
+    return verdict.reply
+
+
+def goes_on(verdict: Verdict) -> TypeGuard[Continue]:
+    """Not greylisted: a Continue with no deferral held."""
+    return isinstance(verdict, Continue) and not verdict.defer_if
 
 
 async def test_new_triplet_is_greylisted_then_passes_after_the_delay(
     greylist: Greylist, clock: Clock
 ) -> None:
     first = greylisted(await ask(greylist, "alice@example.com", "bob@example.org"))
-    assert (first.reply.code, first.reply.status) == (450, "4.2.0")
-    assert first.reply.text == "Greylisted, see http://postgrey.schweikert.ch/help/example.org.html"
-    assert first.policy_action == (
-        "DEFER_IF_PERMIT 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/example.org.html"
-    )
+    assert (first.code, first.status) == (450, "4.2.0")
+    assert first.text == "Greylisted, see http://postgrey.schweikert.ch/help/example.org.html"
     clock.now += 299
     greylisted(await ask(greylist, "alice@example.com", "bob@example.org"))
     clock.now += 1  # 300 s after the first attempt
     passed = await ask(greylist, "alice@example.com", "bob@example.org")
+    assert goes_on(passed)
     assert isinstance(passed, Continue)
     (header,) = passed.edits
     assert isinstance(header, AddHeader)
@@ -115,7 +125,7 @@ async def test_sender_normalisation_and_client_network_share_a_triplet(
     # another host of the same /24, another BATV tag and extension: the same triplet
     passed = await ask(greylist, "prvs=9876543210=list+456@example.com", "bob@example.org",
                        ip="192.0.2.200")  # fmt: skip
-    assert isinstance(passed, Continue)
+    assert goes_on(passed)
     # another /24: a new triplet
     greylisted(await ask(greylist, "list@example.com", "bob@example.org", ip="192.0.3.1"))
 
@@ -127,10 +137,9 @@ async def test_seconds_left_in_the_text(tmp_path: Path, clock: Clock) -> None:
     )
     greylisted(await ask(plugin, "a@example.com", "b@example.org"))
     clock.now += 100
-    verdict = greylisted(await ask(plugin, "a@example.com", "b@example.org"))
-    assert verdict.reply.code == 451
-    assert verdict.reply.text == "wait 200 more seconds for example.org"
-    assert verdict.policy_action == "451 4.2.0 wait 200 more seconds for example.org"
+    verdict = await ask(plugin, "a@example.com", "b@example.org")
+    assert isinstance(verdict, TempFail)  # a numeric action refuses at once
+    assert verdict.reply == Reply(451, "4.2.0", "wait 200 more seconds for example.org")
     await plugin.stop()
 
 
@@ -139,10 +148,11 @@ async def test_a_first_retry_after_the_retry_window_starts_over(
 ) -> None:
     greylisted(await ask(greylist, "a@example.com", "b@example.org"))
     clock.now += 2 * DAY + 1
-    verdict = greylisted(await ask(greylist, "a@example.com", "b@example.org"))
+    verdict = await ask(greylist, "a@example.com", "b@example.org")
+    greylisted(verdict)
     assert verdict.findings[0].detail.startswith("new")  # first reset to now
     clock.now += 300
-    assert isinstance(await ask(greylist, "a@example.com", "b@example.org"), Continue)
+    assert goes_on(await ask(greylist, "a@example.com", "b@example.org"))
 
 
 async def test_a_passed_triplet_is_forgotten_after_max_age(
@@ -150,9 +160,9 @@ async def test_a_passed_triplet_is_forgotten_after_max_age(
 ) -> None:
     greylisted(await ask(greylist, "a@example.com", "b@example.org"))
     clock.now += 300
-    assert isinstance(await ask(greylist, "a@example.com", "b@example.org"), Continue)
+    assert goes_on(await ask(greylist, "a@example.com", "b@example.org"))
     clock.now += 35 * DAY - 1
-    assert isinstance(await ask(greylist, "a@example.com", "b@example.org"), Continue)
+    assert goes_on(await ask(greylist, "a@example.com", "b@example.org"))
     clock.now += 35 * DAY + 1
     greylisted(await ask(greylist, "a@example.com", "b@example.org"))
 
@@ -165,9 +175,9 @@ async def test_header_once_per_message(greylist: Greylist, clock: Clock) -> None
     t = transaction("a@example.com")
     first = await greylist.on_rcpt(t, Recipient("one@example.org"))
     second = await greylist.on_rcpt(t, Recipient("two@example.org"))
-    assert isinstance(first, Continue)
+    assert goes_on(first)
     assert len(first.edits) == 1
-    assert isinstance(second, Continue)
+    assert goes_on(second)
     assert not second.edits
 
 
@@ -180,20 +190,16 @@ async def test_auto_whitelist_after_five_passes_counted_once_an_hour(
         greylisted(await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip))
     clock.now += 300
     for n in range(5):
-        assert isinstance(
-            await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip), Continue
-        )
+        assert goes_on(await ask(greylist, "a@example.com", f"r{n}@example.org", ip=ip))
     greylisted(await ask(greylist, "a@example.com", "new@example.org", ip=ip))
     # four more passes, each an hour apart: five counted
     for n in range(4):
         clock.now += 3600
         greylisted(await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip))
         clock.now += 300
-        assert isinstance(
-            await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip), Continue
-        )
+        assert goes_on(await ask(greylist, "b@example.com", f"h{n}@example.org", ip=ip))
     whitelisted = await ask(greylist, "c@example.com", "never-seen@example.org", ip=ip)
-    assert isinstance(whitelisted, Continue)
+    assert goes_on(whitelisted)
     assert [f.detail for f in whitelisted.findings] == ["client-awl"]
     # the address is whitelisted, not its network
     greylisted(await ask(greylist, "c@example.com", "never-seen@example.org", ip="198.51.100.10"))
@@ -204,7 +210,7 @@ async def test_auto_whitelist_off(tmp_path: Path, clock: Clock) -> None:
     for n in range(6):
         greylisted(await ask(plugin, "a@example.com", f"r{n}@example.org"))
         clock.now += 3600
-        assert isinstance(await ask(plugin, "a@example.com", f"r{n}@example.org"), Continue)
+        assert goes_on(await ask(plugin, "a@example.com", f"r{n}@example.org"))
     greylisted(await ask(plugin, "a@example.com", "new@example.org"))
     await plugin.stop()
 
@@ -224,7 +230,7 @@ async def test_whitelists_and_unknown_clients(tmp_path: Path, clock: Clock) -> N
         await ask(plugin, "a@example.com", "postmaster@example.org"),
         await ask(plugin, "a@example.com", "b@example.org", ip="unknown"),
     ):
-        assert isinstance(verdict, Continue)
+        assert goes_on(verdict)
         assert not verdict.edits
     greylisted(await ask(plugin, "a@example.com", "b@example.org"))
     await plugin.stop()
@@ -246,7 +252,7 @@ async def test_a_store_that_is_down_follows_on_store_failure(
         assert isinstance(verdict, TempFail)
         assert (verdict.reply.code, verdict.reply.status) == (451, "4.3.0")
     else:
-        assert isinstance(verdict, Continue)
+        assert goes_on(verdict)
         assert [str(f) for f in verdict.findings] == ["greylist=store-failure"]
     await plugin.stop()
 
@@ -258,6 +264,6 @@ async def test_sqlite_state_survives_a_restart(tmp_path: Path, clock: Clock) -> 
     clock.now += 300
     restarted = await started(base_config(tmp_path), clock)
     passed = await ask(restarted, "a@example.com", "b@example.org")
-    assert isinstance(passed, Continue)
+    assert goes_on(passed)
     assert passed.edits
     await restarted.stop()

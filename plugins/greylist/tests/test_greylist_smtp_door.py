@@ -1,6 +1,6 @@
 """Greylisting on filterd's SMTP and LMTP doors: a new triplet gets 450 4.2.0 at RCPT (the
-chain has no DEFER_IF_PERMIT: the refusal is immediate), the retry after the delay is
-accepted and the delivered message carries the X-Greylist header, once."""
+DEFER_IF_PERMIT the chain holds becomes the answer when nothing else refuses), the retry after
+the delay is accepted and the delivered message carries the X-Greylist header, once."""
 
 from __future__ import annotations
 

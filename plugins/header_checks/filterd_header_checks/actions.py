@@ -19,6 +19,8 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
+from filterd.sdk.action_text import dsn_split, is_header, split_action
+
 __all__ = [
     "Action",
     "ActionError",
@@ -26,12 +28,10 @@ __all__ = [
     "Context",
     "is_header",
     "parse_action",
+    "split_action",
 ]
 
 Context = Literal["header", "body"]
-
-#: C ``isspace()`` in the "C" locale: what Postfix's ISSPACE() skips.
-_C_SPACE = " \t\n\v\f\r"
 
 #: Default REJECT reply when the action has no text (cleanup_strerror.c, CLEANUP_STAT_CONT).
 DEFAULT_REJECT_REASON = "5.7.1 message content rejected"
@@ -83,49 +83,6 @@ _NOT_IN_SMTP = frozenset(
 )
 
 
-def is_header(text: str) -> bool:
-    """Postfix ``is_header()``: does *text* start with ``label[ \\t]*:``?
-
-    The label is one or more printable ASCII characters other than space and colon;
-    whitespace may stand between label and colon (RFC 822 obsolete syntax).
-    """
-    seen_label = False
-    in_space = False
-    for ch in text:
-        if ch == ":":
-            return seen_label
-        if ch in " \t":
-            if not seen_label:
-                return False
-            in_space = True
-            continue
-        code = ord(ch)
-        if code >= 0x7F or code < 0x20 or in_space:
-            return False
-        seen_label = True
-    return False
-
-
-def _dsn_valid(text: str) -> int:
-    """Length of the RFC 3463 status code at the start of *text*, or 0 (dsn_valid())."""
-    if len(text) < 2 or text[0] not in "245" or text[1] != ".":
-        return 0
-    pos = 2
-    for limit, terminators in ((3, "."), (3, None)):
-        start = pos
-        while pos < len(text) and text[pos] in "0123456789":
-            pos += 1
-        if not 1 <= pos - start <= limit:
-            return 0
-        if terminators is not None:
-            if pos >= len(text) or text[pos] != ".":
-                return 0
-            pos += 1
-        elif pos < len(text) and text[pos] not in _C_SPACE:
-            return 0
-    return pos
-
-
 @dataclass(frozen=True, slots=True)
 class Action:
     """One header_checks(5) action.
@@ -170,13 +127,8 @@ class Action:
         """
         if not self.text:
             return DEFAULT_REJECT_REASON
-        stripped = self.text.lstrip(_C_SPACE)
-        length = _dsn_valid(stripped)
-        if length:
-            code, rest = stripped[:length], stripped[length + 1 :]
-        else:
-            code, rest = "5.7.1", stripped
-        reason = f"{code} {rest.lstrip(_C_SPACE)}"
+        code, rest = dsn_split("5.7.1", self.text)
+        reason = f"{code} {rest}"
         if reason[0] not in "45":
             reason = "4" + reason[1:]
         return reason
@@ -203,16 +155,6 @@ class Action:
             if context == "header" and not is_header(text):
                 return f'bad {kind.value} header text "{text}" -- need "headername: headervalue"'
         return None
-
-
-def split_action(raw: str) -> tuple[str, str]:
-    """Split a table value into (command, optional text) the way cleanup_act() does."""
-    cut = len(raw)
-    for sep in " \t":
-        idx = raw.find(sep)
-        if idx != -1 and idx < cut:
-            cut = idx
-    return raw[:cut], raw[cut:].lstrip(_C_SPACE)
 
 
 def parse_action(raw: str) -> Action:

@@ -491,16 +491,6 @@ def test_reject_and_tempfail_keep_their_exact_code_in_numeric_form() -> None:
     assert render_action(Outcome(TempFail(Reply(421, "4.7.0", "go away")))) == "421 4.7.0 go away"
 
 
-def test_a_tempfail_with_a_policy_action_answers_that_action() -> None:
-    greylisted = TempFail(
-        Reply(450, "4.2.0", "Greylisted"),
-        policy_action="DEFER_IF_PERMIT 4.2.0 Greylisted\nsee the help",
-    )
-    assert render_action(Outcome(greylisted)) == "DEFER_IF_PERMIT 4.2.0 Greylisted see the help"
-    blank = TempFail(Reply(450, "4.2.0", "Greylisted"), policy_action="  ")
-    assert render_action(Outcome(blank)) == "450 4.2.0 Greylisted"
-
-
 def test_a_numeric_action_is_never_bare_digits() -> None:
     assert render_action(Outcome(Reject(Reply(554, "", "")))) == "554 Access denied"
     assert render_action(Outcome(Reject(Reply(554, "5.7.1", "")))) == "554 5.7.1"

@@ -1,0 +1,90 @@
+"""The access plugin behind Postfix's check_policy_service (deploy/postfix's policy snippet:
+``check_policy_service ..., permit_mynetworks, reject_unauth_destination``): refusals reach
+the client, and a DEFER_IF_PERMIT goes to Postfix as that action, which defers once Postfix's
+own permit_mynetworks permits. Postfix prefixes a policy service's text with
+``<recipient>: Recipient address rejected:`` itself, so the plugin's wording appears after it.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from tests.support.filterd_proc import FilterdFactory
+from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
+    pytest.mark.timeout(120),
+]
+
+
+def policy_main_cf(port: int) -> dict[str, str]:
+    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
+    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
+
+
+def test_access_through_the_policy_door(
+    tmp_path: Path, postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    senders = tmp_path / "senders"
+    senders.write_text("rej@example.com REJECT 5.1.1 no such sender\n")
+    recipients = tmp_path / "recipients"
+    recipients.write_text(
+        "rej@example.org REJECT mailbox closed\n"
+        "dip@example.org DEFER_IF_PERMIT try later\n"
+        "dir@example.org DEFER_IF_REJECT maybe\n"
+        "bye@example.org 421 4.7.0 closing\n"
+    )
+    port = free_port()
+    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "access"
+[chain.config]
+sender = ["texthash:{senders}"]
+recipient = ["texthash:{recipients}"]
+"""
+    )
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        assert client.mail("alice@example.com")[0] == 250
+        code, text = client.rcpt("rej@example.org")
+        assert (code, text) == (
+            554,
+            b"5.7.1 <rej@example.org>: Recipient address rejected: "
+            b"<rej@example.org>: Recipient address rejected: mailbox closed",
+        )
+        code, text = client.rcpt("dip@example.org")  # permit_mynetworks permits: deferred
+        assert (code, text) == (
+            450,
+            b"4.7.1 <dip@example.org>: Recipient address rejected: "
+            b"<dip@example.org>: Recipient address rejected: try later",
+        )
+        assert client.rcpt("dir@example.org")[0] == 250  # nothing rejects after it
+        assert client.rcpt("plain@example.org")[0] == 250
+        client.rset()
+        assert client.mail("rej@example.com")[0] == 250
+        code, text = client.rcpt("plain@example.org")
+        assert code == 554
+        assert text.endswith(b"<rej@example.com>: Sender address rejected: no such sender")
+        # filterd's sender form of 5.1.1 (5.1.7), which Postfix, answering for the recipient
+        # (the policy service sits in smtpd_recipient_restrictions), maps to 5.1.3
+        assert text.startswith(b"5.1.3 ")
+        client.rset()
+        assert client.mail("alice@example.com")[0] == 250
+        code, text = client.rcpt("bye@example.org")
+        assert code == 421
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
