@@ -195,7 +195,7 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
                 key, record.raw, f"{count},{now}", self.config.max_age
             ):
                 if count == self.config.auto_whitelist_clients:
-                    self.env.log.info(f"whitelisted: {key.rpartition(':')[2]}")
+                    self.env.log.info(f"whitelisted: {key.removeprefix('greylist:client:')}")
                 return
             record = _Record.parse(await self.store.get(key))
         raise StoreFailure(self.store.description, f"{key}: too many concurrent updates")
