@@ -19,6 +19,7 @@ BUILT_IN = {
     "pyzor": "filterd-pyzor",
     "spf": "filterd-spf",
     "access": "filterd-access",
+    "greylist": "filterd-greylist",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""
 

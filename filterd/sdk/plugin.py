@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
 import trio
@@ -27,6 +29,9 @@ class PluginEnv:
     name: str  # the chain entry's label
     log: MailLog  # lines appear as filterd/<name>[pid]: QUEUEID: ...
     thread_limiter: trio.CapacityLimiter  # for trio.to_thread.run_sync(..., limiter=...)
+    # Wall-clock time (unix seconds) for plugins that keep time-based state (greylisting, rate
+    # limits): tests give a fake one instead of sleeping.
+    clock: Callable[[], float] = field(default=time.time)
 
 
 class Plugin(Generic[ConfigT]):

@@ -1,0 +1,94 @@
+"""postgrey 1.37's keys and whitelist files, case by case (read from /usr/sbin/postgrey)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from filterd_greylist.keys import client_network, normalise_sender, triplet_key
+from filterd_greylist.whitelists import load_whitelists
+
+
+@pytest.mark.parametrize(
+    ("sender", "normalised"),
+    [
+        ("alice@example.com", "alice@example.com"),
+        ("alice+list-123@example.com", "alice@example.com"),
+        ("bounce-123-456@lists.example", "bounce-#-#@lists.example"),
+        ("user42@example.com", "user42@example.com"),  # not a whole word
+        ("prvs=0123456789=alice@example.com", "alice@example.com"),  # prvs=tag=local
+        ("prvs=alice=0123456789@example.com", "alice@example.com"),  # prvs=local=tag
+        ("prvs=abc=def@example.com", "def@example.com"),  # neither a tag: the standard
+        ("prvs=abc=@example.com", "prvs=abc=@example.com"),  # Perl's split: 2 fields
+        ("", ""),
+        ("no-at-sign", "no-at-sign"),
+        ("1.2@example.com", "#.#@example.com"),
+    ],
+)
+def test_sender_normalisation(sender: str, normalised: str) -> None:
+    assert normalise_sender(sender) == normalised
+
+
+def test_client_network_and_key() -> None:
+    v4 = ipaddress.ip_address("192.0.2.77")
+    v6 = ipaddress.ip_address("2001:db8:1:2:3::9")
+    assert client_network(v4, ipv4cidr=24, ipv6cidr=64, by_host=False) == "192.0.2.0"
+    assert client_network(v6, ipv4cidr=24, ipv6cidr=64, by_host=False) == "2001:db8:1:2::"
+    assert client_network(v4, ipv4cidr=24, ipv6cidr=64, by_host=True) == "192.0.2.77"
+    key = triplet_key("192.0.2.0", "Bob+X@Example.COM", "Rcpt@Example.ORG", privacy=False)
+    assert key == "192.0.2.0/bob@example.com/rcpt@example.org"
+    hashed = triplet_key("192.0.2.0", "bob@example.com", "rcpt@example.org", privacy=True)
+    assert len(hashed) == 40
+    assert hashed != key
+
+
+def test_whitelist_files_read_as_postgrey_reads_them(tmp_path: Path) -> None:
+    clients = tmp_path / "whitelist_clients"
+    clients.write_text(
+        "# comment\n"
+        "  mail.example.net   # trailing comment\n"
+        "/^mx\\d+\\.regex\\.example$/\n"
+        "198.51.100.7\n"
+        "203.0.113.0/28\n"
+        "10.20.30\n"
+        "172.16\n"
+        "2001:db8:aa::/48\n"
+        "not a hostname\n"
+    )
+    recipients = tmp_path / "whitelist_recipients"
+    recipients.write_text("postmaster@\nabuse@example.org\nwhitelisted.example\n/^spam-?lover@/\n")
+    warnings: list[str] = []
+    client_list, rcpt_list = load_whitelists(
+        [clients, tmp_path / "whitelist_clients.local", tmp_path / "missing"],
+        [recipients],
+        warnings.append,
+    )
+    assert any("missing" in w for w in warnings)
+    assert not any(".local" in w for w in warnings)
+    assert any("line 9: doesn't look like a hostname" in w for w in warnings)
+
+    def listed(name: str, address: str) -> bool:
+        return client_list.listed(name, ipaddress.ip_address(address))
+
+    assert listed("mail.example.net", "192.0.2.1")
+    assert listed("out.MAIL.example.net", "192.0.2.1")
+    assert not listed("xmail.example.net", "192.0.2.1")
+    assert listed("mx12.regex.example", "192.0.2.1")
+    assert listed("unknown", "198.51.100.7")
+    assert not listed("unknown", "198.51.100.8")
+    assert listed("unknown", "203.0.113.15")
+    assert not listed("unknown", "203.0.113.16")
+    assert listed("unknown", "10.20.30.200")
+    assert listed("unknown", "172.16.0.9")
+    assert not listed("unknown", "172.16.1.9")
+    assert listed("unknown", "2001:db8:aa:1::1")
+    assert rcpt_list.listed("postmaster@anything.example")
+    assert rcpt_list.listed("postmaster+x@anything.example")
+    assert rcpt_list.listed("Abuse+tag@Example.org")
+    assert not rcpt_list.listed("abuse@example.org.evil")
+    assert rcpt_list.listed("bob@whitelisted.example")
+    assert rcpt_list.listed("bob@sub.whitelisted.example")
+    assert not rcpt_list.listed("bob@notwhitelisted.example")
+    assert rcpt_list.listed("spamlover@x.example")
+    assert not rcpt_list.listed("bob@example.org")

@@ -1,0 +1,184 @@
+"""filterd.sdk.state against real backends: an SQLite file and a private redis-server.
+
+The same behaviour from both (get/set/TTL, compare-and-set, increment, atomic under concurrent
+callers); a store that is down or does not answer raises StoreFailure within its timeout; the
+SQLite store keeps its records across a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from filterd.sdk.state import StateSettings, StateStore, StoreFailure, open_store
+from tests.support.redis import RedisInstance, redis_installed, running_redis
+
+needs_redis = pytest.mark.skipif(not redis_installed(), reason="redis-server is not installed")
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisInstance]:
+    if not redis_installed():
+        pytest.skip("redis-server is not installed")
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis-unix"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    kind = request.param
+    if kind == "sqlite":
+        settings = StateSettings(backend="sqlite", path=tmp_path / "state.sqlite")
+    else:
+        server: RedisInstance = request.getfixturevalue("redis_server")
+        url = server.url if kind == "redis" else server.unix_url
+        prefix = f"test:{request.node.name}:"
+        settings = StateSettings(backend="redis", url=url, prefix=prefix)
+    opened = await open_store(settings)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+async def test_get_set_delete(store: StateStore) -> None:
+    assert await store.get("a") is None
+    await store.set("a", "1,2", 3600)
+    assert await store.get("a") == "1,2"
+    await store.set("a", "3,4", 3600)
+    assert await store.get("a") == "3,4"
+    await store.delete("a")
+    assert await store.get("a") is None
+
+
+async def test_compare_and_set(store: StateStore) -> None:
+    assert await store.compare_and_set("k", None, "one", 3600)
+    assert not await store.compare_and_set("k", None, "two", 3600)  # exists now
+    assert not await store.compare_and_set("k", "zero", "two", 3600)  # not what it holds
+    assert await store.compare_and_set("k", "one", "two", 3600)
+    assert await store.get("k") == "two"
+    assert not await store.compare_and_set("missing", "x", "y", 3600)
+    assert await store.get("missing") is None
+
+
+async def test_increment_starts_at_zero_and_adds(store: StateStore) -> None:
+    assert await store.increment("n", 1, 3600) == 1
+    assert await store.increment("n", 5, 3600) == 6
+    assert await store.get("n") == "6"
+
+
+async def test_concurrent_updates_lose_nothing(store: StateStore) -> None:
+    async def add_one_by_cas() -> None:
+        while True:
+            current = await store.get("cas")
+            value = str(int(current or "0") + 1)
+            if await store.compare_and_set("cas", current, value, 3600):
+                return
+
+    async def add_one_by_increment() -> None:
+        await store.increment("inc", 1, 3600)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(add_one_by_cas)
+            nursery.start_soon(add_one_by_increment)
+    assert await store.get("cas") == "40"
+    assert await store.get("inc") == "40"
+
+
+async def test_sqlite_records_expire_on_the_store_clock(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await open_store(StateSettings(path=tmp_path / "s.sqlite"), clock=clock)
+    await store.set("a", "x", 60)
+    assert await store.increment("n", 2, 60) == 2
+    clock.now += 59
+    assert await store.get("a") == "x"
+    assert await store.increment("n", 1, 60) == 3  # a fixed window: expiry unchanged
+    clock.now += 1
+    assert await store.get("a") is None
+    assert await store.get("n") is None
+    assert await store.compare_and_set("a", None, "y", 60)  # an expired record is no record
+    assert await store.increment("n", 1, 60) == 1
+    await store.aclose()
+
+
+async def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
+    settings = StateSettings(path=tmp_path / "s.sqlite")
+    first = await open_store(settings)
+    await first.set("triplet", "100,100", 3600)
+    await first.aclose()
+    second = await open_store(settings)
+    assert await second.get("triplet") == "100,100"
+    mode = await trio.to_thread.run_sync(_journal_mode, tmp_path / "s.sqlite")
+    assert mode == "wal"
+    await second.aclose()
+
+
+def _journal_mode(path: Path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+async def test_sqlite_file_that_cannot_be_opened_is_a_store_failure(tmp_path: Path) -> None:
+    with pytest.raises(StoreFailure, match="cannot open the database"):
+        await open_store(StateSettings(path=tmp_path / "missing-dir" / "s.sqlite"))
+
+
+@needs_redis
+async def test_redis_ttl_is_set_on_the_server(redis_server: RedisInstance) -> None:
+    store = await open_store(StateSettings(backend="redis", url=redis_server.url, prefix="ttl:"))
+    await store.set("a", "x", 100)
+    await store.increment("n", 1, 50)
+    await store.increment("n", 1, 5000)  # keeps the first expiry
+    assert await store.compare_and_set("c", None, "v", 70)
+    ttls = [int(redis_server.command("PTTL", f"ttl:{k}")[1:]) for k in ("a", "n", "c")]
+    assert 0 < ttls[0] <= 100_000
+    assert 0 < ttls[1] <= 50_000
+    assert 0 < ttls[2] <= 70_000
+    await store.aclose()
+
+
+async def test_redis_down_is_a_store_failure_within_the_timeout() -> None:
+    with trio.socket.socket() as probe:  # a port nothing listens on
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = StateSettings(backend="redis", url=f"redis://127.0.0.1:{port}/0", timeout=1)
+    store = await open_store(settings)
+    with trio.fail_after(10):  # the bound is the store's timeout; this only guards the test
+        with pytest.raises(StoreFailure, match=r"state store redis:redis://127\.0\.0\.1"):
+            await store.get("a")
+    await store.aclose()
+
+
+@needs_redis
+async def test_redis_that_does_not_answer_is_a_store_failure(
+    redis_server: RedisInstance,
+) -> None:
+    settings = StateSettings(backend="redis", url=redis_server.url, prefix="slow:", timeout=0.2)
+    store = await open_store(settings)
+    await store.set("a", "x", 60)
+    redis_server.pause(3)
+    try:
+        with trio.fail_after(10):
+            with pytest.raises(StoreFailure, match=r"no answer within 0\.2s|Timeout"):
+                await store.get("a")
+    finally:
+        redis_server.command("CLIENT", "UNPAUSE")
+    await store.aclose()
+
+
+def test_a_redis_url_that_is_not_one_is_refused() -> None:
+    with pytest.raises(ValueError, match='is not a Redis URL: write "redis://host:port/db"'):
+        StateSettings(backend="redis", url="127.0.0.1:6379")
