@@ -136,12 +136,13 @@ def _queue_ids(instance: PostfixInstance, since: int, subject: str) -> str:
 def _assert_still_queued(instance: PostfixInstance, queue_id: str, reason: str) -> None:
     """The message is still in Postfix's queue: deferred with ``reason``, or already moved
     back for a retry (1 s backoff), where postqueue shows no delay reason (the log line that
-    said "deferred" showed it)."""
+    said "deferred" showed it); under load postqueue was seen to show a deferred entry without
+    one too."""
     queued = {entry["queue_id"]: entry for entry in instance.queue_json()}
     entry = queued[queue_id]
     assert entry["queue_name"] in ("deferred", "incoming", "active")
-    if entry["queue_name"] == "deferred":
-        said = entry["recipients"][0]["delay_reason"]
+    said = entry["recipients"][0].get("delay_reason")
+    if entry["queue_name"] == "deferred" and said is not None:  # None: queue manager at work
         assert said.startswith(reason), said
 
 
