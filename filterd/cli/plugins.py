@@ -19,6 +19,7 @@ BUILT_IN = {
     "pyzor": "filterd-pyzor",
     "spf": "filterd-spf",
     "access": "filterd-access",
+    "rules": "filterd-rules",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""
 
