@@ -169,8 +169,8 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
         if answer.redirect is not None and t is not None:
             t.notes.set(REDIRECT_TO, answer.redirect)
         verdict = answer.verdict()
-        if door_stage is not None:  # Postfix names the recipient (or sender...) itself
-            verdict = _without_prefix(verdict, f"<{name}>: {what} rejected: ")
+        if door_stage is not None:
+            verdict = _at_policy_door(verdict, f"<{name}>: {what} rejected: ")
         return verdict
 
     def _log(self, decision: Decision, request: dict[str, str]) -> None:
@@ -203,8 +203,15 @@ def _bare(reply: Reply, prefix: str) -> Reply:
     return reply
 
 
-def _without_prefix(verdict: Verdict, prefix: str) -> Verdict:
+def _at_policy_door(verdict: Verdict, prefix: str) -> Verdict:
+    """The answer as Postfix is to read it: without the ``<rcpt>: Recipient address
+    rejected:`` Postfix adds itself, and OK as a final Accept (the policy listener's
+    ``accept_as_ok`` then answers OK, which ends Postfix's restriction list as postfwd's OK
+    does; the chain's later plugins do not run for this request, as Postfix's later
+    restrictions do not)."""
     match verdict:
+        case Accept(defer_if=()) if not verdict.final:
+            return dataclasses.replace(verdict, final=True)
         case Reject(reply=reply) | TempFail(reply=reply):
             return dataclasses.replace(verdict, reply=_bare(reply, prefix))
         case Continue(defer_if=held) | Accept(defer_if=held) if held:
