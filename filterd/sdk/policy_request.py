@@ -33,6 +33,10 @@ _FROM_MACROS = (
 )
 
 
+def _known(value: object) -> str:
+    return "" if value in (None, "unknown") else str(value)
+
+
 def policy_door_stage(session: Session) -> str | None:
     """At the policy door: the last stage the chain runs for the request being answered
     (``connect``, ``helo``, ``mail_from`` or ``rcpt``), where a plugin that answers once per
@@ -57,15 +61,14 @@ def policy_request(
     if sent is not None:
         return dict(sent)
     client = transaction.client if transaction is not None else session.peer
-    known = lambda value: "" if value in (None, "unknown") else str(value)  # noqa: E731
     attrs = {
         "request": "smtpd_access_policy",
         "protocol_state": state,
         "protocol_name": client.protocol,
-        "client_address": known(client.address),
+        "client_address": _known(client.address),
         "client_name": client.name or "unknown",
         "reverse_client_name": client.name or "unknown",
-        "client_port": known(client.port),
+        "client_port": _known(client.port),
         "helo_name": client.helo or "",
         "queue_id": "",
         "sender": "",

@@ -2,7 +2,7 @@
 (its ``%postfwd_compare`` functions), Perl's ways with strings and numbers included:
 
 - ``cidr`` (``client_address``): an IPv4 address in an IPv4 network (``a.b.c.d/nn``; a bare
-  address is a /32; ``0.0.0.0/0`` matches anything, even an empty attribute); an attribute
+  address is a /32; ``0.0.0.0/0`` any address; an empty attribute is in none); an attribute
   that is no IPv4 address is compared as a string (``default``);
 - ``numeric`` (``size``, ``recipient_count``, ``encryption_keysize``, ``request_score``): the
   item's default ``=`` is ``>=``;
@@ -40,8 +40,13 @@ CIDR_ITEMS = frozenset({"client_address"})
 NUMERIC_ITEMS = frozenset({"size", "recipient_count", "encryption_keysize", "request_score"})
 TIME_ITEMS = frozenset({"date", "time", "days", "months"})
 
-_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}
-_WEEKDAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
+_WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
 _NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 _IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z", re.ASCII)
 _NETWORK = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)/(\d+)\Z", re.ASCII)

@@ -28,7 +28,7 @@ class RulesConfig(PluginConfig):
         '"score(+N)", "greylist()", ...), and conditions item = "OP value" or a list of them '
         '(a list: any one; different items: all), e.g. client_address = "192.0.2.0/24", '
         'sender = "=~ @example\\\\.com$", size = "> 1000000", days = "Mon-Fri". A table '
-        'postfwd_file = "/etc/postfix/postfwd.cf" puts that file\'s rules (postfwd\'s '
+        "postfwd_file = \"/etc/postfix/postfwd.cf\" puts that file's rules (postfwd's "
         "syntax) at its place.",
     )
     time_zone: str | None = Field(
@@ -49,7 +49,7 @@ class RulesConfig(PluginConfig):
     actions: dict[str, dict[str, Any]] = Field(
         default={},
         description="Settings of installed rule actions by name, e.g. actions.greylist = "
-        "{ delay = \"300s\" } (filterd.sdk.rule_actions)",
+        '{ delay = "300s" } (filterd.sdk.rule_actions)',
     )
     access_map_reject_code: int = Field(
         default=554, ge=400, le=599, description="The code of REJECT"

@@ -90,7 +90,7 @@ class Engine:
         """Run the rules over ``request`` (changed in place: derived items, ``set()``)."""
         add_derived(request)
         moment = local_time(datetime.fromtimestamp(now, self.zone))
-        action, hits = DUNNO, []
+        action, hits = DUNNO, list[str]()
         index, steps, limit = 0, 0, 100 * max(len(self.rules), 1)
         while index < len(self.rules):
             steps += 1

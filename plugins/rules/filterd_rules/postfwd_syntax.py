@@ -18,6 +18,7 @@ refused too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from .ruleset import Condition, Rule, RuleProblem, Test, check_item, make_tests
@@ -85,8 +86,15 @@ def _expand_macros(line: str, macros: dict[str, str], origin: str) -> str:
         name = used.group(0)
         if name not in macros:
             raise RuleProblem(f"{origin}: undefined macro {name}: define it before the rule")
-        line = re.sub(rf"\s*{re.escape(name)}\s*", lambda _: macros[name], line)
+        line = re.sub(rf"\s*{re.escape(name)}\s*", _literal(macros[name]), line)
     return line
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    def replacement(_: re.Match[str]) -> str:
+        return text
+
+    return replacement
 
 
 def _rule(line: str, origin: str) -> Rule:
@@ -107,8 +115,7 @@ def _rule(line: str, origin: str) -> Rule:
         conditions.setdefault(key, []).extend(make_tests(key, op, value, origin))
     if "action" not in single:
         raise RuleProblem(
-            f"{origin}: rule without action (postfwd ignores it): add action=..., e.g. "
-            "action=DUNNO"
+            f"{origin}: rule without action (postfwd ignores it): add action=..., e.g. action=DUNNO"
         )
     return Rule(
         single.get("id", ""),  # none: R-<index in the whole list>, given when the list is made

@@ -15,15 +15,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from filterd.sdk.tables import TableError, parse_table_name
+from filterd.sdk.tables import SUPPORTED_TYPES, TableError, parse_table_name
 
 from .compare import CIDR_ITEMS, NUMERIC_ITEMS, OPERATORS, TIME_ITEMS, regex_problem
 
 __all__ = [
     "CSV_ITEMS",
-    "RuleProblem",
     "Condition",
     "Rule",
+    "RuleProblem",
     "Test",
     "check_rules",
     "make_tests",
@@ -150,14 +150,18 @@ def _test(item: str, op: str, element: str, origin: str) -> Test:
     if element.lower().startswith("lookup:"):
         if op not in ("=", "==", "!="):
             raise RuleProblem(
-                f"{origin}: {item}: a lookup table is tested with = or != (found or not), "
-                f"not {op}"
+                f"{origin}: {item}: a lookup table is tested with = or != (found or not), not {op}"
             )
         spec = element[len("lookup:") :]
         try:
-            parse_table_name(spec)
+            kind = parse_table_name(spec).type
         except TableError as exc:
             raise RuleProblem(f"{origin}: {item}: lookup:{spec}: {exc}") from None
+        if kind not in SUPPORTED_TYPES:
+            raise RuleProblem(
+                f'{origin}: {item}: lookup:{spec}: unsupported table type "{kind}": use one '
+                f"of {', '.join(SUPPORTED_TYPES)}"
+            )
         return Test(op, element, negate, table=spec)
     if op in ("=~", "!~"):
         element = element.removeprefix("/").removesuffix("/")  # postfwd's prepare_pcre

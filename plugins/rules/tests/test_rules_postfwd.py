@@ -45,7 +45,7 @@ pytestmark = [
 ZONE = "Europe/Berlin"
 SCORE_ACTION = "554 5.7.1 postfwd2 score exceeded"
 DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-MONTH_NAMES = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+MONTH_NAMES = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,24 @@ class R:
 def windows(now: datetime) -> dict[str, str]:
     """Time windows true (and false) for the whole test run: days and dates include today
     and tomorrow (or exclude both), the time window is two hours around now, or the whole day
-    near midnight."""
+    near midnight; the false time window is an hour away from now."""
+
+    def clock(moment: datetime) -> str:
+        return moment.strftime("%H:%M:%S")
+
+    def date(moment: datetime) -> str:
+        return moment.strftime("%d.%m.%Y")
+
     today = (now.weekday() + 1) % 7
     tomorrow = (today + 1) % 7
     others = [d for d in range(7) if d not in (today, tomorrow)]
-    yesterday = now - timedelta(days=1)
-    near_midnight = now.hour in (0, 23)
-    low = (now - timedelta(hours=1)).strftime("%H:%M:%S")
-    high = (now + timedelta(hours=1)).strftime("%H:%M:%S")
-    true_time = "00:00:00-23:59:59" if near_midnight else f"{low}-{high}"
-    false_time = "25:00:00-26:00:00" if near_midnight else (
-        f"{(now + timedelta(hours=2)).strftime('%H')}:00:00-{(now + timedelta(hours=2)).strftime('%H')}:00:00"
-        if now.hour < 21
-        else f"{(now - timedelta(hours=3)).strftime('%H')}:00:00-{(now - timedelta(hours=2)).strftime('%H')}:00:00"
-    )
+    hour = timedelta(hours=1)
+    if now.hour in (0, 23):
+        true_time, false_time = "00:00:00-23:59:59", "25:00:00-26:00:00"
+    else:
+        true_time = f"{clock(now - hour)}-{clock(now + hour)}"
+        later = now + 2 * hour if now.hour < 21 else now - 3 * hour
+        false_time = f"{later.strftime('%H')}:00:00-{later.strftime('%H')}:59:59"
     month = now.month - 1
     return {
         "DAYS_TRUE": f"{DAY_NAMES[today]}, {DAY_NAMES[tomorrow]}",
@@ -81,9 +85,9 @@ def windows(now: datetime) -> dict[str, str]:
         "DAYS_FALSE": ", ".join(DAY_NAMES[d] for d in others[:2]),
         "TIME_TRUE": true_time,
         "TIME_FALSE": false_time,
-        "DATE_OPEN": yesterday.strftime("%d.%m.%Y") + "-",
-        "DATE_ENDED": "-" + (now - timedelta(days=2)).strftime("%d.%m.%Y"),
-        "DATE_RANGE": f"{yesterday.strftime('%d.%m.%Y')}-{(now + timedelta(days=2)).strftime('%d.%m.%Y')}",
+        "DATE_OPEN": date(now - timedelta(days=1)) + "-",
+        "DATE_ENDED": "-" + date(now - timedelta(days=2)),
+        "DATE_RANGE": f"{date(now - timedelta(days=1))}-{date(now + timedelta(days=2))}",
         "MONTHS_TRUE": f"{MONTH_NAMES[month]}-{MONTH_NAMES[month]}",
         "MONTHS_FALSE": MONTH_NAMES[(month + 6) % 12],
     }
@@ -98,14 +102,32 @@ def rule_list(w: dict[str, str]) -> list[R]:
 
     return [
         r("R01", rcpt(1), ("sender", "=~", r"@spam\.example$"), action="REJECT spam from $$sender"),
-        r("R02", rcpt(2), ("client_address", "=", "192.0.2.0/24, 198.51.100.7"),
-          action="DEFER_IF_PERMIT listed network"),
-        r("R03", rcpt(3), ("size", ">", "100000"), ("size", "<", "1000"),
-          action="450 4.7.1 small or large"),
-        r("R04", rcpt(4), ("size", "=", "5000"), ("recipient_count", "<=", "1"),
-          action="554 5.7.1 at least 5000 bytes"),
-        r("R05", rcpt(5), ("helo_name", "=", r"!!(\.example\.com$)"),
-          action="REJECT bad helo $$helo_name"),
+        r(
+            "R02",
+            rcpt(2),
+            ("client_address", "=", "192.0.2.0/24, 198.51.100.7"),
+            action="DEFER_IF_PERMIT listed network",
+        ),
+        r(
+            "R03",
+            rcpt(3),
+            ("size", ">", "100000"),
+            ("size", "<", "1000"),
+            action="450 4.7.1 small or large",
+        ),
+        r(
+            "R04",
+            rcpt(4),
+            ("size", "=", "5000"),
+            ("recipient_count", "<=", "1"),
+            action="554 5.7.1 at least 5000 bytes",
+        ),
+        r(
+            "R05",
+            rcpt(5),
+            ("helo_name", "=", r"!!(\.example\.com$)"),
+            action="REJECT bad helo $$helo_name",
+        ),
         r("R06", rcpt(6), ("client_name", "!=", "unknown"), action="OK"),
         r("R07", rcpt(7), ("sasl_username", "=~", "^(alice|bob)$"), action="DUNNO"),
         r("R08", rcpt(8), action="jump(J08)"),
@@ -113,41 +135,94 @@ def rule_list(w: dict[str, str]) -> list[R]:
         r("R09b", rcpt(9), ("helo_name", "==", "FLAGGED.example"), action="REJECT flagged"),
         r("R10", ("recipient", "=~", "^r10@"), action="score(+3)"),
         r("R10b", ("recipient", "=~", "^r1[0-1]@"), action="score(+3)"),
-        r("R11", rcpt(11), ("client_address", "!=", "192.0.2.0/24"),
-          action="PREPEND X-Outside: $$client_address"),
-        r("R12", rcpt(12), ("days", "=", w["DAYS_TRUE"]), ("time", "=", w["TIME_TRUE"]),
-          ("sender", "!~", "^x"), action="REJECT in the window"),
+        r(
+            "R11",
+            rcpt(11),
+            ("client_address", "!=", "192.0.2.0/24"),
+            action="PREPEND X-Outside: $$client_address",
+        ),
+        r(
+            "R12",
+            rcpt(12),
+            ("days", "=", w["DAYS_TRUE"]),
+            ("time", "=", w["TIME_TRUE"]),
+            ("sender", "!~", "^x"),
+            action="REJECT in the window",
+        ),
         r("R13", rcpt(13), ("days", "=", w["DAYS_FALSE"]), action="REJECT never on these days"),
         r("R13b", rcpt(13), ("time", "=", w["TIME_FALSE"]), action="REJECT never at this time"),
-        r("R14", rcpt(14), ("date", "=", w["DATE_OPEN"]), ("months", "=", w["MONTHS_TRUE"]),
-          action="DEFER open-ended date"),
+        r(
+            "R14",
+            rcpt(14),
+            ("date", "=", w["DATE_OPEN"]),
+            ("months", "=", w["MONTHS_TRUE"]),
+            action="DEFER open-ended date",
+        ),
         r("R15", rcpt(15), ("date", "=", w["DATE_ENDED"]), action="REJECT ended"),
         r("R15b", rcpt(15), ("months", "=", w["MONTHS_FALSE"]), action="REJECT other month"),
-        r("R15c", rcpt(15), ("date", "=", w["DATE_RANGE"]), ("days", "=", w["DAYS_TRUE_NUM"]),
-          action="HOLD in the date range"),
-        r("R16", rcpt(16), ("time", "=", f"!!({w['TIME_FALSE']})"),
-          action="DISCARD outside the false window"),
+        r(
+            "R15c",
+            rcpt(15),
+            ("date", "=", w["DATE_RANGE"]),
+            ("days", "=", w["DAYS_TRUE_NUM"]),
+            action="HOLD in the date range",
+        ),
+        r(
+            "R16",
+            rcpt(16),
+            ("time", "=", f"!!({w['TIME_FALSE']})"),
+            action="DISCARD outside the false window",
+        ),
         r("R17", rcpt(17), ("sender", "==", "<>"), action="REJECT no bounces"),
-        r("R19", rcpt(19), ("sender_domain", "==", "example.net"),
-          action="REJECT domain $$sender_domain"),
-        r("R20", ("recipient", "=~", "^r2[0-4]@"), ("client_address", "=", "10.0.0.0/8"),
-          action="550 5.7.1 ten net"),
+        r(
+            "R19",
+            rcpt(19),
+            ("sender_domain", "==", "example.net"),
+            action="REJECT domain $$sender_domain",
+        ),
+        r(
+            "R20",
+            ("recipient", "=~", "^r2[0-4]@"),
+            ("client_address", "=", "10.0.0.0/8"),
+            action="550 5.7.1 ten net",
+        ),
         r("R21", rcpt(21), ("helo_name", "=~", "$$client_name"), action="REJECT helo is the name"),
         r("R22", rcpt(22), ("sender", "==", "$$recipient"), action="REJECT sender is recipient"),
-        r("R23", rcpt(23), ("client_address", "=", "!!(203.0.113.0/25)"),
-          ("protocol_state", "==", "RCPT"), action="WARN outside 203.0.113.0/25"),
-        r("R30", ("client_address", "=", "203.0.113.0/25"), ("sender", "=~", "^(x|y)[0-9]+@"),
-          action="REJECT general rule"),
+        r(
+            "R23",
+            rcpt(23),
+            ("client_address", "=", "!!(203.0.113.0/25)"),
+            ("protocol_state", "==", "RCPT"),
+            action="WARN outside 203.0.113.0/25",
+        ),
+        r(
+            "R30",
+            ("client_address", "=", "203.0.113.0/25"),
+            ("sender", "=~", "^(x|y)[0-9]+@"),
+            action="REJECT general rule",
+        ),
         r("R31", ("helo_name", "=~", r"^\[?[0-9.]+\]?$"), action="REJECT helo is an address"),
         r("R32", ("size", "!<", "100000"), action="552 5.3.4 too big"),
-        r("R33", ("recipient", "=~", r"@example\.net$"), ("sender", "!~", "example"),
-          action="DEFER_IF_REJECT maybe"),
-        r("R34", ("protocol_state", "==", "MAIL"), ("sender", "=~", "^bad"),
-          action="REJECT bad sender"),
+        r(
+            "R33",
+            ("recipient", "=~", r"@example\.net$"),
+            ("sender", "!~", "example"),
+            action="DEFER_IF_REJECT maybe",
+        ),
+        r(
+            "R34",
+            ("protocol_state", "==", "MAIL"),
+            ("sender", "=~", "^bad"),
+            action="REJECT bad sender",
+        ),
         r("R35", ("sasl_username", "==", "mallory"), action="REJECT 5.7.0 not you"),
         r("J08", ("sender", "=~", r"\.org$"), action="HOLD held"),
-        r("J08b", ("recipient", "==", "r08@example.org"), ("client_name", "=~", "^mx"),
-          action="DISCARD dropped"),
+        r(
+            "J08b",
+            ("recipient", "==", "r08@example.org"),
+            ("client_name", "=~", "^mx"),
+            action="DISCARD dropped",
+        ),
     ]
 
 
@@ -282,9 +357,7 @@ def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFa
     cf.write_text(postfwd_text(rules))
     toml_port, file_port = free_port(), free_port()
     filterd_factory(filterd_config(toml_port, toml_rules(rules)))
-    filterd_factory(
-        filterd_config(file_port, f'[[chain.config.rules]]\npostfwd_file = "{cf}"\n')
-    )
+    filterd_factory(filterd_config(file_port, f'[[chain.config.rules]]\npostfwd_file = "{cf}"\n'))
     with postfwd_server(
         tmp_path, cf.read_text(), extra_args=["--scores", f"5.0={SCORE_ACTION}"], env={"TZ": ZONE}
     ) as postfwd_port:
@@ -300,9 +373,11 @@ def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFa
                 answers = {name: client.ask(request) for name, client in clients.items()}
                 expected = canonical(answers["postfwd"])
                 seen[expected[0]] = seen.get(expected[0], 0) + 1
-                for name in ("toml", "postfwd.cf"):
-                    if canonical(answers[name]) != expected:
-                        disagreements.append((request, name, answers["postfwd"], answers[name]))
+                disagreements.extend(
+                    (request, name, answers["postfwd"], answers[name])
+                    for name in ("toml", "postfwd.cf")
+                    if canonical(answers[name]) != expected
+                )
         finally:
             for client in clients.values():
                 client.close()
