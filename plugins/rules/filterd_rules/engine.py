@@ -60,6 +60,7 @@ class Decision:
     action: str
     rule: Rule | None
     hits: tuple[str, ...] = ()
+    looped: bool = False  # jump() went round in circles: gave up with DUNNO
 
 
 def add_derived(request: dict[str, str]) -> None:
@@ -95,7 +96,7 @@ class Engine:
         while index < len(self.rules):
             steps += 1
             if steps > limit:
-                return Decision(DUNNO, None, (*hits, "(jump loop: gave up)"))
+                return Decision(DUNNO, None, tuple(hits), looped=True)
             rule = self.rules[index]
             if await self._matches(rule, request, moment):
                 hits.append(rule.id)

@@ -156,6 +156,11 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
         except TableFailure as exc:
             self.env.log.warning(f"{what} <{name}>: {exc}")
             return TempFail(lookup_failure(name))
+        if decision.looped:
+            self.env.log.warning(
+                f"jump() loop through rules {', '.join(dict.fromkeys(decision.hits))}: "
+                "gave up, answering DUNNO (fix the rules' jumps)"
+            )
         if decision.rule is None and decision.action == DUNNO:
             return CONTINUE
         self._log(decision, request)
