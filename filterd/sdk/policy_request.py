@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from filterd.model.envelope import Recipient, Session, Transaction
+from filterd.model.notes import NoteKey
 from filterd.protocols.milter_map import MILTER_MACROS
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
 
 __all__ = ["policy_door_stage", "policy_request"]
+
+_STAGE = NoteKey[str]("filterd.policy.answer_stage")
 
 _FROM_MACROS = (
     ("sasl_method", "{auth_type}"),
@@ -41,10 +44,14 @@ def policy_door_stage(session: Session) -> str | None:
     """At the policy door: the last stage the chain runs for the request being answered
     (``connect``, ``helo``, ``mail_from`` or ``rcpt``), where a plugin that answers once per
     request answers; None at the other doors."""
-    attrs = session.notes.get(POLICY_ATTRIBUTES)
-    if attrs is None:
-        return None
-    return request_to_envelope(attrs).stages[-1]
+    stage = session.notes.get(_STAGE)
+    if stage is None:
+        attrs = session.notes.get(POLICY_ATTRIBUTES)
+        if attrs is None:
+            return None
+        stage = request_to_envelope(attrs).stages[-1]
+        session.notes.set(_STAGE, stage)  # the policy door's session is one request's
+    return stage
 
 
 def policy_request(

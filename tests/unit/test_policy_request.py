@@ -65,5 +65,6 @@ def test_policy_door_passes_what_postfix_sent() -> None:
     assert policy_door_stage(envelope.session) == "rcpt"
     mail = request_to_envelope({**sent, "protocol_state": "MAIL", "recipient": ""})
     assert policy_door_stage(mail.session) == "mail_from"
-    mail.session.notes.set(POLICY_ATTRIBUTES, MappingProxyType({"protocol_state": "CONNECT"}))
-    assert policy_door_stage(mail.session) == "connect"
+    connect = request_to_envelope({"protocol_state": "CONNECT", "client_address": "192.0.2.9"})
+    assert policy_door_stage(connect.session) == "connect"
+    assert connect.session.notes.get(POLICY_ATTRIBUTES) is not None

@@ -16,7 +16,7 @@ from datetime import datetime, tzinfo
 from filterd.sdk.rule_actions import RuleAction
 from filterd.sdk.tables import Table
 
-from .compare import LocalTime, compare, local_time
+from .compare import LocalTime, compare, local_time, perl_number
 from .ruleset import Rule, Test
 
 __all__ = ["DUNNO", "Decision", "Engine", "substitute"]
@@ -131,7 +131,7 @@ class Engine:
         return action, stop, index
 
     def _score(self, argument: str, request: dict[str, str]) -> tuple[str, bool]:
-        score = float(request.get("request_score", "0") or 0)
+        score = perl_number(request.get("request_score", "0"))
         found = _SCORE.fullmatch(argument)
         if found is not None:
             mod = found.group(1)
@@ -151,7 +151,7 @@ class Engine:
             if shown is not None:
                 text = shown.group(1) + (shown.group(2) or ".0")
             request["score"] = request["request_score"] = text
-        current = float(request.get("request_score", "0") or 0)
+        current = perl_number(request.get("request_score", "0"))
         for threshold in sorted(self.scores, reverse=True):
             if current >= float(threshold) and self.scores[threshold]:
                 return self.scores[threshold], True

@@ -144,3 +144,9 @@ def test_postfwd_syntax_reads_as_postfwd_does() -> None:
 def test_postfwd_syntax_refuses_what_postfwd_skips() -> None:
     with pytest.raises(RuleProblem, match=r"t\.cf:2: postfwd cannot read this rule"):
         parse_postfwd("id=A; action=DUNNO\nthis is no rule\n", "t.cf")
+
+
+async def test_score_survives_a_set_request_score() -> None:
+    rules = parse_postfwd("id=S; action=set(request_score=lots)\nid=T; action=score(+6)\n", "t.cf")
+    engine = Engine(rules, {}, {}, {"5.0": "REJECT too much"})
+    assert (await engine.decide({}, NOW)).action == "REJECT too much"
