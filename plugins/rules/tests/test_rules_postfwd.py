@@ -175,6 +175,12 @@ def rule_list(w: dict[str, str]) -> list[R]:
         ),
         r("R17", rcpt(17), ("sender", "==", "<>"), action="REJECT no bounces"),
         r(
+            "R18",
+            rcpt(18),
+            ("sender_localpart", "=~", r"^(x|y)\d+$"),
+            action="REJECT localpart $$sender_localpart",
+        ),
+        r(
             "R19",
             rcpt(19),
             ("sender_domain", "==", "example.net"),
@@ -195,6 +201,8 @@ def rule_list(w: dict[str, str]) -> list[R]:
             ("protocol_state", "==", "RCPT"),
             action="WARN outside 203.0.113.0/25",
         ),
+        r("R24", rcpt(24), action="set(size+=100000, sasl_username.=x)"),
+        r("R24b", rcpt(24), ("sasl_username", "==", "alicex"), action="REJECT alice plus x"),
         r(
             "R30",
             ("client_address", "=", "203.0.113.0/25"),
@@ -271,6 +279,7 @@ def requests(count: int, seed: int) -> Iterator[dict[str, str]]:
         "192.0.2.5",
         "localhost",
         "mx10.example.org",
+        "host.example.com",
         "",
     ]
     senders = [
@@ -368,11 +377,13 @@ def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFa
         }
         try:
             seen: dict[str, int] = {}
+            answers_seen: set[tuple[str, ...]] = set()
             disagreements = []
-            for request in requests(400, seed=17):
+            for request in requests(400, seed=26):  # every rule that can answer answers
                 answers = {name: client.ask(request) for name, client in clients.items()}
                 expected = canonical(answers["postfwd"])
                 seen[expected[0]] = seen.get(expected[0], 0) + 1
+                answers_seen.add(expected)
                 disagreements.extend(
                     (request, name, answers["postfwd"], answers[name])
                     for name in ("toml", "postfwd.cf")
@@ -382,7 +393,8 @@ def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFa
             for client in clients.values():
                 client.close()
     assert disagreements == [], "\n".join(map(str, disagreements[:20]))
-    # the requests reach every kind of answer
+    # the requests reach every kind of answer, and most rules
+    assert len(answers_seen) >= 30, sorted(answers_seen)
     assert {"refuse", "DUNNO", "OK", "PREPEND", "HOLD", "DISCARD", "DEFER_IF_PERMIT"} <= set(
         seen
     ), seen
