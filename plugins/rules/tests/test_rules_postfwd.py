@@ -201,6 +201,7 @@ def rule_list(w: dict[str, str]) -> list[R]:
             ("protocol_state", "==", "RCPT"),
             action="WARN outside 203.0.113.0/25",
         ),
+        r("R19b", rcpt(19), ("sasl_username", "!=", "mallory"), action="REJECT not mallory"),
         r("R24", rcpt(24), action="set(size+=100000, sasl_username.=x)"),
         r("R24b", rcpt(24), ("sasl_username", "==", "alicex"), action="REJECT alice plus x"),
         r(
