@@ -20,6 +20,7 @@ BUILT_IN = {
     "spf": "filterd-spf",
     "access": "filterd-access",
     "greylist": "filterd-greylist",
+    "rules": "filterd-rules",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""
 

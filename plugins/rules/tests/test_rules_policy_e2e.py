@@ -1,0 +1,72 @@
+"""The rules plugin behind Postfix's check_policy_service (deploy/postfix's policy snippet:
+``check_policy_service ..., permit_mynetworks, reject_unauth_destination``): the client gets
+the reply it would get with postfwd answering the same action, since Postfix adds the
+``<rcpt>: Recipient address rejected:`` prefix itself; a DEFER_IF_PERMIT defers once Postfix's
+own permit_mynetworks permits."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+
+import pytest
+
+from tests.support.filterd_proc import FilterdFactory
+from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
+    pytest.mark.timeout(120),
+]
+
+
+def policy_main_cf(port: int) -> dict[str, str]:
+    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
+    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
+
+
+def test_rules_through_the_policy_door(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    port = free_port()
+    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "rules"
+[[chain.config.rules]]
+recipient = "== rej@example.org"
+action = "REJECT mailbox closed"
+[[chain.config.rules]]
+recipient = "== dip@example.org"
+action = "DEFER_IF_PERMIT try later"
+[[chain.config.rules]]
+sender = "=~ ^bad@"
+action = "550 5.7.1 no mail from $$sender"
+"""
+    )
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        assert client.mail("alice@example.com")[0] == 250
+        assert client.rcpt("rej@example.org") == (
+            554,
+            b"5.7.1 <rej@example.org>: Recipient address rejected: mailbox closed",
+        )
+        assert client.rcpt("dip@example.org") == (
+            450,
+            b"4.7.1 <dip@example.org>: Recipient address rejected: try later",
+        )
+        assert client.rcpt("plain@example.org")[0] == 250
+        client.rset()
+        assert client.mail("bad@example.com")[0] == 250
+        assert client.rcpt("plain@example.org") == (
+            550,
+            b"5.7.1 <plain@example.org>: Recipient address rejected: no mail from bad@example.com",
+        )

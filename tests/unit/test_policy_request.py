@@ -1,0 +1,70 @@
+"""filterd.sdk.policy_request: the policy protocol's attribute names on every door."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from filterd.model.envelope import Client, Recipient, Session, Transaction
+from filterd.protocols.milter_map import MILTER_MACROS
+from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
+from filterd.sdk.policy_request import policy_door_stage, policy_request
+
+
+def smtp_session() -> Session:
+    return Session("S1", "smtp", Client("192.0.2.7", 40000, "mx.example.com", "helo.example"))
+
+
+def test_smtp_door_attributes() -> None:
+    session = smtp_session()
+    t = Transaction("ABCDEF0123", session, sender="a@example.com", size=1234)
+    attrs = policy_request(session, t, Recipient("r@example.org"), state="RCPT")
+    assert {k: attrs[k] for k in ("client_address", "client_name", "reverse_client_name")} == {
+        "client_address": "192.0.2.7",
+        "client_name": "mx.example.com",
+        "reverse_client_name": "mx.example.com",
+    }
+    assert attrs["helo_name"] == "helo.example"
+    assert attrs["client_port"] == "40000"
+    assert (attrs["sender"], attrs["recipient"], attrs["size"]) == (
+        "a@example.com",
+        "r@example.org",
+        "1234",
+    )
+    assert (attrs["protocol_state"], attrs["recipient_count"], attrs["queue_id"]) == (
+        "RCPT",
+        "0",
+        "ABCDEF0123",
+    )
+    assert attrs["sasl_username"] == ""
+    assert policy_door_stage(session) is None
+
+
+def test_unknown_client_and_milter_macros() -> None:
+    session = Session("S2", "milter", Client())
+    session.notes.set(
+        MILTER_MACROS, MappingProxyType({"{auth_authen}": "alice", "{cipher_bits}": "256"})
+    )
+    attrs = policy_request(session, state="CONNECT")
+    assert (attrs["client_address"], attrs["client_name"]) == ("", "unknown")
+    assert (attrs["sasl_username"], attrs["encryption_keysize"]) == ("alice", "256")
+    assert (attrs["sender"], attrs["recipient"]) == ("", "")
+
+
+def test_policy_door_passes_what_postfix_sent() -> None:
+    sent = {
+        "protocol_state": "RCPT",
+        "client_address": "192.0.2.9",
+        "helo_name": "h.example",
+        "sender": "s@example.com",
+        "recipient": "r@example.org",
+        "ccert_subject": "x",
+    }
+    envelope = request_to_envelope(sent)
+    attrs = policy_request(envelope.session, envelope.transaction, state="ignored")
+    assert attrs == sent
+    assert policy_door_stage(envelope.session) == "rcpt"
+    mail = request_to_envelope({**sent, "protocol_state": "MAIL", "recipient": ""})
+    assert policy_door_stage(mail.session) == "mail_from"
+    connect = request_to_envelope({"protocol_state": "CONNECT", "client_address": "192.0.2.9"})
+    assert policy_door_stage(connect.session) == "connect"
+    assert connect.session.notes.get(POLICY_ATTRIBUTES) is not None
