@@ -20,6 +20,7 @@ code.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +52,7 @@ __all__ = [
     "fix_status",
     "lookup_failure",
     "parse_access_action",
+    "without_postfix_prefix",
 ]
 
 # The reply classes (smtpd_dsn_fix.h): what the name in a reply is.
@@ -368,3 +370,23 @@ class RestrictionList:
         if self.status == "permit":
             return Accept(edits, defer_if=held)
         return Continue(edits, defer_if=held)
+
+
+def without_postfix_prefix(verdict: Verdict, name: str, what: str) -> Verdict:
+    """A policy-door answer as Postfix is to read it: Postfix puts ``<name>: <Class> rejected:``
+    (the context of its check_policy_service call) before a policy service's text itself, so
+    a reply that begins with exactly that loses it here; other replies are kept whole."""
+    prefix = f"<{name}>: {what} rejected: "
+
+    def bare(reply: Reply) -> Reply:
+        if reply.text.startswith(prefix):
+            return dataclasses.replace(reply, text=reply.text[len(prefix) :])
+        return reply
+
+    match verdict:
+        case Reject(reply=reply) | TempFail(reply=reply):
+            return dataclasses.replace(verdict, reply=bare(reply))
+        case Continue(defer_if=held) | Accept(defer_if=held) if held:
+            kept = tuple(DeferIf(d.when, bare(d.reply)) for d in held)
+            return dataclasses.replace(verdict, defer_if=kept)
+    return verdict

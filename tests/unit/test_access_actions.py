@@ -317,3 +317,18 @@ def test_a_reply_is_printable_and_at_most_510_characters() -> None:
     state = _applied("REJECT " + "x" * 600)
     assert state.refusal is not None
     assert len(state.refusal.to_bytes()) == 512
+
+
+def test_the_policy_door_answer_leaves_out_what_postfix_puts_before_it() -> None:
+    from filterd.model.verdict import Continue, DeferIf, Reject
+    from filterd.sdk.access_actions import RECIPIENT, without_postfix_prefix
+
+    own = Reply(554, "5.7.1", "<b@example.org>: Recipient address rejected: closed")
+    bare = without_postfix_prefix(Reject(own), "b@example.org", RECIPIENT)
+    assert bare == Reject(Reply(554, "5.7.1", "closed"))
+    other = Reply(554, "5.7.1", "<1.2.3.4>: Client host rejected: go away")
+    assert without_postfix_prefix(Reject(other), "b@example.org", RECIPIENT) == Reject(other)
+    later = Reply(450, "4.7.1", "<b@example.org>: Recipient address rejected: closed")
+    held = Continue(defer_if=(DeferIf("permit", later),))
+    (kept,) = without_postfix_prefix(held, "b@example.org", RECIPIENT).defer_if
+    assert kept.reply.text == "closed"

@@ -45,7 +45,9 @@ from filterd.sdk.access_actions import (
     AccessCodes,
     RestrictionList,
     lookup_failure,
+    without_postfix_prefix,
 )
+from filterd.sdk.policy_request import policy_door_stage
 from filterd.sdk.tables import Table, TableFailure, open_table
 from filterd.sdk.tables.search import (
     AddressRules,
@@ -187,7 +189,8 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
     async def on_mail_from(self, t: Transaction) -> Verdict:
         if self.config.smtpd_delay_reject or not self._tables[SENDER]:
             return CONTINUE
-        return await self._run([self._address(SENDER, t.sender)], t)
+        verdict = await self._run([self._address(SENDER, t.sender)], t)
+        return _at_policy_door(t, verdict, t.sender or "<>", SENDER)
 
     async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
         if rcpt.address.lower() == "postmaster":
@@ -203,7 +206,7 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
             if tables[SENDER]:
                 checks.append(self._address(SENDER, t.sender))
         checks.append(self._address(RECIPIENT, rcpt.address))
-        return await self._run(checks, t)
+        return _at_policy_door(t, await self._run(checks, t), rcpt.address, RECIPIENT)
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         target = t.notes.get(REDIRECT_TO)
@@ -212,3 +215,11 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
         edits: list[Edit] = [RemoveRecipient(r.address) for r in t.accepted]
         edits.append(AddRecipient(target))
         return Continue(tuple(edits))
+
+
+def _at_policy_door(t: Transaction, verdict: Verdict, name: str, what: str) -> Verdict:
+    """At the policy door, the reply without the ``<name>: <Class> rejected:`` that Postfix
+    puts before a policy service's text itself (it would show twice)."""
+    if policy_door_stage(t.session) is None:
+        return verdict
+    return without_postfix_prefix(verdict, name, what)

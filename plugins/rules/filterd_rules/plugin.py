@@ -24,7 +24,6 @@ from filterd.sdk import (
     Accept,
     AddRecipient,
     Continue,
-    DeferIf,
     Edit,
     MessageView,
     NoteKey,
@@ -35,9 +34,7 @@ from filterd.sdk import (
     OnRcpt,
     Plugin,
     Recipient,
-    Reject,
     RemoveRecipient,
-    Reply,
     Session,
     TempFail,
     Transaction,
@@ -51,6 +48,7 @@ from filterd.sdk.access_actions import (
     AccessCodes,
     RestrictionList,
     lookup_failure,
+    without_postfix_prefix,
 )
 from filterd.sdk.policy_request import policy_door_stage, policy_request
 from filterd.sdk.rule_actions import RuleAction, load_rule_action
@@ -175,7 +173,7 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
             t.notes.set(REDIRECT_TO, answer.redirect)
         verdict = answer.verdict()
         if door_stage is not None:
-            verdict = _at_policy_door(verdict, f"<{name}>: {what} rejected: ")
+            verdict = _at_policy_door(verdict, name, what)
         return verdict
 
     def _log(self, decision: Decision, request: dict[str, str]) -> None:
@@ -202,24 +200,12 @@ def _named(request: dict[str, str], session: Session, t: Transaction | None) -> 
     return client.describe(), CLIENT
 
 
-def _bare(reply: Reply, prefix: str) -> Reply:
-    if reply.text.startswith(prefix):
-        return dataclasses.replace(reply, text=reply.text[len(prefix) :])
-    return reply
-
-
-def _at_policy_door(verdict: Verdict, prefix: str) -> Verdict:
+def _at_policy_door(verdict: Verdict, name: str, what: str) -> Verdict:
     """The answer as Postfix is to read it: without the ``<rcpt>: Recipient address
     rejected:`` Postfix adds itself, and OK as a final Accept (the policy listener's
     ``accept_as_ok`` then answers OK, which ends Postfix's restriction list as postfwd's OK
     does; the chain's later plugins do not run for this request, as Postfix's later
     restrictions do not)."""
-    match verdict:
-        case Accept(defer_if=()) if not verdict.final:
-            return dataclasses.replace(verdict, final=True)
-        case Reject(reply=reply) | TempFail(reply=reply):
-            return dataclasses.replace(verdict, reply=_bare(reply, prefix))
-        case Continue(defer_if=held) | Accept(defer_if=held) if held:
-            bare = tuple(DeferIf(d.when, _bare(d.reply, prefix)) for d in held)
-            return dataclasses.replace(verdict, defer_if=bare)
-    return verdict
+    if isinstance(verdict, Accept) and not verdict.defer_if and not verdict.final:
+        return dataclasses.replace(verdict, final=True)
+    return without_postfix_prefix(verdict, name, what)
