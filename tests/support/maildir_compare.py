@@ -14,7 +14,7 @@ message (``maildirfolder``), with its mode and owner; ``tmp/`` empty; and, in ea
   ``Received:`` (those the message arrived with) is compared as it is.
 
 ``snapshot`` reads a tree, ``tree_differences`` reports what differs, in words,
-``without_field`` takes a documented disagreement out.
+``without_field`` and ``without_message`` take a documented disagreement out.
 """
 
 from __future__ import annotations
@@ -159,6 +159,13 @@ def without_field(tree: Tree, name: str) -> tuple[Tree, int]:
                 kept.append(raw)
         messages.append(replace(message, rest=b"".join(kept) + message.rest[offset:]))
     return Tree(tree.entries, sorted(messages), tree.problems), removed
+
+
+def without_message(tree: Tree, line: bytes) -> tuple[Tree, int]:
+    """``tree`` without the messages whose header section holds ``line`` (a whole header
+    line, LF-ended: a Message-ID), and how many there were."""
+    kept = [m for m in tree.messages if line not in m.rest.partition(b"\n\n")[0] + b"\n"]
+    return Tree(tree.entries, kept, tree.problems), len(tree.messages) - len(kept)
 
 
 def tree_differences(postfix: Tree, filterd: Tree, *, owners: bool = True) -> list[str]:
