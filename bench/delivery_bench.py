@@ -179,7 +179,7 @@ def main() -> int:
     for kind in args.kinds.split(","):
         if kind not in ("sqlite", "mysql"):
             parser.error(f"--kinds: {kind!r} is not sqlite or mysql")
-        kinds.append(kind)  # type: ignore[arg-type]
+        kinds.append(kind)
     benchinfo.trap_signals()
     machine = benchinfo.machine_info()
     benchinfo.print_machine(machine)
