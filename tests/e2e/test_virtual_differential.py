@@ -274,6 +274,9 @@ def compare(
             disagreements.append(f"{case.name}: postfix {theirs}, filterd {ours}")
     postfix.wait_for_empty_queue(timeout=60)
     theirs_tree = snapshot(postfix.mail_dir)
+    accepted = sum(1 for case in cases if case.filterd_refuses is None)
+    if len(theirs_tree.messages) < accepted:  # each of those delivers at least one copy
+        disagreements.append(f"postfix delivered {len(theirs_tree.messages)} files only")
     for case in refused:
         theirs_tree, removed = without_message(theirs_tree, _message_id(case.message))
         if removed != len(case.rcpts):
