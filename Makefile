@@ -62,7 +62,7 @@ lint: install
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every benchmark, one after the other (about 13 minutes); each also runs on its own.
+# Every benchmark, one after the other (about 15 minutes); each also runs on its own.
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).
 BENCH_ARGS ?=
 
