@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter \
-	bench-tables bench-pipe clean
+	bench-tables bench-pipe bench-delivery clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -48,7 +48,7 @@ install-prod:
 
 # As root (make install needs root), filterd refuses to run without [run] user unless told to:
 # the development server and the benchmarks are told to (docs/deploy.md, "Privileges").
-run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe: export FILTERD_ALLOW_ROOT = 1
+run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery: export FILTERD_ALLOW_ROOT = 1
 
 run: install
 	$(VENV)/bin/filterd run
@@ -62,11 +62,11 @@ lint: install
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every benchmark, one after the other (about 13 minutes); each also runs on its own.
+# Every benchmark, one after the other (about 15 minutes); each also runs on its own.
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).
 BENCH_ARGS ?=
 
-bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe
+bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery
 
 bench-smtp: install
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -85,6 +85,9 @@ bench-tables: install
 
 bench-pipe: install
 	$(PY) bench/pipe_bench.py $(BENCH_ARGS)
+
+bench-delivery: install
+	$(PY) bench/delivery_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -4,7 +4,9 @@ Delivered-To loop check of local(8).
 Order and form (src/global/mail_copy.c): ``Return-Path: <sender>`` (``<>`` for the null
 sender), ``X-Original-To: recipient`` (the recipient as the client gave it; left out when
 empty), ``Delivered-To: recipient`` (the final recipient), each ended by LF; every address
-with its local part quoted as quote_822_local() does (8-bit clean).
+with its local part quoted as quote_822_local() does (8-bit clean). Addresses come as the
+envelope gives them (RFC 5321: ``"john doe"@example.com``) and are unquoted first, as
+Postfix's smtpd stores them (``unquote_local``), so a quoted local part is quoted once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from collections.abc import Iterable
 from filterd.model.headers import Header
 from filterd.model.reply import Reply
 
-__all__ = ["delivery_header", "forwarding_loop", "has_delivered_to", "quote_local"]
+__all__ = [
+    "delivery_header",
+    "forwarding_loop",
+    "has_delivered_to",
+    "quote_local",
+    "unquote_local",
+]
 
 _SPECIALS = frozenset('()<>@,;:\\"[]')
 
@@ -42,19 +50,53 @@ def quote_local(address: str) -> str:
     return f'{address[:start]}"{escaped}"{address[end:]}'
 
 
+def unquote_local(address: str) -> str:
+    """``address`` with the quotes and backslash escapes of its local part removed, as
+    Postfix's unquote_822_local() does: ``"a b"@example.org`` is ``a b@example.org``. A
+    source route (``@a,@b:``) and the domain after the last unquoted ``@`` are kept as they
+    are."""
+    start = address.index(":") + 1 if address.startswith("@") and ":" in address else 0
+    out: list[str] = []
+    quoted = False
+    last_at: tuple[int, int] | None = None  # (position in out, position in address)
+    index = start
+    while index < len(address):
+        char = address[index]
+        if char == '"':
+            quoted = not quoted
+            index += 1
+            continue
+        if char == "@" and not quoted:
+            last_at = (len(out), index)
+        elif char == "\\":
+            index += 1
+            if index == len(address):
+                break
+            char = address[index]
+        out.append(char)
+        index += 1
+    if last_at is not None:
+        return address[:start] + "".join(out[: last_at[0]]) + address[last_at[1] :]
+    return address[:start] + "".join(out)
+
+
 def delivery_header(sender: str, original: str, delivered: str) -> bytes:
     """Return-Path, X-Original-To and Delivered-To, as the top of a delivered message."""
-    lines = [f"Return-Path: <{quote_local(sender) if sender else ''}>\n"]
+    lines = [f"Return-Path: <{_requote(sender) if sender else ''}>\n"]
     if original:
-        lines.append(f"X-Original-To: {quote_local(original)}\n")
-    lines.append(f"Delivered-To: {quote_local(delivered)}\n")
+        lines.append(f"X-Original-To: {_requote(original)}\n")
+    lines.append(f"Delivered-To: {_requote(delivered)}\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _requote(address: str) -> str:
+    return quote_local(unquote_local(address))
 
 
 def has_delivered_to(headers: Iterable[Header], address: str) -> bool:
     """True when the header section carries ``Delivered-To: address`` (local(8)'s check:
     the address quoted as mail_copy writes it, compared without regard to case)."""
-    wanted = quote_local(address).casefold()
+    wanted = _requote(address).casefold()
     return any(
         header.is_named("Delivered-To") and header.value.strip().casefold() == wanted
         for header in headers

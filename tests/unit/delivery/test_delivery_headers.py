@@ -10,6 +10,7 @@ from filterd.delivery.delivery_headers import (
     forwarding_loop,
     has_delivered_to,
     quote_local,
+    unquote_local,
 )
 from filterd.model.headers import parse_header_section
 
@@ -35,6 +36,33 @@ from filterd.model.headers import parse_header_section
 )
 def test_local_parts_are_quoted_as_quote_822_local(address: str, quoted: str) -> None:
     assert quote_local(address) == quoted
+
+
+@pytest.mark.parametrize(
+    ("address", "unquoted"),
+    [
+        ("user@example.org", "user@example.org"),
+        ('"john doe"@example.org', "john doe@example.org"),
+        ('"a\\"b"@example.org', 'a"b@example.org'),
+        ('"a@b"@example.org', "a@b@example.org"),  # the last unquoted @ starts the domain
+        ('"first".last@example.org', "first.last@example.org"),
+        ('@r1,@r2:"a b"@example.org', "@r1,@r2:a b@example.org"),
+        ('"local"', "local"),
+        ("", ""),
+    ],
+)
+def test_envelope_addresses_are_unquoted_as_unquote_822_local(address: str, unquoted: str) -> None:
+    assert unquote_local(address) == unquoted
+
+
+def test_a_quoted_envelope_address_is_quoted_once() -> None:
+    header = delivery_header('"john doe"@example.com', '"a b"@example.org', '"a b"@example.org')
+    assert header == (
+        b'Return-Path: <"john doe"@example.com>\n'
+        b'X-Original-To: "a b"@example.org\n'
+        b'Delivered-To: "a b"@example.org\n'
+    )
+    assert has_delivered_to(headers(b'Delivered-To: "A B"@example.org\n\n'), '"a b"@example.org')
 
 
 def test_return_path_x_original_to_delivered_to_in_this_order_lf_ended() -> None:
