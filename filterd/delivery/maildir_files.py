@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -119,6 +120,52 @@ def lf_line_ends(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield carry
 
 
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+_RETURN_PATH = re.compile(rb"return-path[ \t]*:", re.IGNORECASE)
+
+
+def without_return_path(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The message without the Return-Path: fields of its header section (continuation lines
+    too), as Postfix's cleanup(8) drops them: the delivery adds the one that counts. The header
+    section ends at the first line that is neither a field nor a continuation (the empty line);
+    from there on the chunks pass as they are."""
+    pending = b""
+    dropping = False
+    in_header = True
+    for chunk in chunks:
+        if not in_header:
+            yield chunk
+            continue
+        data = pending + chunk
+        out = bytearray()
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                pending = data[start:]
+                break
+            line = data[start : end + 1]
+            if line[:1] in (b" ", b"\t"):
+                if not dropping:
+                    out += line
+            elif _FIELD.match(line):
+                dropping = _RETURN_PATH.match(line) is not None
+                if not dropping:
+                    out += line
+            else:
+                in_header = False
+                out += data[start:]
+                pending = b""
+                break
+            start = end + 1
+        if out:
+            yield bytes(out)
+    if pending:  # a last line without a line end, still in the header section
+        continuation = pending[:1] in (b" ", b"\t")
+        if not (dropping if continuation else _RETURN_PATH.match(pending)):
+            yield pending
+
+
 def mailbox_usage(mailbox: Path) -> int:
     """Bytes in the messages of a Maildir and of its Maildir++ folders (new/ and cur/)."""
     total = 0
@@ -201,7 +248,7 @@ def _write(fd: int, job: FileJob, tmp: Path) -> int:
         with os.fdopen(fd, "wb", closefd=False) as out:
             out.write(job.header)
             written += len(job.header)
-            for chunk in lf_line_ends(job.spool.chunks()):
+            for chunk in without_return_path(lf_line_ends(job.spool.chunks())):
                 out.write(chunk)
                 written += len(chunk)
                 if job.size_limit and written > job.size_limit:

@@ -176,14 +176,12 @@ MAPPED_CASES = [
 catch-all (which also takes the mail of a mailbox that has no alias to itself), users the
 tables do not know."""
 
-DOCUMENTED = {
-    "return-path": "Postfix's cleanup(8) removes every Return-Path: a message arrives with "
-    "(delivery adds the one that counts); filterd's Maildir stage keeps it below its "
-    "Received: (msg_16.txt arrives with Return-Path: <>)."
-}
+DOCUMENTED: dict[str, str] = {}
 """The disagreements filterd has with virtual(8) in what it writes, each with its reason: the
 field filterd keeps and Postfix drops. The test removes exactly those fields from filterd's
 files and checks that there were some (a fix makes the test fail: then drop the entry).
+None now: the Return-Path: fields a message arrives with, which filterd kept, are dropped as
+cleanup(8) drops them (tests/unit/delivery/test_return_path_dropped.py).
 
 The other documented disagreement is a case's ``filterd_refuses``: a message that already
 carries ``Delivered-To:`` for its recipient is refused as a mail loop (554 5.4.6, as local(8)
