@@ -74,10 +74,10 @@ async def test_unix_socket_pool_bounded_reused_and_closed(
     finally:
         await table.aclose()
     assert table.idle_connections() == 0
-    for _ in range(50):  # the server notices the close a moment later
-        if _server_count(kind, mariadb, postgresql) == before:
+    for _ in range(300):  # the server notices the close a moment later (seconds under load)
+        if _server_count(kind, mariadb, postgresql) <= before:
             break
         await trio.sleep(0.1)
-    assert _server_count(kind, mariadb, postgresql) == before
+    assert _server_count(kind, mariadb, postgresql) <= before
     with pytest.raises(TableFailure, match="closed"):
         await table.lookup("k")
