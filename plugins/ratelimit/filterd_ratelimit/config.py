@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from filterd.sdk import Duration, Field, PluginConfig, field_validator, model_validator
+from filterd.sdk import ByteSize, Duration, Field, PluginConfig, field_validator, model_validator
 from filterd.sdk.access_actions import AccessKind, parse_access_action
 from filterd.sdk.state import StateSettings
 
@@ -33,7 +33,11 @@ class Limit(PluginConfig):
     count: Counted = Field(
         description="messages, recipients (RCPT commands) or bytes (message size).",
     )
-    limit: int = Field(ge=0, description="Most allowed within the window; more is an excess.")
+    limit: ByteSize = Field(
+        ge=0,
+        description='Most allowed within the window; more is an excess. A number, or for '
+        'bytes also "10MB", "50MiB".',
+    )
     window: Duration = Field(ge=1, description='The sliding window, e.g. "1h", "10m", "1d".')
     action: str = Field(
         default=DEFAULT_ACTION,
