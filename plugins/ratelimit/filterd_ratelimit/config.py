@@ -35,7 +35,7 @@ class Limit(PluginConfig):
     )
     limit: ByteSize = Field(
         ge=0,
-        description='Most allowed within the window; more is an excess. A number, or for '
+        description="Most allowed within the window; more is an excess. A number, or for "
         'bytes also "10MB", "50MiB".',
     )
     window: Duration = Field(ge=1, description='The sliding window, e.g. "1h", "10m", "1d".')

@@ -2,28 +2,43 @@
 or SASL user over sliding windows (:mod:`filterd_ratelimit.window`) and answers each limit's
 access(5) action when it is exceeded.
 
-Where it counts:
+Where it counts (each request or message once):
 
-- recipients at RCPT, one per recipient, on every door (the policy door: its ``RCPT``
-  requests); an excess refuses that recipient;
-- messages and bytes at the end of the message: the SMTP, LMTP and milter doors in
-  ``on_message`` (bytes: the message as received); the policy door at its ``END-OF-MESSAGE``
-  request (``check_policy_service`` in ``smtpd_end_of_data_restrictions``; bytes: its ``size``).
-  A ``recipient`` key counts each recipient of the message; the policy door names the
-  recipient only for a message with one, so there a message to several recipients is not
-  counted for ``recipient`` keys.
+- SMTP, LMTP and milter doors: recipients at RCPT, one per recipient (an excess refuses that
+  recipient); messages and bytes at the end of the message (``on_message``; bytes: the message
+  as received, a ``recipient`` key counts each accepted recipient).
+- Policy door: its stages run once per message (the door reuses their verdicts for the
+  message's later requests), so the plugin counts at the message's first request:
 
-An excess that refuses (DEFER, REJECT, 4NN/5NN, ...) gives back what this request counted, so
-refused attempts do not keep a sender over its limit; any other action (WARN, PREPEND, HOLD)
-lets the mail go on, counted.
+  - ``RCPT`` requests (``check_policy_service`` in ``smtpd_recipient_restrictions``): each
+    recipient counts one recipient, and one message (and ``size`` bytes) for a ``recipient``
+    key; the message counts once for the other keys, with ``size`` as it stands at RCPT (the
+    client's ``SIZE=`` declaration, 0 without one);
+  - a first request at ``DATA`` or ``END-OF-MESSAGE`` (the service called only in
+    ``smtpd_data_restrictions`` / ``smtpd_end_of_data_restrictions``): one message,
+    ``recipient_count`` recipients and ``size`` bytes (exact at END-OF-MESSAGE); a
+    ``recipient`` key counts the request's ``recipient`` (Postfix names it only when the
+    message has one).
+
+  Byte limits want the exact size: call a listener of their own from
+  ``smtpd_end_of_data_restrictions``.
+
+An excess that refuses (DEFER, REJECT, 4NN/5NN, DEFER_IF_PERMIT, ...) gives back what this
+request counted, so refused attempts do not keep a sender over its limit; any other action
+(WARN, PREPEND, HOLD) lets the mail go on, counted. Metrics (``filterd_plugin_events_total``,
+``plugin`` = the chain entry's label): ``<limit>.counted`` (what stayed counted: messages,
+recipients or bytes), ``<limit>.exceeded`` (excesses), ``store_failure``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from filterd.sdk import (
+    Accept,
     Continue,
+    DeferIf,
     Finding,
     MessageView,
     OnMailFrom,
@@ -111,40 +126,64 @@ class RateLimit(Plugin[RateLimitConfig], OnMailFrom, OnRcpt, OnMessage):
     # ------------------------------------------------------------------ stages
     async def on_mail_from(self, t: Transaction) -> Verdict:
         attrs = policy_attributes(t.session)
-        if attrs is None or attrs.get("protocol_state", "").upper() != "END-OF-MESSAGE":
-            return Continue()
-        recipients = [attrs["recipient"]] if attrs.get("recipient") else []
+        if attrs is None:
+            return Continue()  # SMTP, LMTP, milter: counted at RCPT and the end of the message
+        state = attrs.get("protocol_state", "").upper()
         size = _number(attrs.get("size", ""))
-        return await self._end_of_message(t, recipients, size, policy=True)
+        wanted: list[tuple[Limit, int, str]] = []
+        if state == "RCPT":  # the message's first request: recipients are counted per RCPT
+            wanted = [
+                (limit, 1 if limit.count == "messages" else size, "")
+                for limit in self.config.limits
+                if limit.key != "recipient" and limit.count != "recipients"
+            ]
+        elif state in ("DATA", "END-OF-MESSAGE"):
+            recipient = attrs.get("recipient", "")
+            count = _number(attrs.get("recipient_count", "")) or (1 if recipient else 0)
+            for limit in self.config.limits:
+                amount = {"messages": 1, "bytes": size, "recipients": count}[limit.count]
+                if limit.key == "recipient":
+                    amount = 1 if limit.count == "recipients" else amount
+                    wanted.extend([(limit, amount, recipient)] if recipient else [])
+                else:
+                    wanted.append((limit, amount, ""))
+        return await self._apply(t, wanted, t.sender or "<>", SENDER, policy=True)
 
     async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
         attrs = policy_attributes(t.session)
-        if attrs is not None and attrs.get("protocol_state", "").upper() != "RCPT":
-            return Continue()
-        wanted = [(limit, 1, rcpt.address) for limit in self._limits("recipients")]
-        return await self._apply(t, wanted, rcpt.address, RECIPIENT, policy=attrs is not None)
+        if attrs is None:
+            wanted = [(limit, 1, rcpt.address) for limit in self._limits("recipients")]
+            return await self._apply(t, wanted, rcpt.address, RECIPIENT, policy=False)
+        if attrs.get("protocol_state", "").upper() != "RCPT":
+            return Continue()  # DATA, END-OF-MESSAGE: counted in on_mail_from
+        size = _number(attrs.get("size", ""))
+        wanted = []
+        for limit in self.config.limits:
+            if limit.count == "recipients":
+                wanted.append((limit, 1, rcpt.address))
+            elif limit.key == "recipient":
+                wanted.append((limit, 1 if limit.count == "messages" else size, rcpt.address))
+        return await self._apply(t, wanted, rcpt.address, RECIPIENT, policy=True)
 
     async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
         recipients = [r.address for r in t.accepted]
-        return await self._end_of_message(t, recipients, message.size, policy=False)
+        return await self._end_of_message(t, recipients, message.size)
 
     # ------------------------------------------------------------------ counting
     def _limits(self, count: Counted) -> list[Limit]:
         return [limit for limit in self.config.limits if limit.count == count]
 
-    async def _end_of_message(
-        self, t: Transaction, recipients: list[str], size: int, *, policy: bool
-    ) -> Verdict:
+    async def _end_of_message(self, t: Transaction, recipients: list[str], size: int) -> Verdict:
         wanted: list[tuple[Limit, int, str]] = []
         for limit in self.config.limits:
-            amount = 1 if limit.count == "messages" else size
             if limit.count == "recipients":
                 continue
+            amount = 1 if limit.count == "messages" else size
             if limit.key == "recipient":
                 wanted.extend((limit, amount, r) for r in recipients)
             else:
                 wanted.append((limit, amount, ""))
-        return await self._apply(t, wanted, t.sender or "<>", SENDER, policy=policy)
+        return await self._apply(t, wanted, t.sender or "<>", SENDER, policy=False)
 
     async def _apply(
         self,
@@ -173,7 +212,7 @@ class RateLimit(Plugin[RateLimitConfig], OnMailFrom, OnRcpt, OnMessage):
         policy: bool,
     ) -> Verdict:
         store, now = self.store, self.env.clock()
-        counted: list[Usage] = []
+        counted: list[tuple[str, Usage]] = []
         answer = RestrictionList(name, what)
         findings: list[Finding] = []
         seen: set[tuple[str, str]] = set()
@@ -184,8 +223,7 @@ class RateLimit(Plugin[RateLimitConfig], OnMailFrom, OnRcpt, OnMessage):
             seen.add((limit.name, value))
             key = f"ratelimit:{limit.name}:{value}"
             usage = await take(store, key, amount, limit=limit.limit, window=limit.window, now=now)
-            counted.append(usage)
-            count_event(self.env.name, f"{limit.name}.counted", amount)
+            counted.append((limit.name, usage))
             if not usage.exceeded:
                 continue
             count_event(self.env.name, f"{limit.name}.exceeded")
@@ -202,21 +240,36 @@ class RateLimit(Plugin[RateLimitConfig], OnMailFrom, OnRcpt, OnMessage):
         for level, line in answer.notices:
             (self.env.log.warning if level == "warning" else self.env.log.info)(line)
         verdict = answer.verdict()
-        if isinstance(verdict, Reject | TempFail):
-            for usage in counted:  # refused: this attempt does not count
+        if policy:
+            verdict = _unprefixed(verdict, name, what)
+        if isinstance(verdict, Reject | TempFail) or (
+            isinstance(verdict, Continue | Accept) and verdict.defer_if
+        ):
+            for _, usage in counted:  # refused: this attempt does not count
                 await give_back(store, usage)
-            reply = _unprefixed(verdict.reply, name, what) if policy else verdict.reply
-            kind = Reject if isinstance(verdict, Reject) else TempFail
-            return kind(reply, tuple(findings))
+        else:
+            for limit_name, usage in counted:
+                count_event(self.env.name, f"{limit_name}.counted", usage.amount)
+        if isinstance(verdict, Reject | TempFail):
+            return type(verdict)(verdict.reply, tuple(findings))
         return _with_findings(verdict, findings)
 
 
-def _unprefixed(reply: Reply, name: str, what: str) -> Reply:
-    """At the policy door Postfix adds ``<name>: What rejected:`` itself."""
+def _unprefixed(verdict: Verdict, name: str, what: str) -> Verdict:
+    """At the policy door Postfix adds ``<name>: What rejected:`` to the reply itself."""
     prefix = f"<{name}>: {what} rejected: "
-    if reply.text.startswith(prefix):
-        return Reply(reply.code, reply.status, reply.text[len(prefix) :])
-    return reply
+
+    def bare(reply: Reply) -> Reply:
+        if reply.text.startswith(prefix):
+            return Reply(reply.code, reply.status, reply.text[len(prefix) :])
+        return reply
+
+    if isinstance(verdict, Reject | TempFail):
+        return type(verdict)(bare(verdict.reply), verdict.findings)
+    if isinstance(verdict, Continue | Accept) and verdict.defer_if:
+        held = tuple(DeferIf(d.when, bare(d.reply)) for d in verdict.defer_if)
+        return dataclasses.replace(verdict, defer_if=held)
+    return verdict
 
 
 def _with_findings(verdict: Verdict, findings: list[Finding]) -> Verdict:
