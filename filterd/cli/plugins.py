@@ -20,6 +20,7 @@ BUILT_IN = {
     "spf": "filterd-spf",
     "access": "filterd-access",
     "greylist": "filterd-greylist",
+    "ratelimit": "filterd-ratelimit",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""
 
