@@ -1,6 +1,7 @@
 """The ratelimit plugin's decisions on a fake clock (no sleeping): windows sliding, each key
-kind, bytes and recipients, the action on excess, refused attempts given back, the metrics,
-the store-failure policy, on SQLite and on a real redis-server."""
+kind (the SASL user: test_ratelimit_doors.py, at the policy door), bytes and recipients, the
+action on excess, refused attempts given back, the store-failure policy, on SQLite and on a
+real redis-server."""
 
 from __future__ import annotations
 
@@ -13,9 +14,6 @@ import trio
 from filterd_ratelimit.plugin import RateLimit
 from filterd_ratelimit.window import take
 
-from filterd.model import metrics
-from filterd.protocols.milter_map import MILTER_MACROS
-from filterd.runtime.recording import Recording
 from filterd.sdk import (
     Client,
     ConfigError,
@@ -208,30 +206,6 @@ async def test_recipient_key(sqlite: dict[str, object], clock: Clock) -> None:
     await plugin.stop()
 
 
-async def test_sasl_username_key(sqlite: dict[str, object], clock: Clock) -> None:
-    limit = {
-        "name": "users",
-        "key": "sasl_username",
-        "count": "messages",
-        "limit": 1,
-        "window": "1h",
-    }
-    plugin = await started([limit], sqlite, clock)
-
-    def logged_in(user: str) -> Transaction:
-        t = transaction()
-        t.session.notes.set(MILTER_MACROS, {"{auth_authen}": user})
-        return t
-
-    msg = cast(MessageView, Message(10))
-    assert passes(await plugin.on_message(logged_in("alice"), msg))
-    refused(await plugin.on_message(logged_in("alice"), msg))
-    assert passes(await plugin.on_message(logged_in("bob"), msg))
-    for _ in range(3):  # no login: not limited
-        assert passes(await message(plugin))
-    await plugin.stop()
-
-
 async def test_an_action_that_does_not_refuse_counts(
     sqlite: dict[str, object], clock: Clock
 ) -> None:
@@ -242,24 +216,6 @@ async def test_an_action_that_does_not_refuse_counts(
     assert isinstance(warned, Continue)
     assert [str(f) for f in warned.findings] == ["ratelimit=sender-msgs exceeded"]
     await plugin.stop()
-
-
-async def test_metrics(sqlite: dict[str, object], clock: Clock) -> None:
-    recording = Recording()
-    old = metrics.install(recording)
-    try:
-        plugin = await started([{**SENDER_3_PER_MINUTE, "limit": 1}], sqlite, clock)
-        assert passes(await message(plugin))
-        refused(await message(plugin))
-        await plugin.stop()
-    finally:
-        metrics.install(old)
-    assert recording.plugin_events == {
-        ("ratelimit", "sender-msgs.counted"): 1,
-        ("ratelimit", "sender-msgs.exceeded"): 1,
-    }
-    samples = {(name, labels): value for _, name, labels, value in recording.samples()}
-    assert samples[("filterd_plugin_events_total", ("ratelimit", "sender-msgs.exceeded"))] == 1
 
 
 @pytest.mark.parametrize(("policy", "tempfails"), [("dunno", False), ("tempfail", True)])
