@@ -21,6 +21,7 @@ BUILT_IN = {
     "access": "filterd-access",
     "greylist": "filterd-greylist",
     "rules": "filterd-rules",
+    "ratelimit": "filterd-ratelimit",
 }
 """The built-in plugins (plugins/*/) and their distributions: the ``plugins`` extra."""
 

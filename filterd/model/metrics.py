@@ -61,6 +61,9 @@ class Recorder(Protocol):
     def spool(self, change: int) -> None:
         """Bytes held in message spools (memory or file) grew or shrank by ``change``."""
 
+    def plugin_event(self, plugin: str, event: str, amount: int) -> None:
+        """A plugin's own counter (``filterd.sdk.metrics.count_event``) grew by ``amount``."""
+
 
 class _NotRecording:
     """The default: nothing is recorded (``filterd scan``, tests, a server embedded in code)."""
@@ -83,6 +86,9 @@ class _NotRecording:
         pass
 
     def spool(self, change: int) -> None:
+        pass
+
+    def plugin_event(self, plugin: str, event: str, amount: int) -> None:
         pass
 
 

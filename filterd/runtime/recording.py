@@ -93,6 +93,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("stage",),
         "Next-hop connections that failed (connect, mail, rcpt, data)",
     ),
+    "filterd_plugin_events": (
+        "counter",
+        ("plugin", "event"),
+        "A plugin's own counts (filterd.sdk.metrics), e.g. a rate limit's counted and exceeded",
+    ),
     "filterd_sessions": ("gauge", ("door",), "Connections open now, by front door"),
     "filterd_spool_bytes": ("gauge", (), "Bytes of messages held in spools (memory or file)"),
 }
@@ -108,6 +113,7 @@ class Recording:
         self.failures: dict[tuple[str, ...], int] = {}
         self.next_hop: dict[tuple[str, ...], int] = {}
         self.sessions: dict[tuple[str, ...], int] = {}
+        self.plugin_events: dict[tuple[str, ...], int] = {}
         self.spooled = 0
         # per (plugin, stage): a count per bucket of BUCKETS, then the sum of the seconds
         self.latency: dict[tuple[str, ...], list[float]] = {}
@@ -151,6 +157,11 @@ class Recording:
         with self._lock:
             self.spooled += change
 
+    def plugin_event(self, plugin: str, event: str, amount: int) -> None:
+        key = (plugin, event)
+        with self._lock:
+            self.plugin_events[key] = self.plugin_events.get(key, 0) + amount
+
     def samples(self) -> list[tuple[str, str, tuple[str, ...], float]]:
         """Every value now: (metric, sample name, label values, value)."""
         with self._lock:
@@ -159,6 +170,7 @@ class Recording:
                 ("filterd_refusals", dict(self.refusals)),
                 ("filterd_plugin_failures", dict(self.failures)),
                 ("filterd_next_hop_errors", dict(self.next_hop)),
+                ("filterd_plugin_events", dict(self.plugin_events)),
             ]
             sessions = dict(self.sessions)
             spooled = self.spooled
