@@ -22,7 +22,7 @@ from filterd.model.notes import NoteKey
 from filterd.protocols.milter_map import MILTER_MACROS
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
 
-__all__ = ["policy_door_stage", "policy_request"]
+__all__ = ["policy_attributes", "policy_door_stage", "policy_request", "sasl_username"]
 
 _STAGE = NoteKey[str]("filterd.policy.answer_stage")
 
@@ -98,3 +98,20 @@ def policy_request(
     if recipient is not None:
         attrs["recipient"] = recipient.address
     return attrs
+
+
+def policy_attributes(session: Session) -> Mapping[str, str] | None:
+    """At the policy door, the attributes of the request being answered (as Postfix sent
+    them); None elsewhere."""
+    return session.notes.get(POLICY_ATTRIBUTES)
+
+
+def sasl_username(session: Session) -> str:
+    """The SASL user name the client logged in as, or "" (not logged in, or not known: the
+    SMTP door's own AUTH is not shown to plugins): the policy request's, or the milter door's
+    ``{auth_authen}`` macro."""
+    attrs = session.notes.get(POLICY_ATTRIBUTES)
+    if attrs is not None:
+        return attrs.get("sasl_username", "")
+    macros: Mapping[str, str] = session.notes.get(MILTER_MACROS) or {}
+    return macros.get(dict(_FROM_MACROS)["sasl_username"], "")

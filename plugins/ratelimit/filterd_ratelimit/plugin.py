@@ -54,7 +54,7 @@ from filterd.sdk import (
 )
 from filterd.sdk.access_actions import RECIPIENT, SENDER, RestrictionList
 from filterd.sdk.metrics import count_event
-from filterd.sdk.policy_facts import policy_attributes, sasl_username
+from filterd.sdk.policy_request import policy_attributes, sasl_username
 from filterd.sdk.state import StateStore, StoreFailure, open_store
 
 from .config import Counted, Limit, RateLimitConfig

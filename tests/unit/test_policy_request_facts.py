@@ -1,12 +1,13 @@
-"""filterd.sdk.policy_facts: the policy request's attributes and the SASL user name, from the
-policy door's request or the milter door's macros; nothing at a door that knows none."""
+"""filterd.sdk.policy_request's policy_attributes and sasl_username: the policy request's
+attributes and the SASL user name, from the policy door's request or the milter door's macros;
+nothing at a door that knows none."""
 
 from __future__ import annotations
 
 from filterd.model.envelope import Client, Session
 from filterd.protocols.milter_map import MILTER_MACROS
 from filterd.protocols.policy_map import request_to_envelope
-from filterd.sdk.policy_facts import policy_attributes, sasl_username
+from filterd.sdk.policy_request import policy_attributes, sasl_username
 
 
 def test_policy_door() -> None:
