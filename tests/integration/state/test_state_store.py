@@ -61,6 +61,13 @@ async def test_get_set_delete(store: StateStore) -> None:
     assert await store.get("a") is None
 
 
+async def test_get_many(store: StateStore) -> None:
+    await store.set("m1", "one", 3600)
+    await store.set("m3", "three", 3600)
+    assert await store.get_many(["m1", "m2", "m3", "m1"]) == ["one", None, "three", "one"]
+    assert await store.get_many([]) == []
+
+
 async def test_compare_and_set(store: StateStore) -> None:
     assert await store.compare_and_set("k", None, "one", 3600)
     assert not await store.compare_and_set("k", None, "two", 3600)  # exists now
