@@ -22,9 +22,10 @@ server with an empty database runs three passes over the same ``--requests`` tri
 Targets: ``postgrey`` (1.37, Debian's, in the foreground, its Berkeley DB in a temporary
 directory; one process: it is a Net::Server::Multiplex), ``filterd-sqlite`` (the greylist
 plugin's default store, a file in the temporary directory) and ``filterd-redis`` (a private
-redis-server, no persistence). filterd runs ``--processes`` policy processes (default: one per
-connection, at most one per CPU); with two or more on one Redis every answer is still checked
-against what one server answers: two filterd processes on one Redis give the same answers as one.
+redis-server, no persistence). filterd runs ``--processes`` policy processes (default: with
+SQLite one, as two writing one file wait for its lock; with Redis one per connection, at most one
+per CPU); with two or more on one Redis every answer is still checked against what one server
+answers: two filterd processes on one Redis give the same answers as one.
 
 Every answer is checked (a wrong one counts as an error and makes the exit status 1). Rate =
 answered requests / wall time of the pass; p50 and p99 are the times from writing a request to
@@ -209,7 +210,7 @@ def _filterd(
     run: int,
     args: argparse.Namespace,
 ) -> Iterator[tuple[int, int, int]]:
-    processes = args.processes or min(connections, os.cpu_count() or 1)
+    processes = args.processes or default_processes(target, connections)
     server = start_filterd_greylist(
         procs, workdir, name=f"{target}-{run}", state=state, delay=args.delay, processes=processes
     )
@@ -220,6 +221,14 @@ def _filterd(
             raise BenchError(f"{target} exited during the run:\n{server.child.log_tail()}")
     finally:
         procs.stop(server.child)
+
+
+def default_processes(target: str, connections: int) -> int:
+    """SQLite: one process (two writing one file wait for its lock: slower here); Redis: one
+    per connection, at most one per CPU."""
+    if target == "filterd-sqlite":
+        return 1
+    return min(connections, os.cpu_count() or 1)
 
 
 def bench_server(
@@ -380,7 +389,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--processes",
         type=int,
         default=None,
-        help="filterd policy processes (default: one per connection, at most one per CPU)",
+        help="filterd policy processes (default: SQLite 1; Redis one per connection, at most "
+        "one per CPU)",
     )
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per pass")
     parser.add_argument("--cpu", type=int, default=None, help="run every process on this CPU")
