@@ -88,14 +88,21 @@ class SqliteStore(StateStore):
         except sqlite3.OperationalError as exc:
             if not _locked(exc):
                 raise StoreFailure(self.description, f"{what}: {exc}") from exc
-            result = await super()._run(what, call)  # nothing was written: run it again
+            locked = True  # nothing was written: run it again in a worker thread, below
         except Exception as exc:  # the file's errors, as StateStore._run reports them
             raise StoreFailure(self.description, f"{what}: {exc}") from exc
+        else:
+            locked = False
         finally:
             self._local.inline = False
+        if locked:
+            result = await super()._run(what, call)
         if self._maintenance_due:
             self._maintenance_due = False
-            await super()._run("maintenance", self._maintain)
+            try:
+                await super()._run("maintenance", self._maintain)
+            except StoreFailure:  # the call itself is done: tried again when next due
+                pass
         return result
 
     def _maintain(self) -> None:
