@@ -1,7 +1,8 @@
-"""Greylisting policy service: filterd's policy door (greylist plugin) versus Debian's postgrey.
+"""Greylisting and rules policy services: filterd's policy door (greylist, rules plugins) versus
+Debian's postgrey and postfwd.
 
     .venv/bin/python bench/greylist_bench.py [--requests 5000] [--connections 1,10]
-                                             [--targets postgrey,filterd-sqlite,filterd-redis]
+                                             [--targets postgrey,filterd-sqlite,...]
                                              [--processes N] [--cpu N] [--json FILE] [--keep]
 
 One load generator for every server (bench/filterd_bench/policy_support.py's
@@ -26,6 +27,14 @@ redis-server, no persistence). filterd runs ``--processes`` policy processes (de
 SQLite one, as two writing one file wait for its lock; with Redis one per connection, at most one
 per CPU); with two or more on one Redis every answer is still checked against what one server
 answers: two filterd processes on one Redis give the same answers as one.
+
+Rules (one pass, ``rules``, over the same requests: every answer ``DUNNO``): ``postfwd``
+(Debian's postfwd 1.35, postfwd2 with ``--perfmon`` (no logging) and ``--nodns``;
+tests/support/postfwd.py) and ``filterd-rules`` (the rules plugin) with the same three rules
+(greylist_support.py: two that do not match, a CIDR and recipient-domain rule that answers
+DUNNO); ``postfwd-rate``: postfwd with a ``rate(client_address/1000/3600/...)`` rule before
+them (a rate entry per client). filterd's equivalent of rate() is the ratelimit package's, not
+there yet: that comparison is not made.
 
 Every answer is checked (a wrong one counts as an error and makes the exit status 1). Rate =
 answered requests / wall time of the pass; p50 and p99 are the times from writing a request to
@@ -58,6 +67,8 @@ from filterd_bench.greylist_support import (
     PASSED,
     POSTGREY,
     classify,
+    postfwd,
+    postfwd_available,
     postgrey,
     postgrey_installed,
     postgrey_version,
@@ -68,6 +79,7 @@ from filterd_bench.greylist_support import (
     running_redis,
     sqlite_state,
     start_filterd_greylist,
+    start_filterd_rules,
 )
 from filterd_bench.loadgen import OTHER_CPU_WARNING, CpuMeter, PassResult, wait_until
 from filterd_bench.policy_support import PolicyTcpSession, child_pids, run_policy_pass
@@ -75,7 +87,9 @@ from filterd_bench.procs import BenchError, Processes
 
 RATIO_TARGET = 3.0
 TARGETS = ("postgrey", "filterd-sqlite", "filterd-redis")
+RULES_TARGETS = ("postfwd-rate", "postfwd", "filterd-rules")
 PHASES = (("new", GREYLISTED), ("passing", PASSED), ("known", KNOWN))
+RULES_PHASES = (("rules", KNOWN),)
 
 
 @dataclass
@@ -111,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if "postgrey" in args.targets and not postgrey_installed():
         print(f"greylist_bench: {POSTGREY} (or its user) is missing "
               "(deploy/install-system-packages.sh)", file=sys.stderr)  # fmt: skip
+        return 2
+    if {"postfwd", "postfwd-rate"} & set(args.targets) and not postfwd_available():
+        print("greylist_bench: postfwd2 is missing (deploy/install-system-packages.sh)",
+              file=sys.stderr)  # fmt: skip
         return 2
     if "filterd-redis" in args.targets and not redis_installed():
         print("greylist_bench: redis-server is missing (deploy/install-system-packages.sh)",
@@ -156,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                     run += 1
                     if target == "postgrey":
                         servers = _postgrey(workdir, args.delay)
+                    elif target in ("postfwd", "postfwd-rate"):
+                        servers = _postfwd(workdir, rate=target == "postfwd-rate")
+                    elif target == "filterd-rules":
+                        servers = _filterd_rules(procs, workdir, connections, run, args)
                     else:
                         if target == "filterd-redis":
                             assert redis is not None
@@ -201,6 +223,30 @@ def _postgrey(workdir: Path, delay: int) -> Iterator[tuple[int, int, int]]:
 
 
 @contextlib.contextmanager
+def _postfwd(workdir: Path, *, rate: bool) -> Iterator[tuple[int, int, int]]:
+    with postfwd(workdir, rate=rate) as (port, groups):
+        print(f"postfwd{' (rate)' if rate else ''} on 127.0.0.1:{port} (process groups {groups})")
+        yield port, groups[0] if groups else 0, 1
+
+
+@contextlib.contextmanager
+def _filterd_rules(
+    procs: Processes, workdir: Path, connections: int, run: int, args: argparse.Namespace
+) -> Iterator[tuple[int, int, int]]:
+    processes = args.processes or min(connections, os.cpu_count() or 1)
+    server = start_filterd_rules(procs, workdir, name=f"filterd-rules-{run}", processes=processes)
+    try:
+        print(
+            f"filterd-rules on 127.0.0.1:{server.port} (pid {server.pid}, processes = {processes})"
+        )
+        yield server.port, server.pid, processes
+        if not server.child.alive():
+            raise BenchError(f"filterd-rules exited during the run:\n{server.child.log_tail()}")
+    finally:
+        procs.stop(server.child)
+
+
+@contextlib.contextmanager
 def _filterd(
     procs: Processes,
     workdir: Path,
@@ -241,8 +287,8 @@ def bench_server(
     args: argparse.Namespace,
 ) -> list[Measured]:
     """The three passes against one fresh server, each over ``connections`` new connections."""
-    groups = {"server": pid}
-    if target != "postgrey":
+    groups = {"server": pid} if pid else {}
+    if target.startswith("filterd"):
         wait_until(lambda: len(child_pids(pid)) >= processes - 1, timeout=30.0)
         workers = child_pids(pid)
         if len(workers) != processes - 1:
@@ -250,7 +296,8 @@ def bench_server(
         groups.update({f"server-w{i}": worker for i, worker in enumerate(workers, 1)})
     measured = []
     started = 0.0
-    for number, (phase, expected) in enumerate(PHASES):
+    phases = RULES_PHASES if target in RULES_TARGETS else PHASES
+    for number, (phase, expected) in enumerate(phases):
         if phase == "passing":  # every triplet's delay is over (whole seconds, both servers)
             time.sleep(max(0.0, started + args.delay + 1.0 - time.monotonic()))
         jobs = requests(args.requests, expected, serial_base=(run * 4 + number) * args.requests)
@@ -346,6 +393,17 @@ def summary(report: Report) -> str:
                     f"C={connections} {phase:<7} {target} / postgrey = {ratio:.2f} "
                     f"(target >= {RATIO_TARGET:g}: {verdict})"
                 )
+    for connections in sorted({m.connections for m in report.passes}):
+        rules = report.find(connections, "filterd-rules", "rules")
+        for reference in ("postfwd", "postfwd-rate"):
+            m = report.find(connections, reference, "rules")
+            if rules is not None and m is not None and m.result.rate:
+                lines.append(
+                    f"C={connections} rules   filterd-rules / {reference} = "
+                    f"{rules.result.rate / m.result.rate:.2f}"
+                    + (" (target >= 4 is for rate(): not comparable yet)" if "rate" in reference
+                       else " (the same three rules, no rate())")
+                )  # fmt: skip
     noisy = [
         f"C={m.connections} {m.target} {m.phase} ({m.result.cpu.get('other', 0):.0f} %)"
         for m in report.passes
@@ -381,8 +439,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         type=lambda s: [part.strip() for part in s.split(",")],
-        default=list(TARGETS),
-        help=f"comma-separated, of {','.join(TARGETS)} (default: all)",
+        default=list(TARGETS + RULES_TARGETS),
+        help=f"comma-separated, of {','.join(TARGETS + RULES_TARGETS)} (default: all)",
     )
     parser.add_argument("--delay", type=int, default=2, help="greylisting delay, seconds")
     parser.add_argument(
@@ -397,9 +455,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    unknown = [t for t in args.targets if t not in TARGETS]
+    known = TARGETS + RULES_TARGETS
+    unknown = [t for t in args.targets if t not in known]
     if unknown:
-        parser.error(f"unknown target(s) {', '.join(unknown)}: choose from {', '.join(TARGETS)}")
+        parser.error(f"unknown target(s) {', '.join(unknown)}: choose from {', '.join(known)}")
     if not 1 <= args.requests <= 65_536:
         parser.error("--requests must be between 1 and 65536 (one /24 of 10.0.0.0/8 each)")
     return args

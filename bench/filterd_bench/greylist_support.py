@@ -16,9 +16,10 @@ from pathlib import Path
 from string import Template
 
 from filterd_bench.policy_support import Request, wait_for_listener
-from filterd_bench.procs import Processes, free_port
+from filterd_bench.procs import Processes, free_port, process_stats
 from filterd_bench.repo_support import REPO  # noqa: F401 (puts tests.support on sys.path)
 from filterd_bench.servers import Server, filterd_binary
+from tests.support.postfwd import postfwd_available, postfwd_server
 from tests.support.postgrey import POSTGREY, postgrey_installed, running_postgrey
 from tests.support.redis import REDIS_SERVER, RedisInstance, redis_installed
 from tests.support.redis import running_redis as running_redis
@@ -156,6 +157,80 @@ def redis_state(redis: RedisInstance, prefix: str) -> str:
     return f'{{ backend = "redis", url = "{redis.url}", prefix = "{prefix}" }}'
 
 
+# ------------------------------------------------------------------------ rules
+
+# One rule list, in postfwd's syntax and as filterd rules: the first two never match a bench
+# request, the third does (DUNNO). postfwd-rate puts a rate() rule before them, on every
+# request (each client a rate entry of its own, never over the limit).
+POSTFWD_RULES = """\
+id=R1; sender=~@bulk\\.example\\.net$; action=REJECT bulk mail refused
+id=R2; client_address=192.0.2.0/24; action=OK
+id=R3; recipient_domain==bench-grey.example; client_address=10.0.0.0/8; action=DUNNO
+"""
+POSTFWD_RATE_RULE = (
+    "id=RATE; client_address=10.0.0.0/8; "
+    "action=rate(client_address/1000/3600/450 4.7.1 too many messages)\n"
+)
+FILTERD_RULES = """
+[[chain]]
+plugin = "rules"
+timeout = "30s"
+
+[[chain.config.rules]]
+id = "R1"
+sender = "=~ @bulk\\\\.example\\\\.net$"
+action = "REJECT bulk mail refused"
+
+[[chain.config.rules]]
+id = "R2"
+client_address = "192.0.2.0/24"
+action = "OK"
+
+[[chain.config.rules]]
+id = "R3"
+recipient_domain = "== bench-grey.example"
+client_address = "10.0.0.0/8"
+action = "DUNNO"
+"""
+
+
+def start_filterd_rules(procs: Processes, workdir: Path, *, name: str, processes: int) -> Server:
+    """filterd's policy door with the rules plugin and the three rules above."""
+    port = free_port()
+    config = workdir / f"{name}.toml"
+    head = FILTERD_GREYLIST.template.split("[[chain]]")[0]
+    text = Template(head).substitute(port=port, processes=processes, maildir=workdir / "maildir")
+    config.write_text(text + FILTERD_RULES)
+    argv = [str(filterd_binary()), "run", "-c", str(config)]
+    child = procs.start(name, argv, log=workdir / f"{name}.log")
+    wait_for_listener(child, port, 30.0)
+    return Server(child, port)
+
+
+@contextlib.contextmanager
+def postfwd(workdir: Path, *, rate: bool) -> Iterator[tuple[int, list[int]]]:
+    """postfwd 1.35 (postfwd2, logging off: ``--perfmon``) with the rules above: its port and
+    the process groups of its processes (it daemonizes; stopped by its pid file's pid)."""
+    before = {pid for pid, _fields in process_stats()}
+    rules = (POSTFWD_RATE_RULE if rate else "") + POSTFWD_RULES
+    with postfwd_server(workdir, rules, extra_args=["--perfmon"]) as port:
+        groups = sorted(
+            {
+                int(fields[2])
+                for pid, fields in process_stats()
+                if pid not in before and _postfwd(pid)
+            }
+        )
+        yield port, groups
+
+
+def _postfwd(pid: int) -> bool:
+    try:
+        return "postfwd" in Path(f"/proc/{pid}/cmdline").read_bytes().decode("latin-1")
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------------ postgrey
 
 
@@ -200,6 +275,8 @@ __all__ = [
     "PASSED",
     "POSTGREY",
     "classify",
+    "postfwd",
+    "postfwd_available",
     "postgrey",
     "postgrey_installed",
     "postgrey_version",
@@ -210,4 +287,5 @@ __all__ = [
     "running_redis",
     "sqlite_state",
     "start_filterd_greylist",
+    "start_filterd_rules",
 ]
