@@ -33,8 +33,8 @@ Rules (one pass, ``rules``, over the same requests: every answer ``DUNNO``): ``p
 tests/support/postfwd.py) and ``filterd-rules`` (the rules plugin) with the same three rules
 (greylist_support.py: two that do not match, a CIDR and recipient-domain rule that answers
 DUNNO); ``postfwd-rate``: postfwd with a ``rate(client_address/1000/3600/...)`` rule before
-them (a rate entry per client). filterd's equivalent of rate() is the ratelimit package's, not
-there yet: that comparison is not made.
+them (a rate entry per client). filterd's equivalent of rate() is the ratelimit package's
+(a rules action): that comparison is not made yet.
 
 Every answer is checked (a wrong one counts as an error and makes the exit status 1). Rate =
 answered requests / wall time of the pass; p50 and p99 are the times from writing a request to
