@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter \
-	bench-tables bench-pipe bench-delivery clean
+	bench-tables bench-pipe bench-delivery bench-greylist clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -48,7 +48,7 @@ install-prod:
 
 # As root (make install needs root), filterd refuses to run without [run] user unless told to:
 # the development server and the benchmarks are told to (docs/deploy.md, "Privileges").
-run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery: export FILTERD_ALLOW_ROOT = 1
+run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery bench-greylist: export FILTERD_ALLOW_ROOT = 1
 
 run: install
 	$(VENV)/bin/filterd run
@@ -66,7 +66,7 @@ lint: install
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).
 BENCH_ARGS ?=
 
-bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery
+bench: bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery bench-greylist
 
 bench-smtp: install
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -88,6 +88,9 @@ bench-pipe: install
 
 bench-delivery: install
 	$(PY) bench/delivery_bench.py $(BENCH_ARGS)
+
+bench-greylist: install
+	$(PY) bench/greylist_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

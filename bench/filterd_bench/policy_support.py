@@ -25,6 +25,7 @@ import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -370,12 +371,18 @@ def run_policy_pass(
     *,
     time_limit: float,
     meter: CpuMeter | None = None,
+    classify: Callable[[bytes], str] | None = None,
+    latencies: list[float] | None = None,
 ) -> PassResult:
     """``jobs`` over already open ``sessions``, one request in flight on each (as Postfix's
     smtpd does), from one thread: an epoll loop writes the next request to a session as soon
     as its answer is in. No thread per session, no lock and the answers checked as bytes, so
     the load generator takes little CPU: on a two-CPU machine its CPU comes out of the
-    servers' share. Every answer is checked (``classify``)."""
+    servers' share. Every answer is checked: ``classify`` (the SPF answers' by default) turns
+    it into a tag that must equal the request's ``expected``. With ``latencies``, each
+    answer's time since its request was written (seconds) is appended to it."""
+    tag_of = classify or _classify_bytes
+    sent: dict[int, float] = {}
     result = PassResult(label, len(jobs))
     poller = select.epoll()
     in_flight: dict[int, tuple[PolicyTcpSession | PolicydSpfSession, Request]] = {}
@@ -395,6 +402,8 @@ def run_policy_pass(
         while data:  # a request is small: the pipe or socket takes it at once
             data = data[os.write(out, data) :]
         in_flight[fd] = (session, job)
+        if latencies is not None:
+            sent[fd] = time.monotonic()
 
     for session in sessions:
         fd = answer_fd(session)
@@ -432,7 +441,9 @@ def run_policy_pass(
                 answer, buffers[fd] = buffer[:end], buffer[end + 2 :]
                 session, job = in_flight.pop(fd)
                 last = time.monotonic()
-                tag = _classify_bytes(answer)
+                if latencies is not None:
+                    latencies.append(last - sent[fd])
+                tag = tag_of(answer)
                 if tag == job.expected:
                     result.completed += 1
                     result.tags[tag] = result.tags.get(tag, 0) + 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -54,6 +54,11 @@ class StateStore(ABC):
         """The value of a live record, or None."""
         return await self._run("get", partial(self._get, key))
 
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The values of several records (None for each one missing), in one call: one worker
+        thread and, on Redis, one round trip (``MGET``)."""
+        return await self._run("get", partial(self._get_many, list(keys)))
+
     async def set(self, key: str, value: str, ttl: float) -> None:
         """Write a record (replacing any) that lives ``ttl`` seconds from now."""
         await self._run("set", partial(self._set, key, value, _checked(ttl)))
@@ -80,6 +85,9 @@ class StateStore(ABC):
     # ------------------------------------------------------------ backends (blocking)
     @abstractmethod
     def _get(self, key: str) -> str | None: ...
+
+    def _get_many(self, keys: list[str]) -> list[str | None]:
+        return [self._get(key) for key in keys]
 
     @abstractmethod
     def _set(self, key: str, value: str, ttl: float) -> None: ...

@@ -58,6 +58,11 @@ class RedisStore(StateStore):
     def _get(self, key: str) -> str | None:
         return cast(str | None, self._client.get(self._key(key)))
 
+    def _get_many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        return cast(list[str | None], self._client.mget([self._key(key) for key in keys]))
+
     def _set(self, key: str, value: str, ttl: float) -> None:
         self._client.set(self._key(key), value, px=_ms(ttl))
 

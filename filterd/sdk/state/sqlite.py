@@ -2,6 +2,14 @@
 a pool of connections (at most ``concurrency``: one per call running in a worker thread),
 atomic updates in single statements or ``BEGIN IMMEDIATE`` transactions.
 
+A call first runs in the event loop's own thread on a connection of its own that never waits:
+no busy timeout (a database locked by another process raises at once, before anything is
+written) and no automatic checkpoint (no fsync). A local statement takes microseconds, and a
+worker thread's hand-off costs more than the statement (the greylisting benchmark,
+docs/benchmarks.md). A call that finds the database locked, or that would purge expired rows,
+goes to a worker thread as before, within the store's timeout; so does the WAL checkpoint, every
+``CHECKPOINT_EVERY`` writes made in the loop's thread.
+
 A record is ``(key, value, expires)``; ``expires`` is on the store's clock (unix seconds). An
 expired record reads as missing at once; the rows are deleted when the store opens and every
 ``PURGE_EVERY`` writes.
@@ -15,10 +23,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from filterd.sdk.state.base import StateStore
+from filterd.sdk.state.base import StateStore, StoreFailure
+
+T = TypeVar("T")
 
 PURGE_EVERY = 10_000  # writes between deletions of expired rows
+CHECKPOINT_EVERY = 1_000  # writes in the loop's thread between WAL checkpoints (in a worker)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -42,9 +54,13 @@ class SqliteStore(StateStore):
         self.path = path
         self.clock = clock
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._connections: list[sqlite3.Connection] = []
+        self._closed = False  # by aclose(): a connection still in use closes when returned
         self._lock = threading.Lock()
         self._writes = 0
+        self._local = threading.local()  # .inline: this thread runs a call in the loop's thread
+        self._inline_db: sqlite3.Connection | None = None  # opened by open()
+        self._inline_writes = 0
+        self._maintenance_due = False  # purge (and checkpoint) in a worker thread
 
     def open(self) -> None:
         """Create the file and table (blocking; called once, in a worker thread)."""
@@ -52,11 +68,56 @@ class SqliteStore(StateStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
             self._purge(db)
+        # timeout=0: a locked database raises at once; no automatic checkpoint (an fsync)
+        inline = sqlite3.connect(
+            self.path, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        inline.execute("PRAGMA synchronous=NORMAL")
+        inline.execute("PRAGMA wal_autocheckpoint=0")
+        self._inline_db = inline
+
+    async def _run(self, what: str, call: Callable[[], T]) -> T:
+        """``call()`` in the loop's thread on the connection that never waits; in a worker
+        thread (``StateStore._run``) when the database is locked. Then the maintenance that is
+        due, in a worker thread."""
+        if self._inline_db is None:  # not opened (or closed): as any store
+            return await super()._run(what, call)
+        self._local.inline = True
+        try:
+            result = call()
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise StoreFailure(self.description, f"{what}: {exc}") from exc
+            locked = True  # nothing was written: run it again in a worker thread, below
+        except Exception as exc:  # the file's errors, as StateStore._run reports them
+            raise StoreFailure(self.description, f"{what}: {exc}") from exc
+        else:
+            locked = False
+        finally:
+            self._local.inline = False
+        if locked:
+            result = await super()._run(what, call)
+        if self._maintenance_due:
+            self._maintenance_due = False
+            try:
+                await super()._run("maintenance", self._maintain)
+            except StoreFailure:  # the call itself is done: tried again when next due
+                pass
+        return result
+
+    def _maintain(self) -> None:
+        with self._db() as db:
+            self._purge(db)
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection for this call: an idle one, or a new one (never more than the calls
-        that run at once)."""
+        """A connection for this call: in the loop's thread, the one that never waits; in a
+        worker thread, an idle one of the pool, or a new one (never more than the calls that
+        run at once)."""
+        if getattr(self._local, "inline", False) and self._inline_db is not None:
+            yield self._inline_db
+            return
         try:
             db = self._idle.get_nowait()
         except queue.Empty:
@@ -65,12 +126,15 @@ class SqliteStore(StateStore):
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-            with self._lock:
-                self._connections.append(db)
         try:
             yield db
         finally:
-            self._idle.put(db)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._idle.put(db)
+            if closed:  # a call abandoned past its timeout ended after aclose()
+                db.close()
 
     def _purge(self, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM state WHERE expires <= ?", (self.clock(),))
@@ -79,7 +143,11 @@ class SqliteStore(StateStore):
         with self._lock:
             self._writes += 1
             due = self._writes % PURGE_EVERY == 0
-        if due:
+        if db is self._inline_db:  # the loop's thread: no purge nor checkpoint here
+            self._inline_writes += 1
+            if due or self._inline_writes % CHECKPOINT_EVERY == 0:
+                self._maintenance_due = True
+        elif due:
             self._purge(db)
 
     def _get(self, key: str) -> str | None:
@@ -149,13 +217,32 @@ class SqliteStore(StateStore):
                 db.execute("UPDATE state SET value = ? WHERE key = ?", (str(total), key))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # not when BEGIN itself failed (a locked database)
+                db.execute("ROLLBACK")
             raise
         self._wrote(db)
         return total
 
     def _close(self) -> None:
+        """Close the idle connections (one in use by a call abandoned past its timeout is
+        closed by that call when it ends: closing it under the call would crash SQLite)."""
+        inline, self._inline_db = self._inline_db, None
+        connections = [inline] if inline is not None else []
         with self._lock:
-            connections, self._connections = self._connections, []
+            self._closed = True
+            while True:
+                try:
+                    connections.append(self._idle.get_nowait())
+                except queue.Empty:
+                    break
         for db in connections:
             db.close()
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

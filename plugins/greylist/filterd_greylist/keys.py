@@ -5,7 +5,6 @@ recipient) and the client address for the auto-whitelist (``do_sender_substituti
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from ipaddress import IPv4Address, IPv6Address
 
@@ -46,8 +45,9 @@ def client_network(
     itself with ``lookup_by_host``."""
     if by_host:
         return str(address)
-    prefix = ipv4cidr if address.version == 4 else ipv6cidr
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+    prefix, bits = (ipv4cidr, 32) if address.version == 4 else (ipv6cidr, 128)
+    mask = ((1 << prefix) - 1) << (bits - prefix)  # the address's network, without parsing
+    return str(type(address)(int(address) & mask))
 
 
 def recipient_domain(recipient: str) -> str:

@@ -131,15 +131,6 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
         store = self.store
         now = int(self.env.clock())
         awl_key = "greylist:client:" + client_key(address, privacy=config.privacy)
-        awl = _Record(None)
-        if config.auto_whitelist_clients:
-            awl = _Record.parse(await store.get(awl_key))
-            if awl.a is not None and awl.b is not None and awl.a >= config.auto_whitelist_clients:
-                if now >= awl.b + COUNT_EVERY or awl.b > now:  # for statistics, as postgrey
-                    await store.compare_and_set(
-                        awl_key, awl.raw, f"{awl.a + 1},{now}", config.max_age
-                    )
-                return _go_on("client-awl")
         network = client_network(
             address,
             ipv4cidr=config.ipv4cidr,
@@ -147,7 +138,19 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
             by_host=config.lookup_by_host,
         )
         key = "greylist:triplet:" + triplet_key(network, t.sender, rcpt, privacy=config.privacy)
-        first, passed_before = await self._update_triplet(key, now)
+        awl = _Record(None)
+        if config.auto_whitelist_clients:  # both records in one store call
+            awl_raw, triplet_raw = await store.get_many([awl_key, key])
+            awl = _Record.parse(awl_raw)
+            if awl.a is not None and awl.b is not None and awl.a >= config.auto_whitelist_clients:
+                if now >= awl.b + COUNT_EVERY or awl.b > now:  # for statistics, as postgrey
+                    await store.compare_and_set(
+                        awl_key, awl.raw, f"{awl.a + 1},{now}", config.max_age
+                    )
+                return _go_on("client-awl")
+        else:
+            triplet_raw = await store.get(key)
+        first, passed_before = await self._update_triplet(key, now, triplet_raw)
         waited = now - first
         left = int(config.delay) - waited
         if left <= 0 and not passed_before and config.auto_whitelist_clients:
@@ -163,13 +166,13 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
             )
         return _go_on("pass")
 
-    async def _update_triplet(self, key: str, now: int) -> tuple[int, bool]:
+    async def _update_triplet(self, key: str, now: int, raw: str | None) -> tuple[int, bool]:
         """Record this attempt: the triplet's first-seen time as it now stands, and whether it
-        had passed before."""
+        had passed before. ``raw``: the record as just read (read again after a lost race)."""
         config = self.config
         delay, retry_window = int(config.delay), int(config.retry_window)
-        for _ in range(ATTEMPTS):
-            record = _Record.parse(await self.store.get(key))
+        for attempt in range(ATTEMPTS):
+            record = _Record.parse(raw if attempt == 0 else await self.store.get(key))
             first, passed = now, False
             if record.a is not None and record.b is not None:
                 first = record.a

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from filterd_greylist.keys import client_network, normalise_sender, triplet_key
 from filterd_greylist.whitelists import load_whitelists
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,21 @@ def test_client_network_and_key() -> None:
     hashed = triplet_key("192.0.2.0", "bob@example.com", "rcpt@example.org", privacy=True)
     assert len(hashed) == 40
     assert hashed != key
+
+
+@given(
+    st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    st.integers(min_value=1, max_value=32),
+    st.integers(min_value=1, max_value=128),
+)
+def test_client_network_is_ipaddress_network(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int
+) -> None:
+    """The network is computed on the address's integer: the same as ``ipaddress`` parses."""
+    prefix = v4 if address.version == 4 else v6
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    got = client_network(address, ipv4cidr=v4, ipv6cidr=v6, by_host=False)
+    assert got == str(network.network_address)
 
 
 def test_whitelist_files_read_as_postgrey_reads_them(tmp_path: Path) -> None:

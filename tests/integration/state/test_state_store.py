@@ -61,6 +61,13 @@ async def test_get_set_delete(store: StateStore) -> None:
     assert await store.get("a") is None
 
 
+async def test_get_many(store: StateStore) -> None:
+    await store.set("m1", "one", 3600)
+    await store.set("m3", "three", 3600)
+    assert await store.get_many(["m1", "m2", "m3", "m1"]) == ["one", None, "three", "one"]
+    assert await store.get_many([]) == []
+
+
 async def test_compare_and_set(store: StateStore) -> None:
     assert await store.compare_and_set("k", None, "one", 3600)
     assert not await store.compare_and_set("k", None, "two", 3600)  # exists now
@@ -182,3 +189,56 @@ async def test_redis_that_does_not_answer_is_a_store_failure(
 def test_a_redis_url_that_is_not_one_is_refused() -> None:
     with pytest.raises(ValueError, match='is not a Redis URL: write "redis://host:port/db"'):
         StateSettings(backend="redis", url="127.0.0.1:6379")
+
+
+async def test_sqlite_locked_by_another_process_waits_in_a_worker_not_in_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Calls run in the loop's thread on a connection that never waits: a database another
+    process has locked sends the write to a worker thread, bounded by the store's timeout
+    (a call that waited in the loop's thread would end with "database is locked" instead);
+    reads go on meanwhile (WAL)."""
+    import sqlite3
+
+    path = tmp_path / "s.sqlite"
+    store = await open_store(StateSettings(path=path, timeout=0.3))
+    await store.set("a", "old", 3600)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        assert await store.get("a") == "old"
+        with pytest.raises(StoreFailure, match=r"set: no answer within 0\.3s"):
+            await store.set("a", "new", 3600)
+        with pytest.raises(StoreFailure, match=r"increment: no answer within 0\.3s"):
+            await store.increment("n", 1, 3600)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.set("a", "new", 3600)
+    assert await store.increment("n", 1, 3600) == 1
+    assert await store.get("a") == "new"
+    await store.aclose()
+
+
+async def test_sqlite_purges_expired_rows_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from filterd.sdk.state import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "PURGE_EVERY", 4)
+    clock = Clock()
+    path = tmp_path / "s.sqlite"
+    store = await open_store(StateSettings(path=path), clock=clock)
+    for key in ("a", "b", "c"):
+        await store.set(key, "x", 10)
+    clock.now += 20
+    await store.set("d", "x", 10)  # the 4th write: the expired a, b and c are deleted
+
+    def keys() -> list[str]:
+        with sqlite3.connect(path) as db:
+            return [str(row[0]) for row in db.execute("SELECT key FROM state ORDER BY key")]
+
+    assert await trio.to_thread.run_sync(keys) == ["d"]
+    await store.aclose()
