@@ -21,6 +21,11 @@ A package registers its action in its ``pyproject.toml``::
     [project.entry-points."filterd.rule_actions"]
     greylist = "filterd_greylist.rule_action:make_greylist_action"
 
+An action may check the arguments the rules give it: a method ``check_argument(argument)``
+returning a problem (with its fix) or None. The rules plugin asks it at start-up for every rule
+naming the action (:func:`argument_problem`), and refuses to start on a problem, naming the
+rule.
+
 A failure the action cannot decide around (its state store is down and its policy is to
 tempfail) is an answer too: ``"451 4.3.0 ..."``. An exception is a bug: the chain's
 ``on_error`` handles it.
@@ -38,6 +43,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "RuleAction",
     "RuleActionFactory",
+    "argument_problem",
     "installed_rule_actions",
     "load_rule_action",
 ]
@@ -60,6 +66,16 @@ class RuleAction(Protocol):
 
 
 RuleActionFactory = Callable[[Mapping[str, object], PluginEnv], RuleAction]
+
+
+def argument_problem(action: RuleAction, argument: str) -> str | None:
+    """What the action's optional ``check_argument`` finds wrong with ``argument`` (None: an
+    action without the method takes any argument)."""
+    check = getattr(action, "check_argument", None)
+    if check is None:
+        return None
+    problem: str | None = check(argument)
+    return problem
 
 
 def installed_rule_actions() -> dict[str, str]:

@@ -10,7 +10,12 @@ import trio
 
 from filterd.maillog import MailLog
 from filterd.sdk import PluginEnv, rule_actions
-from filterd.sdk.rule_actions import ENTRY_POINT_GROUP, installed_rule_actions, load_rule_action
+from filterd.sdk.rule_actions import (
+    ENTRY_POINT_GROUP,
+    argument_problem,
+    installed_rule_actions,
+    load_rule_action,
+)
 
 
 class Echo:
@@ -54,3 +59,14 @@ async def test_an_installed_action_is_made_with_its_settings() -> None:
 def test_a_missing_action_says_what_is_installed() -> None:
     with pytest.raises(LookupError, match=r"greylist\(\) is not installed .*echo"):
         load_rule_action("greylist", {}, env())
+
+
+class Picky(Echo):
+    def check_argument(self, argument: str) -> str | None:
+        return None if argument == "ok" else "say ok"
+
+
+def test_an_action_checks_arguments_only_when_it_says_how() -> None:
+    assert argument_problem(Echo({}), "anything") is None
+    assert argument_problem(Picky({}), "ok") is None
+    assert argument_problem(Picky({}), "no") == "say ok"

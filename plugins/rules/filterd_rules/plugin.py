@@ -51,7 +51,7 @@ from filterd.sdk.access_actions import (
     without_postfix_prefix,
 )
 from filterd.sdk.policy_request import policy_door_stage, policy_request
-from filterd.sdk.rule_actions import RuleAction, load_rule_action
+from filterd.sdk.rule_actions import RuleAction, argument_problem, load_rule_action
 from filterd.sdk.tables import Table, TableFailure, open_table
 
 from .config import BUILT_IN_COMMANDS, RulesConfig, build_rules
@@ -98,6 +98,9 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
                     action = load_rule_action(name, config.actions.get(name, {}), self.env)
                     await action.start()
                     self._actions[name] = action
+                problem = argument_problem(self._actions[name], command[1])
+                if problem is not None:
+                    raise ValueError(f"{rule.origin}: {name}({command[1]}): {problem}")
         except BaseException:
             await self.stop()
             raise
