@@ -43,14 +43,12 @@ run. Every process started is stopped by its id at the end, also on failure or C
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd_bench import benchinfo
@@ -74,6 +72,14 @@ from filterd_bench.repo_support import (
     SpamdInstance,
     running_spamd,
     spamd_installed,
+)
+from filterd_bench.runner import (
+    add_pass_arguments,
+    check_pass_arguments,
+    finish,
+    measure_quietly,
+    run_guarded,
+    warning_lines,
 )
 from filterd_bench.spamd_support import ScanCounts, count_results, message_set
 
@@ -149,15 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.concurrency} pipe(8) commands at a time"
     )
 
-    benchinfo.trap_signals()
     workdir = Path(tempfile.mkdtemp(prefix="filterd-pipe-bench-"))
     workdir.chmod(0o755)  # the commands run as nobody: they read their configuration here
     instances: dict[str, PostfixInstance] = {}
     listeners: dict[str, Child] = {}
     processes = Processes()
-    keep = args.keep
-    try:
-        with running_spamd(children=args.children, allow_tell=False, keep_workdir=keep) as spamd:
+
+    def body() -> None:
+        with running_spamd(
+            children=args.children, allow_tell=False, keep_workdir=args.keep
+        ) as spamd:
             print(f"spamd -m {args.children} on {spamd.host}:{spamd.port} (pid {spamd.pid})")
             for target in args.targets:
                 port = free_port()
@@ -193,8 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         if warm.problems:
                             raise BenchError(f"{target}: the warm-up failed: {warm.problems}")
-                    for attempt in range(args.noisy_retries + 1):
-                        measured = measure(
+
+                    def one_pass(
+                        attempt: int,
+                        target: str = target,
+                        round_no: int = round_no,
+                        instance: PostfixInstance = instance,
+                    ) -> Measured:
+                        return measure(
                             target,
                             round_no,
                             str(attempt),
@@ -204,41 +217,31 @@ def main(argv: list[str] | None = None) -> int:
                             messages,
                             args,
                         )
-                        print(pass_line(measured))
-                        if not noisy(measured) or attempt == args.noisy_retries:
-                            break
-                        report.discarded.append(measured)
-                        print(f"  (other processes were busy: {target}'s pass is repeated)")
-                    report.passes.append(measured)
-            if keep:
+
+                    report.passes.append(
+                        measure_quietly(
+                            target,
+                            args.noisy_retries,
+                            one_pass,
+                            lambda m: m.cpu,
+                            pass_line,
+                            report.discarded,
+                        )
+                    )
+            if args.keep:
                 print(f"pipe_bench: spamd's log kept in {spamd.log_path}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\npipe_bench: interrupted; stopping every process started", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        keep = True
-        print(f"\npipe_bench: {exc}", file=sys.stderr)
-        return 1
-    except Exception:
-        keep = True
-        raise
-    finally:
-        benchinfo.ignore_signals()
+
+    def cleanup() -> None:
         processes.stop_all()  # the filterd listener, by its process group's id
         for instance in instances.values():
             instance.stop()
-        if keep:
-            print(f"pipe_bench: Postfix logs and configurations kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
-    print()
-    print(summary(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"\nresults written to {args.json}")
-    return 1 if any(m.problems for m in report.passes) else 0
+    status = run_guarded(
+        "pipe_bench", workdir, args.keep, body, cleanup, kept="Postfix logs and configurations"
+    )
+    if status is not None:
+        return status
+    return finish(report, summary(report), args.json, any(m.problems for m in report.passes))
 
 
 def start_listener(
@@ -327,10 +330,6 @@ def measure(
     return measured
 
 
-def noisy(m: Measured) -> bool:
-    return m.cpu.get("other", 0.0) > OTHER_CPU_WARNING
-
-
 def pass_line(m: Measured) -> str:
     status = "ok" if not m.problems else "PROBLEM: " + "; ".join(m.problems)
     listener = f", filterd listener {m.cpu['filterd']:.0f}" if "filterd" in m.cpu else ""
@@ -386,19 +385,12 @@ def summary(report: Report) -> str:
                 for m in report.discarded
             )
         )
-    suspect = [
-        f"round {m.round + 1} {m.target} ({m.cpu.get('other', 0):.0f} %)"
-        for m in report.passes
-        if noisy(m)
-    ]
-    if suspect:
-        lines.append(
-            f"\nWARNING: other processes used more than {OTHER_CPU_WARNING:.0f} % of a core "
-            "during " + ", ".join(suspect) + ": those figures are suspect"
-        )
-    problems = [f"round {m.round + 1} {m.target}: {p}" for m in report.passes for p in m.problems]
-    if problems:
-        lines.append("\nproblems:\n" + "\n".join(problems))
+    lines += warning_lines(
+        report.passes,
+        lambda m: f"round {m.round + 1} {m.target}",
+        lambda m: m.cpu,
+        lambda m: m.problems,
+    )
     lines.append(
         "\nCPU: % of one core over the measured pass; spamd = its process group (children "
         "included); Postfix+cmd = the target's Postfix with the commands pipe(8) ran (spamc or "
@@ -411,49 +403,19 @@ def summary(report: Report) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=60, help="messages per measured pass")
-    parser.add_argument("--warmup", type=int, default=6, help="warm-up messages per pass")
-    parser.add_argument("--rounds", type=int, default=1, help="measured passes per target")
-    parser.add_argument(
-        "--children",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="spamd -m and the plugin's max_connections (default: cores; also --concurrency's)",
-    )
-    parser.add_argument(
-        "--concurrency", type=int, help="pipe(8) commands at a time (default: --children)"
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=300.0, help="seconds; a pass past this stops the run"
-    )
-    parser.add_argument(
-        "--targets", default=",".join(TARGETS), help="comma-separated, from " + ",".join(TARGETS)
-    )
-    parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=2,
-        help="repeat a pass during which other processes used over "
-        f"{OTHER_CPU_WARNING:.0f} %% of a core, at most this many times (default 2)",
+    add_pass_arguments(
+        parser,
+        targets=TARGETS,
+        messages=60,
+        warmup=6,
+        children_help="spamd -m and the plugin's max_connections (default: cores; also "
+        "--concurrency's)",
+        concurrency_help="pipe(8) commands at a time (default: --children)",
     )
     args = parser.parse_args(argv)
-    if args.concurrency is None:
-        args.concurrency = args.children
-    if not 0 <= args.noisy_retries <= 5:
-        parser.error("--noisy-retries must be 0..5")
-    if not 1 <= args.concurrency <= 32:
-        parser.error("--concurrency must be 1..32")
-    if not (1 <= args.messages <= 2_000 and 0 <= args.warmup <= 200):
-        parser.error("--messages must be 1..2000 and --warmup 0..200")
-    if not (1 <= args.rounds <= 10 and 1 <= args.children <= 64):
-        parser.error("--rounds must be 1..10 and --children 1..64")
-    args.targets = [name for name in args.targets.split(",") if name]
-    if not args.targets or not set(args.targets) <= set(TARGETS):
-        parser.error("--targets: choose from " + ",".join(TARGETS))
-    if not 1 <= args.time_limit <= 3600:
-        parser.error("--time-limit must be 1..3600 seconds")
+    check_pass_arguments(
+        parser, args, targets=TARGETS, max_concurrency=32, max_messages=2_000, max_warmup=200
+    )
     return args
 
 

@@ -54,19 +54,17 @@ on failure or Ctrl-C; every pass is bounded by ``--time-limit``, every answer by
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd_bench import benchinfo
 from filterd_bench.dns_child import DnsChild
-from filterd_bench.loadgen import OTHER_CPU_WARNING, CpuMeter, PassResult, Session, run_pass
+from filterd_bench.loadgen import CpuMeter, PassResult, Session, run_pass
 from filterd_bench.policy_support import (
     POLICYD_SPF,
     POLICYD_SPF_CONF,
@@ -86,6 +84,13 @@ from filterd_bench.policy_support import (
     warmup_request,
 )
 from filterd_bench.procs import BenchError, Processes
+from filterd_bench.runner import (
+    add_output_arguments,
+    check_time_limit,
+    finish,
+    run_guarded,
+    warning_lines,
+)
 
 RATIO_TARGET = 5.0
 DNS_TTL = 3600
@@ -157,48 +162,30 @@ def main(argv: list[str] | None = None) -> int:
         f"pass's {len(repeat)} again (repeat)\n"
     )
 
-    benchinfo.trap_signals()
     workdir = Path(tempfile.mkdtemp(prefix="filterd-policy-bench-"))
     procs = Processes()
-    keep = args.keep
-    dns: DnsChild | None = None
-    try:
-        dns = DnsChild(build_zone(args.domains), workdir, ttl=DNS_TTL)
-        print(f"DNS server on {dns.address} (pid {dns.pid})")
+    dns: list[DnsChild] = []
+
+    def body() -> None:
+        dns.append(DnsChild(build_zone(args.domains), workdir, ttl=DNS_TTL))
+        print(f"DNS server on {dns[0].address} (pid {dns[0].pid})")
         conf = workdir / "policyd-spf.conf"
         conf.write_text(POLICYD_SPF_CONF)
         for connections in args.connections:
             report.passes += bench_filterd(
-                procs, workdir, dns, connections, cold, warm, repeat, args
+                procs, workdir, dns[0], connections, cold, warm, repeat, args
             )
-            report.passes += bench_policyd_spf(workdir, dns, conf, connections, cold, warm, args)
-    except KeyboardInterrupt:
-        print("\npolicy_bench: interrupted; stopping every process started", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        keep = True
-        print(f"\npolicy_bench: {exc}", file=sys.stderr)
-        return 1
-    except Exception:
-        keep = True
-        raise
-    finally:
-        benchinfo.ignore_signals()
-        procs.stop_all()
-        if dns is not None:
-            dns.stop()
-        if keep:
-            print(f"policy_bench: logs and configurations kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            report.passes += bench_policyd_spf(workdir, dns[0], conf, connections, cold, warm, args)
 
-    print()
-    print(summary(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"\nresults written to {args.json}")
-    return 1 if any(m.problems for m in report.passes) else 0
+    def cleanup() -> None:
+        procs.stop_all()
+        for child in dns:
+            child.stop()
+
+    status = run_guarded("policy_bench", workdir, args.keep, body, cleanup)
+    if status is not None:
+        return status
+    return finish(report, summary(report), args.json, any(m.problems for m in report.passes))
 
 
 def bench_filterd(
@@ -398,21 +385,12 @@ def summary(report: Report) -> str:
             f"{RATIO_TARGET:g}: {verdict}); filterd cold / policyd-spf = {cold_ratio}; "
             f"filterd repeat / policyd-spf = {repeat_ratio} (not the target's measure)"
         )
-    noisy = [
-        f"C={m.connections} {m.target} {m.phase} ({m.result.cpu.get('other', 0):.0f} %)"
-        for m in report.passes
-        if m.result.cpu.get("other", 0) > OTHER_CPU_WARNING
-    ]
-    if noisy:
-        lines.append(
-            f"\nWARNING: other processes used more than {OTHER_CPU_WARNING:.0f} % of a core "
-            "during " + ", ".join(noisy) + ": those figures are suspect"
-        )
-    problems = [
-        f"C={m.connections} {m.target} {m.phase}: {p}" for m in report.passes for p in m.problems
-    ]
-    if problems:
-        lines.append("\nproblems:\n" + "\n".join(problems))
+    lines += warning_lines(
+        report.passes,
+        lambda m: f"C={m.connections} {m.target} {m.phase}",
+        lambda m: m.result.cpu,
+        lambda m: m.problems,
+    )
     lines.append(
         "\nCPU: % of one core over the pass; server = filterd, or all C policyd-spf processes; "
         "DNS = the loopback DNS server; client = this script; other = the rest of the machine."
@@ -432,8 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--time-limit", type=float, default=120.0, help="seconds; a pass stops after this"
     )
-    parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_output_arguments(parser)
     parser.add_argument(
         "--processes",
         type=int,
@@ -460,8 +437,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--connections: each count must be 1..32")
     if not (2 <= args.domains <= 1000 and 1 <= args.requests <= 100_000):
         parser.error("--domains must be 2..1000 and --requests 1..100000")
-    if not 1 <= args.time_limit <= 3600:
-        parser.error("--time-limit must be 1..3600 seconds")
+    check_time_limit(parser, args)
     return args
 
 

@@ -35,13 +35,11 @@ on failure or Ctrl-C; each pass is bounded by ``--time-limit`` and every scan by
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd_bench import benchinfo
@@ -55,6 +53,14 @@ from filterd_bench.loadgen import (
 )
 from filterd_bench.procs import BenchError, Processes
 from filterd_bench.repo_support import GTUBE, SPAMD, SpamdInstance, running_spamd, spamd_installed
+from filterd_bench.runner import (
+    add_pass_arguments,
+    check_pass_arguments,
+    finish,
+    measure_quietly,
+    run_guarded,
+    warning_lines,
+)
 from filterd_bench.servers import SMTP_SINK, Server, start_sink
 from filterd_bench.spamd_support import (
     ScanCounts,
@@ -132,12 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         f"concurrency {args.concurrency}"
     )
 
-    benchinfo.trap_signals()
     workdir = Path(tempfile.mkdtemp(prefix="filterd-spamd-bench-"))
     procs = Processes()
-    keep = args.keep
-    try:
-        with running_spamd(children=children, allow_tell=False, keep_workdir=keep) as spamd:
+
+    def body() -> None:
+        with running_spamd(children=children, allow_tell=False, keep_workdir=args.keep) as spamd:
             print(f"spamd -m {children} on {spamd.host}:{spamd.port} (pid {spamd.pid})")
             sink = start_sink(procs, workdir)
             filterd = start_filterd_spamassassin(procs, workdir, sink.port, spamd.address, children)
@@ -149,46 +154,33 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(args.rounds):
                 order = args.targets if round_no % 2 == 0 else args.targets[::-1]
                 for target in order:
-                    for attempt in range(args.noisy_retries + 1):
-                        measured = measure(
+
+                    def one_pass(
+                        attempt: int, target: str = target, round_no: int = round_no
+                    ) -> Measured:
+                        return measure(
                             target, round_no, spamd, filterd, messages, warmup, gtubes, args, groups
                         )
-                        print(pass_line(measured))
-                        if not noisy(measured) or attempt == args.noisy_retries:
-                            break
-                        report.discarded.append(measured)
-                        print(f"  (other processes were busy: {target}'s pass is repeated)")
-                    report.passes.append(measured)
+
+                    report.passes.append(
+                        measure_quietly(
+                            target,
+                            args.noisy_retries,
+                            one_pass,
+                            lambda m: m.result.cpu,
+                            pass_line,
+                            report.discarded,
+                        )
+                    )
             if not filterd.child.alive():
                 raise BenchError(f"filterd exited during the run:\n{filterd.child.log_tail()}")
-            if keep:
+            if args.keep:
                 print(f"spamd_bench: spamd's log kept in {spamd.log_path}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\nspamd_bench: interrupted; stopping every process started", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        keep = True
-        print(f"\nspamd_bench: {exc}", file=sys.stderr)
-        return 1
-    except Exception:
-        keep = True
-        raise
-    finally:
-        benchinfo.ignore_signals()
-        procs.stop_all()
-        if keep:
-            print(f"spamd_bench: logs and configurations kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
-    print()
-    print(summary(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"\nresults written to {args.json}")
-    failed = any(m.problems for m in report.passes)
-    return 1 if failed else 0
+    status = run_guarded("spamd_bench", workdir, args.keep, body, procs.stop_all)
+    if status is not None:
+        return status
+    return finish(report, summary(report), args.json, any(m.problems for m in report.passes))
 
 
 def measure(
@@ -245,10 +237,6 @@ def measure(
             f"spamc saw GTUBE {result.tags.get('gtube', 0)} times, not {gtubes}"
         )
     return measured
-
-
-def noisy(m: Measured) -> bool:
-    return m.result.cpu.get("other", 0.0) > OTHER_CPU_WARNING
 
 
 def pass_line(m: Measured) -> str:
@@ -317,19 +305,12 @@ def summary(report: Report) -> str:
                 for m in report.discarded
             )
         )
-    suspect = [
-        f"round {m.round + 1} {m.target} ({m.result.cpu.get('other', 0):.0f} %)"
-        for m in report.passes
-        if noisy(m)
-    ]
-    if suspect:
-        lines.append(
-            f"\nWARNING: other processes used more than {OTHER_CPU_WARNING:.0f} % of a core "
-            "during " + ", ".join(suspect) + ": those figures are suspect"
-        )
-    problems = [f"round {m.round + 1} {m.target}: {p}" for m in report.passes for p in m.problems]
-    if problems:
-        lines.append("\nproblems:\n" + "\n".join(problems))
+    lines += warning_lines(
+        report.passes,
+        lambda m: f"round {m.round + 1} {m.target}",
+        lambda m: m.result.cpu,
+        lambda m: m.problems,
+    )
     lines.append(
         "\nCPU: % of one core over the measured pass; spamd = its process group (children "
         "included), client = this script and its spamc processes, other = the rest of the machine."
@@ -339,51 +320,19 @@ def summary(report: Report) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=200, help="messages per measured pass")
-    parser.add_argument("--warmup", type=int, default=20, help="warm-up messages per pass")
-    parser.add_argument("--rounds", type=int, default=1, help="measured passes per target")
-    parser.add_argument(
-        "--children",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="spamd -m and the plugin's max_connections (default: cores; also --concurrency's)",
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=300.0, help="seconds; a pass stops after this"
-    )
-    parser.add_argument(
-        "--targets", default=",".join(TARGETS), help="comma-separated, from " + ",".join(TARGETS)
-    )
-    parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=2,
-        help="repeat a pass during which other processes used over "
-        f"{OTHER_CPU_WARNING:.0f} %% of a core, at most this many times (default 2)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        help="parallel messages of every target (default: --children)",
+    add_pass_arguments(
+        parser,
+        targets=TARGETS,
+        messages=200,
+        warmup=20,
+        children_help="spamd -m and the plugin's max_connections (default: cores; also "
+        "--concurrency's)",
+        concurrency_help="parallel messages of every target (default: --children)",
     )
     args = parser.parse_args(argv)
-    if args.concurrency is None:
-        args.concurrency = args.children
-    if not 0 <= args.noisy_retries <= 5:
-        parser.error("--noisy-retries must be 0..5")
-    if not 1 <= args.concurrency <= 64:
-        parser.error("--concurrency must be 1..64")
-    if not (1 <= args.messages <= 10_000 and 0 <= args.warmup <= 1_000):
-        parser.error("--messages must be 1..10000 and --warmup 0..1000")
-    if not (1 <= args.rounds <= 10 and 1 <= args.children <= 64):
-        parser.error("--rounds must be 1..10 and --children 1..64")
-    args.targets = [name for name in args.targets.split(",") if name]
-    if not args.targets or not set(args.targets) <= set(TARGETS):
-        parser.error("--targets: choose from " + ",".join(TARGETS))
-    if not 1 <= args.time_limit <= 3600:
-        parser.error("--time-limit must be 1..3600 seconds")
+    check_pass_arguments(
+        parser, args, targets=TARGETS, max_concurrency=64, max_messages=10_000, max_warmup=1_000
+    )
     return args
 
 
