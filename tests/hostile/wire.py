@@ -108,6 +108,13 @@ class Wire:
                     return out
             out.append(self.reply())
 
+    def drain(self) -> bytes:
+        """Everything the server still sends until it closes the connection."""
+        while self._fill():
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
     def closed(self) -> bool:
         """Reads to the end: True if the server closed without sending anything more."""
         while self._fill():
