@@ -63,15 +63,21 @@ class Door:
 
 
 def door_config(
-    port: int, protocol: str, sink_port: int, *, listen: str = "", limits: str = ""
+    port: int,
+    protocol: str,
+    sink_port: int,
+    *,
+    listen: str = "",
+    limits: str = "",
+    processes: int = 1,
 ) -> str:
-    """filterd with one listener (one process) relaying to ``sink_port``, no plugin."""
+    """filterd with one listener relaying to ``sink_port``, no plugin."""
     return f"""
 [[listen]]
 address = "127.0.0.1:{port}"
 protocol = "{protocol}"
 hostname = "filterd.test"
-processes = 1
+processes = {processes}
 {listen}
 [limits]
 {limits}
@@ -88,17 +94,23 @@ DoorStarter = Callable[..., Door]
 def start_door(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DoorStarter]:
-    """``start_door(protocol, listen=..., limits=...)``: a running door for this module."""
+    """``start_door(protocol, listen=..., limits=..., processes=1)``: a running door for this
+    module (``listen`` and ``limits``: TOML lines for its [[listen]] and [limits] tables)."""
     base = tmp_path_factory.mktemp("hostile")
     factory = FilterdFactory(base / "filterd")
     failed_before = request.session.testsfailed
 
     with contextlib.ExitStack() as sinks:
 
-        def start(protocol: str = "smtp", *, listen: str = "", limits: str = "") -> Door:
+        def start(
+            protocol: str = "smtp", *, listen: str = "", limits: str = "", processes: int = 1
+        ) -> Door:
             sink = sinks.enter_context(smtp_sink(base))
             port = free_port()
-            proc = factory(door_config(port, protocol, sink.port, listen=listen, limits=limits))
+            config = door_config(
+                port, protocol, sink.port, listen=listen, limits=limits, processes=processes
+            )
+            proc = factory(config)
             return Door(port, protocol, proc, sink)
 
         try:
