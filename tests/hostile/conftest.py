@@ -70,8 +70,9 @@ def door_config(
     listen: str = "",
     limits: str = "",
     processes: int = 1,
+    extra: str = "",
 ) -> str:
-    """filterd with one listener relaying to ``sink_port``, no plugin."""
+    """filterd with one listener relaying to ``sink_port``; ``extra``: more TOML (a chain)."""
     return f"""
 [[listen]]
 address = "127.0.0.1:{port}"
@@ -84,6 +85,7 @@ processes = {processes}
 [delivery]
 method = "relay"
 next_hop = "127.0.0.1:{sink_port}"
+{extra}
 """
 
 
@@ -94,8 +96,9 @@ DoorStarter = Callable[..., Door]
 def start_door(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DoorStarter]:
-    """``start_door(protocol, listen=..., limits=..., processes=1)``: a running door for this
-    module (``listen`` and ``limits``: TOML lines for its [[listen]] and [limits] tables)."""
+    """``start_door(protocol, listen=..., limits=..., processes=1, extra=...)``: a running door
+    for this module (``listen``, ``limits``: TOML lines for its [[listen]] and [limits] tables;
+    ``extra``: TOML after the rest)."""
     base = tmp_path_factory.mktemp("hostile")
     factory = FilterdFactory(base / "filterd")
     failed_before = request.session.testsfailed
@@ -103,12 +106,23 @@ def start_door(
     with contextlib.ExitStack() as sinks:
 
         def start(
-            protocol: str = "smtp", *, listen: str = "", limits: str = "", processes: int = 1
+            protocol: str = "smtp",
+            *,
+            listen: str = "",
+            limits: str = "",
+            processes: int = 1,
+            extra: str = "",
         ) -> Door:
             sink = sinks.enter_context(smtp_sink(base))
             port = free_port()
             config = door_config(
-                port, protocol, sink.port, listen=listen, limits=limits, processes=processes
+                port,
+                protocol,
+                sink.port,
+                listen=listen,
+                limits=limits,
+                processes=processes,
+                extra=extra,
             )
             proc = factory(config)
             return Door(port, protocol, proc, sink)
