@@ -108,6 +108,14 @@ class Wire:
                     return out
             out.append(self.reply())
 
+    def until(self, end: bytes) -> bytes:
+        """Everything up to and including the first ``end`` (a policy answer's empty line)."""
+        while end not in self.buffer:
+            if not self._fill():
+                raise EOFError(f"closed by the server before {end!r}; got {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(end)
+        return head + end
+
     def drain(self) -> bytes:
         """Everything the server still sends until it closes the connection."""
         while self._fill():
