@@ -148,7 +148,8 @@ def test_an_early_talker_is_disconnected(door: Door) -> None:
         client.send(f"{hello} early.example\r\n{MAIL}\r\n".encode())
         answers = client.rest()
     assert [a.code for a in answers[:1]] == [220]
-    assert len(answers) == 2 and answers[1].means(replies.PIPELINING_VIOLATION), answers
+    assert len(answers) == 2, answers
+    assert answers[1].means(replies.PIPELINING_VIOLATION), answers
     served_alongside(door)
 
 
@@ -166,7 +167,8 @@ def test_content_sent_before_the_354_is_never_taken_as_a_message(
         client.send(f"{MAIL}\r\n{RCPT}\r\nDATA\r\n".encode() + message(tag))
         answers = client.rest()
     assert [a.code for a in answers[:2]] == [250, 250], answers
-    assert len(answers) == 3 and answers[2].means(replies.PIPELINING_VIOLATION), answers
+    assert len(answers) == 3, answers
+    assert answers[2].means(replies.PIPELINING_VIOLATION), answers
     served_alongside(door)
     assert door.delivered_with(tag) == []
 
@@ -177,7 +179,8 @@ def test_commands_pipelined_after_quit_are_not_run(door: Door) -> None:
         client.hello(lmtp=door.lmtp)
         client.send(f"QUIT\r\n{MAIL}\r\n{RCPT}\r\nDATA\r\n".encode() + message(tag))
         answers = client.rest()
-    assert len(answers) == 1 and answers[0].means(replies.PIPELINING_VIOLATION), answers
+    assert len(answers) == 1, answers
+    assert answers[0].means(replies.PIPELINING_VIOLATION), answers
     served_alongside(door)
     assert door.delivered_with(tag) == []
 
@@ -204,7 +207,10 @@ MALFORMED_MAIL = {
     "space-in-domain": ("MAIL FROM:<alice@exa mple.com>", replies.BAD_SENDER_SYNTAX),
     "double-dot": ("MAIL FROM:<alice@example..com>", replies.BAD_SENDER_SYNTAX),
     "unclosed": ("MAIL FROM:<alice@example.com", replies.BAD_SENDER_SYNTAX),
-    "path-over-256": ("MAIL FROM:<" + "a" * 60 + "@" + "d" * 250 + ".com>", replies.BAD_SENDER_SYNTAX),
+    "path-over-256": (
+        "MAIL FROM:<" + "a" * 60 + "@" + "d" * 250 + ".com>",
+        replies.BAD_SENDER_SYNTAX,
+    ),
     "control-char": ("MAIL FROM:<ali\x01ce@example.com>", replies.BAD_SENDER_SYNTAX),
     "unknown-param": ("MAIL FROM:<alice@example.com> FOO=BAR", replies.BAD_PARAMETER),
     "bad-body": ("MAIL FROM:<alice@example.com> BODY=9BIT", replies.BAD_PARAMETER),
@@ -258,5 +264,6 @@ def test_the_error_budget_ends_a_session_with_421(door: Door) -> None:
         client.send(b"BOGUS\r\n" * 20)  # no more: unread input would reset the close
         answers = client.rest()
     assert [a.code for a in answers[:19]] == [replies.UNRECOGNIZED.code] * 19
-    assert len(answers) == 20 and answers[19].means(replies.TOO_MANY_ERRORS), answers
+    assert len(answers) == 20, answers
+    assert answers[19].means(replies.TOO_MANY_ERRORS), answers
     served_alongside(door)

@@ -41,7 +41,8 @@ def test_commands_pipelined_after_starttls_are_refused(
         assert "250-STARTTLS" in client.hello().text
         client.send(b"STARTTLS\r\n" + injected.encode())
         answers = client.rest()
-    assert len(answers) == 1 and answers[0].means(replies.STARTTLS_INJECTION), answers
+    assert len(answers) == 1, answers
+    assert answers[0].means(replies.STARTTLS_INJECTION), answers
     tag = marker()
     good_mail(door.port, tag, starttls_ca=ca)
     assert len(door.delivered_with(f"good {tag}")) == 1
