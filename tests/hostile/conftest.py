@@ -19,8 +19,6 @@ from tests.support.filterd_proc import FilterdFactory, FilterdProcess
 from tests.support.nexthop import Sink, smtp_sink
 from tests.support.postfix import free_port
 
-pytestmark = pytest.mark.timeout(300)
-
 
 @dataclass(frozen=True)
 class Delivered:

@@ -17,7 +17,7 @@ from tests.hostile.conftest import Door, DoorStarter
 from tests.hostile.wire import Wire, good_mail, marker, wire
 
 PACE = 0.5
-"""Seconds between the slow client's bytes (well under the door's 3 s deadlines)."""
+"""Seconds between the slow client's bytes (well under the door's 5 s deadlines)."""
 MAX_SLOW_BYTES = 240
 """The slow client gives up after this many bytes (2 minutes): only bounds a hang."""
 
@@ -25,7 +25,7 @@ MAX_SLOW_BYTES = 240
 @pytest.fixture(scope="module")
 def slow_door(start_door: DoorStarter) -> Door:
     return start_door(
-        "smtp", limits='command_timeout = "3s"\ndata_timeout = "3s"\nmin_data_rate = 500'
+        "smtp", limits='command_timeout = "5s"\ndata_timeout = "5s"\nmin_data_rate = 500'
     )
 
 
@@ -84,7 +84,7 @@ def test_slowloris_in_data_gets_421_timeout_and_nothing_is_delivered(slow_door: 
 def test_an_idle_client_gets_421_timeout(slow_door: Door) -> None:
     with wire(slow_door.port) as client:
         client.hello()
-        answers = client.rest()  # bounded by the socket timeout, far above the 3 s
+        answers = client.rest()  # bounded by the socket timeout, far above the 5 s
     assert len(answers) == 1, answers
     assert answers[0].means(replies.TIMEOUT), answers
 
