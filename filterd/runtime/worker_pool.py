@@ -392,6 +392,9 @@ class SpreadConnections:
         await self.local.refuse_over_limit(stream, self.active)
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
+        if self.over_limit():  # again, as in SmtpHandler: a burst gets past the accept loop's
+            await self.refuse(stream)
+            return
         sock = getattr(stream, "socket", None)
         worker = self._least_loaded()
         if worker is None or sock is None or not self._hand_over(worker, sock.fileno()):

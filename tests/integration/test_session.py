@@ -148,6 +148,29 @@ async def test_idle_client_times_out_with_421(autojump_clock: trio.testing.MockC
         assert await c.closed()
 
 
+async def test_dribbling_a_command_is_cut_by_the_command_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """command_timeout bounds a whole command, not each read (slowloris)."""
+    async with session(ScriptedDelivery(), make_config(limits='command_timeout = "60s"')) as client:
+        await ehlo(client)
+        for byte in b"NOOP\r\n":  # slow, but whole within 60 s: answered
+            await client.send(bytes([byte]))
+            await trio.sleep(5)
+        assert await client.code() == str(replies.OK)
+        start = trio.current_time()
+        with trio.move_on_after(1000):
+            try:
+                while True:  # one byte every 30 s: each wait is under 60 s, the command is not
+                    await client.send(b"N")
+                    await trio.sleep(30)
+            except trio.BrokenResourceError:
+                pass  # the server closed on us
+        elapsed = trio.current_time() - start
+        assert await client.code() == str(replies.TIMEOUT)
+        assert elapsed < 130
+
+
 async def test_dribbling_client_is_cut_by_the_minimum_data_rate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -46,6 +46,12 @@ class SmtpHandler:
         self.door: metrics.Door = "lmtp" if settings.listen.protocol == "lmtp" else "smtp"
 
     async def __call__(self, stream: trio.abc.Stream) -> None:
+        # Checked again here, with no checkpoint before the count goes up: the accept loop's
+        # check sees only the sessions already started, so a burst of connections accepted
+        # before any of their tasks ran would all get past it.
+        if self.over_limit():
+            await self.refuse(stream)
+            return
         self.active += 1
         metrics.recorder.session(self.door, 1)
         try:

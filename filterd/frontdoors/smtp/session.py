@@ -161,6 +161,9 @@ class SmtpSession:
         self._open: _Open | None = None
         self._xforward: Xforwarded | None = None
         self._data_deadline = 0.0
+        # When the command being read must be complete: set at the first wait for it, so a
+        # client sending a byte at a time (slowloris) gets no more time than a silent one.
+        self._command_deadline: float | None = None
         self._session_disposition: Disposition | None = None
         # mynetworks (or open_relay); an AUTH can add it; None: a mynetworks table failed
         self._may_relay = relay_allowed
@@ -225,6 +228,7 @@ class SmtpSession:
                 await self._flush()
                 await self._receive()
                 continue
+            self._command_deadline = None  # the next command gets command_timeout afresh
             await self._handle(event)
 
     async def _receive(self) -> None:
@@ -249,7 +253,12 @@ class SmtpSession:
         """Wait for bytes under the deadline; an idle session (between transactions) can be
         told 421 by a stop while it waits."""
         limits = self.settings.limits
-        deadline = self._data_deadline if in_data else trio.current_time() + limits.command_timeout
+        if in_data:
+            deadline = self._data_deadline
+        else:
+            if self._command_deadline is None:
+                self._command_deadline = trio.current_time() + limits.command_timeout
+            deadline = self._command_deadline
         with trio.CancelScope(deadline=deadline) as scope:
             if idle:
                 self.shutdown.register_idle(scope)
