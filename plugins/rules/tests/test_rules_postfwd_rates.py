@@ -1,9 +1,10 @@
 """Differential test of the rate limit actions: one postfwd rule file with ``rate()``,
 ``size()`` and ``rcpt()`` (the ``$$ITEM`` form too, a WARN that ends the list, a ``jump()`` on
-excess, ``$$ratecount``, an attribute the requests lack), and one sequence of requests from
-several clients, senders and logins crossing every limit, sent to Debian's postfwd 1.35 and to
-filterd's policy door (the rules plugin reading that file, the counters in SQLite): the same
-actions, compared as Postfix applies them (test_rules_postfwd.canonical).
+excess, ``$$ratecount``, an attribute the requests lack), and requests from several clients,
+senders and logins crossing every limit (lone requests; whole messages, RCPT, DATA and
+END-OF-MESSAGE), sent to Debian's postfwd 1.35 and to filterd's policy door (the rules plugin
+reading that file, the counters in SQLite): the same actions, compared as Postfix applies them
+(test_rules_postfwd.canonical).
 
 Within one window only: postfwd's window starts at the request that creates a limit and runs on
 the real clock, filterd's slides over buckets of the window's length (filterd_ratelimit.window);
@@ -57,7 +58,7 @@ id=USER01; protocol_state==RCPT; action=rate($$sasl_username/4/{w}/WARN login $$
 id=JUMP01; recipient==jump@example.org; action=rate(sender/2/{w}/jump(HELD))
 id=NONE01; action=rate(ccert_fingerprint/1/{w}/REJECT never: no such attribute)
 id=PASSED1; protocol_state==END-OF-MESSAGE; action=DISCARD passed (no PREPEND at END-OF-MESSAGE)
-id=PASSED; action=PREPEND X-Passed: $$client_address
+id=PASSED; action=PREPEND X-Passed: from $$client_address to $$recipient
 id=HELD; action=HOLD jumped
 """
 
@@ -95,9 +96,35 @@ def requests(count: int, seed: int) -> Iterator[dict[str, str]]:
         }
 
 
+def messages(count: int, seed: int) -> Iterator[dict[str, str]]:
+    """Whole messages as Postfix asks about them: one ``instance`` each, a RCPT request per
+    recipient, then DATA and END-OF-MESSAGE (``recipient`` named only for a message with one)."""
+    rng = random.Random(seed)
+    lone = iter(requests(10 * count, seed))
+    for number in range(count):
+        base = next(lone)
+        chosen = rng.sample(["r1@example.org", "r2@example.org", "jump@example.org"],
+                            rng.choice([1, 1, 2, 3]))  # fmt: skip
+        base.update(instance=f"8F1.{seed}.{number}", recipient_count="0")
+        for recipient in chosen:
+            yield {**base, "protocol_state": "RCPT", "recipient": recipient}
+        one = chosen[0] if len(chosen) == 1 else ""
+        later = {"recipient": one, "recipient_count": str(len(chosen))}
+        yield {**base, "protocol_state": "DATA", **later}
+        yield {**base, "protocol_state": "END-OF-MESSAGE", "queue_id": f"Q{number}", **later}
+
+
+@pytest.mark.parametrize("sequence", ["requests", "messages"])
 def test_rate_limits_answer_as_postfwd_does(
-    tmp_path: Path, filterd_factory: FilterdFactory
+    tmp_path: Path, filterd_factory: FilterdFactory, sequence: str
 ) -> None:
+    """``requests``: lone requests (no ``instance``), over one connection. ``messages``: whole
+    messages, their RCPT, DATA and END-OF-MESSAGE requests to filterd over three connections,
+    as Postfix asks three services (check_policy_service in smtpd_recipient_restrictions,
+    smtpd_data_restrictions, smtpd_end_of_data_restrictions, each its own listener): on one
+    connection filterd's policy door runs a message's stages once and a DATA request reuses
+    the RCPT requests' verdicts (filterd/frontdoors/policy/service.py), so the rules would not
+    see it."""
     w = window_seconds(time.time())
     cf = tmp_path / "postfwd.cf"
     cf.write_text(rule_file(w))
@@ -110,18 +137,23 @@ def test_rate_limits_answer_as_postfwd_does(
     )
     filterd_factory(filterd_config(port, chain))
     with postfwd_server(tmp_path, cf.read_text(), env={"TZ": ZONE}) as postfwd_port:
-        postfwd, filterd = PolicyClient(postfwd_port), PolicyClient(port)
+        postfwd = PolicyClient(postfwd_port)
+        states = ("RCPT", "DATA", "END-OF-MESSAGE") if sequence == "messages" else ("RCPT",)
+        filterd = {state: PolicyClient(port) for state in states}
+        asked = requests(300, seed=19) if sequence == "requests" else messages(80, seed=17)
         try:
             seen: dict[tuple[str, ...], int] = {}
             disagreements = []
-            for number, request in enumerate(requests(300, seed=19)):
-                expected, got = postfwd.ask(request), filterd.ask(request)
+            for number, request in enumerate(asked):
+                connection = filterd.get(request["protocol_state"], filterd["RCPT"])
+                expected, got = postfwd.ask(request), connection.ask(request)
                 seen[canonical(expected)] = seen.get(canonical(expected), 0) + 1
                 if canonical(got) != canonical(expected):
                     disagreements.append((number, request, expected, got))
         finally:
             postfwd.close()
-            filterd.close()
+            for connection in filterd.values():
+                connection.close()
     assert disagreements == [], "\n".join(map(str, disagreements[:20]))
     # every limit was crossed, and the list went on below the limits
     kinds = {answer[0] for answer in seen}
