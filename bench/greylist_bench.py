@@ -4,6 +4,7 @@ Debian's postgrey and postfwd.
     .venv/bin/python bench/greylist_bench.py [--requests 5000] [--connections 1,10]
                                              [--targets postgrey,filterd-sqlite,...]
                                              [--processes N] [--cpu N] [--json FILE] [--keep]
+                                             [--quick]
 
 One load generator for every server (bench/filterd_bench/policy_support.py's
 ``run_policy_pass``: one thread, an epoll loop over C persistent TCP connections, one request in
@@ -32,14 +33,16 @@ Rules (one pass, ``rules``, over the same requests: every answer ``DUNNO``): ``p
 (Debian's postfwd 1.35, postfwd2 with ``--perfmon`` (no logging) and ``--nodns``;
 tests/support/postfwd.py) and ``filterd-rules`` (the rules plugin) with the same three rules
 (greylist_support.py: two that do not match, a CIDR and recipient-domain rule that answers
-DUNNO); ``postfwd-rate``: postfwd with a ``rate(client_address/1000/3600/...)`` rule before
-them (a rate entry per client). filterd's equivalent of rate() is the ratelimit package's
-(a rules action): that comparison is not made yet.
+DUNNO); ``postfwd-rate`` and ``filterd-rules-rate``: the same with a
+``rate(client_address/1000/3600/...)`` rule before them (a rate entry per client, never over the
+limit: every request a counter write), in filterd the ratelimit package's ``rate()`` rule action
+with its counters in SQLite (one process by default, as for ``filterd-sqlite``).
 
 Every answer is checked (a wrong one counts as an error and makes the exit status 1). Rate =
 answered requests / wall time of the pass; p50 and p99 are the times from writing a request to
 reading its whole answer. Targets (issue 17): filterd at least 3x postgrey at 1 and at 10
-connections, on ``new`` and ``known``.
+connections, on ``new`` and ``known``; the rules at least 4x postfwd (``filterd-rules-rate`` /
+``postfwd-rate``: postfwd with its rate() rule). ``--quick``: a smoke run (300 requests per pass).
 
 Every process started (filterd, postgrey, redis-server) runs in its own process group and is
 stopped by its id at the end, also on failure or Ctrl-C; every pass is bounded by
@@ -86,8 +89,11 @@ from filterd_bench.policy_support import PolicyTcpSession, child_pids, run_polic
 from filterd_bench.procs import BenchError, Processes
 
 RATIO_TARGET = 3.0
+RULES_RATIO_TARGET = 4.0
+DEFAULT_REQUESTS = 5000
+QUICK_REQUESTS = 300
 TARGETS = ("postgrey", "filterd-sqlite", "filterd-redis")
-RULES_TARGETS = ("postfwd-rate", "postfwd", "filterd-rules")
+RULES_TARGETS = ("postfwd-rate", "postfwd", "filterd-rules", "filterd-rules-rate")
 PHASES = (("new", GREYLISTED), ("passing", PASSED), ("known", KNOWN))
 RULES_PHASES = (("rules", KNOWN),)
 
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "processes": args.processes,
             "time_limit": args.time_limit,
             "cpu": args.cpu,
+            "quick": args.quick,
         },
     )
     benchinfo.print_machine(report.machine)
@@ -176,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                         servers = _postgrey(workdir, args.delay)
                     elif target in ("postfwd", "postfwd-rate"):
                         servers = _postfwd(workdir, rate=target == "postfwd-rate")
-                    elif target == "filterd-rules":
-                        servers = _filterd_rules(procs, workdir, connections, run, args)
+                    elif target in ("filterd-rules", "filterd-rules-rate"):
+                        servers = _filterd_rules(procs, workdir, target, connections, run, args)
                     else:
                         if target == "filterd-redis":
                             assert redis is not None
@@ -231,17 +238,23 @@ def _postfwd(workdir: Path, *, rate: bool) -> Iterator[tuple[int, int, int]]:
 
 @contextlib.contextmanager
 def _filterd_rules(
-    procs: Processes, workdir: Path, connections: int, run: int, args: argparse.Namespace
+    procs: Processes,
+    workdir: Path,
+    target: str,
+    connections: int,
+    run: int,
+    args: argparse.Namespace,
 ) -> Iterator[tuple[int, int, int]]:
-    processes = args.processes or min(connections, os.cpu_count() or 1)
-    server = start_filterd_rules(procs, workdir, name=f"filterd-rules-{run}", processes=processes)
+    processes = args.processes or default_processes(target, connections)
+    rate = target == "filterd-rules-rate"
+    server = start_filterd_rules(
+        procs, workdir, name=f"{target}-{run}", processes=processes, rate=rate
+    )
     try:
-        print(
-            f"filterd-rules on 127.0.0.1:{server.port} (pid {server.pid}, processes = {processes})"
-        )
+        print(f"{target} on 127.0.0.1:{server.port} (pid {server.pid}, processes = {processes})")
         yield server.port, server.pid, processes
         if not server.child.alive():
-            raise BenchError(f"filterd-rules exited during the run:\n{server.child.log_tail()}")
+            raise BenchError(f"{target} exited during the run:\n{server.child.log_tail()}")
     finally:
         procs.stop(server.child)
 
@@ -270,9 +283,9 @@ def _filterd(
 
 
 def default_processes(target: str, connections: int) -> int:
-    """SQLite: one process (two writing one file wait for its lock: slower here); Redis: one
-    per connection, at most one per CPU."""
-    if target == "filterd-sqlite":
+    """SQLite: one process (two writing one file wait for its lock: slower here); Redis and
+    the rules without state: one per connection, at most one per CPU."""
+    if target in ("filterd-sqlite", "filterd-rules-rate"):
         return 1
     return min(connections, os.cpu_count() or 1)
 
@@ -356,7 +369,7 @@ def pass_line(m: Measured) -> str:
     cpu = m.result.cpu
     status = "ok" if not m.problems else "PROBLEM: " + "; ".join(m.problems)
     return (
-        f"C={m.connections} {m.target:>14} {m.phase:<7}: {m.result.completed} answers in "
+        f"C={m.connections} {m.target:>18} {m.phase:<7}: {m.result.completed} answers in "
         f"{m.result.seconds:.3f} s = {m.result.rate:,.0f} req/s, p50 {m.p50_ms:.2f} ms, "
         f"p99 {m.p99_ms:.2f} ms; CPU % of one core: server {server_cpu(m):.0f}, client "
         f"{cpu.get('client', 0):.0f}, other {cpu.get('other', 0):.0f}; {status}"
@@ -365,7 +378,7 @@ def pass_line(m: Measured) -> str:
 
 def summary(report: Report) -> str:
     header = (
-        f"{'C':>2}  {'target':<14} {'P':>1} {'pass':<7} {'answers':>7} {'req/s':>7} "
+        f"{'C':>2}  {'target':<18} {'P':>1} {'pass':<7} {'answers':>7} {'req/s':>7} "
         f"{'p50 ms':>6} {'p99 ms':>6} {'server CPU':>10} {'client CPU':>10} {'other CPU':>9}"
     )
     lines = ["greylisting, requests/second (protocol_state=RCPT, one triplet per request):"]
@@ -373,7 +386,7 @@ def summary(report: Report) -> str:
     for m in report.passes:
         cpu = m.result.cpu
         lines.append(
-            f"{m.connections:>2}  {m.target:<14} {m.processes:>1} {m.phase:<7} "
+            f"{m.connections:>2}  {m.target:<18} {m.processes:>1} {m.phase:<7} "
             f"{m.result.completed:>7} {m.result.rate:>7,.0f} {m.p50_ms:>6.2f} {m.p99_ms:>6.2f} "
             f"{server_cpu(m):>9.0f}% {cpu.get('client', 0):>9.0f}% {cpu.get('other', 0):>8.0f}%"
         )
@@ -394,16 +407,19 @@ def summary(report: Report) -> str:
                     f"(target >= {RATIO_TARGET:g}: {verdict})"
                 )
     for connections in sorted({m.connections for m in report.passes}):
-        rules = report.find(connections, "filterd-rules", "rules")
-        for reference in ("postfwd", "postfwd-rate"):
+        for ours, reference, what in (
+            ("filterd-rules", "postfwd", "the same three rules, no rate()"),
+            ("filterd-rules-rate", "postfwd-rate", "with rate(), SQLite counters"),
+        ):
+            rules = report.find(connections, ours, "rules")
             m = report.find(connections, reference, "rules")
             if rules is not None and m is not None and m.result.rate:
+                ratio = rules.result.rate / m.result.rate
+                verdict = "met" if ratio >= RULES_RATIO_TARGET else "NOT met"
                 lines.append(
-                    f"C={connections} rules   filterd-rules / {reference} = "
-                    f"{rules.result.rate / m.result.rate:.2f}"
-                    + (" (target >= 4 is for rate(): not comparable yet)" if "rate" in reference
-                       else " (the same three rules, no rate())")
-                )  # fmt: skip
+                    f"C={connections} rules   {ours} / {reference} = {ratio:.2f} ({what}; "
+                    f"target >= {RULES_RATIO_TARGET:g}: {verdict})"
+                )
     noisy = [
         f"C={m.connections} {m.target} {m.phase} ({m.result.cpu.get('other', 0):.0f} %)"
         for m in report.passes
@@ -429,7 +445,9 @@ def summary(report: Report) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000, help="triplets per pass")
+    parser.add_argument(
+        "--requests", type=int, default=None, help=f"triplets per pass (default {DEFAULT_REQUESTS})"
+    )
     parser.add_argument(
         "--connections",
         type=lambda s: [int(part) for part in s.split(",")],
@@ -454,7 +472,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu", type=int, default=None, help="run every process on this CPU")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {QUICK_REQUESTS} requests per pass unless --requests is given",
+    )
     args = parser.parse_args(argv)
+    if args.quick and args.requests is None:
+        args.requests = QUICK_REQUESTS
+    args.requests = args.requests or DEFAULT_REQUESTS
     known = TARGETS + RULES_TARGETS
     unknown = [t for t in args.targets if t not in known]
     if unknown:

@@ -194,13 +194,36 @@ action = "DUNNO"
 """
 
 
-def start_filterd_rules(procs: Processes, workdir: Path, *, name: str, processes: int) -> Server:
-    """filterd's policy door with the rules plugin and the three rules above."""
+# filterd-rules-rate: the same rate() rule before them, the ratelimit package's rule action
+# counting in SQLite (the rules' default state store).
+FILTERD_RATE_RULE = Template(
+    """
+[chain.config.actions.rate]
+state = { backend = "sqlite", path = "$path" }
+
+[[chain.config.rules]]
+id = "RATE"
+client_address = "10.0.0.0/8"
+action = "rate(client_address/1000/3600/450 4.7.1 too many messages)"
+"""
+)
+
+
+def start_filterd_rules(
+    procs: Processes, workdir: Path, *, name: str, processes: int, rate: bool = False
+) -> Server:
+    """filterd's policy door with the rules plugin and the three rules above (``rate``: the
+    rate() rule before them, its counters in a SQLite file in ``workdir``)."""
     port = free_port()
     config = workdir / f"{name}.toml"
     head = FILTERD_GREYLIST.template.split("[[chain]]")[0]
     text = Template(head).substitute(port=port, processes=processes, maildir=workdir / "maildir")
-    config.write_text(text + FILTERD_RULES)
+    rules = FILTERD_RULES
+    if rate:
+        first = rules.index("\n[[chain.config.rules]]")
+        rate_rule = FILTERD_RATE_RULE.substitute(path=workdir / f"{name}-rates.sqlite")
+        rules = rules[:first] + rate_rule + rules[first:]
+    config.write_text(text + rules)
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start(name, argv, log=workdir / f"{name}.log")
     wait_for_listener(child, port, 30.0)

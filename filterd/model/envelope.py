@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from filterd.model.notes import Notes
+from filterd.model.notes import NoteKey, Notes
 from filterd.model.reply import Reply
 from filterd.model.xtext import xtext_decode
 
@@ -47,6 +47,12 @@ class Session:
     peer: Client
     tls: bool = False
     notes: Notes = field(default_factory=Notes)
+
+
+SMTP_LOGIN = NoteKey[tuple[str, str]]("filterd.smtp.login")
+"""Session note the SMTP door sets when its client authenticated (``AUTH``, answered 235):
+``(sasl_method, sasl_username)``, as Postfix's policy requests name them
+(filterd.sdk.policy_request shows them to plugins)."""
 
 
 @dataclass(slots=True)

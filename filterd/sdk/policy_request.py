@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from filterd.model.envelope import Recipient, Session, Transaction
+from filterd.model.envelope import SMTP_LOGIN, Recipient, Session, Transaction
 from filterd.model.notes import NoteKey
 from filterd.protocols.milter_map import MILTER_MACROS
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
@@ -87,6 +87,9 @@ def policy_request(
     macros: Mapping[str, str] = session.notes.get(MILTER_MACROS) or {}
     for name, macro in _FROM_MACROS:
         attrs[name] = macros.get(macro, "")
+    login = session.notes.get(SMTP_LOGIN)
+    if login is not None:
+        attrs["sasl_method"], attrs["sasl_username"] = login
     if transaction is not None:
         queue_id = transaction.queue_id
         attrs["queue_id"] = "" if queue_id == "NOQUEUE" else queue_id
@@ -107,11 +110,15 @@ def policy_attributes(session: Session) -> Mapping[str, str] | None:
 
 
 def sasl_username(session: Session) -> str:
-    """The SASL user name the client logged in as, or "" (not logged in, or not known: the
-    SMTP door's own AUTH is not shown to plugins): the policy request's, or the milter door's
-    ``{auth_authen}`` macro."""
+    """The SASL user name the client logged in as, or "" (not logged in, or not known): the
+    policy request's, the SMTP door's own AUTH (filterd as the relay, with ``auth_socket``),
+    or the milter door's ``{auth_authen}`` macro. Behind Postfix (content filter, XFORWARD)
+    the SMTP door does not learn the login: XFORWARD has no attribute for it."""
     attrs = session.notes.get(POLICY_ATTRIBUTES)
     if attrs is not None:
         return attrs.get("sasl_username", "")
+    login = session.notes.get(SMTP_LOGIN)
+    if login is not None:
+        return login[1]
     macros: Mapping[str, str] = session.notes.get(MILTER_MACROS) or {}
     return macros.get(dict(_FROM_MACROS)["sasl_username"], "")

@@ -2,7 +2,8 @@
 
 postfwd has no foreground TCP mode: ``--daemon`` detaches, so it is started with ``--pidfile``
 in a temporary directory and stopped by that PID (also when the test fails). ``--nodns``
-keeps it off the network; it listens on 127.0.0.1 only.
+keeps it off the network; it listens on 127.0.0.1 only; its cache daemon's socket is in that
+directory too (not the machine-wide default another postfwd2 would share).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def postfwd_server(
     rules_file.write_text(rules)
     rules_file.chmod(0o644)
     pidfile = home / "postfwd.pid"
+    # postfwd2's cache daemon (rate limit counters, request cache) listens on
+    # /var/tmp/postfwd2-cache.socket unless told: a second postfwd2 on the machine would take
+    # it over, and this one's children would count in the other's cache. One of its own, in a
+    # directory postfwd (as nobody) may create it in.
+    cache_dir = home / "cache"
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
     command = [
         POSTFWD,
         "--daemon",
@@ -96,6 +104,8 @@ def postfwd_server(
         "nogroup",
         "--pidfile",
         str(pidfile),
+        "--cache_socket",
+        f"unix::{cache_dir / 'cache.socket'}",
         *extra_args,
     ]
     output = workdir / "postfwd.out"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from filterd.model.envelope import Client, Recipient, Session, Transaction
+from filterd.model.envelope import SMTP_LOGIN, Client, Recipient, Session, Transaction
 from filterd.protocols.milter_map import MILTER_MACROS
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
-from filterd.sdk.policy_request import policy_door_stage, policy_request
+from filterd.sdk.policy_request import policy_door_stage, policy_request, sasl_username
 
 
 def smtp_session() -> Session:
@@ -37,6 +37,16 @@ def test_smtp_door_attributes() -> None:
     )
     assert attrs["sasl_username"] == ""
     assert policy_door_stage(session) is None
+
+
+def test_the_smtp_doors_own_login() -> None:
+    session = smtp_session()
+    assert sasl_username(session) == ""
+    session.notes.set(SMTP_LOGIN, ("PLAIN", "alice@example.org"))
+    t = Transaction("ABCDEF0123", session, sender="a@example.com")
+    attrs = policy_request(session, t, Recipient("r@example.org"), state="RCPT")
+    assert (attrs["sasl_method"], attrs["sasl_username"]) == ("PLAIN", "alice@example.org")
+    assert sasl_username(session) == "alice@example.org"
 
 
 def test_unknown_client_and_milter_macros() -> None:

@@ -32,7 +32,14 @@ from filterd.maillog.lines import client_line
 from filterd.model import metrics, replies
 from filterd.model.editing import apply_content_edits, apply_envelope_edits
 from filterd.model.edits import ENVELOPE_EDITS, Edit
-from filterd.model.envelope import Recipient, Session, Transaction, Xforwarded, new_queue_id
+from filterd.model.envelope import (
+    SMTP_LOGIN,
+    Recipient,
+    Session,
+    Transaction,
+    Xforwarded,
+    new_queue_id,
+)
 from filterd.model.findings import MESSAGE_FINDINGS
 from filterd.model.message import MessageView
 from filterd.model.reply import Reply
@@ -582,6 +589,7 @@ class SmtpSession:
         self._out += b"334 " + reply.text.encode("ascii") + b"\r\n" if reply.code == 334 else wire
         if reply.code == 235:
             self._may_relay = True
+            self.session.notes.set(SMTP_LOGIN, (auth.method or "", auth.username or ""))
         elif not reply.is_positive and auth.too_many_failures:
             log.plain(f"too many errors after AUTH from {self.session.peer.describe()}")
             await self._close_with(replies.TOO_MANY_ERRORS)

@@ -4,6 +4,7 @@ the settings of installed rule actions."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -95,6 +96,15 @@ class RulesConfig(PluginConfig):
         return self
 
 
+_OLD_RATE = re.compile(r"\A((?:rate|size|rcpt)(?:5321)?\s*\(\s*)\$\$(?=.*\)\Z)", re.I | re.S)
+
+
+def old_rate_syntax(action: str) -> str:
+    """postfwd's ``check_for_old_syntax``: ``rate($$ITEM/...)`` is ``rate(ITEM/...)`` (the
+    ITEM names the attribute; ``$$`` there would put its value in the rule)."""
+    return _OLD_RATE.sub(r"\1", action, count=1)
+
+
 def build_rules(config: RulesConfig) -> list[Rule]:
     """The whole rule list: TOML rules and spliced postfwd files, in order; rules without id
     named ``R-<index>`` as postfwd names them; checked (jumps, action names)."""
@@ -110,7 +120,7 @@ def build_rules(config: RulesConfig) -> list[Rule]:
         else:
             rules.append(rule_from_table(table, index))
     named = [
-        rule if rule.id else Rule(f"R-{i}", rule.conditions, rule.action, rule.origin)
+        Rule(rule.id or f"R-{i}", rule.conditions, old_rate_syntax(rule.action), rule.origin)
         for i, rule in enumerate(rules)
     ]
     check_rules(named, (*BUILT_IN_COMMANDS, *installed_rule_actions()))

@@ -2,7 +2,7 @@
 rules in order, the first that matches ends the list with its action; ``jump(ID)`` goes on at
 the rule ``ID``, ``set(...)`` changes the request's attributes, ``score(...)`` adds to
 ``request_score`` and ends the list when a ``scores`` threshold is reached; an installed rule
-action (``greylist(...)``, ``ratelimit(...)``: filterd.sdk.rule_actions) answers or goes on.
+action (``greylist()``, ``rate(...)``: filterd.sdk.rule_actions) answers or goes on.
 No rule matches: ``DUNNO``. ``$$attribute`` in an action or a value is the request's value.
 """
 
