@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from filterd.model.editing import apply_envelope_edits, expand_redirect
-from filterd.model.edits import AddRecipient, Redirect, RemoveRecipient
+from filterd.model.edits import AddRecipient, Edit, Redirect, RemoveRecipient
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.reply import Reply
 
@@ -19,13 +19,17 @@ def transaction(*recipients: str) -> Transaction:
 
 def test_a_redirect_replaces_every_recipient_the_client_gave() -> None:
     t = transaction("a@example.org", "b@example.org")
-    edits = [AddRecipient("bcc@example.net"), Redirect("boss@example.net")]
+    edits: list[Edit] = [AddRecipient("bcc@example.net"), Redirect("boss@example.net")]
     edited = apply_envelope_edits(t, edits)
     assert [r.address for r in edited.recipients] == ["bcc@example.net", "boss@example.net"]
 
 
 def test_the_last_redirect_wins() -> None:
-    edits = [Redirect("one@example.net"), AddRecipient("x@example.net"), Redirect("two@x.net")]
+    edits: list[Edit] = [
+        Redirect("one@example.net"),
+        AddRecipient("x@example.net"),
+        Redirect("two@x.net"),
+    ]
     assert expand_redirect(edits, ["a@example.org"]) == [
         AddRecipient("x@example.net"),
         RemoveRecipient("a@example.org"),
@@ -36,5 +40,5 @@ def test_the_last_redirect_wins() -> None:
 
 
 def test_no_redirect_no_change() -> None:
-    edits = [AddRecipient("x@example.net")]
+    edits: list[Edit] = [AddRecipient("x@example.net")]
     assert expand_redirect(edits, ["a@example.org"]) == edits
