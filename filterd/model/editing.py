@@ -10,6 +10,7 @@ from filterd.model.edits import (
     AddRecipient,
     ChangeSender,
     Edit,
+    Redirect,
     RemoveRecipient,
     ReplaceBody,
 )
@@ -29,11 +30,30 @@ def apply_content_edits(view: MessageView, edits: Sequence[Edit]) -> None:
     view.rewrite(headers, bodies[-1] if bodies else None)
 
 
+def expand_redirect(edits: Sequence[Edit], recipients: Sequence[str]) -> list[Edit]:
+    """``edits`` with the last ``Redirect`` (the one in force, as in Postfix) spelled out as
+    removing each of ``recipients`` (the ones the client gave) and adding its address; an
+    earlier one is dropped."""
+    redirects = [i for i, edit in enumerate(edits) if isinstance(edit, Redirect)]
+    if not redirects:
+        return list(edits)
+    last = redirects[-1]
+    expanded: list[Edit] = []
+    for index, edit in enumerate(edits):
+        if index == last:
+            assert isinstance(edit, Redirect)
+            expanded.extend(RemoveRecipient(address) for address in recipients)
+            expanded.append(AddRecipient(edit.address))
+        elif not isinstance(edit, Redirect):
+            expanded.append(edit)
+    return expanded
+
+
 def apply_envelope_edits(t: Transaction, edits: Sequence[Edit]) -> Transaction:
     """A copy of the transaction with the sender and recipients edited (replies cleared)."""
     edited = copy.copy(t)
     recipients = [Recipient(r.address, r.params) for r in t.accepted]
-    for edit in edits:
+    for edit in expand_redirect(edits, [r.address for r in recipients]):
         match edit:
             case ChangeSender(address=address, params=params):
                 edited.sender = address

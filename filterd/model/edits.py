@@ -78,6 +78,16 @@ class RemoveRecipient:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """Send the message to ``address`` instead of all its recipients (access(5) ``REDIRECT
+    user@domain``; the last one wins). The doors apply it at end of message over the
+    recipients the client gave (``filterd.model.editing.expand_redirect``); the policy door
+    answers Postfix ``REDIRECT address``, and Postfix does the same."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeSender:
     address: str
     params: tuple[str, ...] = ()
@@ -97,9 +107,10 @@ Edit = (
     | RemoveHeader
     | AddRecipient
     | RemoveRecipient
+    | Redirect
     | ChangeSender
     | ReplaceBody
 )
 
 HEADER_EDITS = (AddHeader, InsertHeader, ChangeHeader, RemoveHeader)
-ENVELOPE_EDITS = (AddRecipient, RemoveRecipient, ChangeSender)
+ENVELOPE_EDITS = (AddRecipient, RemoveRecipient, Redirect, ChangeSender)

@@ -29,7 +29,8 @@ Edits → modifications (all at end of message; Postfix applies them in the orde
 Postfix's 1-based per-name index; ``RemoveHeader`` → ``chgheader(name, index, "")`` (last
 occurrence first, so the indexes stay right); an edit naming an absent header is dropped (a
 ``chgheader`` beyond the last occurrence would *add* the header); ``AddRecipient`` →
-``addrcpt``; ``RemoveRecipient`` → ``delrcpt``; ``ChangeSender`` → ``chgfrom``;
+``addrcpt``; ``RemoveRecipient`` → ``delrcpt``; ``Redirect`` (the last one) → ``delrcpt`` of each
+of the message's recipients and ``addrcpt`` of its address; ``ChangeSender`` → ``chgfrom``;
 ``ReplaceBody`` → ``replacebody`` in chunks of at most 65535 bytes. The header simulation keeps
 the chain's semantics (``filterd.model.headers.apply_header_edits``): headers added at the top
 stay above everything, ``InsertHeader``/``ChangeHeader``/``RemoveHeader`` count only the other
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
+from filterd.model.editing import expand_redirect
 from filterd.model.edits import (
     AddHeader,
     AddRecipient,
@@ -549,13 +551,15 @@ def plan_eom(
     *,
     earlier_edits: Sequence[Edit] = (),
     disposition: Disposition | None = None,
+    recipients: Sequence[str] = (),
 ) -> EomPlan:
     """The answer at end of message. ``earlier_edits`` come from the envelope stages;
     ``disposition`` is a Discard/Quarantine decided before end of message (it wins unless the
     message stage refuses, as in the SMTP proxy: ``final_verdict``). ``header_names``: the
-    headers the milter received, in order."""
+    headers the milter received, in order; ``recipients``: the message's, which a
+    ``Redirect`` removes (``delrcpt``) before adding its address (``addrcpt``)."""
     verdict = final_verdict(outcome.verdict, disposition)
-    edits = [*earlier_edits, *outcome.edits]
+    edits = expand_redirect([*earlier_edits, *outcome.edits], recipients)
     match verdict:
         case Reject(reply=reply):
             return EomPlan((), render_refusal(REJECT, reply))

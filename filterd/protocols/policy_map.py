@@ -39,6 +39,9 @@ TempFail(reply)               ``{code} {status} {text}`` too: immediate, exact c
                               450 and only act if a later restriction permits; DEFER would
                               become $access_map_defer_code 450
 Discard(reason)               ``DISCARD reason`` (Postfix: all recipients of the message)
+Continue / Accept with a      ``REDIRECT address`` (the last Redirect; Postfix sends the
+Redirect edit                 message there instead of all its recipients); a header it
+                              cannot carry too is reported as dropped
 Quarantine(reason)            ``HOLD reason`` (Postfix's hold queue; all recipients)
 a pending DeferIf             ``DEFER_IF_PERMIT {status} {text}`` (or ``DEFER_IF_REJECT``):
                               Continue or Accept with ``conditional`` set, and the TempFail
@@ -65,7 +68,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, NamedTuple, Protocol
 
-from filterd.model.edits import AddHeader, Edit
+from filterd.model.edits import AddHeader, Edit, Redirect
 from filterd.model.envelope import Client, Recipient, Session, Transaction
 from filterd.model.notes import NoteKey
 from filterd.model.reply import Reply
@@ -292,6 +295,10 @@ def plan_action(
             return PolicyAction(_with_text("HOLD", reason), dropped=edits)
         case Accept() | Continue() if held is not None:
             return PolicyAction(_deferral(held), dropped=edits)
+        case Accept() | Continue() if any(isinstance(e, Redirect) for e in edits):
+            target = [e for e in edits if isinstance(e, Redirect)][-1]
+            others = tuple(e for e in edits if e is not target)
+            return PolicyAction(f"REDIRECT {_one_line(target.address)}", dropped=others)
         case Accept() if accept_as_ok:
             return PolicyAction("OK", dropped=edits)
         case Accept() | Continue():

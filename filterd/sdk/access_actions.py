@@ -25,7 +25,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
-from filterd.model.edits import AddHeader, AddRecipient, Edit
+from filterd.model.edits import AddHeader, AddRecipient, Edit, Redirect
 from filterd.model.reply import Reply
 from filterd.model.verdict import (
     Accept,
@@ -52,6 +52,7 @@ __all__ = [
     "fix_status",
     "lookup_failure",
     "parse_access_action",
+    "with_redirect",
     "without_postfix_prefix",
 ]
 
@@ -370,6 +371,15 @@ class RestrictionList:
         if self.status == "permit":
             return Accept(edits, defer_if=held)
         return Continue(edits, defer_if=held)
+
+
+def with_redirect(verdict: Verdict, target: str | None) -> Verdict:
+    """``verdict`` carrying a REDIRECT (``RestrictionList.redirect``) as a ``Redirect`` edit,
+    which every door applies (the policy door answers ``REDIRECT target``); a refusal or
+    DISCARD has no use for it."""
+    if target is None or not isinstance(verdict, Continue | Accept | Quarantine):
+        return verdict
+    return dataclasses.replace(verdict, edits=(*verdict.edits, Redirect(target)))
 
 
 def without_postfix_prefix(verdict: Verdict, name: str, what: str) -> Verdict:

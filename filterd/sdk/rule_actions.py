@@ -21,6 +21,16 @@ A package registers its action in its ``pyproject.toml``::
     [project.entry-points."filterd.rule_actions"]
     greylist = "filterd_greylist.rule_action:make_greylist_action"
 
+A factory may declare the model of its settings with :func:`settings_model`::
+
+    @settings_model(GreylistConfig)
+    def make_greylist_action(settings, env): ...
+
+The rules plugin then checks its ``actions.NAME`` table against that model when the
+configuration is loaded (:func:`check_action_settings`), so that a bad setting is reported as
+every other plugin setting is: the configuration file, the line, the key and the fix. A factory
+without one gets its table unchecked until start-up.
+
 An action may check the arguments the rules give it: a method ``check_argument(argument)``
 returning a problem (with its fix) or None. The rules plugin asks it at start-up for every rule
 naming the action (:func:`argument_problem`), and refuses to start on a problem, naming the
@@ -33,19 +43,25 @@ tempfail) is an answer too: ``"451 4.3.0 ..."``. An exception is a bug: the chai
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from filterd.sdk.plugin import PluginEnv
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from filterd.sdk.plugin import PluginConfig, PluginEnv
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "RuleAction",
     "RuleActionFactory",
     "argument_problem",
+    "check_action_settings",
     "installed_rule_actions",
     "load_rule_action",
+    "settings_model",
 ]
 
 ENTRY_POINT_GROUP = "filterd.rule_actions"
@@ -66,6 +82,19 @@ class RuleAction(Protocol):
 
 
 RuleActionFactory = Callable[[Mapping[str, object], PluginEnv], RuleAction]
+FactoryT = TypeVar("FactoryT", bound=Callable[..., object])
+
+_SETTINGS_MODEL = "filterd_settings_model"
+
+
+def settings_model(model: type[PluginConfig]) -> Callable[[FactoryT], FactoryT]:
+    """Declare ``model`` as the settings of the decorated factory (see the module text)."""
+
+    def declare(factory: FactoryT) -> FactoryT:
+        setattr(factory, _SETTINGS_MODEL, model)
+        return factory
+
+    return declare
 
 
 def argument_problem(action: RuleAction, argument: str) -> str | None:
@@ -96,3 +125,74 @@ def load_rule_action(name: str, settings: Mapping[str, object], env: PluginEnv) 
         )
     factory: RuleActionFactory = found[0].load()
     return factory(settings, env)
+
+
+def check_action_settings(
+    actions: Mapping[str, Mapping[str, object]], at: tuple[str | int, ...]
+) -> None:
+    """Check every ``actions.NAME`` table against the model its factory declares
+    (:func:`settings_model`): an action that is not installed, or a bad setting, raises a
+    pydantic ``ValidationError`` located at ``(*at, NAME, KEY, ...)``, which the configuration
+    loader reports with the file, the line, the key and the fix. Call it from a settings
+    model's validator; ``at`` is where the ``actions`` table is in that model."""
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    problems: list[InitErrorDetails] = []
+    for name, settings in actions.items():
+        entry = installed.get(name)
+        if entry is None:
+            problems.append(_not_installed(name, settings, sorted(installed), (*at, name)))
+            continue
+        model = getattr(entry.load(), _SETTINGS_MODEL, None)
+        if not (isinstance(model, type) and issubclass(model, PluginConfig)):
+            continue
+        try:
+            model.model_validate(dict(settings))
+        except ValidationError as exc:
+            problems.extend(_located(exc, model, (*at, name)))
+    if problems:
+        raise ValidationError.from_exception_data("rule action settings", problems)
+
+
+def _not_installed(
+    name: str, settings: object, installed: list[str], loc: tuple[str | int, ...]
+) -> InitErrorDetails:
+    close = difflib.get_close_matches(name, installed, n=1, cutoff=0.6)
+    suggestion = f"did you mean {close[0]}? " if close else ""
+    hint = (
+        f"{suggestion}installed rule actions: {', '.join(installed) or 'none'}; install the "
+        f"package that provides {name}() (e.g. filterd-{name}) or remove the table"
+    )
+    reason = f"no rule action {name}() is installed"
+    return _problem(reason, hint, loc, settings)
+
+
+def _located(
+    exc: ValidationError, model: type[PluginConfig], at: tuple[str | int, ...]
+) -> list[InitErrorDetails]:
+    """The model's errors, at their place below ``at``; an unknown key says the valid ones
+    (the loader cannot: it does not know the model)."""
+    located: list[InitErrorDetails] = []
+    for error in exc.errors():
+        loc = (*at, *error["loc"])
+        if error["type"] == "extra_forbidden":
+            key = str(error["loc"][-1])
+            valid = list(model.model_fields)
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            suggestion = f"did you mean {close[0]}? " if close else ""
+            located.append(
+                _problem(
+                    f'unknown key "{key}"',
+                    f"{suggestion}valid keys here: {', '.join(valid)}",
+                    loc,
+                    error["input"],
+                )
+            )
+            continue
+        kind = PydanticCustomError(error["type"], error["msg"], error.get("ctx"))
+        located.append(InitErrorDetails(type=kind, loc=loc, input=error["input"]))
+    return located
+
+
+def _problem(reason: str, hint: str, loc: tuple[str | int, ...], value: object) -> InitErrorDetails:
+    kind = PydanticCustomError("rule_action_settings", "{reason}", {"reason": reason, "hint": hint})
+    return InitErrorDetails(type=kind, loc=loc, input=value)

@@ -68,6 +68,30 @@ class RedisInstance:
             sock.sendall(payload)
             return sock.recv(65536).split(b"\r\n", 1)[0]
 
+    @contextlib.contextmanager
+    def monitor(self, timeout: float = 10.0) -> Iterator[list[str]]:
+        """The commands clients send the server inside the ``with`` block (``MONITOR``), one
+        line each, without those Lua scripts run (``[0 lua]``): what crossed the network. The
+        list is filled when the block ends; a sentinel ``ECHO`` marks the end, so nothing
+        waits for a quiet moment."""
+        sentinel = f"filterd-monitor-end-{time.monotonic_ns()}"
+        lines: list[str] = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+            reader = sock.makefile("rb")
+            if reader.readline() != b"+OK\r\n":
+                raise RuntimeError("redis-server refused MONITOR")
+            yield lines
+            self.command("ECHO", sentinel)
+            while True:
+                line = reader.readline().decode(errors="replace").rstrip("\r\n")
+                if not line:
+                    raise RuntimeError(f"MONITOR ended before the sentinel: {lines}")
+                if sentinel in line:
+                    return
+                if " lua]" not in line:
+                    lines.append(line)
+
     def pause(self, seconds: float) -> None:
         """Make the server stop answering clients for a while (``CLIENT PAUSE``)."""
         self.command("CLIENT", "PAUSE", str(int(seconds * 1000)), "ALL")

@@ -7,6 +7,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 import trio
+from pydantic import ValidationError
 
 from filterd.maillog import MailLog
 from filterd.sdk import PluginEnv, rule_actions
@@ -70,3 +71,13 @@ def test_an_action_checks_arguments_only_when_it_says_how() -> None:
     assert argument_problem(Echo({}), "anything") is None
     assert argument_problem(Picky({}), "ok") is None
     assert argument_problem(Picky({}), "no") == "say ok"
+
+
+@pytest.mark.usefixtures("echo_installed")
+def test_settings_without_a_declared_model_are_left_to_the_factory() -> None:
+    rule_actions.check_action_settings({"echo": {"anything": 1}}, at=("actions",))
+    with pytest.raises(ValidationError) as caught:
+        rule_actions.check_action_settings({"ecko": {}}, at=("actions",))
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("actions", "ecko")
+    assert "did you mean echo?" in error["ctx"]["hint"]

@@ -263,7 +263,11 @@ class FilterdMilter(MilterConnection):
                 outcome = NOTHING
                 names = [h.name for h in MessageView(spool).headers] if message.edits else []
             plan = plan_eom(
-                outcome, names, earlier_edits=message.edits, disposition=message.disposition
+                outcome,
+                names,
+                earlier_edits=message.edits,
+                disposition=message.disposition,
+                recipients=[r.address for r in t.accepted],
             )
             perform(plan, self)
             metrics.recorder.message("milter", outcome_of(plan))

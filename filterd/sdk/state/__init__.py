@@ -11,5 +11,14 @@ Open one with :func:`open_store` from a :class:`StateSettings` (a plugin's ``Con
 from filterd.sdk.state.base import StateStore, StoreFailure
 from filterd.sdk.state.open import open_store
 from filterd.sdk.state.settings import StateSettings
+from filterd.sdk.state.sighting import Maturing, Sighting, Tally
 
-__all__ = ["StateSettings", "StateStore", "StoreFailure", "open_store"]
+__all__ = [
+    "Maturing",
+    "Sighting",
+    "StateSettings",
+    "StateStore",
+    "StoreFailure",
+    "Tally",
+    "open_store",
+]

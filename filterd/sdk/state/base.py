@@ -10,6 +10,7 @@ from typing import TypeVar
 import trio
 
 from filterd.errors import FilterdError
+from filterd.sdk.state.sighting import Maturing, Sighting, Tally
 
 T = TypeVar("T")
 
@@ -79,6 +80,15 @@ class StateStore(ABC):
         expiry (a fixed window)."""
         return await self._run("increment", partial(self._increment, key, amount, _checked(ttl)))
 
+    async def record_sighting(
+        self, key: str, now: int, maturing: Maturing, tally: Tally | None = None
+    ) -> Sighting:
+        """Record one sighting of ``key`` at ``now`` (unix seconds), counted in ``tally`` when
+        it matures the record (``filterd.sdk.state.sighting``), as one atomic step: one
+        transaction on SQLite, one round trip on Redis. Greylisting's whole decision."""
+        call = partial(self._record_sighting, key, now, maturing, tally)
+        return await self._run("sighting", call)
+
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._close)
 
@@ -100,6 +110,11 @@ class StateStore(ABC):
 
     @abstractmethod
     def _increment(self, key: str, amount: int, ttl: float) -> int: ...
+
+    @abstractmethod
+    def _record_sighting(
+        self, key: str, now: int, maturing: Maturing, tally: Tally | None
+    ) -> Sighting: ...
 
     @abstractmethod
     def _close(self) -> None: ...

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from filterd.sdk.state.base import StateStore, StoreFailure
+from filterd.sdk.state.sighting import Maturing, Sighting, Tally, next_sighting
 
 T = TypeVar("T")
 
@@ -222,6 +223,45 @@ class SqliteStore(StateStore):
             raise
         self._wrote(db)
         return total
+
+    def _record_sighting(
+        self, key: str, now: int, maturing: Maturing, tally: Tally | None
+    ) -> Sighting:
+        with self._db() as db:
+            return self._record_sighting_on(db, key, now, maturing, tally)
+
+    def _record_sighting_on(
+        self, db: sqlite3.Connection, key: str, now: int, maturing: Maturing, tally: Tally | None
+    ) -> Sighting:
+        """Both records read and written in one ``BEGIN IMMEDIATE`` transaction."""
+        clock = self.clock()
+        live = "SELECT value FROM state WHERE key = ? AND expires > ?"
+        write = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            record = db.execute(live, (key, clock)).fetchone()
+            counts = db.execute(live, (tally.key, clock)).fetchone() if tally else None
+            seen, writes = next_sighting(
+                None if record is None else str(record[0]),
+                None if counts is None else str(counts[0]),
+                now,
+                maturing,
+                tally,
+            )
+            if writes.record is not None:
+                value, ttl = writes.record
+                db.execute(write, (key, value, clock + ttl))
+            if writes.tally is not None and tally is not None:
+                value, ttl = writes.tally
+                db.execute(write, (tally.key, value, clock + ttl))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # not when BEGIN itself failed (a locked database)
+                db.execute("ROLLBACK")
+            raise
+        if writes.record is not None or writes.tally is not None:
+            self._wrote(db)
+        return seen
 
     def _close(self) -> None:
         """Close the idle connections (one in use by a call abandoned past its timeout is

@@ -9,8 +9,9 @@ as smtpd runs them; without it each at its own stage (connect, HELO, MAIL FROM, 
 The chain carries DEFER_IF_PERMIT from stage to stage and DEFER_IF_REJECT to the plugins after
 this one (filterd.chain.runner).
 
-REDIRECT replaces the message's recipients at the end of the message (not at the policy door,
-which sees no message); FILTER is logged and ignored (filterd routes no content filters).
+REDIRECT is a ``Redirect`` edit: every door sends the message to its address instead of all its
+recipients (the policy door answers Postfix ``REDIRECT address``); FILTER is logged and ignored
+(filterd routes no content filters).
 """
 
 from __future__ import annotations
@@ -20,19 +21,12 @@ from dataclasses import dataclass
 
 from filterd.sdk import (
     CONTINUE,
-    AddRecipient,
-    Continue,
-    Edit,
-    MessageView,
-    NoteKey,
     OnConnect,
     OnHelo,
     OnMailFrom,
-    OnMessage,
     OnRcpt,
     Plugin,
     Recipient,
-    RemoveRecipient,
     Session,
     Transaction,
     Verdict,
@@ -45,6 +39,7 @@ from filterd.sdk.access_actions import (
     AccessCodes,
     RestrictionList,
     lookup_failure,
+    with_redirect,
     without_postfix_prefix,
 )
 from filterd.sdk.policy_request import policy_door_stage
@@ -59,9 +54,6 @@ from filterd.sdk.tables.search import (
 
 from .config import AccessConfig
 
-REDIRECT_TO = NoteKey[str]("access.redirect")
-"""Transaction note: the REDIRECT target in force (the last one wins, as in Postfix)."""
-
 Find = Callable[[Table], Awaitable[Match | None]]
 
 
@@ -75,7 +67,7 @@ class Check:
     find: Find
 
 
-class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessage):
+class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt):
     name = "access"
     Config = AccessConfig
 
@@ -164,9 +156,9 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
         if state is None:
             return CONTINUE
         self._log(state)
-        if state.redirect is not None and t is not None:
-            t.notes.set(REDIRECT_TO, state.redirect)
-        return state.verdict()
+        if t is None:  # connect or HELO: no message to redirect yet
+            return state.verdict()
+        return with_redirect(state.verdict(), state.redirect)
 
     def _log(self, state: RestrictionList) -> None:
         for kind, text in state.notices:
@@ -207,14 +199,6 @@ class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMess
                 checks.append(self._address(SENDER, t.sender))
         checks.append(self._address(RECIPIENT, rcpt.address))
         return _at_policy_door(t, await self._run(checks, t), rcpt.address, RECIPIENT)
-
-    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
-        target = t.notes.get(REDIRECT_TO)
-        if target is None:
-            return CONTINUE
-        edits: list[Edit] = [RemoveRecipient(r.address) for r in t.accepted]
-        edits.append(AddRecipient(target))
-        return Continue(tuple(edits))
 
 
 def _at_policy_door(t: Transaction, verdict: Verdict, name: str, what: str) -> Verdict:

@@ -87,3 +87,41 @@ recipient = ["texthash:{recipients}"]
         assert code == 421
         with pytest.raises(smtplib.SMTPServerDisconnected):
             client.noop()
+
+
+def test_redirect_through_the_policy_door(
+    tmp_path: Path, postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    """REDIRECT reaches Postfix as the policy action REDIRECT: Postfix sends the message to
+    that address instead of all its recipients."""
+    recipients = tmp_path / "recipients"
+    recipients.write_text("moved@example.org REDIRECT new@example.net\n")
+    port = free_port()
+    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "access"
+[chain.config]
+recipient = ["texthash:{recipients}"]
+"""
+    )
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        assert client.mail("alice@example.com")[0] == 250
+        assert client.rcpt("other@example.org")[0] == 250
+        assert client.rcpt("moved@example.org")[0] == 250
+        assert client.data(b"Subject: redirected\r\n\r\nbody\r\n")[0] == 250
+    (message,) = postfix.wait_for_delivered(1, "new@example.net")
+    assert b"Subject: redirected" in message
+    postfix.wait_for_log(
+        r"redirect: RCPT from \S+: <moved@example\.org>: Recipient address triggers "
+        r"REDIRECT new@example\.net"
+    )
+    postfix.wait_for_empty_queue()
+    assert len(postfix.delivered_messages()) == 1  # not to other@ nor moved@

@@ -11,8 +11,10 @@ once an hour).
 
 Records (in the state store, ``StateSettings``): ``greylist:triplet:<key>`` = ``first,last``
 (unix seconds), living ``max_age`` once passed and ``retry_window`` before;
-``greylist:client:<address>`` = ``count,last``, living ``max_age``. Updates are
-compare-and-set, so several filterd processes or hosts sharing a Redis store answer as one.
+``greylist:client:<address>`` = ``count,last``, living ``max_age``. A decision is one
+``StateStore.record_sighting`` (the triplet a sighting that matures after ``delay``, the client
+its tally): one atomic step, one transaction on SQLite and one round trip on Redis, so several
+filterd processes or hosts sharing a Redis store answer as one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from filterd.sdk import PluginEnv
-from filterd.sdk.state import StateStore, StoreFailure, open_store
+from filterd.sdk.state import Maturing, StateStore, StoreFailure, Tally, open_store
 
 from .config import GreylistConfig
 from .keys import client_key, client_network, recipient_domain, triplet_key
@@ -33,7 +35,6 @@ from .whitelists import ClientWhitelist, RecipientWhitelist, load_whitelists
 __all__ = ["Decision", "Greylisting", "StoreFailure"]
 
 COUNT_EVERY = 3600  # postgrey counts a client's passes at most once an hour
-ATTEMPTS = 8  # compare-and-set rounds before the store counts as failing
 
 try:
     VERSION = version("filterd-greylist")
@@ -56,26 +57,6 @@ class Decision:
     why: str
     left: int = 0
     waited: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """A ``first,last`` triplet or ``count,last`` client record as stored."""
-
-    raw: str | None
-    a: int | None = None
-    b: int | None = None
-
-    @classmethod
-    def parse(cls, raw: str | None) -> _Record:
-        if raw is None:
-            return cls(None)
-        first, _, rest = raw.partition(",")
-        second = rest.partition(",")[0]
-        try:
-            return cls(raw, int(first), int(second))
-        except ValueError:  # damaged: as if missing (it is overwritten)
-            return cls(raw)
 
 
 class Greylisting:
@@ -141,65 +122,22 @@ class Greylisting:
             by_host=config.lookup_by_host,
         )
         key = "greylist:triplet:" + triplet_key(network, sender, rcpt, privacy=config.privacy)
-        awl = _Record(None)
-        if config.auto_whitelist_clients:  # both records in one store call
-            awl_raw, triplet_raw = await store.get_many([awl_key, key])
-            awl = _Record.parse(awl_raw)
-            if awl.a is not None and awl.b is not None and awl.a >= config.auto_whitelist_clients:
-                if now >= awl.b + COUNT_EVERY or awl.b > now:  # for statistics, as postgrey
-                    await store.compare_and_set(
-                        awl_key, awl.raw, f"{awl.a + 1},{now}", config.max_age
-                    )
-                return Decision("go-on", "client-awl")
-        else:
-            triplet_raw = await store.get(key)
-        first, passed_before = await self._update_triplet(key, now, triplet_raw)
-        waited = now - first
+        maturing = Maturing(int(config.delay), config.retry_window, config.max_age)
+        tally = None
+        if config.auto_whitelist_clients:
+            tally = Tally(awl_key, config.auto_whitelist_clients, COUNT_EVERY, config.max_age)
+        seen = await store.record_sighting(key, now, maturing, tally)
+        if seen.trusted:
+            return Decision("go-on", "client-awl")
+        if seen.counted is not None and seen.counted == config.auto_whitelist_clients:
+            self.env.log.info(f"whitelisted: {awl_key.removeprefix('greylist:client:')}")
+        waited = now - seen.first
         left = int(config.delay) - waited
-        if left <= 0 and not passed_before and config.auto_whitelist_clients:
-            await self._count_pass(awl_key, awl, now)
         if left > 0:
             return Decision("greylisted", "new" if waited == 0 else "early-retry", left=left)
-        if not passed_before:
+        if not seen.matured_before:
             return Decision("first-pass", f"pass delay={waited}", waited=waited)
         return Decision("go-on", "pass")
-
-    async def _update_triplet(self, key: str, now: int, raw: str | None) -> tuple[int, bool]:
-        """Record this attempt: the triplet's first-seen time as it now stands, and whether it
-        had passed before. ``raw``: the record as just read (read again after a lost race)."""
-        config = self.config
-        delay, retry_window = int(config.delay), int(config.retry_window)
-        for attempt in range(ATTEMPTS):
-            record = _Record.parse(raw if attempt == 0 else await self.store.get(key))
-            first, passed = now, False
-            if record.a is not None and record.b is not None:
-                first = record.a
-                if record.b - first >= delay:
-                    passed = True
-                elif now - first > retry_window:
-                    first = now  # the first retry came too late: start over
-                first = min(first, now)  # a first-seen time in the future
-            ttl = (
-                config.max_age if now - first >= delay else min(config.retry_window, config.max_age)
-            )
-            if await self.store.compare_and_set(key, record.raw, f"{first},{now}", ttl):
-                return first, passed
-        raise StoreFailure(self.store.description, f"{key}: too many concurrent updates")
-
-    async def _count_pass(self, key: str, record: _Record, now: int) -> None:
-        """A triplet passed: one more for its client, at most once an hour."""
-        for _ in range(ATTEMPTS):
-            if record.b is not None and now < record.b + COUNT_EVERY:
-                return
-            count = (record.a or 0) + 1
-            if await self.store.compare_and_set(
-                key, record.raw, f"{count},{now}", self.config.max_age
-            ):
-                if count == self.config.auto_whitelist_clients:
-                    self.env.log.info(f"whitelisted: {key.removeprefix('greylist:client:')}")
-                return
-            record = _Record.parse(await self.store.get(key))
-        raise StoreFailure(self.store.description, f"{key}: too many concurrent updates")
 
     def greylist_text(self, rcpt: str, left: int) -> str:
         """postgrey's text after its action: ``4.2.0 Greylisted, see ...`` (``4.2.0`` prepended

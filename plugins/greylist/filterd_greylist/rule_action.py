@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from filterd.sdk import PluginEnv, TempFail
+from filterd.sdk.rule_actions import settings_model
 
 from .config import GreylistConfig
 from .greylisting import Greylisting, StoreFailure
@@ -38,6 +39,7 @@ INSTANCES = 10  # postgrey's is_new_instance(): the last ten messages given a he
 DUNNO = "DUNNO"
 
 
+@settings_model(GreylistConfig)
 def make_greylist_action(settings: Mapping[str, object], env: PluginEnv) -> GreylistAction:
     """The entry point ``greylist`` of ``filterd.rule_actions``: ``settings`` are the greylist
     plugin's (GreylistConfig); a bad one raises ValueError naming ``actions.greylist.KEY``."""

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from filterd.sdk import Field, PluginConfig, field_validator, model_validator
-from filterd.sdk.rule_actions import installed_rule_actions
+from filterd.sdk.rule_actions import check_action_settings, installed_rule_actions
 
 from .postfwd_syntax import read_postfwd_file
 from .ruleset import Rule, RuleProblem, check_rules, rule_from_table
@@ -86,6 +86,12 @@ class RulesConfig(PluginConfig):
                     f'score threshold "{threshold}" is no number: write e.g. "5.0"'
                 ) from None
         return scores
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, actions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        check_action_settings(actions, at=())
+        return actions
 
     @model_validator(mode="after")
     def _rules(self) -> RulesConfig:

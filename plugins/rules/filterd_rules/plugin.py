@@ -22,19 +22,12 @@ from collections.abc import Callable
 from filterd.sdk import (
     CONTINUE,
     Accept,
-    AddRecipient,
-    Continue,
-    Edit,
-    MessageView,
-    NoteKey,
     OnConnect,
     OnHelo,
     OnMailFrom,
-    OnMessage,
     OnRcpt,
     Plugin,
     Recipient,
-    RemoveRecipient,
     Session,
     TempFail,
     Transaction,
@@ -48,6 +41,7 @@ from filterd.sdk.access_actions import (
     AccessCodes,
     RestrictionList,
     lookup_failure,
+    with_redirect,
     without_postfix_prefix,
 )
 from filterd.sdk.policy_request import policy_door_stage, policy_request
@@ -59,11 +53,8 @@ from .engine import DUNNO, Decision, Engine
 
 __all__ = ["Rules"]
 
-REDIRECT_TO = NoteKey[str]("rules.redirect")
-"""Transaction note: the REDIRECT target in force (the last one wins, as in Postfix)."""
 
-
-class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessage):
+class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt):
     name = "rules"
     Config = RulesConfig
 
@@ -127,14 +118,6 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
     async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
         return await self._decide(t.session, t, rcpt, "rcpt", "RCPT")
 
-    async def on_message(self, t: Transaction, message: MessageView) -> Verdict:
-        target = t.notes.get(REDIRECT_TO)
-        if target is None:
-            return CONTINUE
-        edits: list[Edit] = [RemoveRecipient(r.address) for r in t.accepted]
-        edits.append(AddRecipient(target))
-        return Continue(tuple(edits))
-
     # ---------------------------------------------------------------- deciding
     async def _decide(
         self,
@@ -172,9 +155,9 @@ class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt, OnMessag
                 self.env.log.warning(text)
             else:
                 self.env.log.info(f"{kind}: {text}")
-        if answer.redirect is not None and t is not None:
-            t.notes.set(REDIRECT_TO, answer.redirect)
         verdict = answer.verdict()
+        if t is not None:  # a message to redirect (not at CONNECT or HELO)
+            verdict = with_redirect(verdict, answer.redirect)
         if door_stage is not None:
             verdict = _at_policy_door(verdict, name, what)
         return verdict

@@ -70,3 +70,41 @@ action = "550 5.7.1 no mail from $$sender"
             550,
             b"5.7.1 <plain@example.org>: Recipient address rejected: no mail from bad@example.com",
         )
+
+
+def test_a_redirect_rule_through_the_policy_door(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
+) -> None:
+    """A rule's REDIRECT reaches Postfix as the policy action REDIRECT: the message goes to
+    that address instead of all its recipients."""
+    port = free_port()
+    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "rules"
+[[chain.config.rules]]
+sender = "== lawyer@example.com"
+action = "REDIRECT legal@example.net"
+"""
+    )
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+        client.ehlo("client.example")
+        assert client.mail("lawyer@example.com")[0] == 250
+        assert client.rcpt("bob@example.org")[0] == 250
+        assert client.rcpt("carol@example.org")[0] == 250
+        assert client.data(b"Subject: for legal\r\n\r\nbody\r\n")[0] == 250
+        assert client.mail("alice@example.com")[0] == 250
+        assert client.rcpt("bob@example.org")[0] == 250
+        assert client.data(b"Subject: for bob\r\n\r\nbody\r\n")[0] == 250
+    (message,) = postfix.wait_for_delivered(1, "legal@example.net")
+    assert b"Subject: for legal" in message
+    (message,) = postfix.wait_for_delivered(1, "bob@example.org")
+    assert b"Subject: for bob" in message
+    postfix.wait_for_empty_queue()
+    assert len(postfix.delivered_messages()) == 2  # not to carol@ nor bob@ the first time

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from filterd.sdk.state import StateSettings, StateStore, StoreFailure, open_store
+from filterd.sdk.state import (
+    Maturing,
+    Sighting,
+    StateSettings,
+    StateStore,
+    StoreFailure,
+    Tally,
+    open_store,
+)
+from filterd.sdk.state.sighting import next_sighting
 from tests.support.redis import RedisInstance, redis_installed, running_redis
 
 needs_redis = pytest.mark.skipif(not redis_installed(), reason="redis-server is not installed")
@@ -241,4 +250,83 @@ async def test_sqlite_purges_expired_rows_in_a_worker(
             return [str(row[0]) for row in db.execute("SELECT key FROM state ORDER BY key")]
 
     assert await trio.to_thread.run_sync(keys) == ["d"]
+    await store.aclose()
+
+
+# --------------------------------------------------------------------------------- sightings
+T0 = 1_700_000_000
+DAY = 86_400
+MATURING = Maturing(wait=300, restart_after=2 * DAY, keep=35 * DAY)
+
+
+async def sight(store: StateStore, key: str, now: int, tally: Tally | None) -> Sighting:
+    """One sighting, checked against the pure step (next_sighting) over the records as they
+    stood: the backend's answer and what it wrote are the step's (the Lua script and the
+    SQLite transaction hold to one definition)."""
+    before = await store.get(key), await store.get(tally.key) if tally else None
+    expected, writes = next_sighting(*before, now, MATURING, tally)
+    seen = await store.record_sighting(key, now, MATURING, tally)
+    assert seen == expected
+    if writes.record is not None:
+        assert await store.get(key) == writes.record[0]
+    if tally is not None and writes.tally is not None:
+        assert await store.get(tally.key) == writes.tally[0]
+    return seen
+
+
+async def test_a_sighting_matures_counts_and_trusts(store: StateStore) -> None:
+    tally = Tally("src", trusted_at=2, every=3600, keep=35 * DAY)
+    assert await sight(store, "k1", T0, tally) == Sighting(T0)
+    assert await sight(store, "k1", T0 + 10, tally) == Sighting(T0)
+    assert await sight(store, "k1", T0 + 300, tally) == Sighting(T0, counted=1)
+    assert await sight(store, "k1", T0 + 400, tally) == Sighting(T0, matured_before=True)
+    await sight(store, "k2", T0 + 500, tally)
+    assert await sight(store, "k2", T0 + 800, tally) == Sighting(T0 + 500)  # within the hour
+    await sight(store, "k3", T0 + 4000, tally)
+    assert await sight(store, "k3", T0 + 4300, tally) == Sighting(T0 + 4000, counted=2)
+    assert await sight(store, "k4", T0 + 5000, tally) == Sighting(T0 + 5000, trusted=True)
+    assert await store.get("k4") is None  # a trusted source's sightings are not recorded
+    assert await store.get("src") == f"2,{T0 + 4300}"
+    await sight(store, "k4", T0 + 8000, tally)  # trusted: counted again after the hour
+    assert await store.get("src") == f"3,{T0 + 8000}"
+
+
+async def test_a_sighting_starts_over_and_mends_what_it_finds(store: StateStore) -> None:
+    await sight(store, "late", T0, None)
+    assert await sight(store, "late", T0 + 2 * DAY + 1, None) == Sighting(T0 + 2 * DAY + 1)
+    await store.set("damaged", "not,numbers", 60)
+    await store.set("src", "x", 60)
+    tally = Tally("src", trusted_at=5, every=3600, keep=DAY)
+    assert await sight(store, "damaged", T0, tally) == Sighting(T0)
+    await store.set("future", f"{T0 + 1000},{T0 + 1000}", 60)
+    assert await sight(store, "future", T0, None) == Sighting(T0)
+    await store.set("old", f" {T0 - 400}, {T0 - 400},extra", 60)  # spaces, a third field
+    assert await sight(store, "old", T0, tally) == Sighting(T0 - 400, counted=1)
+
+
+async def test_concurrent_sightings_are_atomic(store: StateStore) -> None:
+    tally = Tally("src", trusted_at=99, every=3600, keep=DAY)
+    await store.record_sighting("k", T0, MATURING, tally)
+    seen: list[Sighting] = []
+
+    async def one() -> None:
+        seen.append(await store.record_sighting("k", T0 + 300, MATURING, tally))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one)
+    assert sorted(s.matured_before for s in seen) == [False] + [True] * 19
+    assert [s.counted for s in seen if s.counted is not None] == [1]
+
+
+@needs_redis
+async def test_a_redis_sighting_is_one_round_trip(redis_server: RedisInstance) -> None:
+    store = await open_store(StateSettings(backend="redis", url=redis_server.url, prefix="rt:"))
+    tally = Tally("src", trusted_at=1, every=3600, keep=DAY)
+    await store.record_sighting("warm-up", T0, MATURING, tally)  # loads the script once
+    for now in (T0, T0 + 300, T0 + 400):  # new, maturing (counted: trusted), trusted
+        with redis_server.monitor() as sent:
+            await store.record_sighting("k", now, MATURING, tally)
+        assert len(sent) == 1, sent
+        assert '"evalsha"' in sent[0].lower(), sent
     await store.aclose()

@@ -16,6 +16,7 @@ from filterd.model.edits import (
     ChangeSender,
     Edit,
     InsertHeader,
+    Redirect,
     RemoveHeader,
     RemoveRecipient,
     ReplaceBody,
@@ -325,3 +326,18 @@ def test_config_refuses_port_zero_and_a_second_milter() -> None:
         parse_config(_milter_config("127.0.0.1:0"))
     with pytest.raises(ConfigError, match="only one milter listener"):
         parse_config(_milter_config("127.0.0.1:10029", "unix:/run/m.sock"))
+
+
+def test_a_redirect_removes_the_recipients_and_adds_its_address() -> None:
+    plan = plan_eom(
+        Outcome(Continue(), edits=(AddRecipient("bcc@example.net"),)),
+        [],
+        earlier_edits=[Redirect("first@example.net"), Redirect("boss@example.net")],
+        recipients=["a@example.org", "b@example.org"],
+    )
+    assert plan.actions == (  # the last REDIRECT wins, as in Postfix
+        DelRcptAction("<a@example.org>"),
+        DelRcptAction("<b@example.org>"),
+        AddRcptAction("<boss@example.net>"),
+        AddRcptAction("<bcc@example.net>"),
+    )

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.chain.outcome import Outcome
-from filterd.model.edits import AddHeader, ChangeHeader, RemoveHeader
+from filterd.model.edits import AddHeader, ChangeHeader, Redirect, RemoveHeader
 from filterd.model.reply import Reply
 from filterd.model.verdict import Accept, Continue, Discard, Quarantine, Reject, TempFail
 from filterd.protocols.policy import (
@@ -622,3 +622,16 @@ def test_the_one_pass_path_parses_exactly_like_the_line_by_line_path(
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
     limits = PolicyLimits(max_line, max_attributes, max_request_size)
     assert outcome(PolicyServer(limits), chunks) == outcome(LineByLine(limits), chunks)
+
+
+def test_a_redirect_is_the_action_redirect() -> None:
+    moved = Redirect("boss@example.net")
+    plan = plan_action(Outcome(Continue(), edits=(SPF_HEADER, Redirect("x@example.net"), moved)))
+    assert plan.action == "REDIRECT boss@example.net"  # the last wins
+    assert plan.dropped == (SPF_HEADER, Redirect("x@example.net"))  # one action per answer
+    assert render_action(Outcome(Accept(final=True), edits=(moved,)), accept_as_ok=True) == (
+        "REDIRECT boss@example.net"
+    )
+    refusal = Reply(554, "5.7.1", "no")
+    assert render_action(Outcome(Reject(refusal), edits=(moved,))) == "554 5.7.1 no"
+    assert render_action(Outcome(Quarantine("look"), edits=(moved,))) == "HOLD look"
