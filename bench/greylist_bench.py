@@ -53,14 +53,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd_bench import benchinfo
@@ -84,9 +82,10 @@ from filterd_bench.greylist_support import (
     start_filterd_greylist,
     start_filterd_rules,
 )
-from filterd_bench.loadgen import OTHER_CPU_WARNING, CpuMeter, PassResult, wait_until
+from filterd_bench.loadgen import CpuMeter, PassResult, wait_until
 from filterd_bench.policy_support import PolicyTcpSession, child_pids, run_policy_pass
 from filterd_bench.procs import BenchError, Processes
+from filterd_bench.runner import add_output_arguments, finish, run_guarded, warning_lines
 
 RATIO_TARGET = 3.0
 RULES_RATIO_TARGET = 4.0
@@ -164,11 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.delay} s delay), known (passed before)\n"
     )
 
-    benchinfo.trap_signals()
     workdir = Path(tempfile.mkdtemp(prefix="filterd-greylist-bench-"))
     procs = Processes()
-    keep = args.keep
-    try:
+
+    def body() -> None:
         with contextlib.ExitStack() as stack:
             redis = (
                 stack.enter_context(running_redis()) if "filterd-redis" in args.targets else None
@@ -195,31 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                     with servers as (port, pid, processes):
                         report.passes += bench_server(target, port, pid, processes, connections,
                                                       run, args)  # fmt: skip
-    except KeyboardInterrupt:
-        print("\ngreylist_bench: interrupted; stopping every process started", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        keep = True
-        print(f"\ngreylist_bench: {exc}", file=sys.stderr)
-        return 1
-    except Exception:
-        keep = True
-        raise
-    finally:
-        benchinfo.ignore_signals()
-        procs.stop_all()
-        if keep:
-            print(f"greylist_bench: logs and configurations kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
-    print()
-    print(summary(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"\nresults written to {args.json}")
-    return 1 if any(m.problems for m in report.passes) else 0
+    status = run_guarded("greylist_bench", workdir, args.keep, body, procs.stop_all)
+    if status is not None:
+        return status
+    return finish(report, summary(report), args.json, any(m.problems for m in report.passes))
 
 
 @contextlib.contextmanager
@@ -308,15 +286,15 @@ def bench_server(
             raise BenchError(f"{target} has {len(workers)} policy workers, not {processes - 1}")
         groups.update({f"server-w{i}": worker for i, worker in enumerate(workers, 1)})
     measured = []
-    started = 0.0
+    new_ended = 0.0
     phases = RULES_PHASES if target in RULES_TARGETS else PHASES
     for number, (phase, expected) in enumerate(phases):
-        if phase == "passing":  # every triplet's delay is over (whole seconds, both servers)
-            time.sleep(max(0.0, started + args.delay + 1.0 - time.monotonic()))
+        if phase == "passing":  # the delay of the last triplet seen is over (whole seconds)
+            time.sleep(max(0.0, new_ended + args.delay + 1.0 - time.monotonic()))
         jobs = requests(args.requests, expected, serial_base=(run * 4 + number) * args.requests)
-        if phase == "new":
-            started = time.monotonic()
         measured.append(one_pass(target, phase, processes, connections, jobs, port, groups, args))
+        if phase == "new":
+            new_ended = time.monotonic()
     return measured
 
 
@@ -397,44 +375,35 @@ def summary(report: Report) -> str:
             if reference is None or not reference.result.rate:
                 continue
             for target in TARGETS[1:]:
-                m = report.find(connections, target, phase)
-                if m is None:
+                ours_pass = report.find(connections, target, phase)
+                if ours_pass is None:
                     continue
-                ratio = m.result.rate / reference.result.rate
+                ratio = ours_pass.result.rate / reference.result.rate
                 verdict = "met" if ratio >= RATIO_TARGET else "NOT met"
                 lines.append(
                     f"C={connections} {phase:<7} {target} / postgrey = {ratio:.2f} "
                     f"(target >= {RATIO_TARGET:g}: {verdict})"
                 )
     for connections in sorted({m.connections for m in report.passes}):
-        for ours, reference, what in (
+        for ours, theirs, what in (
             ("filterd-rules", "postfwd", "the same three rules, no rate()"),
             ("filterd-rules-rate", "postfwd-rate", "with rate(), SQLite counters"),
         ):
             rules = report.find(connections, ours, "rules")
-            m = report.find(connections, reference, "rules")
-            if rules is not None and m is not None and m.result.rate:
-                ratio = rules.result.rate / m.result.rate
+            postfwd_pass = report.find(connections, theirs, "rules")
+            if rules is not None and postfwd_pass is not None and postfwd_pass.result.rate:
+                ratio = rules.result.rate / postfwd_pass.result.rate
                 verdict = "met" if ratio >= RULES_RATIO_TARGET else "NOT met"
                 lines.append(
-                    f"C={connections} rules   {ours} / {reference} = {ratio:.2f} ({what}; "
+                    f"C={connections} rules   {ours} / {theirs} = {ratio:.2f} ({what}; "
                     f"target >= {RULES_RATIO_TARGET:g}: {verdict})"
                 )
-    noisy = [
-        f"C={m.connections} {m.target} {m.phase} ({m.result.cpu.get('other', 0):.0f} %)"
-        for m in report.passes
-        if m.result.cpu.get("other", 0) > OTHER_CPU_WARNING
-    ]
-    if noisy:
-        lines.append(
-            f"\nWARNING: other processes used more than {OTHER_CPU_WARNING:.0f} % of a core "
-            "during " + ", ".join(noisy) + ": those figures are suspect"
-        )
-    problems = [
-        f"C={m.connections} {m.target} {m.phase}: {p}" for m in report.passes for p in m.problems
-    ]
-    if problems:
-        lines.append("\nproblems:\n" + "\n".join(problems))
+    lines += warning_lines(
+        report.passes,
+        lambda m: f"C={m.connections} {m.target} {m.phase}",
+        lambda m: m.result.cpu,
+        lambda m: m.problems,
+    )
     lines.append(
         "\nP = server processes; CPU: % of one core over the pass; server = postgrey, or every "
         "filterd process; client = this script; other = the rest of the machine (redis-server "
@@ -470,8 +439,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per pass")
     parser.add_argument("--cpu", type=int, default=None, help="run every process on this CPU")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_output_arguments(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
