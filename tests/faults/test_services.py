@@ -1,0 +1,106 @@
+"""A service a plugin needs is down or hangs while a private Postfix sends through filterd (its
+after-queue content filter, relaying back to its reinjection smtpd): spamd for the spamassassin
+plugin, Redis for the greylist plugin's state (``on_store_failure = "tempfail"``). A ``Gate``
+in front of the real server resets each connection (down) or holds it without a byte (slow).
+
+While it lasts, every message gets filterd's 4xx and stays queued at the sender, nothing is
+delivered; once the service is back, every message is delivered exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.ledger import Ledger
+from tests.support.filterd_proc import FilterdFactory
+from tests.support.gate import Gate, Mode
+from tests.support.postfix import PostfixFactory, free_port, postfix_available
+from tests.support.redis import redis_installed, running_redis
+from tests.support.spamd import running_spamd, spamd_installed
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
+    pytest.mark.timeout(240),
+]
+
+MESSAGES = 8
+FAULTS: list[Mode] = ["down", "slow"]
+
+
+def run_case(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, gate: Gate, chain: str
+) -> None:
+    port = free_port()
+    postfix = postfix_factory(content_filter="smtp", filter_port=port)
+    filterd = filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+hostname = "filterd.test"
+[delivery]
+method = "relay"
+next_hop = "127.0.0.1:{postfix.reinject_port}"
+"""
+        + chain
+    )
+    ledger = Ledger(postfix, port, postfix.delivered_messages, MESSAGES, reinjected=True)
+    ledger.inject()
+    ledger.wait_until_attempted()
+    ledger.check_held()
+    gate.mode = "up"
+    snap = ledger.wait_all_delivered()
+    assert all(copies == 1 for copies in snap.at_sink.values()), snap.describe()
+    assert filterd.running()
+
+
+@pytest.fixture
+def spamd_gate() -> Iterator[Gate]:
+    if not spamd_installed():
+        pytest.skip("spamd is not installed (deploy/install-system-packages.sh)")
+    with running_spamd(children=2) as spamd, Gate(spamd.address) as gate:
+        yield gate
+
+
+@pytest.fixture
+def redis_gate() -> Iterator[Gate]:
+    if not redis_installed():
+        pytest.skip("redis-server is not installed (deploy/install-system-packages.sh)")
+    with running_redis() as redis, Gate(("127.0.0.1", redis.port)) as gate:
+        yield gate
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_spamd_down_or_slow(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, spamd_gate: Gate, fault: Mode
+) -> None:
+    spamd_gate.mode = fault
+    chain = f"""
+[[chain]]
+plugin = "spamassassin"
+timeout = "3s"
+config = {{ address = "127.0.0.1:{spamd_gate.port}" }}
+"""
+    run_case(postfix_factory, filterd_factory, spamd_gate, chain)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_redis_down_or_slow_for_greylisting(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, redis_gate: Gate, fault: Mode
+) -> None:
+    redis_gate.mode = fault
+    chain = f"""
+[[chain]]
+plugin = "greylist"
+[chain.config]
+delay = "1s"
+whitelist_clients = []
+whitelist_recipients = []
+[chain.config.state]
+backend = "redis"
+url = "redis://127.0.0.1:{redis_gate.port}/0"
+timeout = "2s"
+on_store_failure = "tempfail"
+"""
+    run_case(postfix_factory, filterd_factory, redis_gate, chain)
