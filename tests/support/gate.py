@@ -40,6 +40,7 @@ class Gate:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._peers: dict[socket.socket, socket.socket] = {}  # both directions
+        self._ended: set[socket.socket] = set()  # sides that sent end of file (half-closed)
         self._held: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -82,6 +83,7 @@ class Gate:
             if each is None:
                 continue
             self._peers.pop(each, None)
+            self._ended.discard(each)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(each)
             if reset:
@@ -100,8 +102,16 @@ class Gate:
                         continue
                     try:
                         data = sock.recv(65536)
+                        other = self._peers[sock]
                         if data:
-                            self._peers[sock].sendall(data)  # small test traffic: no back-pressure
+                            other.sendall(data)  # small test traffic: no back-pressure
+                            continue
+                        # End of file: pass the half-close on (spamc shuts its side down
+                        # after its request, and then waits for the answer).
+                        self._ended.add(sock)
+                        self._selector.unregister(sock)
+                        other.shutdown(socket.SHUT_WR)
+                        if other not in self._ended:
                             continue
                     except (OSError, KeyError):
                         pass
