@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -55,8 +56,7 @@ def start(
     return postfix, filterd, port
 
 
-def wait_for(check: object, what: str) -> None:
-    assert callable(check)
+def wait_for(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not check():
         assert time.monotonic() < deadline, f"{what} within {WAIT:g}s"
@@ -79,20 +79,20 @@ def test_filterd_and_workers_sigkilled_at_random_points(
         wait_for(lambda at=at: len(postfix.delivered_messages()) >= at, f"{at} deliveries")
         time.sleep(rng.uniform(0, 0.2))  # somewhere in the next transactions
         assert filterd.pid is not None
+        workers = worker_pids(filterd.output_text(), "smtp")
         if kind == "worker":
-            workers = worker_pids(filterd.output_text(), "smtp")
-            known = len(workers)
             os.kill(workers[-1], signal.SIGKILL)
-            wait_for(
-                lambda known=known: len(worker_pids(filterd.output_text(), "smtp")) > known,
-                "a new worker",
-            )
         else:
             os.killpg(filterd.pid, signal.SIGKILL)  # the main process and its workers
             assert filterd.wait(WAIT) == -signal.SIGKILL
             ledger.check()
             time.sleep(rng.uniform(0, 1))
             filterd.start()
+        known = len(workers)
+        wait_for(  # the killed worker's replacement, or the new service's worker
+            lambda known=known: len(worker_pids(filterd.output_text(), "smtp")) > known,
+            "a new worker",
+        )
     snap = ledger.wait_all_delivered(timeout=240)
     twice = sorted(rcpt for rcpt, copies in snap.at_sink.items() if copies > 1)
     print(f"delivered twice (lost answer to the final dot): {twice}")
