@@ -1,6 +1,7 @@
 """A service a plugin needs is down or hangs while a private Postfix sends through filterd (its
 after-queue content filter, relaying back to its reinjection smtpd): spamd for the spamassassin
-plugin, Redis for the greylist plugin's state (``on_store_failure = "tempfail"``). A ``Gate``
+plugin, Redis for the greylist plugin's state (``on_store_failure = "tempfail"``), MariaDB for
+a mysql: table of the access plugin. A ``Gate``
 in front of the real server resets each connection (down) or holds it without a byte (slow).
 
 While it lasts, every message gets filterd's 4xx and stays queued at the sender, nothing is
@@ -9,12 +10,14 @@ delivered; once the service is back, every message is delivered exactly once."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.faults.ledger import Ledger
 from tests.support.filterd_proc import FilterdFactory
 from tests.support.gate import Gate, Mode
+from tests.support.mariadb import DATABASE, PASSWORD, USER, mariadb_installed, running_mariadb
 from tests.support.postfix import PostfixFactory, free_port, postfix_available
 from tests.support.redis import redis_installed, running_redis
 from tests.support.spamd import running_spamd, spamd_installed
@@ -71,6 +74,14 @@ def redis_gate() -> Iterator[Gate]:
         yield gate
 
 
+@pytest.fixture
+def mariadb_gate() -> Iterator[Gate]:
+    if not mariadb_installed():
+        pytest.skip("MariaDB is not installed (deploy/install-system-packages.sh)")
+    with running_mariadb() as db, Gate(("127.0.0.1", db.port)) as gate:
+        yield gate
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_spamd_down_or_slow(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, spamd_gate: Gate, fault: Mode
@@ -104,3 +115,27 @@ timeout = "2s"
 on_store_failure = "tempfail"
 """
     run_case(postfix_factory, filterd_factory, redis_gate, chain)
+
+
+def test_mariadb_down_for_access(
+    postfix_factory: PostfixFactory,
+    filterd_factory: FilterdFactory,
+    mariadb_gate: Gate,
+    tmp_path: Path,
+) -> None:
+    """Down only: a host that failed is not asked again for a minute (Postfix's mysql: client
+    does the same), so this case takes a minute whatever the fault; a hanging server is the
+    spamd and Redis cases' fault."""
+    mariadb_gate.mode = "down"
+    table = tmp_path / "access.cf"
+    table.write_text(
+        f"hosts = 127.0.0.1:{mariadb_gate.port}\nuser = {USER}\npassword = {PASSWORD}\n"
+        f"dbname = {DATABASE}\nquery = SELECT 'OK' FROM DUAL WHERE '%s' <> ''\n"
+    )
+    chain = f"""
+[[chain]]
+plugin = "access"
+timeout = "3s"
+config = {{ recipient = ["mysql:{table}"] }}
+"""
+    run_case(postfix_factory, filterd_factory, mariadb_gate, chain)
