@@ -1,7 +1,8 @@
 """A service a plugin needs is down or hangs while a private Postfix sends through filterd (its
 after-queue content filter, relaying back to its reinjection smtpd): spamd for the spamassassin
 plugin, Redis for the greylist plugin's state (``on_store_failure = "tempfail"``), MariaDB for
-a mysql: table of the access plugin. A ``Gate``
+a mysql: table of the access plugin, and DNS for the spf plugin (the test DNS server answers
+SERVFAIL, or never). A ``Gate``
 in front of the real server resets each connection (down) or holds it without a byte (slow).
 
 While it lasts, every message gets filterd's 4xx and stays queued at the sender, nothing is
@@ -9,12 +10,13 @@ delivered; once the service is back, every message is delivered exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults.ledger import Ledger
+from tests.support.dns_server import DnsServer
 from tests.support.filterd_proc import FilterdFactory
 from tests.support.gate import Gate, Mode
 from tests.support.mariadb import DATABASE, PASSWORD, USER, mariadb_installed, running_mariadb
@@ -33,7 +35,10 @@ FAULTS: list[Mode] = ["down", "slow"]
 
 
 def run_case(
-    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, gate: Gate, chain: str
+    postfix_factory: PostfixFactory,
+    filterd_factory: FilterdFactory,
+    recover: Callable[[], None],
+    chain: str,
 ) -> None:
     port = free_port()
     postfix = postfix_factory(content_filter="smtp", filter_port=port)
@@ -52,7 +57,7 @@ next_hop = "127.0.0.1:{postfix.reinject_port}"
     ledger.inject()
     ledger.wait_until_attempted()
     ledger.check_held()
-    gate.mode = "up"
+    recover()
     snap = ledger.wait_all_delivered()
     assert all(copies == 1 for copies in snap.at_sink.values()), snap.describe()
     assert filterd.running()
@@ -93,7 +98,7 @@ plugin = "spamassassin"
 timeout = "3s"
 config = {{ address = "127.0.0.1:{spamd_gate.port}" }}
 """
-    run_case(postfix_factory, filterd_factory, spamd_gate, chain)
+    run_case(postfix_factory, filterd_factory, spamd_gate.up, chain)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -114,7 +119,7 @@ url = "redis://127.0.0.1:{redis_gate.port}/0"
 timeout = "2s"
 on_store_failure = "tempfail"
 """
-    run_case(postfix_factory, filterd_factory, redis_gate, chain)
+    run_case(postfix_factory, filterd_factory, redis_gate.up, chain)
 
 
 def test_mariadb_down_for_access(
@@ -138,4 +143,21 @@ plugin = "access"
 timeout = "3s"
 config = {{ recipient = ["mysql:{table}"] }}
 """
-    run_case(postfix_factory, filterd_factory, mariadb_gate, chain)
+    run_case(postfix_factory, filterd_factory, mariadb_gate.up, chain)
+
+
+@pytest.mark.parametrize("fault", ["SERVFAIL", "TIMEOUT"])
+def test_dns_failing_or_silent_for_spf(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, fault: str
+) -> None:
+    broken = {"example.org": [{"RCODE": "SERVFAIL"}] if fault == "SERVFAIL" else ["TIMEOUT"]}
+    with DnsServer(broken) as dns:
+        chain = f"""
+[[chain]]
+plugin = "spf"
+[chain.config]
+skip_networks = []
+resolver = {{ nameservers = ["{dns.address}"], timeout = "1s", lifetime = "2s" }}
+"""
+        passing = {"example.org": [{"TXT": "v=spf1 ip4:127.0.0.1 -all"}]}
+        run_case(postfix_factory, filterd_factory, lambda: dns.set_zone(passing), chain)

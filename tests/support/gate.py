@@ -53,6 +53,10 @@ class Gate:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def up(self) -> None:
+        """The server is back: forward new connections again."""
+        self.mode = "up"
+
     def _accept(self) -> None:
         try:
             conn, _ = self._listener.accept()
