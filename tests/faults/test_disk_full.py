@@ -1,7 +1,8 @@
-"""filterd delivers into Maildirs on a small tmpfs that is full, while a private Postfix sends
-through it (its after-queue content filter): each message gets 452 4.3.1 and stays queued at the
-sender, nothing (not even a piece) is left in any Maildir; once space is freed, every message is
-delivered exactly once. Mounting needs root (CAP_SYS_ADMIN): the test is skipped without it."""
+"""A small tmpfs is full while a private Postfix sends through filterd (its after-queue content
+filter): the Maildirs filterd delivers into are on it (each message gets 452 4.3.1, nothing, not
+even a piece, is left in any Maildir), or filterd's own spool is (each message gets a 4xx). The
+messages stay queued at the sender; once space is freed, every one is delivered exactly once.
+Mounting needs root (CAP_SYS_ADMIN): the tests are skipped without it."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import contextlib
 import errno
 import os
 import re
+import smtplib
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.ledger import Ledger
+from tests.faults.ledger import Ledger, message, message_ids
 from tests.support.filterd_proc import FilterdFactory
+from tests.support.nexthop import ScriptedNextHop, hop_in_thread
 from tests.support.postfix import PostfixFactory, free_port, postfix_available
 
 pytestmark = [
@@ -113,3 +117,75 @@ mailbox_base = "{mail}"
     assert all(copies == 1 for copies in snap.at_sink.values()), snap.describe()
     assert maildir_files(mail, "tmp") == []
     assert filterd.running()
+
+
+def test_spool_disk_full(
+    postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, small_disk: Path
+) -> None:
+    spool = small_disk / "spool"
+    spool.mkdir()
+    port = free_port()
+    postfix = postfix_factory(content_filter="smtp", filter_port=port)
+    filterd = filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+hostname = "filterd.test"
+[limits]
+spool_memory = 16
+spool_dir = "{spool}"
+[delivery]
+method = "relay"
+next_hop = "127.0.0.1:{postfix.reinject_port}"
+"""
+    )
+    filler = small_disk / "filler"
+    fill(filler)
+    ledger = Ledger(postfix, port, postfix.delivered_messages, MESSAGES, reinjected=True)
+    ledger.inject()
+    ledger.wait_until_attempted()
+    snap = ledger.check_held()
+    for line in snap.deferred:
+        assert "said: 452 4.3.1 " in line, line
+    filler.unlink()
+    snap = ledger.wait_all_delivered()
+    assert all(copies == 1 for copies in snap.at_sink.values()), snap.describe()
+    assert list(spool.iterdir()) == [], "a spool file outlived its message"
+    assert filterd.running()
+
+
+def test_spool_write_error_answers_4xx_and_the_session_goes_on(
+    filterd_factory: FilterdFactory, tmp_path: Path
+) -> None:
+    """Without a mount: the spool directory vanishes, so spooling fails (451 4.3.0), and the
+    same session's next message, once it is back, is relayed. A spool write error used to
+    escape the session and stop the whole filterd process."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    hop = ScriptedNextHop()
+    with hop_in_thread(hop):
+        port = free_port()
+        filterd = filterd_factory(
+            f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+[limits]
+spool_memory = 16
+spool_dir = "{spool}"
+[delivery]
+method = "relay"
+next_hop = "127.0.0.1:{hop.port}"
+"""
+        )
+        spool.rmdir()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo("client.example")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("a@example.org", ["b@example.net"], message(1))
+            assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (451, b"4.3.0")
+            assert hop.messages == []
+            spool.mkdir()
+            assert client.sendmail("a@example.org", ["b@example.net"], message(2)) == {}
+        assert [message_ids([m]) for m in hop.messages] == [Counter({"fault-2": 1})]
+        assert "spool write error" in filterd.output_text()
+        assert filterd.running()
