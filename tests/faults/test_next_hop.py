@@ -81,6 +81,7 @@ def test_next_hop_misbehaving(
             snap = ledger.check(duplicates_allowed=True)
             assert snap.sent == set(), snap.describe()
             assert snap.queued == ledger.recipients, snap.describe()
+            assert snap.at_sink, "the next hop kept nothing: the reset was never exercised"
             assert all(
                 "said: 4" in line or "refused to talk to me: 4" in line for line in snap.deferred
             ), snap.deferred
