@@ -7,6 +7,7 @@ bounded chunks.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,10 @@ class Spool:
         return self._file.read(limit)
 
     def close(self) -> None:
-        self._file.close()
+        """Never raises: closing flushes what is buffered, which fails again after a write
+        that failed (a full disk); the caller has answered that failure already."""
+        with contextlib.suppress(OSError):
+            self._file.close()
         if self._held:
             metrics.recorder.spool(-self._held)
             self._held = 0

@@ -8,6 +8,7 @@ No 250 is ever given to the end of DATA before the delivery has the message. Who
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class _Open:
     edits: list[Edit] = field(default_factory=list)  # from envelope stages, applied at the end
     disposition: Disposition | None = None  # decided before the end of message
     outcome: metrics.Outcome | None = None  # discarded or quarantined (else: by the reply)
+    spool_error: OSError | None = None  # the spool could not be written (disk full...)
 
 
 def _refusal(outcome: Outcome) -> Reply | None:
@@ -314,8 +316,14 @@ class SmtpSession:
     async def _handle(self, event: ev.ServerEvent) -> None:
         match event:
             case ev.BodyChunk(data=data):
-                if self._open is not None and self._open.spool is not None:
-                    self._open.spool.write(data)
+                current = self._open
+                # After a write error the rest is read on to the dot, and not kept.
+                if current is not None and current.spool is not None and not current.spool_error:
+                    try:
+                        current.spool.write(data)
+                    except OSError as exc:
+                        log.warning(f"spool write error: {exc}")
+                        current.spool_error = exc
             case ev.Hello(verb=verb, name=name):
                 await self._hello(verb, name)
             case ev.Xforward(attributes=attributes):
@@ -459,6 +467,11 @@ class SmtpSession:
             if event.rejection is not None:
                 per = [event.rejection] * owed
                 self._log_end("reject", event.rejection, t)
+                await self._abort_transaction()
+            elif current.spool_error is not None:
+                full = current.spool_error.errno in (errno.ENOSPC, errno.EDQUOT)
+                per = [replies.INSUFFICIENT_STORAGE if full else replies.QUEUE_WRITE] * owed
+                self._log_end("reject", per[0], t)
                 await self._abort_transaction()
             else:
                 per = await self._deliver(current, spool)
