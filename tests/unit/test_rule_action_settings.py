@@ -62,8 +62,8 @@ def test_settings_of_an_action_not_installed_say_what_is(tmp_path: Path) -> None
     (found,) = problems(tmp_path, "\n[chain.config.actions.greylst]\ndelay = 1\n")
     assert found == (
         f"{tmp_path / 'filterd.toml'}:7: chain[0].config.actions.greylst: no rule action "
-        "greylst() is installed (fix: did you mean greylist? installed rule actions: greylist, rate, "
-        "rcpt, size; "
+        "greylst() is installed (fix: did you mean greylist? installed rule actions: greylist, "
+        "rate, rcpt, size; "
         "install the package that provides greylst() (e.g. filterd-greylst) or remove the table)"
     )
 
