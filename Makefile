@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter \
-	bench-tables bench-pipe bench-delivery bench-greylist clean
+	bench-tables bench-pipe bench-delivery bench-greylist soak clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -48,7 +48,7 @@ install-prod:
 
 # As root (make install needs root), filterd refuses to run without [run] user unless told to:
 # the development server and the benchmarks are told to (docs/deploy.md, "Privileges").
-run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery bench-greylist: export FILTERD_ALLOW_ROOT = 1
+run bench-smtp bench-spamd bench-policy bench-milter bench-tables bench-pipe bench-delivery bench-greylist soak: export FILTERD_ALLOW_ROOT = 1
 
 run: install
 	$(VENV)/bin/filterd run
@@ -91,6 +91,13 @@ bench-delivery: install
 
 bench-greylist: install
 	$(PY) bench/greylist_bench.py $(BENCH_ARGS)
+
+# The soak run (docs/benchmarks.md, "Soak"): 70 % of the measured maximum for DURATION (seconds,
+# or 30m, 1h); the JSON goes to bench/results/soak-DURATION.json.
+DURATION ?= 30m
+
+soak: install
+	$(PY) bench/soak.py --duration $(DURATION) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
