@@ -46,6 +46,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,8 @@ class Run:
     total_seconds: float  # until all delivered and the queue is empty
     milter_cpu: float | None = None  # the milter process's CPU seconds (user + system)
     busy: float = 0.0  # share of all CPUs busy (whole machine, /proc/stat) while measuring
+    switches: int | None = None  # the milter's context switches (perf stat, --perf)
+    threads: int | None = None  # threads it started (perf stat, --perf)
 
     @property
     def rate(self) -> float:
@@ -115,6 +118,14 @@ class Run:
     def milter_ms(self) -> float | None:
         """The milter process's CPU milliseconds per message."""
         return None if self.milter_cpu is None else 1000 * self.milter_cpu / self.count
+
+    @property
+    def switches_per_message(self) -> float | None:
+        return None if self.switches is None else self.switches / self.count
+
+    @property
+    def threads_per_message(self) -> float | None:
+        return None if self.threads is None else self.threads / self.count
 
     @property
     def machine_ms(self) -> float:
@@ -134,6 +145,8 @@ def filterd_milter_config(port: int) -> str:
     """filterd's milter at production settings: log info (FilterdProcess writes it to a
     file), the seed chain."""
     return f"""
+[run]
+allow_root = true
 [log]
 level = "info"
 [[listen]]
@@ -240,6 +253,9 @@ def one_run(variant: str, number: int, args: argparse.Namespace, stages: frozens
         smtp_source(postfix, WARMUP, min(args.sessions, WARMUP), args.size, args.timeout)
         wait_delivered(postfix, WARMUP, args.timeout)
 
+        perf = PerfWatch(measured, args, f"{variant}-{number}") if measured is not None else None
+        if perf is not None:
+            stack.callback(perf.stop)
         cpu_before = cpu_seconds(measured) if measured is not None else 0.0
         busy_before, idle_before = machine_busy_idle()
         start = time.monotonic()
@@ -248,6 +264,7 @@ def one_run(variant: str, number: int, args: argparse.Namespace, stages: frozens
         wait_delivered(postfix, WARMUP + args.count, args.timeout)
         done = time.monotonic()
         busy_after, idle_after = machine_busy_idle()
+        switches, threads = perf.stop() if perf is not None else (None, None)
         busy = busy_after - busy_before
         busy_share = busy / max(1, busy + idle_after - idle_before)
         cpu = cpu_seconds(measured) - cpu_before if measured is not None else None
@@ -267,7 +284,88 @@ def one_run(variant: str, number: int, args: argparse.Namespace, stages: frozens
         complaints = re.findall(r"warning: .*milter.*", log)
         if complaints:
             raise RuntimeError(f"Postfix warns about the milter: {complaints[0]}")
-        return Run(variant, number, args.count, injected - start, done - start, cpu, busy_share)
+        return Run(
+            variant,
+            number,
+            args.count,
+            injected - start,
+            done - start,
+            cpu,
+            busy_share,
+            switches,
+            threads,
+        )
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise MilterError("--py-spy: py-spy is not installed (pip install py-spy)")
+    return found
+
+
+class PerfWatch:
+    """Optional watchers of the milter process (every thread, those it starts too) while
+    measuring, each stopped by its own pid (SIGINT), also on failure:
+
+    - ``--perf``: ``perf stat``: its context switches;
+    - ``--perf-record DIR``: ``perf record -g`` (CPU-clock samples with native call chains)
+      into DIR/VARIANT-ROUND.data, for ``perf report -i``;
+    - ``--py-spy DIR``: ``py-spy record --native --threads`` (Python and native frames) into
+      DIR/VARIANT-ROUND.txt, collapsed stacks (one ``stack count`` line each)."""
+
+    def __init__(self, pid: int, args: argparse.Namespace, name: str) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stat = Path(tempfile.mkstemp(prefix="filterd-milter-perf-", suffix=".csv")[1])
+        self._counts: dict[str, int] = {}
+        if args.perf:
+            events = "task-clock,context-switches,cpu-migrations,sched:sched_process_fork"
+            self._start(["perf", "stat", "-x", ",", "-e", events, "-o", str(self._stat)], pid)
+        if args.perf_record is not None:
+            args.perf_record.mkdir(parents=True, exist_ok=True)
+            data = str(args.perf_record / f"{name}.data")
+            self._start(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data], pid
+            )
+        if args.py_spy is not None:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
+            raw = str(args.py_spy / f"{name}.txt")
+            rate = ["--rate", "500", "--format", "raw", "--output", raw]
+            self._start([_py_spy(), "record", "--native", "--threads", *rate], pid)
+        if self._procs:
+            time.sleep(1.0)  # attached to every thread
+
+    def _start(self, argv: list[str], pid: int) -> None:
+        self._procs.append(
+            subprocess.Popen(
+                [*argv, "-p", str(pid)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+
+    def stop(self) -> tuple[int | None, int | None]:
+        """Stop the watchers; the context switches and the threads started that ``perf stat``
+        counted (None without ``--perf``)."""
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stop_group(proc, STOP_GRACE)
+        if procs:
+            for line in self._stat.read_text().splitlines():
+                fields = line.split(",")
+                if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+                    self._counts[fields[2]] = int(float(fields[0]))
+        self._stat.unlink(missing_ok=True)
+        forks = self._counts.get("sched:sched_process_fork")
+        return self._counts.get("context-switches"), forks
 
 
 # ------------------------------------------------------------------------------------ report
@@ -427,6 +525,22 @@ def main() -> int:
         default=30.0,
         help="seconds of quiet before each run (default 30; see the module's docstring)",
     )
+    parser.add_argument(
+        "--perf", action="store_true", help="count the milter's context switches (perf stat)"
+    )
+    parser.add_argument(
+        "--perf-record",
+        type=Path,
+        metavar="DIR",
+        help="perf record -g of the milter while measuring, into DIR/VARIANT-ROUND.data",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="py-spy record --native of the milter while measuring: DIR/VARIANT-ROUND.txt"
+        " (collapsed stacks); needs py-spy (pip install py-spy)",
+    )
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     stages = chain_stages(filterd_milter_config(10029))
@@ -449,7 +563,9 @@ def main() -> int:
                 print(
                     f"round {number} {variant:8}: {run.rate:7.1f} msg/s delivered"
                     f" ({run.total_seconds:.2f} s), {run.accept_rate:7.1f} msg/s accepted,"
-                    f" milter CPU {_fmt(run.milter_ms, '{:.3f}')} ms/msg, CPUs busy {run.busy:.0%}",
+                    f" milter CPU {_fmt(run.milter_ms, '{:.3f}')} ms/msg, CPUs busy {run.busy:.0%}"
+                    f"{_fmt(run.switches_per_message, ', {:.1f} context switches/msg')}"
+                    f"{_fmt(run.threads_per_message, ', {:.3f} new threads/msg')}",
                     flush=True,
                 )
                 runs.append(run)

@@ -90,6 +90,7 @@ __all__ = [
     "FILTER_STOPPING",
     "FILTER_TIMEOUT",
     "MACRO_NAMES",
+    "MAIL_MACRO_NAMES",
     "MILTER_MACROS",
     "NOREPLY",
     "QUIET_STAGES",
@@ -196,6 +197,11 @@ MACRO_NAMES: tuple[str, ...] = (
 )
 """The macros the service asks libmilter for (it cannot list them): Postfix's defaults plus
 ``{client_*}`` (sent when the admin lists them in ``milter_connect_macros``)."""
+
+MAIL_MACRO_NAMES: tuple[str, ...] = ("i", "{auth_type}", "{auth_authen}")
+"""The macros ``transaction_from_mail`` reads. At MAIL the milter door asks for these alone
+when no plugin runs at MAIL: every macro is read again at the next step that needs them (RCPT
+with a plugin, end of message), and libmilter still has the MAIL ones then."""
 
 MILTER_MACROS = NoteKey[Mapping[str, str]]("filterd.milter.macros")
 """Session note: every macro Postfix sent so far (name → value, names as in ``MACRO_NAMES``),
@@ -526,6 +532,8 @@ def _angle(address: str) -> str:
 
 def edit_actions(header_names: Sequence[str], edits: Sequence[Edit]) -> list[MilterAction]:
     """Every edit → modifications: headers in order, then the body, then the envelope."""
+    if not edits:  # most messages: nothing to simulate
+        return []
     actions = header_actions(header_names, edits)
     bodies = [e.body for e in edits if isinstance(e, ReplaceBody)]
     if bodies:

@@ -40,6 +40,8 @@ from filterd.protocols.milter_map import (
     ACCEPT,
     CONTINUE,
     FILTER_FAILED,
+    MACRO_NAMES,
+    MAIL_MACRO_NAMES,
     SMFIP_NR_BODY,
     SMFIP_NR_EOH,
     SMFIP_NR_HDR,
@@ -58,6 +60,8 @@ from filterd.protocols.milter_map import (
 __all__ = ["FilterdMilter"]
 
 log = MailLog("milter")
+
+_MACROS_AT_MAIL = frozenset({"on_mail_from", "on_close"})  # stages that need them all at MAIL
 
 
 class FilterdMilter(MilterConnection):
@@ -140,9 +144,14 @@ class FilterdMilter(MilterConnection):
                 return CONTINUE  # refused at the next step with a reply
             log.warning("an earlier step failed: tempfail at MAIL")
             return self._refuse(FILTER_FAILED)
-        t = transaction_from_mail(session, mailfrom, params, self._macros())
+        view = self.view
+        # Without a plugin at MAIL (or at close, which may follow an unfinished message), only
+        # what the transaction needs: the end of message (or RCPT with a plugin) reads every
+        # macro, and libmilter keeps the MAIL ones till then.
+        names = MAIL_MACRO_NAMES if view.stages.isdisjoint(_MACROS_AT_MAIL) else MACRO_NAMES
+        t = transaction_from_mail(session, mailfrom, params, self._macros(names))
         queue_id_var.set(t.queue_id)
-        settings = self.view.settings
+        settings = view.settings
         self.message = message = MilterMessage(t, settings.spool_memory, settings.spool_dir)
         refusal = self.bridge.begin_message()
         if refusal is not None:  # stopping: no new message

@@ -117,10 +117,10 @@ class MilterConnection(Milter.Base):  # type: ignore[misc]  # pymilter has no ty
             return int(milter.ALL_OPTS)
         return CONTINUE
 
-    def _macros(self) -> dict[str, str]:
+    def _macros(self, names: tuple[str, ...] = MACRO_NAMES) -> dict[str, str]:
         getsymval = self._ctx.getsymval
         found: dict[str, str] = {}
-        for name in MACRO_NAMES:
+        for name in names:
             value = getsymval(name)
             if value:
                 found[name] = str(value)

@@ -41,6 +41,10 @@ __all__ = ["MilterMessage", "Modifier", "log_result", "outcome_of", "perform"]
 
 log = MailLog("milter")
 
+HEADER_BATCH = 64 * 1024
+"""Bytes of headers kept back before they go to the spool (they go at the end of the header
+section, or once this many wait: a message's headers are never held whole in memory)."""
+
 
 @dataclass(slots=True)
 class MilterMessage:
@@ -57,6 +61,10 @@ class MilterMessage:
     refusal: Reply | None = None
     _spool: Spool | None = None
     _in_body: bool = False  # the blank line after the headers is spooled
+    # Headers not yet in the spool: written with the blank line after them in one write (a
+    # spool write per header cost more than the header), or once they pass HEADER_BATCH.
+    _headers: list[bytes] = field(default_factory=list)
+    _headers_size: int = 0
 
     def spool(self) -> Spool:
         if self._spool is None:
@@ -66,7 +74,21 @@ class MilterMessage:
     def write_header(self, name: str, value: bytes) -> None:
         """One header as libmilter gives it (LF line ends inside folded values) → CRLF."""
         field_name = name.encode("utf-8", "surrogateescape")
-        self.spool().write(b"".join((field_name, b": ", value.replace(b"\n", b"\r\n"), b"\r\n")))
+        line = b"".join((field_name, b": ", value.replace(b"\n", b"\r\n"), b"\r\n"))
+        if self._in_body:  # libmilter sends none after the body; kept in order if it did
+            self.spool().write(line)
+            return
+        self.spool()
+        self._headers.append(line)
+        self._headers_size += len(line)
+        if self._headers_size >= HEADER_BATCH:
+            self._write_headers()
+
+    def _write_headers(self, *after: bytes) -> None:
+        spool = self.spool()
+        spool.write(b"".join((*self._headers, *after)))
+        self._headers.clear()
+        self._headers_size = 0
 
     def end_headers(self) -> Spool:
         """The blank line after the headers, once: at EOH, or (EOH not sent, SMFIP_NOEOH)
@@ -74,7 +96,7 @@ class MilterMessage:
         spool = self.spool()
         if not self._in_body:
             self._in_body = True
-            spool.write(b"\r\n")
+            self._write_headers(b"\r\n")
         return spool
 
     def close(self) -> None:
