@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import trio
 
 from filterd.chain.outcome import NOTHING, Outcome, PluginResult
-from filterd.chain.runner import ChainRunner
+from filterd.chain.runner import FINAL_ACCEPT, ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
 from filterd.frontdoors.shutdown import Shutdown
@@ -84,6 +84,7 @@ __all__ = [
     "PolicyHandler",
     "PolicySettings",
     "close_over_limit",
+    "per_request_runner",
     "serve_policy_connection",
 ]
 
@@ -173,6 +174,17 @@ def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
     return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results), conditional)
 
 
+def per_request_runner(chain: ChainRunner) -> ChainRunner | None:
+    """The chain's plugins that decide every policy request afresh
+    (``Plugin.decides_each_policy_request``), or None when there is none."""
+    per_request = chain.only(lambda entry: type(entry.plugin).decides_each_policy_request)
+    return per_request if per_request.entries else None
+
+
+FROM_CHAIN = ChainRunner()
+"""``per_request`` not given: ``per_request_runner(chain)`` is built for the connection."""
+
+
 class PolicyConnection:
     """One connection from Postfix's policy client."""
 
@@ -183,9 +195,15 @@ class PolicyConnection:
         settings: PolicySettings,
         *,
         shutdown: Shutdown | None = None,
+        per_request: ChainRunner | None = FROM_CHAIN,
     ) -> None:
         self.stream = stream
         self.chain = chain
+        # the plugins that decide every request afresh (None: none is configured)
+        self.per_request = per_request_runner(chain) if per_request is FROM_CHAIN else per_request
+        self._per_request_labels = frozenset(
+            entry.label for entry in (self.per_request.entries if self.per_request else ())
+        )
         self.settings = settings
         self.shutdown = shutdown or Shutdown()
         self.codec = PolicyServer(settings.limits)
@@ -332,7 +350,7 @@ class PolicyConnection:
         )
         message = await self._message_for(message_key(attrs), envelope)
         try:
-            outcome = await self._run_stages(message, envelope)
+            outcome, again = await self._run_stages(message, envelope)
         finally:
             if message.key is None and self._closes:
                 await close_chain(self.chain, message.session)
@@ -340,7 +358,8 @@ class PolicyConnection:
             outcome,
             accept_as_ok=self.settings.accept_as_ok,
             prepend=prepend_allowed(state),
-            already_prepended=message.prepended,
+            # decided again by per-request plugins: their header, as they answer it each time
+            already_prepended=() if again else message.prepended,
         )
         if plan.header is not None:
             message.prepended.add(header_key(plan.header))
@@ -370,7 +389,11 @@ class PolicyConnection:
         if message is not None and self._closes:
             await close_chain(self.chain, message.session)
 
-    async def _run_stages(self, message: _Message, envelope: PolicyEnvelope) -> Outcome:
+    async def _run_stages(
+        self, message: _Message, envelope: PolicyEnvelope
+    ) -> tuple[Outcome, bool]:
+        """The request's outcome, and whether its last stage was reused and decided again by
+        the per-request plugins (then every edit in it is theirs)."""
         session, t = message.session, message.transaction
         steps: list[tuple[Outcome, bool]] = []
         for stage in envelope.stages:
@@ -382,13 +405,49 @@ class PolicyConnection:
                 if cached is not None:
                     step = (cached, False)
                 else:
-                    outcome = await self._stage(stage, session, t)
+                    outcome = self._for_this_request(await self._stage(stage, session, t), t)
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
             if is_refusal(step[0].verdict):
                 break
-        return _combine(steps)
+        else:
+            reused, fresh = steps[-1]
+            if not fresh and self.per_request is not None:
+                # The request's last stage was answered from an earlier request of the
+                # message: the plugins that decide every request decide this one too. What
+                # one of them decided for that earlier request is not this one's answer.
+                again = (await self._again(envelope, message), True)
+                if reused.decided_by in self._per_request_labels:
+                    steps[-1] = again
+                else:
+                    steps.append(again)
+                return _combine(steps), True
+        return _combine(steps), False
+
+    async def _again(self, envelope: PolicyEnvelope, message: _Message) -> Outcome:
+        """The request's last stage (``mail_from`` or ``rcpt``: earlier ones are never reused
+        as the last) run again for the per-request plugins only."""
+        chain = self.per_request
+        assert chain is not None
+        t = message.transaction
+        if envelope.recipient is None:
+            outcome = await chain.mail_from(t) if chain.has_stage("on_mail_from") else NOTHING
+        else:
+            address = envelope.recipient.address
+            rcpt = next((r for r in t.recipients if r.address == address), Recipient(address))
+            outcome = await chain.rcpt(t, rcpt)
+        return self._for_this_request(outcome, t)
+
+    def _for_this_request(self, outcome: Outcome, t: Transaction) -> Outcome:
+        """A per-request plugin's ``Accept(final=True)`` (an OK that ends Postfix's
+        restriction list) ends this request's checks only: the message's later requests are
+        checked again, as Postfix checks them. (One of another plugin holds for the message.)"""
+        verdict = outcome.verdict
+        final = isinstance(verdict, Accept) and verdict.final
+        if final and outcome.decided_by in self._per_request_labels:
+            t.notes.set(FINAL_ACCEPT, False)  # it was not set before: the stage ran
+        return outcome
 
     async def _stage(self, stage: Stage, session: Session, t: Transaction) -> Outcome:
         if stage not in self._live:
@@ -410,6 +469,7 @@ class PolicyConnection:
         t = message.transaction
         rcpt = Recipient(address)
         outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
+        outcome = self._for_this_request(outcome, t)
         verdict = outcome.verdict
         # Our answer, not Postfix's: a later restriction may still refuse what we let pass.
         rcpt.reply = verdict.reply if is_refusal(verdict) else replies.RCPT_OK
@@ -456,10 +516,14 @@ async def serve_policy_connection(
     settings: PolicySettings,
     *,
     shutdown: Shutdown | None = None,
+    per_request: ChainRunner | None = FROM_CHAIN,
 ) -> None:
     """Serve one policy connection until Postfix closes it, a timeout, trouble or shutdown.
-    Never raises for what happens on the connection (other connections keep being served)."""
-    await PolicyConnection(stream, chain, settings, shutdown=shutdown).run()
+    Never raises for what happens on the connection (other connections keep being served).
+    ``per_request``: ``per_request_runner(chain)``, when the caller built it already."""
+    await PolicyConnection(
+        stream, chain, settings, shutdown=shutdown, per_request=per_request
+    ).run()
 
 
 class PolicyHandler:
@@ -475,6 +539,7 @@ class PolicyHandler:
         self.settings = settings
         self.shutdown = shutdown or Shutdown()
         self.active = 0
+        self.per_request = per_request_runner(chain)  # once, not per connection
 
     def over_limit(self) -> bool:
         return False
@@ -493,7 +558,13 @@ class PolicyHandler:
         self.active += 1
         metrics.recorder.session("policy", 1)
         try:
-            await serve_policy_connection(stream, self.chain, self.settings, shutdown=self.shutdown)
+            await serve_policy_connection(
+                stream,
+                self.chain,
+                self.settings,
+                shutdown=self.shutdown,
+                per_request=self.per_request,
+            )
         finally:
             self.active -= 1
             metrics.recorder.session("policy", -1)
