@@ -25,7 +25,6 @@ from filterd.model.envelope import Recipient, Session, Transaction
 from filterd.protocols.policy import PolicyLimits
 from filterd.protocols.policy_map import POLICY_ATTRIBUTES
 from filterd.runtime.listeners import accept_loop
-from filterd.sdk.policy_request import policy_door_stage
 from filterd.sdk import (
     Accept,
     AddHeader,
@@ -46,6 +45,7 @@ from filterd.sdk import (
     TempFail,
     Verdict,
 )
+from filterd.sdk.policy_request import policy_door_stage
 
 SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
 SEEN = NoteKey[int]("test.rcpts_seen")
