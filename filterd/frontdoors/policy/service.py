@@ -185,6 +185,18 @@ FROM_CHAIN = ChainRunner()
 """``per_request`` not given: ``per_request_runner(chain)`` is built for the connection."""
 
 
+def _decider(outcome: Outcome) -> str | None:
+    """The plugin whose answer made ``outcome`` what it is: the one that decided the stage,
+    else the first that held a DEFER_IF_* for it (the stage went on after it), if any."""
+    if outcome.decided_by is not None:
+        return outcome.decided_by
+    for result in outcome.results:
+        verdict = result.verdict
+        if isinstance(verdict, Continue | Accept) and verdict.defer_if:
+            return result.label
+    return None
+
+
 class PolicyConnection:
     """One connection from Postfix's policy client."""
 
@@ -411,19 +423,21 @@ class PolicyConnection:
             steps.append(step)
             if is_refusal(step[0].verdict):
                 break
+        reused, fresh = steps[-1]
+        if fresh or self.per_request is None or len(steps) < len(envelope.stages):
+            return _combine(steps), False
+        # The request's last stage was answered from an earlier request of the message: the
+        # plugins that decide every request decide this one too. What one of them decided
+        # for that earlier request (a refusal too) is not this request's answer.
+        theirs = _decider(reused) in self._per_request_labels
+        if is_refusal(reused.verdict) and not theirs:
+            return _combine(steps), False  # another plugin's refusal stands for the message
+        again = (await self._again(envelope, message), True)
+        if theirs:
+            steps[-1] = again
         else:
-            reused, fresh = steps[-1]
-            if not fresh and self.per_request is not None:
-                # The request's last stage was answered from an earlier request of the
-                # message: the plugins that decide every request decide this one too. What
-                # one of them decided for that earlier request is not this one's answer.
-                again = (await self._again(envelope, message), True)
-                if reused.decided_by in self._per_request_labels:
-                    steps[-1] = again
-                else:
-                    steps.append(again)
-                return _combine(steps), True
-        return _combine(steps), False
+            steps.append(again)
+        return _combine(steps), True
 
     async def _again(self, envelope: PolicyEnvelope, message: _Message) -> Outcome:
         """The request's last stage (``mail_from`` or ``rcpt``: earlier ones are never reused
