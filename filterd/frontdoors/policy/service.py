@@ -10,13 +10,20 @@ one request per check, one at a time (Postfix SMTPD_POLICY_README). For each req
    DATA, END-OF-MESSAGE with the same ``instance``, client and sender) share one ``Session``
    and ``Transaction`` — notes carry over, ``on_mail_from`` runs once, ``on_rcpt`` once per
    recipient, ``Transaction.recipients`` grows — and a later request reuses the verdicts of
-   stages that already ran. Requests before RCPT cannot be tied to a message (Postfix sets
-   ``instance`` only after MAIL FROM succeeds) and are each answered on their own. A request
-   for another message ends the previous one: ``on_close`` runs for its session.
+   stages that already ran. Plugins that decide every request afresh, as postfwd and
+   Postfix's ``check_*_access`` do (``Plugin.decides_each_policy_request``: rules, access),
+   get the request's last stage run again when it was reused (``ChainRunner.only`` builds
+   their runner once per listener; none configured, nothing runs twice): their verdict
+   comes after the reused one (first refusal wins), replaces a reused decision of their own,
+   and their ``Accept(final=True)`` ends the checks of its request only. Requests before
+   RCPT cannot be tied to a message (Postfix sets ``instance`` only after MAIL FROM
+   succeeds) and are each answered on their own. A request for another message ends the
+   previous one: ``on_close`` runs for its session.
 3. renders one action with ``policy_map.plan_action``: the first refusal, else a Discard or
    Quarantine, else Accept (``DUNNO`` unless ``accept_as_ok``), else Continue; ``PREPEND``
    carries one header per answer, and a header already prepended for the message is not sent
-   again (so a per-recipient header appears once in multi-recipient mail).
+   again (so a per-recipient header appears once in multi-recipient mail), except by the
+   per-request plugins deciding a reused stage again (they answer it each time).
 
 Trouble — malformed input, a request over a limit, the request deadline, a bug of ours — is
 answered with **nothing**: per SMTPD_POLICY_README the server logs and disconnects; Postfix
