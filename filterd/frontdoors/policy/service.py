@@ -46,23 +46,19 @@ from dataclasses import dataclass, field
 
 import trio
 
-from filterd.chain.outcome import NOTHING, Outcome, PluginResult
+from filterd.chain.outcome import NOTHING, Outcome
 from filterd.chain.runner import FINAL_ACCEPT, ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
+from filterd.frontdoors.policy.message import Message, combine, decider
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
 from filterd.model import metrics, replies
-from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction, new_queue_id
-from filterd.model.findings import Finding
 from filterd.model.verdict import (
-    CONTINUE,
     Accept,
     Continue,
     Quarantine,
-    disposition_of,
-    final_verdict,
     is_refusal,
 )
 from filterd.protocols.policy import (
@@ -74,7 +70,6 @@ from filterd.protocols.policy import (
     RemoteProtocolError,
 )
 from filterd.protocols.policy_map import (
-    POLICY_ATTRIBUTES,
     STAGE_ORDER,
     PolicyEnvelope,
     Stage,
@@ -121,66 +116,6 @@ class PolicySettings:
         )
 
 
-@dataclass(slots=True)
-class _Message:
-    """Requests that belong together: one message (keyed), or one lone request (key None)."""
-
-    key: tuple[str, ...] | None
-    session: Session
-    transaction: Transaction
-    outcomes: dict[Stage, Outcome] = field(default_factory=dict)
-    rcpt_outcomes: dict[str, Outcome] = field(default_factory=dict)
-    prepended: set[tuple[str, str]] = field(default_factory=set)
-
-    def refresh(self, envelope: PolicyEnvelope) -> None:
-        """A later request of the same message: take what Postfix learned since (queue id
-        once the queue file exists, the real size at END-OF-MESSAGE, the latest attributes)."""
-        attrs = envelope.session.notes.get(POLICY_ATTRIBUTES)
-        if attrs is not None:
-            self.session.notes.set(POLICY_ATTRIBUTES, attrs)
-        if envelope.transaction.queue_id != "NOQUEUE":
-            self.transaction.queue_id = envelope.transaction.queue_id
-        if envelope.transaction.size:
-            self.transaction.size = envelope.transaction.size
-
-
-def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
-    """One outcome for a request from its stages' outcomes (``fresh`` = ran for this request;
-    edits and findings of reused outcomes were already answered). The first refusal wins,
-    then the first Discard/Quarantine (SMTP proxy: decided early, applied to the message:
-    ``final_verdict``), then the first Accept, else Continue."""
-    edits: list[Edit] = []
-    findings: list[Finding] = []
-    results: list[PluginResult] = []
-    disposition: Outcome | None = None  # the first Discard/Quarantine
-    standing: Outcome | None = None  # the refusal, else the first Accept
-    for outcome, fresh in steps:
-        if fresh:
-            edits.extend(outcome.edits)
-            findings.extend(outcome.findings)
-            results.extend(outcome.results)
-        verdict = outcome.verdict
-        if is_refusal(verdict):
-            standing = outcome
-            break
-        if disposition is None and disposition_of(verdict) is not None:
-            disposition = outcome
-        elif standing is None and isinstance(verdict, Accept):
-            standing = outcome
-    earlier = disposition_of(disposition.verdict) if disposition is not None else None
-    verdict = final_verdict(standing.verdict if standing is not None else CONTINUE, earlier)
-    decider = disposition if verdict is earlier else standing
-    decided_by = decider.decided_by if decider is not None else None
-    # A pending DEFER_IF_*: the deepest stage's (it holds the ones before it), or the refusal's.
-    conditional = None
-    if verdict is not earlier:
-        held = [outcome.conditional for outcome, _ in steps if outcome.conditional is not None]
-        conditional = held[-1] if held else None
-        if standing is not None and is_refusal(standing.verdict):
-            conditional = standing.conditional
-    return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results), conditional)
-
-
 def per_request_runner(chain: ChainRunner) -> ChainRunner | None:
     """The chain's plugins that decide every policy request afresh
     (``Plugin.decides_each_policy_request``), or None when there is none."""
@@ -190,18 +125,6 @@ def per_request_runner(chain: ChainRunner) -> ChainRunner | None:
 
 FROM_CHAIN = ChainRunner()
 """``per_request`` not given: ``per_request_runner(chain)`` is built for the connection."""
-
-
-def _decider(outcome: Outcome) -> str | None:
-    """The plugin whose answer made ``outcome`` what it is: the one that decided the stage,
-    else the first that held a DEFER_IF_* for it (the stage went on after it), if any."""
-    if outcome.decided_by is not None:
-        return outcome.decided_by
-    for result in outcome.results:
-        verdict = result.verdict
-        if isinstance(verdict, Continue | Accept) and verdict.defer_if:
-            return result.label
-    return None
 
 
 class PolicyConnection:
@@ -230,7 +153,7 @@ class PolicyConnection:
         # Stages no plugin implements always end in Continue with nothing: skip their work.
         self._closes = chain.has_stage("on_close")
         self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
-        self._message: _Message | None = None
+        self._message: Message | None = None
         self._started = 0.0  # when the request being read began
         self._scope = trio.CancelScope()  # the connection's (see _serve)
         self._idle = False  # waiting for a request (under the idle timeout)
@@ -392,13 +315,13 @@ class PolicyConnection:
         metrics.recorder.message("policy", metrics.outcome_of_verdict(outcome.verdict))
         return plan.action
 
-    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> _Message:
+    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
         current = self._message
         if key is not None and current is not None and current.key == key:
             current.refresh(envelope)
             return current
         await self._end_message()
-        message = _Message(key, envelope.session, envelope.transaction)
+        message = Message(key, envelope.session, envelope.transaction)
         if key is not None:
             self._message = message
         return message
@@ -408,9 +331,7 @@ class PolicyConnection:
         if message is not None and self._closes:
             await close_chain(self.chain, message.session)
 
-    async def _run_stages(
-        self, message: _Message, envelope: PolicyEnvelope
-    ) -> tuple[Outcome, bool]:
+    async def _run_stages(self, message: Message, envelope: PolicyEnvelope) -> tuple[Outcome, bool]:
         """The request's outcome, and whether its last stage was reused and decided again by
         the per-request plugins (then every edit in it is theirs)."""
         session, t = message.session, message.transaction
@@ -432,21 +353,21 @@ class PolicyConnection:
                 break
         reused, fresh = steps[-1]
         if fresh or self.per_request is None or len(steps) < len(envelope.stages):
-            return _combine(steps), False
+            return combine(steps), False
         # The request's last stage was answered from an earlier request of the message: the
         # plugins that decide every request decide this one too. What one of them decided
         # for that earlier request (a refusal too) is not this request's answer.
-        theirs = _decider(reused) in self._per_request_labels
+        theirs = decider(reused) in self._per_request_labels
         if is_refusal(reused.verdict) and not theirs:
-            return _combine(steps), False  # another plugin's refusal stands for the message
+            return combine(steps), False  # another plugin's refusal stands for the message
         again = (await self._again(envelope, message), True)
         if theirs:
             steps[-1] = again
         else:
             steps.append(again)
-        return _combine(steps), True
+        return combine(steps), True
 
-    async def _again(self, envelope: PolicyEnvelope, message: _Message) -> Outcome:
+    async def _again(self, envelope: PolicyEnvelope, message: Message) -> Outcome:
         """The request's last stage (``mail_from`` or ``rcpt``: earlier ones are never reused
         as the last) run again for the per-request plugins only."""
         chain = self.per_request
@@ -483,7 +404,7 @@ class PolicyConnection:
             case "rcpt":
                 raise AssertionError("rcpt runs per recipient")
 
-    async def _rcpt(self, message: _Message, address: str) -> tuple[Outcome, bool]:
+    async def _rcpt(self, message: Message, address: str) -> tuple[Outcome, bool]:
         cached = message.rcpt_outcomes.get(address)
         if cached is not None:
             return cached, False
