@@ -133,6 +133,12 @@ class ChainRunner:
             if entries and all(stage in entry.inline for entry in entries)
         )
 
+    def only(self, wanted: Callable[[Entry], bool]) -> ChainRunner:
+        """A runner of the entries ``wanted`` picks (in order, the same entries: their limits,
+        timeouts and incidents are shared), for a front door that runs a stage again for some
+        plugins only. Its ``start``/``stop`` are this runner's business, not to be called."""
+        return ChainRunner([entry for entry in self.entries if wanted(entry)])
+
     def has_stage(self, stage: str) -> bool:
         """Whether any entry implements ``stage`` (``"on_rcpt"``...). A stage no entry implements
         always ends in ``Continue`` with nothing accumulated, so a front door may skip it."""

@@ -44,6 +44,13 @@ class Plugin(Generic[ConfigT]):
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
 
+    decides_each_policy_request: ClassVar[bool] = False
+    """At the policy door, whether this plugin decides every request Postfix sends afresh, as
+    postfwd and Postfix's ``check_*_access`` do (True), or once per message (False: a later
+    request of the message reuses the outcomes of the stages it already ran, so
+    ``on_mail_from`` runs once and ``on_rcpt`` once per recipient). A plugin that sets it has
+    the request's last stage (``policy_door_stage``) run again for it on every request."""
+
     def __init__(self, config: ConfigT, env: PluginEnv) -> None:
         self.config = config
         self.env = env

@@ -24,7 +24,7 @@ from filterd.protocols.policy_map import POLICY_ATTRIBUTES, request_to_envelope
 
 __all__ = ["policy_attributes", "policy_door_stage", "policy_request", "sasl_username"]
 
-_STAGE = NoteKey[str]("filterd.policy.answer_stage")
+_STAGE = NoteKey[tuple[Mapping[str, str], str]]("filterd.policy.answer_stage")
 
 _FROM_MACROS = (
     ("sasl_method", "{auth_type}"),
@@ -44,13 +44,15 @@ def policy_door_stage(session: Session) -> str | None:
     """At the policy door: the last stage the chain runs for the request being answered
     (``connect``, ``helo``, ``mail_from`` or ``rcpt``), where a plugin that answers once per
     request answers; None at the other doors."""
-    stage = session.notes.get(_STAGE)
-    if stage is None:
-        attrs = session.notes.get(POLICY_ATTRIBUTES)
-        if attrs is None:
-            return None
-        stage = request_to_envelope(attrs).stages[-1]
-        session.notes.set(_STAGE, stage)  # the policy door's session is one request's
+    attrs = session.notes.get(POLICY_ATTRIBUTES)
+    if attrs is None:
+        return None
+    cached = session.notes.get(_STAGE)
+    if cached is not None and cached[0] is attrs:
+        return cached[1]
+    # Requests of one message share a session: the stage is the request's (its attributes').
+    stage = request_to_envelope(attrs).stages[-1]
+    session.notes.set(_STAGE, (attrs, stage))
     return stage
 
 

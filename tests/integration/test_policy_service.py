@@ -45,6 +45,7 @@ from filterd.sdk import (
     TempFail,
     Verdict,
 )
+from filterd.sdk.policy_request import policy_door_stage
 
 SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")
 SEEN = NoteKey[int]("test.rcpts_seen")
@@ -345,6 +346,95 @@ async def test_three_requests_on_one_connection_run_each_stage_once_per_message(
         await client.aclose()  # Postfix hangs up: the message's session is closed too
         await plugin.closed.wait()
         assert plugin.calls[-1] == "close"
+
+
+class EachRequest(Plugin[PluginConfig], OnMailFrom, OnRcpt):
+    """Decides every policy request (as the rules and access plugins do): at the request's
+    last stage, refusing a DATA request."""
+
+    name = "each"
+    decides_each_policy_request = True
+
+    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
+        self.calls: list[str] = []
+
+    def _decide(self, t: Transaction, stage: str) -> Verdict:
+        attrs = t.session.notes.get(POLICY_ATTRIBUTES) or {}
+        state = attrs.get("protocol_state", "")
+        if policy_door_stage(t.session) != stage:
+            return Continue()
+        self.calls.append(f"{stage} {state}")
+        if state == "DATA" and attrs.get("recipient_count") == "3":
+            return TempFail(Reply(452, "4.5.3", "too many recipients"))
+        return Continue(edits=(AddHeader("X-Each", state),))
+
+    async def on_mail_from(self, t: Transaction) -> Verdict:
+        return self._decide(t, "mail_from")
+
+    async def on_rcpt(self, t: Transaction, rcpt: Recipient) -> Verdict:
+        return self._decide(t, "rcpt")
+
+
+def once_and_each() -> tuple[ChainRunner, Rules, EachRequest]:
+    """A chain of a plugin that decides once per message (the test's Rules) and one that
+    decides every request."""
+    chain, once = rules()
+    each = EachRequest(PluginConfig(), PluginEnv("each", MailLog("each"), trio.CapacityLimiter(1)))
+    entry = Entry(
+        ChainEntryConfig(plugin="each"),
+        each,  # type: ignore[arg-type]
+        trio.CapacityLimiter(10),
+        frozenset({"on_mail_from", "on_rcpt"}),
+    )
+    return ChainRunner([*chain.entries, entry]), once, each
+
+
+async def test_a_plugin_deciding_every_request_decides_the_later_requests_of_a_message() -> None:
+    chain, once, each = once_and_each()
+    async with serving(chain) as listener:
+        client = await PolicyClient.connect(listener)
+        rcpts = [await client.ask(recipient=r) for r in ("a@o.example", "b@o.example")]
+        data = await client.ask(protocol_state="DATA", recipient="", recipient_count="2")
+        end = await client.ask(protocol_state="END-OF-MESSAGE", recipient="", queue_id="4F2A")
+        assert (rcpts, data, end) == (["PREPEND X-Each: RCPT", "DUNNO"], "PREPEND X-Each: DATA",
+                                      "DUNNO")  # fmt: skip
+        # one recipient, named at DATA: the rcpt stage again; a refusal at DATA
+        instance = {"instance": "next.1", "recipient": "c@o.example"}
+        assert await client.ask(**instance) == "PREPEND X-Each: RCPT"
+        assert await client.ask(protocol_state="DATA", recipient_count="1", **instance) == (
+            "PREPEND X-Each: DATA"  # the same header as at RCPT, sent as the plugin answers it
+        )
+        instance = {"instance": "next.2", "recipient": ""}
+        for r in ("d@o.example", "e@o.example", "f@o.example"):
+            await client.ask(instance="next.2", recipient=r)
+        assert await client.ask(protocol_state="DATA", recipient_count="3", **instance) == (
+            "452 4.5.3 too many recipients"
+        )
+    assert each.calls == [
+        "rcpt RCPT",
+        "rcpt RCPT",
+        "mail_from DATA",
+        "mail_from END-OF-MESSAGE",
+        "rcpt RCPT",
+        "rcpt DATA",
+        "rcpt RCPT",
+        "rcpt RCPT",
+        "rcpt RCPT",
+        "mail_from DATA",
+    ]
+    # the plugin that decides once per message ran its stages once per message
+    assert [c for c in once.calls if c.startswith(("mail", "rcpt"))] == [
+        "mail alice@sender.example",
+        "rcpt a@o.example #1",
+        "rcpt b@o.example #2",
+        "mail alice@sender.example",
+        "rcpt c@o.example #1",
+        "mail alice@sender.example",
+        "rcpt d@o.example #1",
+        "rcpt e@o.example #2",
+        "rcpt f@o.example #3",
+    ]
 
 
 async def test_a_refusal_at_mail_from_answers_every_recipient_of_the_message() -> None:

@@ -78,3 +78,15 @@ def test_policy_door_passes_what_postfix_sent() -> None:
     connect = request_to_envelope({"protocol_state": "CONNECT", "client_address": "192.0.2.9"})
     assert policy_door_stage(connect.session) == "connect"
     assert connect.session.notes.get(POLICY_ATTRIBUTES) is not None
+
+
+def test_the_policy_door_stage_is_the_request_s_when_requests_share_a_session() -> None:
+    """Requests of one message share a session (the policy door puts each one's attributes in
+    it): the stage follows the request being answered, not the message's first one."""
+    sent = {"protocol_state": "RCPT", "sender": "s@example.com", "recipient": "r@example.org"}
+    session = request_to_envelope(sent).session
+    assert policy_door_stage(session) == "rcpt"
+    session.notes.set(POLICY_ATTRIBUTES, {**sent, "protocol_state": "DATA", "recipient": ""})
+    assert policy_door_stage(session) == "mail_from"
+    session.notes.set(POLICY_ATTRIBUTES, {**sent, "protocol_state": "END-OF-MESSAGE"})
+    assert policy_door_stage(session) == "rcpt"

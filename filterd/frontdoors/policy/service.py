@@ -10,13 +10,20 @@ one request per check, one at a time (Postfix SMTPD_POLICY_README). For each req
    DATA, END-OF-MESSAGE with the same ``instance``, client and sender) share one ``Session``
    and ``Transaction`` — notes carry over, ``on_mail_from`` runs once, ``on_rcpt`` once per
    recipient, ``Transaction.recipients`` grows — and a later request reuses the verdicts of
-   stages that already ran. Requests before RCPT cannot be tied to a message (Postfix sets
-   ``instance`` only after MAIL FROM succeeds) and are each answered on their own. A request
-   for another message ends the previous one: ``on_close`` runs for its session.
+   stages that already ran. Plugins that decide every request afresh, as postfwd and
+   Postfix's ``check_*_access`` do (``Plugin.decides_each_policy_request``: rules, access),
+   get the request's last stage run again when it was reused (``ChainRunner.only`` builds
+   their runner once per listener; none configured, nothing runs twice): their verdict
+   comes after the reused one (first refusal wins), replaces a reused decision of their own,
+   and their ``Accept(final=True)`` ends the checks of its request only. Requests before
+   RCPT cannot be tied to a message (Postfix sets ``instance`` only after MAIL FROM
+   succeeds) and are each answered on their own. A request for another message ends the
+   previous one: ``on_close`` runs for its session.
 3. renders one action with ``policy_map.plan_action``: the first refusal, else a Discard or
    Quarantine, else Accept (``DUNNO`` unless ``accept_as_ok``), else Continue; ``PREPEND``
    carries one header per answer, and a header already prepended for the message is not sent
-   again (so a per-recipient header appears once in multi-recipient mail).
+   again (so a per-recipient header appears once in multi-recipient mail), except by the
+   per-request plugins deciding a reused stage again (they answer it each time).
 
 Trouble — malformed input, a request over a limit, the request deadline, a bug of ours — is
 answered with **nothing**: per SMTPD_POLICY_README the server logs and disconnects; Postfix
@@ -39,23 +46,19 @@ from dataclasses import dataclass, field
 
 import trio
 
-from filterd.chain.outcome import NOTHING, Outcome, PluginResult
-from filterd.chain.runner import ChainRunner
+from filterd.chain.outcome import NOTHING, Outcome
+from filterd.chain.runner import FINAL_ACCEPT, ChainRunner
 from filterd.config.schema import LimitsConfig, ListenConfig
 from filterd.frontdoors.closing import CLOSE_TIMEOUT, close_chain
+from filterd.frontdoors.policy.message import Message, combine, decider
 from filterd.frontdoors.shutdown import Shutdown
 from filterd.maillog import MailLog, queue_id_var, sanitize, smtpd_line
 from filterd.model import metrics, replies
-from filterd.model.edits import Edit
 from filterd.model.envelope import Recipient, Session, Transaction, new_queue_id
-from filterd.model.findings import Finding
 from filterd.model.verdict import (
-    CONTINUE,
     Accept,
     Continue,
     Quarantine,
-    disposition_of,
-    final_verdict,
     is_refusal,
 )
 from filterd.protocols.policy import (
@@ -67,7 +70,6 @@ from filterd.protocols.policy import (
     RemoteProtocolError,
 )
 from filterd.protocols.policy_map import (
-    POLICY_ATTRIBUTES,
     STAGE_ORDER,
     PolicyEnvelope,
     Stage,
@@ -84,6 +86,7 @@ __all__ = [
     "PolicyHandler",
     "PolicySettings",
     "close_over_limit",
+    "per_request_runner",
     "serve_policy_connection",
 ]
 
@@ -113,64 +116,15 @@ class PolicySettings:
         )
 
 
-@dataclass(slots=True)
-class _Message:
-    """Requests that belong together: one message (keyed), or one lone request (key None)."""
-
-    key: tuple[str, ...] | None
-    session: Session
-    transaction: Transaction
-    outcomes: dict[Stage, Outcome] = field(default_factory=dict)
-    rcpt_outcomes: dict[str, Outcome] = field(default_factory=dict)
-    prepended: set[tuple[str, str]] = field(default_factory=set)
-
-    def refresh(self, envelope: PolicyEnvelope) -> None:
-        """A later request of the same message: take what Postfix learned since (queue id
-        once the queue file exists, the real size at END-OF-MESSAGE, the latest attributes)."""
-        attrs = envelope.session.notes.get(POLICY_ATTRIBUTES)
-        if attrs is not None:
-            self.session.notes.set(POLICY_ATTRIBUTES, attrs)
-        if envelope.transaction.queue_id != "NOQUEUE":
-            self.transaction.queue_id = envelope.transaction.queue_id
-        if envelope.transaction.size:
-            self.transaction.size = envelope.transaction.size
+def per_request_runner(chain: ChainRunner) -> ChainRunner | None:
+    """The chain's plugins that decide every policy request afresh
+    (``Plugin.decides_each_policy_request``), or None when there is none."""
+    per_request = chain.only(lambda entry: type(entry.plugin).decides_each_policy_request)
+    return per_request if per_request.entries else None
 
 
-def _combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
-    """One outcome for a request from its stages' outcomes (``fresh`` = ran for this request;
-    edits and findings of reused outcomes were already answered). The first refusal wins,
-    then the first Discard/Quarantine (SMTP proxy: decided early, applied to the message:
-    ``final_verdict``), then the first Accept, else Continue."""
-    edits: list[Edit] = []
-    findings: list[Finding] = []
-    results: list[PluginResult] = []
-    disposition: Outcome | None = None  # the first Discard/Quarantine
-    standing: Outcome | None = None  # the refusal, else the first Accept
-    for outcome, fresh in steps:
-        if fresh:
-            edits.extend(outcome.edits)
-            findings.extend(outcome.findings)
-            results.extend(outcome.results)
-        verdict = outcome.verdict
-        if is_refusal(verdict):
-            standing = outcome
-            break
-        if disposition is None and disposition_of(verdict) is not None:
-            disposition = outcome
-        elif standing is None and isinstance(verdict, Accept):
-            standing = outcome
-    earlier = disposition_of(disposition.verdict) if disposition is not None else None
-    verdict = final_verdict(standing.verdict if standing is not None else CONTINUE, earlier)
-    decider = disposition if verdict is earlier else standing
-    decided_by = decider.decided_by if decider is not None else None
-    # A pending DEFER_IF_*: the deepest stage's (it holds the ones before it), or the refusal's.
-    conditional = None
-    if verdict is not earlier:
-        held = [outcome.conditional for outcome, _ in steps if outcome.conditional is not None]
-        conditional = held[-1] if held else None
-        if standing is not None and is_refusal(standing.verdict):
-            conditional = standing.conditional
-    return Outcome(verdict, tuple(edits), tuple(findings), decided_by, tuple(results), conditional)
+FROM_CHAIN = ChainRunner()
+"""``per_request`` not given: ``per_request_runner(chain)`` is built for the connection."""
 
 
 class PolicyConnection:
@@ -183,9 +137,15 @@ class PolicyConnection:
         settings: PolicySettings,
         *,
         shutdown: Shutdown | None = None,
+        per_request: ChainRunner | None = FROM_CHAIN,
     ) -> None:
         self.stream = stream
         self.chain = chain
+        # the plugins that decide every request afresh (None: none is configured)
+        self.per_request = per_request_runner(chain) if per_request is FROM_CHAIN else per_request
+        self._per_request_labels = frozenset(
+            entry.label for entry in (self.per_request.entries if self.per_request else ())
+        )
         self.settings = settings
         self.shutdown = shutdown or Shutdown()
         self.codec = PolicyServer(settings.limits)
@@ -193,7 +153,7 @@ class PolicyConnection:
         # Stages no plugin implements always end in Continue with nothing: skip their work.
         self._closes = chain.has_stage("on_close")
         self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
-        self._message: _Message | None = None
+        self._message: Message | None = None
         self._started = 0.0  # when the request being read began
         self._scope = trio.CancelScope()  # the connection's (see _serve)
         self._idle = False  # waiting for a request (under the idle timeout)
@@ -332,7 +292,7 @@ class PolicyConnection:
         )
         message = await self._message_for(message_key(attrs), envelope)
         try:
-            outcome = await self._run_stages(message, envelope)
+            outcome, again = await self._run_stages(message, envelope)
         finally:
             if message.key is None and self._closes:
                 await close_chain(self.chain, message.session)
@@ -340,7 +300,8 @@ class PolicyConnection:
             outcome,
             accept_as_ok=self.settings.accept_as_ok,
             prepend=prepend_allowed(state),
-            already_prepended=message.prepended,
+            # decided again by per-request plugins: their header, as they answer it each time
+            already_prepended=() if again else message.prepended,
         )
         if plan.header is not None:
             message.prepended.add(header_key(plan.header))
@@ -354,13 +315,13 @@ class PolicyConnection:
         metrics.recorder.message("policy", metrics.outcome_of_verdict(outcome.verdict))
         return plan.action
 
-    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> _Message:
+    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
         current = self._message
         if key is not None and current is not None and current.key == key:
             current.refresh(envelope)
             return current
         await self._end_message()
-        message = _Message(key, envelope.session, envelope.transaction)
+        message = Message(key, envelope.session, envelope.transaction)
         if key is not None:
             self._message = message
         return message
@@ -370,7 +331,9 @@ class PolicyConnection:
         if message is not None and self._closes:
             await close_chain(self.chain, message.session)
 
-    async def _run_stages(self, message: _Message, envelope: PolicyEnvelope) -> Outcome:
+    async def _run_stages(self, message: Message, envelope: PolicyEnvelope) -> tuple[Outcome, bool]:
+        """The request's outcome, and whether its last stage was reused and decided again by
+        the per-request plugins (then every edit in it is theirs)."""
         session, t = message.session, message.transaction
         steps: list[tuple[Outcome, bool]] = []
         for stage in envelope.stages:
@@ -382,13 +345,51 @@ class PolicyConnection:
                 if cached is not None:
                     step = (cached, False)
                 else:
-                    outcome = await self._stage(stage, session, t)
+                    outcome = self._for_this_request(await self._stage(stage, session, t), t)
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
             if is_refusal(step[0].verdict):
                 break
-        return _combine(steps)
+        reused, fresh = steps[-1]
+        if fresh or self.per_request is None or len(steps) < len(envelope.stages):
+            return combine(steps), False
+        # The request's last stage was answered from an earlier request of the message: the
+        # plugins that decide every request decide this one too. What one of them decided
+        # for that earlier request (a refusal too) is not this request's answer.
+        theirs = decider(reused) in self._per_request_labels
+        if is_refusal(reused.verdict) and not theirs:
+            return combine(steps), False  # another plugin's refusal stands for the message
+        again = (await self._again(envelope, message), True)
+        if theirs:
+            steps[-1] = again
+        else:
+            steps.append(again)
+        return combine(steps), True
+
+    async def _again(self, envelope: PolicyEnvelope, message: Message) -> Outcome:
+        """The request's last stage (``mail_from`` or ``rcpt``: earlier ones are never reused
+        as the last) run again for the per-request plugins only."""
+        chain = self.per_request
+        assert chain is not None
+        t = message.transaction
+        if envelope.recipient is None:
+            outcome = await chain.mail_from(t) if chain.has_stage("on_mail_from") else NOTHING
+        else:
+            address = envelope.recipient.address
+            rcpt = next((r for r in t.recipients if r.address == address), Recipient(address))
+            outcome = await chain.rcpt(t, rcpt)
+        return self._for_this_request(outcome, t)
+
+    def _for_this_request(self, outcome: Outcome, t: Transaction) -> Outcome:
+        """A per-request plugin's ``Accept(final=True)`` (an OK that ends Postfix's
+        restriction list) ends this request's checks only: the message's later requests are
+        checked again, as Postfix checks them. (One of another plugin holds for the message.)"""
+        verdict = outcome.verdict
+        final = isinstance(verdict, Accept) and verdict.final
+        if final and outcome.decided_by in self._per_request_labels:
+            t.notes.set(FINAL_ACCEPT, False)  # it was not set before: the stage ran
+        return outcome
 
     async def _stage(self, stage: Stage, session: Session, t: Transaction) -> Outcome:
         if stage not in self._live:
@@ -403,13 +404,14 @@ class PolicyConnection:
             case "rcpt":
                 raise AssertionError("rcpt runs per recipient")
 
-    async def _rcpt(self, message: _Message, address: str) -> tuple[Outcome, bool]:
+    async def _rcpt(self, message: Message, address: str) -> tuple[Outcome, bool]:
         cached = message.rcpt_outcomes.get(address)
         if cached is not None:
             return cached, False
         t = message.transaction
         rcpt = Recipient(address)
         outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
+        outcome = self._for_this_request(outcome, t)
         verdict = outcome.verdict
         # Our answer, not Postfix's: a later restriction may still refuse what we let pass.
         rcpt.reply = verdict.reply if is_refusal(verdict) else replies.RCPT_OK
@@ -456,10 +458,14 @@ async def serve_policy_connection(
     settings: PolicySettings,
     *,
     shutdown: Shutdown | None = None,
+    per_request: ChainRunner | None = FROM_CHAIN,
 ) -> None:
     """Serve one policy connection until Postfix closes it, a timeout, trouble or shutdown.
-    Never raises for what happens on the connection (other connections keep being served)."""
-    await PolicyConnection(stream, chain, settings, shutdown=shutdown).run()
+    Never raises for what happens on the connection (other connections keep being served).
+    ``per_request``: ``per_request_runner(chain)``, when the caller built it already."""
+    await PolicyConnection(
+        stream, chain, settings, shutdown=shutdown, per_request=per_request
+    ).run()
 
 
 class PolicyHandler:
@@ -475,6 +481,7 @@ class PolicyHandler:
         self.settings = settings
         self.shutdown = shutdown or Shutdown()
         self.active = 0
+        self.per_request = per_request_runner(chain)  # once, not per connection
 
     def over_limit(self) -> bool:
         return False
@@ -493,7 +500,13 @@ class PolicyHandler:
         self.active += 1
         metrics.recorder.session("policy", 1)
         try:
-            await serve_policy_connection(stream, self.chain, self.settings, shutdown=self.shutdown)
+            await serve_policy_connection(
+                stream,
+                self.chain,
+                self.settings,
+                shutdown=self.shutdown,
+                per_request=self.per_request,
+            )
         finally:
             self.active -= 1
             metrics.recorder.session("policy", -1)

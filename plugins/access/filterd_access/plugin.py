@@ -70,6 +70,7 @@ class Check:
 class Access(Plugin[AccessConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt):
     name = "access"
     Config = AccessConfig
+    decides_each_policy_request = True  # as check_*_access: every request Postfix sends
 
     _tables: dict[str, list[Table]]
 

@@ -212,3 +212,49 @@ window = "1d"
         "DEFER_IF_PERMIT 4.7.1 carl sent to too many recipients",  # 3 at once
         "DUNNO",  # 600 + 400 bytes; the refused 100 were given back
     ]
+
+
+def test_policy_door_counts_a_message_once_beside_plugins_deciding_every_request(
+    filterd_factory: FilterdFactory, tmp_path: Path
+) -> None:
+    """The rules plugin decides every request, also a message's DATA and END-OF-MESSAGE on the
+    connection of its RCPT requests; ratelimit still counts the message once, at its first
+    request (the policy door reruns a reused stage for such plugins only)."""
+    port = free_port()
+    filterd_factory(
+        f"""
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "policy"
+[delivery]
+method = "maildir"
+[[chain]]
+plugin = "rules"
+[[chain.config.rules]]
+protocol_state = "== DATA"
+action = "PREPEND X-Rules: at DATA"
+[[chain]]
+plugin = "ratelimit"
+[chain.config]
+state = {{ path = "{tmp_path / "ratelimit.sqlite"}" }}
+[[chain.config.limits]]
+name = "client-msgs"
+key = "client"
+count = "messages"
+limit = 1
+window = "1h"
+"""
+    )
+    client = PolicyClient(("127.0.0.1", port))  # one connection for every restriction class
+    try:
+        answers = [
+            client.ask(request("RCPT", recipient="bob@example.org")),
+            client.ask(request("RCPT", recipient="carol@example.org")),
+            client.ask(request("DATA", recipient_count="2")),
+            client.ask(request("END-OF-MESSAGE", recipient_count="2", size="600")),
+            client.ask(request("RCPT", recipient="bob@example.org", instance="1.2")),
+        ]
+    finally:
+        client.close()
+    assert answers[:4] == ["DUNNO", "DUNNO", "PREPEND X-Rules: at DATA", "DUNNO"]
+    assert answers[4].startswith("450 4.7.1 Rate limit exceeded"), answers

@@ -57,6 +57,7 @@ __all__ = ["Rules"]
 class Rules(Plugin[RulesConfig], OnConnect, OnHelo, OnMailFrom, OnRcpt):
     name = "rules"
     Config = RulesConfig
+    decides_each_policy_request = True  # as postfwd / check_*_access: every request
 
     clock: Callable[[], float] = staticmethod(time.time)
     """The time the windows (date, time, days, months) and rule actions see; tests set it."""

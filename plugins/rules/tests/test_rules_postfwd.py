@@ -1,7 +1,8 @@
 """Differential test: the same rules, written in postfwd's syntax and in filterd's TOML, and
 the same few hundred generated policy requests give the same actions from Debian's postfwd
 1.35 and from filterd's policy door with the rules plugin (once with the TOML rules, once
-reading the postfwd file itself).
+reading the postfwd file itself): lone requests, and whole messages (RCPT, DATA and
+END-OF-MESSAGE requests on one connection with a real ``instance``, as Postfix sends them).
 
 Actions are compared as Postfix applies them (the access(5) action as Postfix reads it):
 
@@ -321,6 +322,24 @@ def requests(count: int, seed: int) -> Iterator[dict[str, str]]:
         yield request
 
 
+def messages(count: int, seed: int) -> Iterator[dict[str, str]]:
+    """Whole messages as Postfix asks about them on one connection: one ``instance`` each, a
+    RCPT request per recipient, then DATA and END-OF-MESSAGE (``recipient`` named only for a
+    message with one). The policy door runs a message's stages once; the rules still decide
+    every request."""
+    rng = random.Random(seed)
+    lone = (r for r in requests(20 * count, seed) if r["protocol_state"] == "RCPT")
+    for number in range(count):
+        chosen = [next(lone) for _ in range(rng.choice([1, 1, 2, 3]))]
+        base = {**chosen[0], "instance": f"7A2.{seed}.{number}"}
+        for rcpt in chosen:
+            yield {**base, "recipient": rcpt["recipient"]}
+        one = chosen[0]["recipient"] if len(chosen) == 1 else ""
+        later = {"recipient": one, "recipient_count": str(len(chosen))}
+        yield {**base, "protocol_state": "DATA", **later}
+        yield {**base, "protocol_state": "END-OF-MESSAGE", "queue_id": f"Q{number}", **later}
+
+
 def canonical(action: str) -> tuple[str, ...]:
     """What Postfix does with an action: see the module docstring."""
     parsed = parse_access_action(action)
@@ -360,7 +379,12 @@ scores = {{ "5.0" = "{SCORE_ACTION}" }}
 """
 
 
-def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFactory) -> None:
+@pytest.mark.parametrize("sequence", ["requests", "messages"])
+def test_rules_answer_as_postfwd_does(
+    tmp_path: Path, filterd_factory: FilterdFactory, sequence: str
+) -> None:
+    """``requests``: lone requests (no ``instance``). ``messages``: whole messages, their
+    RCPT, DATA and END-OF-MESSAGE requests on one connection with a real ``instance``."""
     now = datetime.now(ZoneInfo(ZONE))
     rules = rule_list(windows(now))
     cf = tmp_path / "postfwd.cf"
@@ -380,7 +404,9 @@ def test_rules_answer_as_postfwd_does(tmp_path: Path, filterd_factory: FilterdFa
             seen: dict[str, int] = {}
             answers_seen: set[tuple[str, ...]] = set()
             disagreements = []
-            for request in requests(400, seed=26):  # every rule that can answer answers
+            # every rule that can answer answers
+            asked = requests(400, seed=26) if sequence == "requests" else messages(120, seed=27)
+            for request in asked:
                 answers = {name: client.ask(request) for name, client in clients.items()}
                 expected = canonical(answers["postfwd"])
                 seen[expected[0]] = seen.get(expected[0], 0) + 1

@@ -119,12 +119,11 @@ def test_rate_limits_answer_as_postfwd_does(
     tmp_path: Path, filterd_factory: FilterdFactory, sequence: str
 ) -> None:
     """``requests``: lone requests (no ``instance``), over one connection. ``messages``: whole
-    messages, their RCPT, DATA and END-OF-MESSAGE requests to filterd over three connections,
-    as Postfix asks three services (check_policy_service in smtpd_recipient_restrictions,
-    smtpd_data_restrictions, smtpd_end_of_data_restrictions, each its own listener): on one
-    connection filterd's policy door runs a message's stages once and a DATA request reuses
-    the RCPT requests' verdicts (filterd/frontdoors/policy/service.py), so the rules would not
-    see it."""
+    messages, their RCPT, DATA and END-OF-MESSAGE requests over one connection with a real
+    ``instance``, as Postfix sends them when check_policy_service is in
+    smtpd_recipient_restrictions, smtpd_data_restrictions and smtpd_end_of_data_restrictions:
+    filterd's policy door runs a message's stages once, but the rules decide every request
+    (``decides_each_policy_request``: filterd/frontdoors/policy/service.py)."""
     w = window_seconds(time.time())
     cf = tmp_path / "postfwd.cf"
     cf.write_text(rule_file(w))
@@ -138,22 +137,19 @@ def test_rate_limits_answer_as_postfwd_does(
     filterd_factory(filterd_config(port, chain))
     with postfwd_server(tmp_path, cf.read_text(), env={"TZ": ZONE}) as postfwd_port:
         postfwd = PolicyClient(postfwd_port)
-        states = ("RCPT", "DATA", "END-OF-MESSAGE") if sequence == "messages" else ("RCPT",)
-        filterd = {state: PolicyClient(port) for state in states}
+        filterd = PolicyClient(port)
         asked = requests(300, seed=19) if sequence == "requests" else messages(80, seed=17)
         try:
             seen: dict[tuple[str, ...], int] = {}
             disagreements = []
             for number, request in enumerate(asked):
-                connection = filterd.get(request["protocol_state"], filterd["RCPT"])
-                expected, got = postfwd.ask(request), connection.ask(request)
+                expected, got = postfwd.ask(request), filterd.ask(request)
                 seen[canonical(expected)] = seen.get(canonical(expected), 0) + 1
                 if canonical(got) != canonical(expected):
                     disagreements.append((number, request, expected, got))
         finally:
             postfwd.close()
-            for connection in filterd.values():
-                connection.close()
+            filterd.close()
     assert disagreements == [], "\n".join(map(str, disagreements[:20]))
     # every limit was crossed, and the list went on below the limits
     kinds = {answer[0] for answer in seen}
