@@ -15,7 +15,10 @@ A line the socket cannot take (no syslog daemon, its queue full for longer than
 ``FULL_WAIT``, a line too long for one datagram) goes to stderr instead: it is not lost, and
 the failure is reported there once.
 The cost per line is the text's formatting and one system call: the timestamps are made once
-a second, and everything else in a line's head once per component and level.
+a second, and everything else in a line's head once per component and level. A stream can also
+hold the lines of one thread (``batch``) until ``flush``: filterd's event loop flushes before
+each wait for I/O (``filterd.runtime.log_batching``), so that the lines of one turn of the loop
+take one system call.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import struct
 import sys
 import threading
 import time
+from _thread import get_ident
 from collections.abc import Callable
 from typing import Generic, TextIO, TypeVar
 
@@ -76,10 +80,17 @@ def short_hostname() -> str:
     return socket.gethostname().partition(".")[0] or "localhost"
 
 
+MAX_HELD = 256
+"""Lines a stream holds at most: one more is written with them at once (a loop turn that logs
+this much, or a thread that holds lines and never flushes, does not grow memory)."""
+
+
 class StreamDestination:
     """Lines to a stream, each with an RFC 3339 timestamp and the host's name. A stream with a
     file descriptor (stderr) is written with one ``os.write`` per line, unbuffered; any other
-    (a ``StringIO`` in a test) through its ``write`` and ``flush``."""
+    (a ``StringIO`` in a test) through its ``write`` and ``flush``. After ``batch``, the lines
+    the calling thread writes to a stream with a descriptor are held until ``flush`` and then
+    written with one ``os.write`` (other threads' lines are written at once)."""
 
     def __init__(self, stream: TextIO, name: str = "filterd", hostname: str | None = None) -> None:
         self.stream = stream
@@ -91,6 +102,8 @@ class StreamDestination:
         self._stamp = ""
         self._zone = ""
         self._heads: dict[str, str] = {}  # component -> " host filterd/component[pid]: "
+        self._batching: int | None = None  # the thread whose lines are held
+        self._held: list[str] = []
         self.pid = os.getpid()
 
     @property
@@ -120,23 +133,51 @@ class StreamDestination:
                 f"{self._zone} {self.hostname} {self.name}/{component}[{self._pid}]: "
             )
         line = f"{self._stamp}.{int((now - second) * 1_000_000):06d}{head}{text}\n"
-        if self._fd is not None:
-            if self.stream.closed:  # its descriptor's number may be another file's by now
-                raise ValueError("I/O operation on closed file")
-            try:
-                data = line.encode()
-            except UnicodeEncodeError:
-                data = _encode(line)
-            written = os.write(self._fd, data)
-            if written < len(data):  # a short write (a signal, a full pipe): the rest
-                _write_all(self._fd, data[written:])
+        if self._batching is not None and self._batching == get_ident():
+            held = self._held
+            held.append(line)
+            if len(held) >= MAX_HELD:
+                self.flush()
+        elif self._fd is not None:
+            self._write_fd(self._fd, line)
         else:
             with self._lock:
                 self.stream.write(line)
                 self.stream.flush()
 
+    def _write_fd(self, fd: int, lines: str) -> None:
+        if self.stream.closed:  # its descriptor's number may be another file's by now
+            raise ValueError("I/O operation on closed file")
+        try:
+            data = lines.encode()
+        except UnicodeEncodeError:
+            data = _encode(lines)
+        written = os.write(fd, data)
+        if written < len(data):  # a short write (a signal, a full pipe): the rest
+            _write_all(fd, data[written:])
+
+    def batch(self) -> None:
+        """Hold the lines the calling thread writes until ``flush`` (a stream without a file
+        descriptor: no change, its lines go to its ``write`` at once)."""
+        if self._fd is not None:
+            self._batching = get_ident()
+
+    def unbatch(self) -> None:
+        """Write the held lines and every later one at once again."""
+        self._batching = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the held lines, with one ``os.write``. For the thread that holds them, or
+        once it writes no more (at exit): a line it added while another thread flushed could
+        be missed."""
+        held = self._held
+        if held and self._fd is not None:
+            self._held = []
+            self._write_fd(self._fd, "".join(held))
+
     def close(self) -> None:
-        return None  # stderr stays open
+        self.flush()  # stderr stays open
 
 
 class _Datagrams:

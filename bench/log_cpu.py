@@ -1,0 +1,152 @@
+"""filterd's own CPU per relayed message at log ``info`` against ``warning``: the log's cost
+measured so that other work on the machine does not move it.
+
+    .venv/bin/python bench/log_cpu.py [--rounds 5] [--messages 4000] [--sessions 50]
+
+Two filterds (bench/filterd.toml, the seed chain, ``processes = 1``, each stderr to a file),
+one at log ``info`` and one at ``warning``, relay into one smtp-sink. Each round sends
+``--messages`` 4 KiB messages through each in turn (smtp-source, both load shapes: persistent
+connections and a new connection per message) and reads the user+system CPU time of the
+filterd's process group from /proc before and after. The figure is that CPU time divided by the
+messages delivered, in µs; the rounds alternate which filterd goes first, and the median over
+the rounds is reported with the spread. Throughput depends on what else the two cores do; CPU
+time per message much less so (a loaded machine still inflates it somewhat: caches, the
+scheduler), and both filterds suffer alike because their runs interleave.
+
+Every process runs in its own process group and is stopped by its id, also on failure; the
+temporary directory is removed at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from filterd_bench.procs import CLOCK_TICKS, BenchError, Processes, process_stats
+from filterd_bench.servers import FilterdSettings, Server, start_filterd, start_sink
+from filterd_bench.source import run_source
+
+SIZE = 4096
+SOURCE_TIMEOUT = 300.0
+WARMUP = 300
+LEVELS = ("info", "warning")
+SHAPES = {"persistent": True, "per-message": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds (1..50)")
+    parser.add_argument("--messages", type=int, default=4000, help="messages per run")
+    parser.add_argument("--sessions", type=int, default=50, help="smtp-source sessions")
+    parser.add_argument("--shape", choices=[*SHAPES, "both"], default="both")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if not (1 <= args.rounds <= 50 and 1 <= args.messages <= 100_000):
+        parser.error("--rounds must be 1..50 and --messages 1..100000")
+    shapes = list(SHAPES) if args.shape == "both" else [args.shape]
+    workdir = Path(tempfile.mkdtemp(prefix="filterd-log-cpu-"))
+    procs = Processes()
+    try:
+        figures = measure(procs, workdir, shapes, args.rounds, args.messages, args.sessions)
+    except BenchError as exc:
+        print(f"log_cpu: {exc} (files kept in {workdir})", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+    report(figures)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.keep:
+        print(f"files kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def measure(
+    procs: Processes, workdir: Path, shapes: list[str], rounds: int, messages: int, sessions: int
+) -> dict[str, dict[str, list[float]]]:
+    """µs of filterd CPU per message, by shape and level, one figure per round."""
+    sink = start_sink(procs, workdir)
+    servers = {
+        level: start_filterd(
+            procs,
+            workdir,
+            sink.port,
+            name=f"filterd-{level}",
+            settings=FilterdSettings(level=level, chain="seed", processes=1),
+        )
+        for level in LEVELS
+    }
+    for server in servers.values():
+        _send(server, WARMUP, sessions, persistent=True)
+    figures: dict[str, dict[str, list[float]]] = {
+        s: {k: [] for lv in LEVELS for k in (lv, f"{lv} system")} for s in shapes
+    }
+    for number in range(rounds):
+        order = LEVELS if number % 2 == 0 else LEVELS[::-1]
+        for shape in shapes:
+            for level in order:
+                server = servers[level]
+                user, system = group_cpu(server.pid)
+                _send(server, messages, sessions, persistent=SHAPES[shape])
+                user_after, system_after = group_cpu(server.pid)
+                spent = user_after + system_after - user - system
+                figures[shape][level].append(spent / messages * 1e6)
+                figures[shape][f"{level} system"].append((system_after - system) / messages * 1e6)
+        line = ", ".join(
+            f"{shape} {level} {figures[shape][level][-1]:.0f}"
+            f" (sys {figures[shape][f'{level} system'][-1]:.0f})"
+            for shape in shapes
+            for level in LEVELS
+        )
+        print(f"round {number + 1}: µs/msg {line}", flush=True)
+    return figures
+
+
+def group_cpu(pgid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the live processes in a process group."""
+    user = system = 0
+    for _pid, fields in process_stats():
+        if int(fields[2]) == pgid:
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
+
+
+def _send(server: Server, count: int, sessions: int, *, persistent: bool) -> None:
+    run = run_source(
+        server.port,
+        size=SIZE,
+        sessions=sessions,
+        count=count,
+        timeout=SOURCE_TIMEOUT,
+        persistent=persistent,
+    )
+    if not run.ok:
+        raise BenchError(f"smtp-source into {server.child.name}: {run.problem}")
+
+
+def report(figures: dict[str, dict[str, list[float]]]) -> None:
+    print("\nfilterd CPU per message (user+system, µs; median of the rounds, [min-max]):")
+    for shape, by_level in figures.items():
+        info = statistics.median(by_level["info"])
+        warning = statistics.median(by_level["warning"])
+        spread = {lv: f"[{min(v):.0f}-{max(v):.0f}]" for lv, v in by_level.items()}
+        system = {lv: statistics.median(by_level[f"{lv} system"]) for lv in LEVELS}
+        cost = (info - warning) / info * 100 if info else 0.0
+        print(
+            f"  {shape:12} info {info:6.0f} {spread['info']:>11} (system {system['info']:.0f})"
+            f"  warning {warning:6.0f} {spread['warning']:>11} (system {system['warning']:.0f})"
+            f"  info costs {info - warning:5.1f} µs = {cost:4.1f} %"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
