@@ -15,7 +15,6 @@ import pytest
 import trio
 
 from filterd.maillog import MailLog, queue_id_var, setup_logging
-from filterd.maillog import destinations as destinations_module
 from filterd.maillog import logger as maillog
 from filterd.maillog.destinations import MAX_HELD, StreamDestination
 from filterd.runtime.log_batching import LineBatching
@@ -35,7 +34,7 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The length of every os.write the destinations make."""
+    """The length of every os.write (the destinations make them with os.write)."""
     made: list[int] = []
     real = os.write
 
@@ -43,7 +42,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         made.append(len(data))
         return real(fd, data)
 
-    monkeypatch.setattr(destinations_module.os, "write", counting)
+    monkeypatch.setattr(os, "write", counting)
     return made
 
 
