@@ -8,10 +8,17 @@ one at log ``info`` and one at ``warning``, relay into one smtp-sink. Each round
 ``--messages`` 4 KiB messages through each in turn (smtp-source, both load shapes: persistent
 connections and a new connection per message) and reads the user+system CPU time of the
 filterd's process group from /proc before and after. The figure is that CPU time divided by the
-messages delivered, in µs; the rounds alternate which filterd goes first, and the median over
-the rounds is reported with the spread. Throughput depends on what else the two cores do; CPU
-time per message much less so (a loaded machine still inflates it somewhat: caches, the
-scheduler), and both filterds suffer alike because their runs interleave.
+messages delivered, in µs; the rounds alternate which filterd goes first. Reported: the median
+over the rounds with the spread, and the median of the rounds' differences. Throughput depends
+on what else the two cores do; CPU time per message less so, but a loaded machine still moves
+it (caches, the scheduler, another process on the same core) by more than the log costs: on a
+shared machine take many rounds, and ``--instructions`` for a figure that does not move.
+
+``--instructions``: instead, each filterd runs under ``valgrind --tool=callgrind
+--instr-atstart=no`` (as bench/policy_instructions.py does) and the figure is its user-space
+instructions per message over ``--messages`` persistent-connection messages after a warm-up: a
+count that other work on the machine does not move, but that leaves out the kernel's side (the
+write system calls). Under callgrind filterd runs ~50 times slower: use ``--messages 1000``.
 
 Every process runs in its own process group and is stopped by its id, also on failure; the
 temporary directory is removed at the end unless ``--keep``.
@@ -21,14 +28,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from filterd_bench.procs import CLOCK_TICKS, BenchError, Processes, process_stats
-from filterd_bench.servers import FilterdSettings, Server, start_filterd, start_sink
+from filterd_bench.procs import (
+    CLOCK_TICKS,
+    BenchError,
+    Processes,
+    free_port,
+    process_stats,
+    wait_for_smtp,
+)
+from filterd_bench.servers import (
+    FilterdSettings,
+    Server,
+    filterd_binary,
+    filterd_config,
+    start_filterd,
+    start_sink,
+)
 from filterd_bench.source import run_source
 
 SIZE = 4096
@@ -36,6 +59,8 @@ SOURCE_TIMEOUT = 300.0
 WARMUP = 300
 LEVELS = ("info", "warning")
 SHAPES = {"persistent": True, "per-message": False}
+CALLGRIND_START_TIMEOUT = 120.0
+_TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=[*SHAPES, "both"], default="both")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
     args = parser.parse_args(argv)
     if not (1 <= args.rounds <= 50 and 1 <= args.messages <= 100_000):
         parser.error("--rounds must be 1..50 and --messages 1..100000")
@@ -53,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="filterd-log-cpu-"))
     procs = Processes()
     try:
+        if args.instructions:
+            return count_instructions(procs, workdir, args.messages, args.sessions)
         figures = measure(procs, workdir, shapes, args.rounds, args.messages, args.sessions)
     except BenchError as exc:
         print(f"log_cpu: {exc} (files kept in {workdir})", file=sys.stderr)
@@ -110,6 +140,48 @@ def measure(
     return figures
 
 
+def count_instructions(procs: Processes, workdir: Path, messages: int, sessions: int) -> int:
+    """Print filterd's user-space instructions per message at each level (callgrind)."""
+    sink = start_sink(procs, workdir)
+    for level in LEVELS:
+        port = free_port()
+        config = workdir / f"filterd-{level}.toml"
+        config.write_text(filterd_config(port, sink.port, FilterdSettings(level, "seed")))
+        out = workdir / f"callgrind-{level}.out"
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        argv += [f"--callgrind-out-file={out}", sys.executable, str(filterd_binary())]
+        child = procs.start(
+            f"filterd-{level}",
+            [*argv, "run", "-c", str(config)],
+            log=workdir / f"filterd-{level}.log",
+        )
+        wait_for_smtp(child, port, CALLGRIND_START_TIMEOUT)
+        server = Server(child, port)
+        _send(server, WARMUP, sessions, persistent=True)
+        _callgrind_control(child.pid, "-i", "on")
+        _send(server, messages, sessions, persistent=True)
+        _callgrind_control(child.pid, "-i", "off")
+        _callgrind_control(child.pid, "-d")
+        procs.stop(child, grace=30.0)
+        totals = [  # the dump (-d) and the file written at exit
+            int(n)
+            for dump in workdir.glob(f"{out.name}*")
+            for n in _TOTALS.findall(dump.read_text(errors="replace"))
+        ]
+        if not totals:
+            raise BenchError(f"callgrind wrote no instruction count into {out}")
+        print(f"{level}: {sum(totals) / messages:,.0f} instructions per message", flush=True)
+    return 0
+
+
+def _callgrind_control(pid: int, *options: str) -> None:
+    done = subprocess.run(
+        ["callgrind_control", *options, str(pid)], capture_output=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"callgrind_control {' '.join(options)}: {done.stderr!r}")
+
+
 def group_cpu(pgid: int) -> tuple[float, float]:
     """User and system CPU seconds of the live processes in a process group."""
     user = system = 0
@@ -141,10 +213,14 @@ def report(figures: dict[str, dict[str, list[float]]]) -> None:
         spread = {lv: f"[{min(v):.0f}-{max(v):.0f}]" for lv, v in by_level.items()}
         system = {lv: statistics.median(by_level[f"{lv} system"]) for lv in LEVELS}
         cost = (info - warning) / info * 100 if info else 0.0
+        paired = statistics.median(
+            i - w for i, w in zip(by_level["info"], by_level["warning"], strict=True)
+        )
         print(
             f"  {shape:12} info {info:6.0f} {spread['info']:>11} (system {system['info']:.0f})"
             f"  warning {warning:6.0f} {spread['warning']:>11} (system {system['warning']:.0f})"
             f"  info costs {info - warning:5.1f} µs = {cost:4.1f} %"
+            f" (median of the rounds' differences: {paired:.1f} µs = {paired / info * 100:.1f} %)"
         )
 
 
