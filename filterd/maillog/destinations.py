@@ -156,16 +156,11 @@ class StreamDestination:
         if written < len(data):  # a short write (a signal, a full pipe): the rest
             _write_all(fd, data[written:])
 
-    def batch(self) -> None:
+    def batch(self, hold: bool = True) -> None:
         """Hold the lines the calling thread writes until ``flush`` (a stream without a file
-        descriptor: no change, its lines go to its ``write`` at once)."""
-        if self._fd is not None:
-            self._batching = get_ident()
-
-    def unbatch(self) -> None:
-        """Write the held lines and every later one at once again."""
-        self._batching = None
-        self.flush()
+        descriptor: no change, its lines go to its ``write`` at once); ``hold=False``: write
+        every later line at once again (``flush`` writes those held)."""
+        self._batching = get_ident() if hold and self._fd is not None else None
 
     def flush(self) -> None:
         """Write the held lines, with one ``os.write``. For the thread that holds them, or
@@ -308,6 +303,13 @@ class _DatagramDestination(Generic[Head]):
         self._pid = pid
         self._heads.clear()
         self.fallback.pid = pid
+
+    def batch(self, hold: bool = True) -> None:
+        """Nothing to hold: a datagram per line (``StreamDestination.batch``)."""
+        del hold
+
+    def flush(self) -> None:
+        return None
 
     def close(self) -> None:
         self._socket.close()

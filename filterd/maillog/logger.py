@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -95,23 +94,18 @@ class LineHandler(logging.Handler):
     def batch(self) -> None:
         """Hold the calling thread's lines until ``flush`` (a stream destination; syslog and the
         journal take a datagram per line and keep doing so)."""
-        if isinstance(self.destination, StreamDestination):
-            self.destination.batch()
+        self.destination.batch()
 
     def unbatch(self) -> None:
         """Write the held lines, and every later line at once again."""
-        if isinstance(self.destination, StreamDestination):
-            self._flushing(self.destination.unbatch)
+        self.destination.batch(False)
+        self.flush()
 
     def flush(self) -> None:
         """Write the held lines (``logging.shutdown`` calls this at exit, too); a failure is
         handled as ``emit`` handles it, never raised into the event loop that flushes."""
-        if isinstance(self.destination, StreamDestination):
-            self._flushing(self.destination.flush)
-
-    def _flushing(self, flush: Callable[[], None]) -> None:
         try:
-            flush()
+            self.destination.flush()
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": "(held log lines)"}))
 

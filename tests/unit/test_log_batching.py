@@ -65,7 +65,7 @@ def test_held_lines_go_out_in_order_with_one_write(tmp_path: Path, writes: list[
         assert len(writes) == 1
         stream.flush()  # nothing held: nothing written
         assert len(writes) == 1
-        stream.unbatch()
+        stream.batch(False)
         stream.write("smtpd", logging.INFO, "line 3")  # at once again
         assert texts(path)[-1] == "line 3"
     first = path.read_text().splitlines()[0]  # the same line as one written at once
