@@ -14,6 +14,10 @@ on what else the two cores do; CPU time per message less so, but a loaded machin
 it (caches, the scheduler, another process on the same core) by more than the log costs: on a
 shared machine take many rounds, and ``--instructions`` for a figure that does not move.
 
+``--baseline TREE``: two more filterds, at each level, run from another version's source
+tree (``git archive <commit> filterd | tar -x -C TREE``; put first on their PYTHONPATH), in
+the same rounds: before and after a change, measured under the same disturbance.
+
 ``--instructions``: instead, each filterd runs under ``valgrind --tool=callgrind
 --instr-atstart=no`` (as bench/policy_instructions.py does) and the figure is its user-space
 instructions per message over ``--messages`` persistent-connection messages after a warm-up: a
@@ -28,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from filterd_bench.procs import (
@@ -45,11 +51,11 @@ from filterd_bench.procs import (
     wait_for_smtp,
 )
 from filterd_bench.servers import (
+    START_TIMEOUT,
     FilterdSettings,
     Server,
     filterd_binary,
     filterd_config,
-    start_filterd,
     start_sink,
 )
 from filterd_bench.source import run_source
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under callgrind"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of another filterd version (its filterd/ package), measured in "
+        "the same rounds (first on PYTHONPATH)",
+    )
     args = parser.parse_args(argv)
     if not (1 <= args.rounds <= 50 and 1 <= args.messages <= 100_000):
         parser.error("--rounds must be 1..50 and --messages 1..100000")
@@ -83,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.instructions:
             return count_instructions(procs, workdir, args.messages, args.sessions)
-        figures = measure(procs, workdir, shapes, args.rounds, args.messages, args.sessions)
+        figures = measure(
+            procs, workdir, shapes, args.rounds, args.messages, args.sessions, args.baseline
+        )
     except BenchError as exc:
         print(f"log_cpu: {exc} (files kept in {workdir})", file=sys.stderr)
         return 1
@@ -99,45 +113,74 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One filterd of the comparison: its log level and, for ``--baseline``, the source tree
+    put first on its PYTHONPATH."""
+
+    level: str
+    tree: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.level if self.tree is None else f"baseline {self.level}"
+
+
 def measure(
-    procs: Processes, workdir: Path, shapes: list[str], rounds: int, messages: int, sessions: int
+    procs: Processes,
+    workdir: Path,
+    shapes: list[str],
+    rounds: int,
+    messages: int,
+    sessions: int,
+    baseline: Path | None = None,
 ) -> dict[str, dict[str, list[float]]]:
-    """µs of filterd CPU per message, by shape and level, one figure per round."""
+    """µs of filterd CPU per message, by shape and variant, one figure per round."""
     sink = start_sink(procs, workdir)
-    servers = {
-        level: start_filterd(
-            procs,
-            workdir,
-            sink.port,
-            name=f"filterd-{level}",
-            settings=FilterdSettings(level=level, chain="seed", processes=1),
-        )
-        for level in LEVELS
-    }
+    variants = [Variant(level) for level in LEVELS]
+    if baseline is not None:
+        variants += [Variant(level, baseline) for level in LEVELS]
+    servers = {v.name: _start(procs, workdir, sink.port, v) for v in variants}
     for server in servers.values():
         _send(server, WARMUP, sessions, persistent=True)
     figures: dict[str, dict[str, list[float]]] = {
-        s: {k: [] for lv in LEVELS for k in (lv, f"{lv} system")} for s in shapes
+        s: {k: [] for v in variants for k in (v.name, f"{v.name} system")} for s in shapes
     }
     for number in range(rounds):
-        order = LEVELS if number % 2 == 0 else LEVELS[::-1]
+        order = variants if number % 2 == 0 else variants[::-1]
         for shape in shapes:
-            for level in order:
-                server = servers[level]
+            for variant in order:
+                server = servers[variant.name]
                 user, system = group_cpu(server.pid)
                 _send(server, messages, sessions, persistent=SHAPES[shape])
                 user_after, system_after = group_cpu(server.pid)
                 spent = user_after + system_after - user - system
-                figures[shape][level].append(spent / messages * 1e6)
-                figures[shape][f"{level} system"].append((system_after - system) / messages * 1e6)
+                figures[shape][variant.name].append(spent / messages * 1e6)
+                figures[shape][f"{variant.name} system"].append(
+                    (system_after - system) / messages * 1e6
+                )
         line = ", ".join(
-            f"{shape} {level} {figures[shape][level][-1]:.0f}"
-            f" (sys {figures[shape][f'{level} system'][-1]:.0f})"
+            f"{shape} {v.name} {figures[shape][v.name][-1]:.0f}"
             for shape in shapes
-            for level in LEVELS
+            for v in variants
         )
         print(f"round {number + 1}: µs/msg {line}", flush=True)
     return figures
+
+
+def _start(procs: Processes, workdir: Path, sink_port: int, variant: Variant) -> Server:
+    """A filterd relaying into ``sink_port``: the seed chain, one process, stderr to a file."""
+    port = free_port()
+    name = f"filterd-{variant.name.replace(' ', '-')}"
+    config = workdir / f"{name}.toml"
+    config.write_text(filterd_config(port, sink_port, FilterdSettings(variant.level, "seed")))
+    env = None
+    if variant.tree is not None:
+        env = dict(os.environ, PYTHONPATH=str(variant.tree))
+    argv = [str(filterd_binary()), "run", "-c", str(config)]
+    child = procs.start(name, argv, log=workdir / f"{name}.log", env=env)
+    wait_for_smtp(child, port, START_TIMEOUT)
+    return Server(child, port)
 
 
 def count_instructions(procs: Processes, workdir: Path, messages: int, sessions: int) -> int:
@@ -207,21 +250,25 @@ def _send(server: Server, count: int, sessions: int, *, persistent: bool) -> Non
 
 def report(figures: dict[str, dict[str, list[float]]]) -> None:
     print("\nfilterd CPU per message (user+system, µs; median of the rounds, [min-max]):")
-    for shape, by_level in figures.items():
-        info = statistics.median(by_level["info"])
-        warning = statistics.median(by_level["warning"])
-        spread = {lv: f"[{min(v):.0f}-{max(v):.0f}]" for lv, v in by_level.items()}
-        system = {lv: statistics.median(by_level[f"{lv} system"]) for lv in LEVELS}
-        cost = (info - warning) / info * 100 if info else 0.0
-        paired = statistics.median(
-            i - w for i, w in zip(by_level["info"], by_level["warning"], strict=True)
-        )
-        print(
-            f"  {shape:12} info {info:6.0f} {spread['info']:>11} (system {system['info']:.0f})"
-            f"  warning {warning:6.0f} {spread['warning']:>11} (system {system['warning']:.0f})"
-            f"  info costs {info - warning:5.1f} µs = {cost:4.1f} %"
-            f" (median of the rounds' differences: {paired:.1f} µs = {paired / info * 100:.1f} %)"
-        )
+    for shape, by_name in figures.items():
+        for prefix in ("", "baseline "):
+            info_name, warning_name = f"{prefix}info", f"{prefix}warning"
+            if info_name not in by_name:
+                continue
+            info = statistics.median(by_name[info_name])
+            warning = statistics.median(by_name[warning_name])
+            spread = {n: f"[{min(v):.0f}-{max(v):.0f}]" for n, v in by_name.items()}
+            cost = (info - warning) / info * 100 if info else 0.0
+            paired = statistics.median(
+                i - w for i, w in zip(by_name[info_name], by_name[warning_name], strict=True)
+            )
+            print(
+                f"  {shape:12} {prefix or 'this ':9} info {info:6.0f} {spread[info_name]:>11}"
+                f"  warning {warning:6.0f} {spread[warning_name]:>11}"
+                f"  info costs {info - warning:5.1f} µs = {cost:4.1f} %"
+                f" (median of the rounds' differences: {paired:.1f} µs ="
+                f" {paired / info * 100:.1f} %)"
+            )
 
 
 if __name__ == "__main__":
