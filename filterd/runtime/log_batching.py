@@ -1,7 +1,8 @@
 """One write(2) per turn of the event loop for the log's lines, not one per line.
 
-At ``info`` filterd writes a few lines per message; to a file (stderr), one system call each
-was most of what the log cost. ``LineBatching``, a trio instrument given to ``trio.run`` by
+At ``info`` filterd writes a few lines per message; to a file (stderr) that was one system
+call each, now one per loop turn for all of them (docs/benchmarks.md: what it saves).
+``LineBatching``, a trio instrument given to ``trio.run`` by
 ``filterd run`` and by each worker process, holds the loop thread's lines
 (``filterd.maillog.batch_lines``) and writes them before each wait for I/O
 (``before_io_wait``): a line reaches the file in the same turn of the loop that wrote it,
