@@ -8,9 +8,7 @@ and writes them (``filterd.maillog``): to a file (``destination = "stderr"``), a
 and a journal socket, each read by a separate process so that the receiver's work is not
 counted (a line that finds the receiver's queue full waits for room, which is not CPU time).
 The figure is CPU time (``time.process_time``), the best of 5 passes, in µs per
-message; at ``warning`` the same calls write nothing; "held": the lines held as filterd's event
-loop holds them (``batch_lines``), written with one system call per message (filterd writes
-once per turn of its loop, often for many messages). A microbenchmark: it tells the log
+message; at ``warning`` the same calls write nothing. A microbenchmark: it tells the log
 path's own cost, which bench/run.py's f-p1 / f-p1-warn comparison shows as a share of a whole
 message when the machine is quiet. Everything it makes is in a temporary directory, removed at
 the end, and its receiver is stopped by its pid.
@@ -29,14 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filterd.config.schema import LogConfig
-from filterd.maillog import (
-    MailLog,
-    batch_lines,
-    flush_lines,
-    queue_id_var,
-    setup_logging,
-    unbatch_lines,
-)
+from filterd.maillog import MailLog, queue_id_var, setup_logging
 from filterd.maillog.lines import client_line, delivery_line, envelope_line, timing
 from filterd.model.reply import Reply
 
@@ -75,17 +66,15 @@ def one_message() -> Callable[[], None]:
     return run
 
 
-def per_message(messages: int, flush: Callable[[], None] | None = None) -> float:
+def per_message(messages: int) -> float:
     """µs of CPU per message, the best of ``PASSES`` (a wait for room in a receiver's queue
-    is not CPU time); ``flush`` after each message (the lines held: ``batch_lines``)."""
+    is not CPU time)."""
     run = one_message()
     best = float("inf")
     for _ in range(PASSES):
         started = time.process_time()
         for _ in range(messages):
             run()
-            if flush is not None:
-                flush()
         best = min(best, (time.process_time() - started) / messages)
     return best * 1e6
 
@@ -115,13 +104,6 @@ def main() -> int:
             for level in ("info", "warning"):
                 setup_logging(level, out)
                 print(f"stderr (a file)  {level:8s} {per_message(args.messages):6.2f} µs/message")
-            setup_logging("info", out)
-            batch_lines()  # as filterd's event loop holds them, flushed once per message here
-            try:
-                figure = per_message(args.messages, flush=flush_lines)
-            finally:
-                unbatch_lines()
-            print(f"stderr, held     info     {figure:6.2f} µs/message (one write per message)")
         diverted = (work / "diverted.log").open("w")  # lines a socket could not take
         for destination in ("syslog", "journal"):
             path = work / f"{destination}.sock"

@@ -3,27 +3,15 @@ or the journal. ``logger``: ``MailLog`` and ``setup_logging``; ``lines``: the te
 that say what happened to a message; ``destinations``: where lines go."""
 
 from filterd.maillog.lines import Peer, sanitize, smtpd_line
-from filterd.maillog.logger import (
-    LineHandler,
-    LogSettings,
-    MailLog,
-    batch_lines,
-    flush_lines,
-    queue_id_var,
-    setup_logging,
-    unbatch_lines,
-)
+from filterd.maillog.logger import LineHandler, LogSettings, MailLog, queue_id_var, setup_logging
 
 __all__ = [
     "LineHandler",
     "LogSettings",
     "MailLog",
     "Peer",
-    "batch_lines",
-    "flush_lines",
     "queue_id_var",
     "sanitize",
     "setup_logging",
     "smtpd_line",
-    "unbatch_lines",
 ]

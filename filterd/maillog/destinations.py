@@ -15,10 +15,7 @@ A line the socket cannot take (no syslog daemon, its queue full for longer than
 ``FULL_WAIT``, a line too long for one datagram) goes to stderr instead: it is not lost, and
 the failure is reported there once.
 The cost per line is the text's formatting and one system call: the timestamps are made once
-a second, and everything else in a line's head once per component and level. A stream can also
-hold the lines of one thread (``batch``) until ``flush``: filterd's event loop flushes before
-each wait for I/O (``filterd.runtime.log_batching``), so that the lines of one turn of the loop
-take one system call.
+a second, and everything else in a line's head once per component and level.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import struct
 import sys
 import threading
 import time
-from _thread import get_ident
 from collections.abc import Callable
 from typing import Generic, TextIO, TypeVar
 
@@ -80,17 +76,10 @@ def short_hostname() -> str:
     return socket.gethostname().partition(".")[0] or "localhost"
 
 
-MAX_HELD = 256
-"""Lines a stream holds at most: one more is written with them at once (a loop turn that logs
-this much, or a thread that holds lines and never flushes, does not grow memory)."""
-
-
 class StreamDestination:
     """Lines to a stream, each with an RFC 3339 timestamp and the host's name. A stream with a
     file descriptor (stderr) is written with one ``os.write`` per line, unbuffered; any other
-    (a ``StringIO`` in a test) through its ``write`` and ``flush``. After ``batch``, the lines
-    the calling thread writes to a stream with a descriptor are held until ``flush`` and then
-    written with one ``os.write`` (other threads' lines are written at once)."""
+    (a ``StringIO`` in a test) through its ``write`` and ``flush``."""
 
     def __init__(self, stream: TextIO, name: str = "filterd", hostname: str | None = None) -> None:
         self.stream = stream
@@ -102,8 +91,6 @@ class StreamDestination:
         self._stamp = ""
         self._zone = ""
         self._heads: dict[str, str] = {}  # component -> " host filterd/component[pid]: "
-        self._batching: int | None = None  # the thread whose lines are held
-        self._held: list[str] = []
         self.pid = os.getpid()
 
     @property
@@ -133,46 +120,23 @@ class StreamDestination:
                 f"{self._zone} {self.hostname} {self.name}/{component}[{self._pid}]: "
             )
         line = f"{self._stamp}.{int((now - second) * 1_000_000):06d}{head}{text}\n"
-        if self._batching is not None and self._batching == get_ident():
-            held = self._held
-            held.append(line)
-            if len(held) >= MAX_HELD:
-                self.flush()
-        elif self._fd is not None:
-            self._write_fd(self._fd, line)
+        if self._fd is not None:
+            if self.stream.closed:  # its descriptor's number may be another file's by now
+                raise ValueError("I/O operation on closed file")
+            try:
+                data = line.encode()
+            except UnicodeEncodeError:
+                data = _encode(line)
+            written = os.write(self._fd, data)
+            if written < len(data):  # a short write (a signal, a full pipe): the rest
+                _write_all(self._fd, data[written:])
         else:
             with self._lock:
                 self.stream.write(line)
                 self.stream.flush()
 
-    def _write_fd(self, fd: int, lines: str) -> None:
-        if self.stream.closed:  # its descriptor's number may be another file's by now
-            raise ValueError("I/O operation on closed file")
-        try:
-            data = lines.encode()
-        except UnicodeEncodeError:
-            data = _encode(lines)
-        written = os.write(fd, data)
-        if written < len(data):  # a short write (a signal, a full pipe): the rest
-            _write_all(fd, data[written:])
-
-    def batch(self, hold: bool = True) -> None:
-        """Hold the lines the calling thread writes until ``flush`` (a stream without a file
-        descriptor: no change, its lines go to its ``write`` at once); ``hold=False``: write
-        every later line at once again (``flush`` writes those held)."""
-        self._batching = get_ident() if hold and self._fd is not None else None
-
-    def flush(self) -> None:
-        """Write the held lines, with one ``os.write``. For the thread that holds them, or
-        once it writes no more (at exit): a line it added while another thread flushed could
-        be missed."""
-        held = self._held
-        if held and self._fd is not None:
-            self._held = []
-            self._write_fd(self._fd, "".join(held))
-
     def close(self) -> None:
-        self.flush()  # stderr stays open
+        return None  # stderr stays open
 
 
 class _Datagrams:
@@ -303,13 +267,6 @@ class _DatagramDestination(Generic[Head]):
         self._pid = pid
         self._heads.clear()
         self.fallback.pid = pid
-
-    def batch(self, hold: bool = True) -> None:
-        """Nothing to hold: a datagram per line (``StreamDestination.batch``)."""
-        del hold
-
-    def flush(self) -> None:
-        return None
 
     def close(self) -> None:
         self._socket.close()

@@ -91,26 +91,7 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": text}))
 
-    def batch(self) -> None:
-        """Hold the calling thread's lines until ``flush`` (a stream destination; syslog and the
-        journal take a datagram per line and keep doing so)."""
-        self.destination.batch()
-
-    def unbatch(self) -> None:
-        """Write the held lines, and every later line at once again."""
-        self.destination.batch(False)
-        self.flush()
-
-    def flush(self) -> None:
-        """Write the held lines (``logging.shutdown`` calls this at exit, too); a failure is
-        handled as ``emit`` handles it, never raised into the event loop that flushes."""
-        try:
-            self.destination.flush()
-        except Exception:
-            self.handleError(logging.makeLogRecord({"msg": "(held log lines)"}))
-
     def close(self) -> None:
-        self.flush()
         self.destination.close()
         super().close()
 
@@ -124,7 +105,6 @@ def _component(record: logging.LogRecord) -> str:
 
 
 _handler: LineHandler | None = None  # the one setup_logging installed
-_batching = False  # batch_lines() is in force (for the thread that called it)
 
 
 def _refresh_pid() -> None:
@@ -132,32 +112,7 @@ def _refresh_pid() -> None:
         _handler.pid = os.getpid()
 
 
-os.register_at_fork(before=lambda: flush_lines(), after_in_child=_refresh_pid)
-
-
-def batch_lines() -> None:
-    """From now on the calling thread's lines are held in memory until ``flush_lines``, which
-    writes them with one system call: the event loop's thread calls this when it starts and
-    ``flush_lines`` before each wait for I/O (``filterd.runtime.log_batching``), so no line
-    waits longer than one turn of the loop. Lines of other threads are written at once."""
-    global _batching
-    _batching = True
-    if _handler is not None:
-        _handler.batch()
-
-
-def flush_lines() -> None:
-    """Write the lines ``batch_lines`` held (nothing to do: cheap)."""
-    if _handler is not None:
-        _handler.flush()
-
-
-def unbatch_lines() -> None:
-    """Write the held lines, and every later line at once again (the event loop ended)."""
-    global _batching
-    _batching = False
-    if _handler is not None:
-        _handler.unbatch()
+os.register_at_fork(after_in_child=_refresh_pid)
 
 
 def destination_for(settings: LogSettings, stream: TextIO | None = None) -> Destination:
@@ -205,8 +160,6 @@ def setup_logging(settings: LogSettings | str = "info", stream: TextIO | None = 
     root.setLevel(settings.level.upper())
     root.propagate = False
     _handler = handler
-    if _batching:
-        handler.batch()
     for previous in old:
         if isinstance(previous, LineHandler):
             previous.close()

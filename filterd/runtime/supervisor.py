@@ -38,7 +38,6 @@ from filterd.maillog import MailLog, setup_logging
 from filterd.runtime.generation import Generation
 from filterd.runtime.handlers import serve_milter_listener
 from filterd.runtime.listener_set import ListenerInfo, ListenerSet, MilterDoor
-from filterd.runtime.log_batching import LineBatching
 from filterd.runtime.observing import Observing
 from filterd.runtime.privileges import Privileges, plan_privileges
 from filterd.runtime.reload import ConfigReader, Reloader, ReloadHooks
@@ -70,10 +69,7 @@ def main(
         privileges = plan_privileges(config.run)
         check_before_serving(config, acting_as=privileges.acting_as)
         reloader = Reloader(reread, hooks or _SystemdReloadHooks())
-        trio.run(
-            partial(serve, config, reloader=reloader, observe=True, privileges=privileges),
-            instruments=[LineBatching()],
-        )
+        trio.run(partial(serve, config, reloader=reloader, observe=True, privileges=privileges))
     except StartupError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return EXIT_STARTUP

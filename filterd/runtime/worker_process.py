@@ -60,7 +60,6 @@ from filterd.runtime.handlers import (  # noqa: E402
     handler_for,
     serve_milter_listener,
 )
-from filterd.runtime.log_batching import LineBatching  # noqa: E402
 from filterd.runtime.recording import record_into, stop_recording  # noqa: E402
 from filterd.runtime.tally import SharedTally  # noqa: E402
 from filterd.runtime.worker_pool import CLOSED, CONNECTION, DRAIN, READY  # noqa: E402
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     tally = None if args.tally_fd is None else SharedTally(args.tally_fd, slot)
     worker = Worker(config, args.listener, args.number, control, listening, tally)
     worker.metrics_dir = args.metrics_dir
-    trio.run(worker.serve, instruments=[LineBatching()])
+    trio.run(worker.serve)
     return 0
 
 
