@@ -108,7 +108,7 @@ def main() -> int:
         for destination in ("syslog", "journal"):
             path = work / f"{destination}.sock"
             with receiver(path):
-                settings = LogConfig(destination=destination, socket=path)  # type: ignore[arg-type]
+                settings = LogConfig(destination=destination, socket=path)
                 setup_logging(settings, diverted)
                 figure = per_message(args.messages // 5)
                 print(f"{destination:16s} info     {figure:6.2f} µs/message")

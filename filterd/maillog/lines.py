@@ -96,22 +96,14 @@ def format_delay(seconds: float) -> str:
     half up, trailing zeros dropped."""
     if seconds < 0.005:
         return "0"  # the common case: a local delivery step
-    total = round(seconds * 1_000_000)
-    whole, usec = divmod(total, 1_000_000)
-    resolution = 10_000 if whole == 0 else 100_000 if whole < 10 else 1_000_000
-    usec += resolution // 2
-    if usec >= 1_000_000:
-        whole += 1
-        usec -= 1_000_000
-    if usec < resolution:
-        return str(whole)
-    digits = []
-    place = 100_000
-    while usec >= resolution:  # stops by the 10 ms place at the latest
-        digit, usec = divmod(usec, place)
-        digits.append(str(digit))
-        place //= 10
-    return f"{whole}.{''.join(digits)}"
+    whole, usec = divmod(round(seconds * 1_000_000), 1_000_000)
+    if whole == 0:
+        hundredths = (usec + 5_000) // 10_000  # 1..100
+        return "1" if hundredths == 100 else f"0.{hundredths:02d}".rstrip("0")
+    if whole < 10:
+        tenths = (usec + 50_000) // 100_000  # 0..10
+        return str(whole + 1) if tenths == 10 else f"{whole}.{tenths}" if tenths else str(whole)
+    return str(whole + 1) if usec >= 500_000 else str(whole)
 
 
 _NO_DELAY = "delay=0, delays=0/0/0/0"

@@ -187,13 +187,21 @@ def test_a_forked_child_writes_its_own_pid() -> None:
         (0.105, "0.11"),
         (0.201, "0.2"),  # trailing zeros dropped
         (0.456, "0.46"),
+        (0.994, "0.99"),
+        (0.995, "1"),  # rounds up to the next unit
         (0.996, "1"),
+        (1.049, "1"),
+        (1.05, "1.1"),
+        (9.949, "9.9"),
+        (9.95, "10"),
         (1.01, "1"),  # two significant digits
         (1.234, "1.2"),
         (9.96, "10"),
         (12.3, "12"),  # whole seconds from 10 s on
         (12.6, "13"),
         (123.4, "123"),
+        (10.5, "11"),  # half up
+        (10.49, "10"),
     ],
 )
 def test_delays_read_as_postfix_writes_them(seconds: float, text: str) -> None:
