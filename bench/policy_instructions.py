@@ -1,8 +1,10 @@
-"""Instructions per warm SPF policy request, counted by callgrind: a figure that does not move
+"""Instructions per warm policy request, counted by callgrind: a figure that does not move
 with the machine's load, for comparing two versions of the policy path.
 
-    .venv/bin/python bench/policy_instructions.py [--requests 1000] [--domains 100]
+    .venv/bin/python bench/policy_instructions.py [--chain spf|greylist|empty]
+                                                  [--requests 1000] [--domains 100]
 
+``--chain spf`` (the default):
 The same setup as bench/policy_bench.py's filterd (loopback DNS server, the spf plugin as the
 chain, one TCP connection; bench/filterd_bench/policy_support.py), but filterd runs under
 ``valgrind --tool=callgrind --instr-atstart=no``: 300 warm-up requests fill its DNS cache, then
@@ -10,6 +12,13 @@ instrumentation is switched on (``callgrind_control -i on``) for ``--requests`` 
 (each a check of its own: the result cache does not answer them) and off again. The figure is
 the user-space instructions of the filterd process during those requests, divided by their
 number. The kernel's work (sockets, epoll) is not counted, nor time spent waiting.
+
+``--chain greylist``: bench/greylist_bench.py's filterd (the greylist plugin, SQLite state in the
+temporary directory, ``delay = 1s``) and its requests (a triplet of its own each). 300 warm-up
+triplets go through all three phases, then ``--requests`` other triplets are counted phase by
+phase, each phase a figure of its own: ``new`` (greylisted), after the delay ``passing`` (the
+first pass) and ``known`` (DUNNO). ``--chain empty``: the same requests to a policy door with no
+plugin (every answer DUNNO): the door's own floor.
 
 Under callgrind filterd runs ~50 times slower: 1,000 requests take about half a minute. Every
 process runs in its own process group and is stopped by its id, also on failure.
@@ -27,9 +36,21 @@ import time
 from pathlib import Path
 
 from filterd_bench.dns_child import DnsChild
+from filterd_bench.greylist_support import (
+    FILTERD_GREYLIST,
+    GREYLISTED,
+    HOSTNAME,
+    KNOWN,
+    MAX_REQUESTS,
+    PASSED,
+    classify,
+    make_request,
+    sqlite_state,
+)
 from filterd_bench.policy_support import (
     FILTERD_POLICY,
     PolicyTcpSession,
+    Request,
     build_zone,
     requests_over_domains,
     wait_for_listener,
@@ -39,11 +60,17 @@ from filterd_bench.servers import filterd_binary
 
 WARMUP = 300
 START_TIMEOUT = 120.0  # filterd starts slowly under callgrind
+GREYLIST_DELAY = 1  # seconds
+CHAINS = ("spf", "greylist", "empty")
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
+
+
+Phase = tuple[str, list[Request], str]  # name, requests, expected tag ("" for SPF: checked)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--chain", choices=CHAINS, default="spf", help="the chain measured")
     parser.add_argument("--requests", type=int, default=1000, help="requests counted (1..20000)")
     parser.add_argument("--domains", type=int, default=100, help="sender domains (2..1000)")
     args = parser.parse_args(argv)
@@ -60,8 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     dns: DnsChild | None = None
     try:
-        dns = DnsChild(build_zone(args.domains), workdir, ttl=3600)
-        per_request = measure(procs, workdir, dns.address, args.requests, args.domains)
+        if args.chain == "spf":
+            dns = DnsChild(build_zone(args.domains), workdir, ttl=3600)
+            config = spf_config(workdir, dns.address)
+            warm = [("warm-up", requests_over_domains(args.domains, WARMUP), "")]
+            counted_spf = requests_over_domains(args.domains, WARMUP + args.requests)[WARMUP:]
+            phases: list[Phase] = [("warm", counted_spf, "")]  # checks not seen
+        else:
+            config = greylist_config(workdir, empty=args.chain == "empty")
+            warm = greylist_phases(0, WARMUP, empty=args.chain == "empty")
+            phases = greylist_phases(WARMUP, args.requests, empty=args.chain == "empty")
+        figures = measure(procs, workdir, config, warm, phases)
     except BenchError as exc:
         print(f"policy_instructions: {exc}", file=sys.stderr)
         return 1
@@ -70,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         if dns is not None:
             dns.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{per_request:,.0f} instructions per warm request ({args.requests} requests)")
+    for name, per_request in figures:
+        print(
+            f"{args.chain} {name}: {per_request:,.0f} instructions per request "
+            f"({args.requests} requests)"
+        )
     return 0
 
 
-def measure(procs: Processes, workdir: Path, dns: str, requests: int, domains: int) -> float:
+def spf_config(workdir: Path, dns: str) -> tuple[Path, int]:
     port = free_port()
     config = workdir / "filterd.toml"
     config.write_text(
@@ -82,6 +122,48 @@ def measure(procs: Processes, workdir: Path, dns: str, requests: int, domains: i
             port=port, log_level="warning", maildir=workdir / "maildir", dns=dns, processes=1
         )
     )
+    return config, port
+
+
+def greylist_config(workdir: Path, *, empty: bool) -> tuple[Path, int]:
+    port = free_port()
+    config = workdir / "filterd.toml"
+    text = FILTERD_GREYLIST.substitute(
+        port=port,
+        processes=1,
+        maildir=workdir / "maildir",
+        delay=GREYLIST_DELAY,
+        hostname=HOSTNAME,
+        state=sqlite_state(workdir / "greylist.sqlite"),
+    )
+    if empty:
+        text = text[: text.index("[[chain]]")]
+    config.write_text(text)
+    return config, port
+
+
+def greylist_phases(first: int, count: int, *, empty: bool) -> list[Phase]:
+    """The three passes over triplets ``first`` .. ``first + count - 1`` (each request with an
+    ``instance`` of its own)."""
+    phases: list[Phase] = []
+    for number, (name, tag) in enumerate(
+        (("new", GREYLISTED), ("passing", PASSED), ("known", KNOWN))
+    ):
+        serial = number * MAX_REQUESTS + first
+        jobs = [Request(make_request(i, serial + i - first).text, tag)
+                for i in range(first, first + count)]  # fmt: skip
+        phases.append((name, jobs, KNOWN if empty else tag))
+    return phases
+
+
+def measure(
+    procs: Processes,
+    workdir: Path,
+    config: tuple[Path, int],
+    warm: list[Phase],
+    phases: list[Phase],
+) -> list[tuple[str, float]]:
+    path, port = config
     out = workdir / "callgrind.out"
     argv = [
         "valgrind",
@@ -92,36 +174,59 @@ def measure(procs: Processes, workdir: Path, dns: str, requests: int, domains: i
         str(filterd_binary()),
         "run",
         "-c",
-        str(config),
+        str(path),
     ]
     child = procs.start("filterd-callgrind", argv, log=workdir / "filterd.log")
     wait_for_listener(child, port, START_TIMEOUT)
     session = PolicyTcpSession(port)
+    figures: list[tuple[str, float]] = []
     try:
-        for request in requests_over_domains(domains, WARMUP):
-            session.handle(request)
-        control(child.popen.pid, "-i", "on")
-        counted = requests_over_domains(domains, WARMUP + requests)[WARMUP:]  # checks not seen
-        for request in counted:
-            session.handle(request)
-        control(child.popen.pid, "-i", "off")
-        control(child.popen.pid, "-d")
+        last_pass = 0.0
+        for name, jobs, tag in warm:
+            wait_delay(name, last_pass)
+            run(session, jobs, tag)
+            last_pass = time.monotonic()
+        for number, (name, jobs, tag) in enumerate(phases):
+            wait_delay(name, last_pass)
+            control(child.popen.pid, "-z")
+            control(child.popen.pid, "-i", "on")
+            run(session, jobs, tag)
+            control(child.popen.pid, "-i", "off")
+            control(child.popen.pid, "-d")
+            last_pass = time.monotonic()
+            figures.append((name, dumped(workdir, number + 1) / len(jobs)))
     finally:
         session.close()
     procs.stop(child)
-    total = 0
+    return figures
+
+
+def wait_delay(phase: str, last_pass: float) -> None:
+    """Before a ``passing`` pass, the greylisting delay (and a second) since the last pass."""
+    if phase == "passing":
+        time.sleep(max(0.0, last_pass + GREYLIST_DELAY + 1 - time.monotonic()))
+
+
+def run(session: PolicyTcpSession, jobs: list[Request], tag: str) -> None:
+    for job in jobs:
+        if not tag:
+            session.handle(job)
+            continue
+        answer = session.ask(job).encode()
+        if classify(answer) != tag:
+            raise BenchError(f"expected {tag}, got {answer[:120]!r}")
+
+
+def dumped(workdir: Path, number: int) -> int:
+    """The instruction total of dump ``number`` (callgrind_control -d: ``callgrind.out.PID.N``)."""
     deadline = time.monotonic() + 30
-    while not total and time.monotonic() < deadline:
-        total = sum(
-            int(match)
-            for dump in workdir.glob("callgrind.out.*")
-            for match in _TOTALS.findall(dump.read_text(errors="replace"))
-        )
-        if not total:
-            time.sleep(0.5)
-    if not total:
-        raise BenchError(f"callgrind wrote no instruction counts into {workdir}")
-    return total / requests
+    while time.monotonic() < deadline:
+        for dump in workdir.glob(f"callgrind.out.*.{number}"):
+            totals = _TOTALS.findall(dump.read_text(errors="replace"))
+            if totals:
+                return sum(int(total) for total in totals)
+        time.sleep(0.5)
+    raise BenchError(f"callgrind wrote no dump {number} with instruction counts into {workdir}")
 
 
 def control(pid: int, *options: str) -> None:
