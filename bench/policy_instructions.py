@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain", choices=CHAINS, default="spf", help="the chain measured")
     parser.add_argument("--requests", type=int, default=1000, help="requests counted (1..20000)")
     parser.add_argument("--domains", type=int, default=100, help="sender domains (2..1000)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the callgrind dumps (for callgrind_annotate)"
+    )
     args = parser.parse_args(argv)
     if not (1 <= args.requests <= 20_000 and 2 <= args.domains <= 1000):
         parser.error("--requests must be 1..20000 and --domains 2..1000")
@@ -105,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         if dns is not None:
             dns.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"callgrind dumps (one per phase) kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     for name, per_request in figures:
         print(
             f"{args.chain} {name}: {per_request:,.0f} instructions per request "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import trio
 
@@ -318,7 +318,11 @@ def _permitted(outcome: Outcome, conditional: DeferIf | None) -> Outcome:
     DEFER_IF_PERMIT is pending ends in its reply (Postfix: a permit becomes a deferral)."""
     if conditional is None or conditional.when != "permit" or is_refusal(outcome.verdict):
         return outcome
-    return replace(outcome, verdict=TempFail(conditional.reply), conditional=conditional)
+    # (the fields spelled out: dataclasses.replace inspects every field, at every greylisting)
+    o = outcome
+    return Outcome(
+        TempFail(conditional.reply), o.edits, o.findings, o.decided_by, o.results, conditional
+    )
 
 
 def _answered(entry: Entry, stage: str, answer: object, started: float) -> PluginResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from filterd.chain.outcome import Outcome, PluginResult
+from filterd.chain.outcome import NOTHING, Outcome, PluginResult
 from filterd.model.edits import Edit
 from filterd.model.envelope import Session, Transaction
 from filterd.model.findings import Finding
@@ -57,6 +57,8 @@ def combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
     disposition: Outcome | None = None  # the first Discard/Quarantine
     standing: Outcome | None = None  # the refusal, else the first Accept
     for outcome, fresh in steps:
+        if outcome is NOTHING:  # a stage no plugin implements: it adds nothing
+            continue
         if fresh:
             edits.extend(outcome.edits)
             findings.extend(outcome.findings)

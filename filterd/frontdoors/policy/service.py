@@ -216,10 +216,12 @@ class PolicyConnection:
             queue_id_var.set("NOQUEUE")
             if self.shutdown.stopping:
                 return
-            self._started = trio.current_time()  # a pipelined request may be waiting already
-            self._scope.deadline = self._started + self.settings.request_timeout
-            if self.codec.in_request:  # it is: let the other connections run first
+            if self.codec.in_request:  # a pipelined request began already: its deadline runs
+                self._started = trio.current_time()  # from now; let the others run first
+                self._scope.deadline = self._started + self.settings.request_timeout
                 await trio.lowlevel.checkpoint()
+            # (else _next_event sets the idle deadline while waiting, then the request's: a
+            # deadline set here would be replaced before any wait, and each set costs)
 
     async def _send(self, answer: bytes) -> None:
         """The answer (a few hundred bytes), written straight to the socket when it takes it
@@ -345,7 +347,10 @@ class PolicyConnection:
                 if cached is not None:
                     step = (cached, False)
                 else:
-                    outcome = self._for_this_request(await self._stage(stage, session, t), t)
+                    if stage in self._live:
+                        outcome = self._for_this_request(await self._stage(stage, session, t), t)
+                    else:  # no plugin implements it (the common case for all but rcpt)
+                        outcome = NOTHING
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
@@ -392,8 +397,7 @@ class PolicyConnection:
         return outcome
 
     async def _stage(self, stage: Stage, session: Session, t: Transaction) -> Outcome:
-        if stage not in self._live:
-            return NOTHING
+        """A stage some plugin implements (``_live``: ``_run_stages`` skips the others)."""
         match stage:
             case "connect":
                 return await self.chain.connect(session)

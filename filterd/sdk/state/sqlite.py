@@ -116,8 +116,9 @@ class SqliteStore(StateStore):
         """A connection for this call: in the loop's thread, the one that never waits; in a
         worker thread, an idle one of the pool, or a new one (never more than the calls that
         run at once)."""
-        if getattr(self._local, "inline", False) and self._inline_db is not None:
-            yield self._inline_db
+        inline = self._inline()
+        if inline is not None:
+            yield inline
             return
         try:
             db = self._idle.get_nowait()
@@ -136,6 +137,12 @@ class SqliteStore(StateStore):
                     self._idle.put(db)
             if closed:  # a call abandoned past its timeout ended after aclose()
                 db.close()
+
+    def _inline(self) -> sqlite3.Connection | None:
+        """The loop thread's connection when this call runs there (``_run``), else None."""
+        if getattr(self._local, "inline", False):
+            return self._inline_db
+        return None
 
     def _purge(self, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM state WHERE expires <= ?", (self.clock(),))
@@ -227,6 +234,9 @@ class SqliteStore(StateStore):
     def _record_sighting(
         self, key: str, now: int, maturing: Maturing, tally: Tally | None
     ) -> Sighting:
+        inline = self._inline()  # the hot path: no context manager around the loop's own
+        if inline is not None:
+            return self._record_sighting_on(inline, key, now, maturing, tally)
         with self._db() as db:
             return self._record_sighting_on(db, key, now, maturing, tally)
 
