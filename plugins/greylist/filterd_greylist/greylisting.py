@@ -68,6 +68,8 @@ class Greylisting:
         self.env = env
         self._store: StateStore | None = None
         self._whitelists: tuple[ClientWhitelist, RecipientWhitelist] | None = None
+        # the same for every decision: built once
+        self._maturing = Maturing(int(config.delay), config.retry_window, config.max_age)
 
     async def start(self) -> None:
         config = self.config
@@ -122,7 +124,7 @@ class Greylisting:
             by_host=config.lookup_by_host,
         )
         key = "greylist:triplet:" + triplet_key(network, sender, rcpt, privacy=config.privacy)
-        maturing = Maturing(int(config.delay), config.retry_window, config.max_age)
+        maturing = self._maturing
         tally = None
         if config.auto_whitelist_clients:
             tally = Tally(awl_key, config.auto_whitelist_clients, COUNT_EVERY, config.max_age)
