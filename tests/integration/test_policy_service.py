@@ -564,6 +564,23 @@ async def test_a_request_trickling_in_is_bounded_by_the_request_deadline(
     assert "timeout reading a request from" in caplog.text
 
 
+async def test_a_pipelined_request_trickling_in_is_bounded_by_the_request_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The part of a request that came with the previous one is under the request deadline
+    once that one is answered, not under the idle timeout (60 s: fail_after would end it)."""
+    chain, _ = rules()
+    async with serving(
+        chain, policy_settings(limits={"policy_request_timeout": 0.3, "policy_idle_timeout": 60})
+    ) as listener:
+        client = await PolicyClient.connect(listener)
+        with trio.fail_after(30):
+            await client.send(policy_request() + b"request=smtpd_access_policy\n")
+            assert await client.answer() == "DUNNO"
+            assert await client.closed_without_answer()
+    assert "timeout reading a request from" in caplog.text
+
+
 async def test_the_request_deadline_runs_from_the_first_byte_not_from_the_last_answer() -> None:
     """After an answer the idle timeout applies again, however short the request deadline."""
     chain, _ = rules()
