@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from filterd.frontdoors.milter.service import LIBMILTER_TOOK_SIGNAL
 from tests.support.filterd_proc import FilterdProcess
 from tests.support.postfix import free_port
 
@@ -68,8 +69,13 @@ def test_sigterm_stops_an_idle_milter_listener_at_once(
     finally:
         filterd.stop()
     log = filterd.output_text()
-    assert status == 0, log
-    assert log.count("milter stopped") == processes
+    if processes == 1 and status == 1 and LIBMILTER_TOOK_SIGNAL in log:
+        # libmilter's own signal thread won the SIGTERM (a race in libmilter that filterd
+        # cannot close; service.py): filterd still stops at once, saying so, with status 1.
+        pass
+    else:
+        assert status == 0, log
+        assert log.count("milter stopped") == processes
     assert stopped_after < STOPPED_WITHIN, (
         f"filterd took {stopped_after:.1f}s to stop: libmilter's listener was not woken\n{log}"
     )

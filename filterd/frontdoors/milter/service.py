@@ -75,6 +75,10 @@ ACTION_FLAGS = (
     | milter.QUARANTINE
 )
 LIBMILTER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}  # its signal thread's
+LIBMILTER_TOOK_SIGNAL = (
+    "libmilter stopped by itself: its signal thread took a stop or reload signal meant for "
+    "filterd; exiting with status 1 so that the service manager restarts filterd"
+)
 STOP_JOIN_TIMEOUT = 15.0  # libmilter's thread, once its listener stopped
 WAKE_INTERVAL = 0.02  # before each connection that wakes libmilter's listener
 WAKE_TIMEOUT = 1.0  # for one such connection
@@ -336,7 +340,13 @@ async def serve_milter(
             if drain is not None:
                 waiting.start_soon(until_drained)
         if not (shutdown.stopping or drained):
-            raise RuntimeError(f"libmilter stopped unexpectedly: {failure or 'no error'}")
+            if failure:
+                raise RuntimeError(f"libmilter stopped unexpectedly: {failure}")
+            # libmilter stops by itself only when its own signal thread took a SIGTERM, SIGINT
+            # or SIGHUP meant for filterd (sigwait there can win the signal from trio's thread
+            # when that thread has another signal pending): exit non-zero, so that the service
+            # manager restarts filterd (a reload) or records the stop.
+            raise RuntimeError(LIBMILTER_TOOK_SIGNAL)
     finally:
         with trio.CancelScope(shield=True):
             await _stop_listener(settings.address if parking is None else parking.address)
