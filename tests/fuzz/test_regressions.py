@@ -7,6 +7,9 @@ import pytest
 
 from filterd.model import replies
 from filterd.protocols.smtp import events as ev
+from filterd.sdk.tables import TableError
+from filterd.sdk.tables.names import TableName
+from filterd.sdk.tables.sql_config import parse_sql_config
 from tests.fuzz.test_smtp_server_fuzz import drive, make
 
 HEAD = [b"EHLO a\r\n", b"MAIL FROM:<>\r\nRCPT TO:<a@b.c>\r\nDATA\r\n"]
@@ -38,3 +41,23 @@ def test_a_dot_line_after_a_bare_lf_is_unstuffed_however_it_arrives(
     events, _ = drive(make(False, "normalize"), [*HEAD, *[c for c in chunks if c]], [True])
     body = b"".join(e.data for e in events if isinstance(e, ev.BodyChunk))
     assert body == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "chain"),
+    [
+        ({"/d": "/d"}, "/d -> /d"),
+        ({"/d": "a.example\n/e", "/e": "b.example, /d"}, "/d -> /e -> /d"),
+    ],
+)
+def test_a_domain_file_that_includes_itself_is_a_table_error(
+    files: dict[str, str], chain: str
+) -> None:
+    """``domain = /d`` where /d names /d (or a file naming /d): parse_domain_list expanded
+    it forever and died of RecursionError instead of naming the file (hypothesis)."""
+    text = "dbpath = /x\nquery = q\ndomain = /d\n"
+    with pytest.raises(TableError) as caught:
+        parse_sql_config(TableName("sqlite", "/etc/postfix/t.cf"), text, files.__getitem__)
+    assert caught.value.line == 3
+    assert f"includes itself ({chain})" in caught.value.message
+    assert caught.value.hint.startswith("remove /d from ")
