@@ -243,6 +243,24 @@ def test_message_content_cut_anywhere(
     assert settled(chunked) == settled(whole)
 
 
+@FUZZ
+@given(CONTENT, MODE, st.integers(1, 4))
+def test_lmtp_data_ends_only_at_crlf_dot_crlf(pieces: list[bytes], mode: str, rcpts: int) -> None:
+    """LMTP (tests/unit covers SMTP): the content ends exactly where CRLF.CRLF first is, in
+    both bare-newline modes, and the end owes one reply per accepted recipient."""
+    content = b"".join(pieces)
+    head = b"LHLO a\r\nMAIL FROM:<>\r\n" + b"RCPT TO:<a@b.c>\r\n" * rcpts + b"DATA\r\n"
+    events, out = drive(make(True, mode), [*groups(head), content], [True])
+    ended = [e for e in events if isinstance(e, ev.EndOfData)]
+    assert len(ended) == ((b"\r\n" + content).find(b"\r\n.\r\n") >= 0)
+    if ended:
+        lines = out.split(b"\r\n")
+        after_354 = lines[lines.index(b"354 End data with <CR><LF>.<CR><LF>") + 1 :]
+        refusal = ended[0].rejection
+        code = b"250" if refusal is None else str(refusal.code).encode()
+        assert [line[:3] for line in after_354[:rcpts]] == [code] * rcpts
+
+
 # --------------------------------------------------------------- client codec → server codec
 MAILBOX = st.from_regex(r"[A-Za-z0-9.+_-]{1,40}@[a-z0-9-]{1,20}(\.[a-z]{2,6}){1,3}", fullmatch=True)
 MAIL_PARAMS = st.lists(
