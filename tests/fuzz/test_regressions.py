@@ -7,6 +7,7 @@ import pytest
 
 from filterd.model import replies
 from filterd.protocols.smtp import events as ev
+from filterd.sdk.patterns import Flavour, RuleError, parse_table
 from filterd.sdk.tables import TableError
 from filterd.sdk.tables.names import TableName
 from filterd.sdk.tables.sql_config import parse_sql_config
@@ -61,3 +62,23 @@ def test_a_domain_file_that_includes_itself_is_a_table_error(
     assert caught.value.line == 3
     assert f"includes itself ({chain})" in caught.value.message
     assert caught.value.hint.startswith("remove /d from ")
+
+
+@pytest.mark.parametrize(
+    ("flavour", "pattern"),
+    [
+        ("regexp", b"/y!++++++++++++++++++++++++++++++y/ OK"),  # as found
+        ("regexp", b"/" + b"(" * 25 + b"a+" + b")+" * 25 + b"/ OK"),
+        ("pcre", b"/" + b"(" * 25 + b"a+" + b")+" * 25 + b"/ OK"),
+    ],
+)
+def test_deeply_nested_repeats_are_a_rule_error(flavour: Flavour, pattern: bytes) -> None:
+    """``regexp:`` reads ``!+++...`` as repeats of repeats; ``regex`` compiled the nested groups
+    in memory exponential in their depth, and 29 of them took the process past 2 GB (atheris,
+    fuzz_patterns: libFuzzer out-of-memory). Now a RuleError naming the line; the depth
+    realistic tables reach still compiles."""
+    with pytest.raises(RuleError, match="nested") as caught:
+        parse_table(b"/a/ OK\n" + pattern, flavour)
+    assert caught.value.line == 2
+    shallow = b"/" + b"(" * 5 + b"a+" + b")+" * 5 + b"/ OK"
+    assert parse_table(shallow, flavour).query(b"aa") == "OK"
