@@ -21,7 +21,7 @@ from filterd.protocols.smtp.common import (
 )
 from tests.fuzz.chunks import CUTS, cut
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 LINE = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\x00"), max_size=60

@@ -19,7 +19,7 @@ from filterd.sdk.tables.cidr import parse_rules
 from filterd.sdk.tables.names import TableName
 from filterd.sdk.tables.sql_config import parse_sql_config
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = st.lists(
     st.one_of(
         st.text(max_size=30),
