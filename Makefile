@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: install install-prod run test lint bench bench-smtp bench-spamd bench-policy bench-milter \
-	bench-tables bench-pipe bench-delivery bench-greylist soak clean
+	bench-tables bench-pipe bench-delivery bench-greylist soak fuzz clean
 
 install: $(STAMP) $(WHEELHOUSE)/.complete
 
@@ -57,10 +57,26 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
-	$(VENV)/bin/ruff check filterd plugins tests bench
-	$(VENV)/bin/ruff format --check filterd plugins tests bench
+	$(VENV)/bin/ruff check filterd plugins tests bench fuzz
+	$(VENV)/bin/ruff format --check filterd plugins tests bench fuzz
 	$(VENV)/bin/mypy filterd $(dir $(wildcard plugins/*/filterd_*/__init__.py))
 	$(VENV)/bin/lint-imports --no-cache
+
+# Coverage-guided fuzzing (atheris, in the dev extra): each harness in fuzz/ for FUZZ_SECONDS,
+# one after the other; the corpus grows in var/fuzz/<harness>/corpus from run to run, and a
+# crash stops the run with the input in var/fuzz/<harness>/crash-* (docs/testing.md, "Fuzzing").
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := $(sort $(wildcard fuzz/fuzz_*.py))
+
+fuzz: install
+	@for harness in $(FUZZ_HARNESSES); do \
+	  name=$$(basename $$harness .py); mkdir -p var/fuzz/$$name/corpus; \
+	  echo "== $$name: $(FUZZ_SECONDS) s"; \
+	  $(PY) $$harness -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=var/fuzz/$$name/ var/fuzz/$$name/corpus \
+	    2>&1 | grep -v '^INFO: Instrumenting' | tail -n 30; \
+	  test "$${PIPESTATUS[0]}" = 0 || { echo "== $$name: CRASH (see above)"; exit 1; }; \
+	done
 
 # Every benchmark, one after the other (about 15 minutes); each also runs on its own.
 # BENCH_ARGS goes to each script, e.g. `make bench-smtp BENCH_ARGS=--quick` (docs/benchmarks.md).

@@ -125,7 +125,8 @@ def check_mail_params(params: tuple[str, ...], *, max_size: int, auth: bool = Fa
         seen.add(key)
         match key:
             case "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
+                # isascii(): str.isdigit() is true for "²" and other digits int() refuses
+                if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
                     raise CommandSyntaxError(replies.SYNTAX)
                 size = int(value)
                 if max_size and size > max_size:

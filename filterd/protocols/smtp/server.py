@@ -485,6 +485,9 @@ class _DataReader:
         self.limits = limits
         self.size = 0
         self.at_line_start = True  # the previous byte ended a CRLF (or data just began)
+        # A line starts here for dot-unstuffing: after a CRLF, or any LF in normalize mode
+        # (then a bare LF ends a line too, though never one before the end of data).
+        self.unstuff_next = True
         self.bare_newline = False
         self.line_too_long = False
         self.too_big = False
@@ -525,7 +528,7 @@ class _DataReader:
         # Keep one byte: a CR there may start the CRLF that precedes the terminator.
         consumed = max(0, len(tail) - 1)
         self._partial += consumed
-        self.at_line_start = False
+        self.at_line_start = self.unstuff_next = False
         return b"", False, consumed
 
     def _content(self, segment: bytes, *, dots: bool) -> bytes:
@@ -542,13 +545,14 @@ class _DataReader:
         if not self.line_too_long:
             self._check_line_lengths(segment)
         self._partial = 0
-        if self.at_line_start and segment.startswith(b"."):
+        if self.unstuff_next and segment.startswith(b"."):
             segment = segment[1:]
         if dots:
             segment = segment.replace(b"\r\n.", b"\r\n")
         # Decided on the raw bytes: after a bare LF a "." line is content, never an end (the
         # LF.CRLF smuggling variant), whatever normalisation made of that LF.
         self.at_line_start = ends_with_crlf
+        self.unstuff_next = ends_with_crlf or self.limits.bare_newline == "normalize"
         self.size += len(segment)
         limit = self.limits.max_message_size
         if limit and self.size > limit:

@@ -19,6 +19,7 @@ from .scanner import PatternError
 
 __all__ = [
     "FLAVOURS",
+    "MAX_REPEAT_DEPTH",
     "PCRE_FLAGS",
     "REGEXP_FLAGS",
     "Flavour",
@@ -105,8 +106,44 @@ def compile_pattern(
         upper = icase
         anchored = False
         posix = captures  # leftmost-longest only matters for sub-matches
+    depth = _repeat_depth(source)
+    if depth > MAX_REPEAT_DEPTH:
+        raise PatternError(
+            f"repeated groups nested {depth} deep (at most {MAX_REPEAT_DEPTH}: the regular "
+            "expression engine's memory grows exponentially with it)"
+        )
     try:
         compiled = regex.compile(source.encode("ascii"), regex.V0 | (regex.POSIX if posix else 0))
     except regex.error as exc:
         raise PatternError(str(exc)) from exc
     return Pattern(compiled=compiled, upper=upper, anchored=anchored, positive=positive)
+
+
+#: How deep repeated groups may nest in a translated pattern: ``regex`` needs time and memory
+#: exponential in it to compile (20 levels, e.g. ``/a++++++++++++++++++++/`` in ``regexp:``,
+#: which glibc reads as nested repeats, exhaust gigabytes); realistic tables nest a few.
+MAX_REPEAT_DEPTH = 10
+
+
+def _repeat_depth(source: str) -> int:
+    """How deep repeated groups nest in a translated pattern: ``(?:(?:a+)+)+`` is 2. The
+    translators write every literal byte but letters and digits as ``\\xNN``, so an
+    unescaped parenthesis outside a class is a group."""
+    deepest = [0]  # per open group: the deepest nesting of repeated groups inside it
+    i, size = 0, len(source)
+    while i < size:
+        c = source[i]
+        if c == "\\":
+            i += 1
+        elif c == "[":  # a class: skip to its closing bracket
+            i += 1
+            while i < size and source[i] != "]":
+                i += 2 if source[i] == "\\" else 1
+        elif c == "(":
+            deepest.append(0)
+        elif c == ")" and len(deepest) > 1:
+            inner = deepest.pop()
+            repeated = source[i + 1 : i + 2] in ("*", "+", "?", "{")
+            deepest[-1] = max(deepest[-1], inner + repeated)
+        i += 1
+    return max(deepest)

@@ -254,6 +254,7 @@ def parse_domain_list(
     text: str, read_file: Callable[[str], str], error: Callable[[str, str], TableError]
 ) -> DomainFilter:
     patterns: list[tuple[bool, str]] = []
+    reading: list[str] = []  # the /file entries being expanded, outermost first
 
     def add(items: list[str], init: bool) -> None:
         for item in items:
@@ -266,6 +267,12 @@ def parse_domain_list(
             if not item:
                 raise error("no pattern after '!' in domain", "write a name after !")
             if item.startswith("/"):
+                if item in reading:  # would expand forever
+                    chain = " -> ".join([*reading, item])
+                    raise error(
+                        f"domain: {item} includes itself ({chain})",
+                        f"remove {item} from {reading[-1]}",
+                    )
                 try:
                     content = read_file(item)
                 except OSError as exc:
@@ -273,9 +280,11 @@ def parse_domain_list(
                         f"domain: cannot read {item}: {exc.strerror or exc}",
                         f"create {item} or remove it from domain",
                     ) from None
+                reading.append(item)
                 for line in content.splitlines():
                     if not line.startswith("#"):
                         add(_split_list(line), match)
+                reading.pop()
             elif _is_table(item):
                 patterns.append((match, item))
             else:
