@@ -104,11 +104,11 @@ class StreamDestination:
 
     def write(self, component: str, level: int, text: str) -> None:
         del level  # a stream's line says its level in its text ("warning: ...")
-        now = time.time()
-        second = int(now)
+        now = time.time_ns() // 1000  # microseconds: integers, no float to format
+        second = now // 1_000_000
         if second != self._second:
             local = time.localtime(second)
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", local)
             zone = _zone(local.tm_gmtoff)
             if zone != self._zone:  # the heads begin with it
                 self._zone = zone
@@ -119,7 +119,8 @@ class StreamDestination:
             head = self._heads[component] = (
                 f"{self._zone} {self.hostname} {self.name}/{component}[{self._pid}]: "
             )
-        line = f"{self._stamp}.{int((now - second) * 1_000_000):06d}{head}{text}\n"
+        # the microseconds: the last six digits of the time in microseconds (no format spec)
+        line = f"{self._stamp}{str(now)[-6:]}{head}{text}\n"
         if self._fd is not None:
             if self.stream.closed:  # its descriptor's number may be another file's by now
                 raise ValueError("I/O operation on closed file")

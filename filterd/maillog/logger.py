@@ -33,6 +33,7 @@ from filterd.maillog.lines import sanitize
 
 queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="NOQUEUE")
 
+_INFO = logging.INFO
 _PREFIXES = {logging.WARNING: "warning: ", logging.ERROR: "error: "}
 """What a line at this level begins with, as Postfix's msg_warn and msg_error write them."""
 
@@ -174,7 +175,7 @@ class MailLog:
         self._extra = {"component": component}
 
     def enabled_for_info(self) -> bool:
-        return self._logger.isEnabledFor(logging.INFO)
+        return self._logger.isEnabledFor(_INFO)
 
     def enabled_for_debug(self) -> bool:
         return self._logger.isEnabledFor(logging.DEBUG)
@@ -202,15 +203,18 @@ class MailLog:
             and len(parent.handlers) == 1
             and parent.handlers[0] is handler
         ):
-            handler.write(self._component, level, line)
+            try:  # LineHandler.write, without a call of its own (one per line)
+                handler.destination.write(self._component, level, line)
+            except Exception:
+                handler.handleError(logging.makeLogRecord({"msg": line}))
         else:
             logger.log(level, "%s", line, extra=self._extra)
 
     def line(self, message: str) -> None:
         """An info line with the queue id, its text finished by the caller (the per-message
         lines: no fields to format)."""
-        if self._logger.isEnabledFor(logging.INFO):
-            self._emit(logging.INFO, f"{queue_id_var.get()}: {message}")
+        if self._logger.isEnabledFor(_INFO):
+            self._emit(_INFO, f"{queue_id_var.get()}: {message}")
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""

@@ -238,6 +238,28 @@ def test_stderr_lines_read_as_rsyslog_writes_its_files(tmp_path: Path) -> None:
     ), written
 
 
+@pytest.mark.parametrize(
+    ("nanoseconds", "fraction"),
+    [
+        (1_764_785_491_000_042_999, "000042"),  # zero-padded, truncated as rsyslog does
+        (1_764_785_491_999_999_999, "999999"),  # still the second it began in
+        (1_764_785_492_000_000_000, "000000"),  # the next second's stamp, made anew
+    ],
+)
+def test_a_stamps_microseconds_are_six_digits_of_its_own_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nanoseconds: int, fraction: str
+) -> None:
+    with (tmp_path / "out").open("w") as out:
+        stream = StreamDestination(out, "filterd", hostname="mx1")
+        stream.write("smtpd", logging.INFO, "warm-up")  # a stamp of the real second cached
+        monkeypatch.setattr(dest.time, "time_ns", lambda: nanoseconds)
+        stream.write("smtpd", logging.INFO, "ABC: line")
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(nanoseconds // 10**9))
+    last = (tmp_path / "out").read_text().splitlines()[-1]
+    assert last.startswith(f"{second}.{fraction}"), last
+    assert last.endswith(f" mx1 filterd/smtpd[{PID}]: ABC: line"), last
+
+
 def test_journal_stream_is_recognized_by_device_and_inode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
