@@ -8,7 +8,11 @@ written) and no automatic checkpoint (no fsync). A local statement takes microse
 worker thread's hand-off costs more than the statement (the greylisting benchmark,
 docs/benchmarks.md). A call that finds the database locked, or that would purge expired rows,
 goes to a worker thread as before, within the store's timeout; so does the WAL checkpoint, every
-``CHECKPOINT_EVERY`` writes made in the loop's thread.
+``CHECKPOINT_EVERY`` writes made in the loop's thread. While one of this store's calls runs in a
+worker thread, the next calls wait for it and then run in the loop's thread: they would
+otherwise find the database locked by it and follow it into worker threads, where each waits
+on SQLite's busy handler (sleeps of 1 to 100 ms) for the others, and one purge made every
+request wait tens of milliseconds from then on (the greylisting benchmark at 10 connections).
 
 A record is ``(key, value, expires)``; ``expires`` is on the store's clock (unix seconds). An
 expired record reads as missing at once; the rows are deleted when the store opens and every
@@ -24,6 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+import trio
 
 from filterd.sdk.state.base import StateStore, StoreFailure
 from filterd.sdk.state.sighting import Maturing, Sighting, Tally, next_sighting
@@ -62,6 +68,8 @@ class SqliteStore(StateStore):
         self._inline_db: sqlite3.Connection | None = None  # opened by open()
         self._inline_writes = 0
         self._maintenance_due = False  # purge (and checkpoint) in a worker thread
+        self._in_workers = 0  # this store's calls running in worker threads
+        self._workers_done: trio.Event | None = None  # set when _in_workers drops to 0
 
     def open(self) -> None:
         """Create the file and table (blocking; called once, in a worker thread)."""
@@ -83,6 +91,10 @@ class SqliteStore(StateStore):
         due, in a worker thread."""
         if self._inline_db is None:  # not opened (or closed): as any store
             return await super()._run(what, call)
+        while self._in_workers:  # its lock would send this call to a worker thread too
+            if self._workers_done is None:
+                self._workers_done = trio.Event()
+            await self._workers_done.wait()
         self._local.inline = True
         try:
             result = call()
@@ -97,14 +109,25 @@ class SqliteStore(StateStore):
         finally:
             self._local.inline = False
         if locked:
-            result = await super()._run(what, call)
+            result = await self._in_worker(what, call)
         if self._maintenance_due:
             self._maintenance_due = False
             try:
-                await super()._run("maintenance", self._maintain)
+                await self._in_worker("maintenance", self._maintain)
             except StoreFailure:  # the call itself is done: tried again when next due
                 pass
         return result
+
+    async def _in_worker(self, what: str, call: Callable[[], T]) -> T:
+        """``StateStore._run``: the call in a worker thread, counted while it runs."""
+        self._in_workers += 1
+        try:
+            return await super()._run(what, call)
+        finally:
+            self._in_workers -= 1
+            if not self._in_workers and self._workers_done is not None:
+                self._workers_done.set()
+                self._workers_done = None
 
     def _maintain(self) -> None:
         with self._db() as db:

@@ -253,6 +253,54 @@ async def test_sqlite_purges_expired_rows_in_a_worker(
     await store.aclose()
 
 
+async def test_sqlite_calls_wait_for_the_stores_own_worker_instead_of_joining_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store's maintenance holds the write lock in a worker thread, a write from the
+    loop's thread waits for it and then runs in the loop's thread: it does not find the
+    database locked and follow into a worker thread (where, on SQLite's busy handler, every
+    later write queued behind the others: 55 ms p99 at 10 policy connections)."""
+    import threading
+
+    from filterd.sdk.state import base
+    from filterd.sdk.state import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 1)  # every write: maintenance after
+    store = await open_store(StateSettings(path=tmp_path / "s.sqlite", timeout=10.0))
+    assert isinstance(store, sqlite_store.SqliteStore)
+    holding, release = threading.Event(), threading.Event()
+    maintain = sqlite_store.SqliteStore._maintain
+
+    def held_maintenance(self: sqlite_store.SqliteStore) -> None:
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            holding.set()
+            release.wait(10.0)
+            db.execute("COMMIT")
+        maintain(self)
+
+    in_workers: list[str] = []
+    worker_run = base.StateStore._run
+
+    async def counted(self: base.StateStore, what: str, call: object) -> object:
+        in_workers.append(what)
+        return await worker_run(self, what, call)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store.SqliteStore, "_maintain", held_maintenance)
+    monkeypatch.setattr(base.StateStore, "_run", counted)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.set, "a", "1", 3600)  # then its maintenance holds the lock
+            assert await trio.to_thread.run_sync(holding.wait, 10.0)
+            nursery.start_soon(store.set, "b", "2", 3600)
+            await trio.sleep(0.2)  # b is waiting (or, without the wait, in a worker thread)
+            release.set()
+    assert await store.get("a") == "1"
+    assert await store.get("b") == "2"
+    assert "set" not in in_workers, in_workers
+    await store.aclose()
+
+
 # --------------------------------------------------------------------------------- sightings
 T0 = 1_700_000_000
 DAY = 86_400
