@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -129,6 +130,14 @@ class _Open:
 def _refusal(outcome: Outcome) -> Reply | None:
     verdict = outcome.verdict
     return verdict.reply if is_refusal(verdict) else None
+
+
+def _first_failure(answers: Iterable[Reply]) -> Reply | None:
+    """The first transient refusal among ``answers``, else the first permanent one, else None."""
+    failures = [reply for reply in answers if not reply.is_positive]
+    transient = [reply for reply in failures if reply.is_transient]
+    first = transient or failures
+    return first[0] if first else None
 
 
 def _accepted_locally(t: Transaction) -> Reply:
@@ -551,20 +560,22 @@ class SmtpSession:
         for rcpt in edited.recipients:
             rcpt.reply = await delivery.rcpt(edited, rcpt)
             log.info(f"envelope edit: to=<{rcpt.address}>", reply=rcpt.reply)
-        if not edited.accepted:
+        # A recipient of the new envelope the next hop refuses has no one to bounce it but
+        # the client: its refusal goes to every recipient the client gave (a 250 would lose
+        # the message for it, e.g. a REDIRECT to an address the next hop refuses).
+        refused = _first_failure(r.reply for r in edited.recipients if r.reply is not None)
+        if refused is not None or not edited.accepted:
             await delivery.abort()
-            if any(r.reply is not None and r.reply.is_transient for r in edited.recipients):
-                return [replies.INTERNAL_ERROR] * len(t.accepted)
-            return [_accepted_locally(t)] * len(t.accepted)
+            if refused is None:  # every recipient removed on purpose (like milter delrcpt)
+                return [_accepted_locally(t)] * len(t.accepted)
+            return [replies.INTERNAL_ERROR if refused.is_transient else refused] * len(t.accepted)
         per = dict(zip((r.address for r in edited.accepted), await delivery.data(edited, spool),
                        strict=True))  # fmt: skip
-        worst = [r for r in per.values() if r.is_transient]
-        results = []
-        for rcpt in t.accepted:
-            # Removed recipients were accepted and dropped on purpose (like milter delrcpt).
-            result = per.get(rcpt.address, _accepted_locally(t))
-            results.append(worst[0] if worst and result.is_positive else result)
-        return results
+        failed = _first_failure(per.values())
+        if failed is not None:  # the next hop did not take it for every new recipient
+            return [failed] * len(t.accepted)
+        # Removed recipients were accepted and dropped on purpose (like milter delrcpt).
+        return [per.get(rcpt.address, _accepted_locally(t)) for rcpt in t.accepted]
 
     async def _abort_delivery(self, current: _Open) -> None:
         if current.delivery is not None:
