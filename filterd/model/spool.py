@@ -38,6 +38,11 @@ class Spool:
         self._held += len(data)
         metrics.recorder.spool(len(data))
 
+    def flush(self) -> None:
+        """Hand what the file object still buffers to the file system: on a full disk the
+        OSError comes here, at end of data, and not from the first read of a plugin."""
+        self._file.flush()
+
     @property
     def on_disk(self) -> bool:
         return bool(getattr(self._file, "_rolled", False))

@@ -472,6 +472,12 @@ class SmtpSession:
         t, spool = current.t, current.spool
         t.size = event.size
         owed = len(t.accepted) if self.lmtp else 1
+        if current.spool_error is None:
+            try:
+                spool.flush()
+            except OSError as exc:
+                log.warning(f"spool write error: {exc}")
+                current.spool_error = exc
         try:
             if event.rejection is not None:
                 per = [event.rejection] * owed

@@ -1,7 +1,10 @@
-"""A message whose envelope a plugin changed (here a REDIRECT) is handed on in a new transaction;
+"""End of data at the SMTP door.
+
+A message whose envelope a plugin changed (here a REDIRECT) is handed on in a new transaction;
 the next hop's answer for the new recipients is the client's answer: a recipient the next hop
 refuses must not turn into a 250 for the recipients the client gave (nobody else could bounce
-it: the message would be lost)."""
+it: the message would be lost). A spool that fails at end of data is a 452, not a lost
+connection."""
 
 from __future__ import annotations
 
@@ -74,4 +77,24 @@ async def test_a_redirect_the_next_hop_refuses_is_refused_to_the_client(
     delivery = ScriptedDelivery()
     reply = await send_one(delivery, redirecting(target))
     assert reply.startswith(expected), reply
+    assert delivery.messages == []
+
+
+async def test_a_spool_that_cannot_flush_at_end_of_data_is_a_452_and_the_session_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool's file object buffers its last bytes: a full disk can show only when they are
+    flushed, at end of data. That is the same 452 4.3.1 as a failed write, before the chain or
+    the next hop reads the message (not a lost connection)."""
+    import errno
+
+    from filterd.model.spool import Spool
+
+    def full(self: Spool) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "flush", full)
+    delivery = ScriptedDelivery()
+    reply = await send_one(delivery, ChainRunner())
+    assert reply.startswith("452 4.3.1"), reply
     assert delivery.messages == []
