@@ -91,10 +91,15 @@ class SqliteStore(StateStore):
         due, in a worker thread."""
         if self._inline_db is None:  # not opened (or closed): as any store
             return await super()._run(what, call)
-        while self._in_workers:  # its lock would send this call to a worker thread too
-            if self._workers_done is None:
-                self._workers_done = trio.Event()
-            await self._workers_done.wait()
+        with trio.move_on_after(self.timeout) as waited:
+            while self._in_workers:  # its lock would send this call to a worker thread too
+                if self._workers_done is None:
+                    self._workers_done = trio.Event()
+                await self._workers_done.wait()
+        if waited.cancelled_caught:
+            raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
+        if not self._open_inline():  # closed while it waited: as any store
+            return await super()._run(what, call)
         self._local.inline = True
         try:
             result = call()
@@ -117,6 +122,10 @@ class SqliteStore(StateStore):
             except StoreFailure:  # the call itself is done: tried again when next due
                 pass
         return result
+
+    def _open_inline(self) -> bool:
+        """Whether the loop thread's connection is open (``aclose`` may run during a wait)."""
+        return self._inline_db is not None
 
     async def _in_worker(self, what: str, call: Callable[[], T]) -> T:
         """``StateStore._run``: the call in a worker thread, counted while it runs."""
