@@ -62,6 +62,7 @@ __all__ = [
     "installed_rule_actions",
     "load_rule_action",
     "settings_model",
+    "validated_settings",
 ]
 
 ENTRY_POINT_GROUP = "filterd.rule_actions"
@@ -83,6 +84,7 @@ class RuleAction(Protocol):
 
 RuleActionFactory = Callable[[Mapping[str, object], PluginEnv], RuleAction]
 FactoryT = TypeVar("FactoryT", bound=Callable[..., object])
+ConfigT = TypeVar("ConfigT", bound=PluginConfig)
 
 _SETTINGS_MODEL = "filterd_settings_model"
 
@@ -95,6 +97,22 @@ def settings_model(model: type[PluginConfig]) -> Callable[[FactoryT], FactoryT]:
         return factory
 
     return declare
+
+
+def validated_settings(
+    model: type[ConfigT], name: str, settings: Mapping[str, object], fix: str
+) -> ConfigT:
+    """A factory's ``settings`` (the rules plugin's ``actions.NAME`` table) as ``model``; a bad
+    one raises ValueError naming each ``actions.NAME.KEY`` and ``fix``. (With
+    :func:`settings_model` the configuration's loading already said so with its file and line.)"""
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"actions.{name}.{'.'.join(str(part) for part in error['loc']) or '?'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ValueError(f"rules plugin: {problems} (fix: {fix})") from None
 
 
 def argument_problem(action: RuleAction, argument: str) -> str | None:

@@ -73,3 +73,13 @@ def test_good_settings_pass(tmp_path: Path) -> None:
     path.write_text(HEAD + '\n[chain.config.actions.greylist]\ndelay = "1s"\n')
     ((_, _, settings),) = resolve_chain(load_config(path, serving=False))
     assert settings.actions == {"greylist": {"delay": "1s"}}  # type: ignore[attr-defined]
+
+
+def test_a_bad_rate_limit_setting_names_file_line_key_and_fix(tmp_path: Path) -> None:
+    """rate(), size() and rcpt() (the ratelimit package) declare their settings too."""
+    found = problems(tmp_path, "\n[chain.config.actions.size]\nstat = {}\n")
+    assert len(found) == 1
+    assert found[0].startswith(
+        f'{tmp_path / "filterd.toml"}:8: chain[0].config.actions.size.stat: unknown key "stat" '
+        "(fix: did you mean state?"
+    ), found[0]

@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
-from pydantic import ValidationError
-
 from filterd.sdk import PluginEnv, TempFail
-from filterd.sdk.rule_actions import settings_model
+from filterd.sdk.rule_actions import settings_model, validated_settings
 
 from .config import GreylistConfig
 from .greylisting import Greylisting, StoreFailure
@@ -43,18 +41,12 @@ DUNNO = "DUNNO"
 def make_greylist_action(settings: Mapping[str, object], env: PluginEnv) -> GreylistAction:
     """The entry point ``greylist`` of ``filterd.rule_actions``: ``settings`` are the greylist
     plugin's (GreylistConfig); a bad one raises ValueError naming ``actions.greylist.KEY``."""
-    try:
-        config = GreylistConfig.model_validate(dict(settings))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"actions.greylist.{'.'.join(str(part) for part in error['loc']) or '?'}: "
-            f"{error['msg']}"
-            for error in exc.errors()
-        )
-        raise ValueError(
-            f"rules plugin: {problems} (fix: the keys and values of the greylist plugin's "
-            "settings, plugins/greylist/README.md)"
-        ) from None
+    config = validated_settings(
+        GreylistConfig,
+        "greylist",
+        settings,
+        "the keys and values of the greylist plugin's settings, plugins/greylist/README.md",
+    )
     return GreylistAction(config, env)
 
 

@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
-
 from filterd.sdk import Field, PluginConfig, PluginEnv, TempFail
 from filterd.sdk.access_actions import AccessKind, parse_access_action
 from filterd.sdk.metrics import count_event
+from filterd.sdk.rule_actions import settings_model, validated_settings
 from filterd.sdk.state import StateSettings, StateStore, StoreFailure, open_store
 
 from .window import give_back, take
@@ -204,29 +203,28 @@ class RateAction:
 
 
 def _settings(kind: str, settings: Mapping[str, object]) -> RuleLimitSettings:
-    try:
-        return RuleLimitSettings.model_validate(dict(settings))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"actions.{kind}.{'.'.join(str(part) for part in error['loc']) or '?'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ValueError(
-            f"rules plugin: {problems} (fix: actions.{kind} takes state = {{ ... }}, the "
-            "ratelimit plugin's state settings, plugins/ratelimit/README.md)"
-        ) from None
+    return validated_settings(
+        RuleLimitSettings,
+        kind,
+        settings,
+        f"actions.{kind} takes state = {{ ... }}, the ratelimit plugin's state settings, "
+        "plugins/ratelimit/README.md",
+    )
 
 
+@settings_model(RuleLimitSettings)
 def make_rate_action(settings: Mapping[str, object], env: PluginEnv) -> RateAction:
     """Entry point ``rate`` of ``filterd.rule_actions``: counts requests."""
     return RateAction("rate", _settings("rate", settings), env)
 
 
+@settings_model(RuleLimitSettings)
 def make_size_action(settings: Mapping[str, object], env: PluginEnv) -> RateAction:
     """Entry point ``size``: counts the request's ``size`` (bytes)."""
     return RateAction("size", _settings("size", settings), env)
 
 
+@settings_model(RuleLimitSettings)
 def make_rcpt_action(settings: Mapping[str, object], env: PluginEnv) -> RateAction:
     """Entry point ``rcpt``: counts the request's ``recipient_count``."""
     return RateAction("rcpt", _settings("rcpt", settings), env)
