@@ -160,7 +160,14 @@ def check_action_settings(
         if entry is None:
             problems.append(_not_installed(name, settings, sorted(installed), (*at, name)))
             continue
-        model = getattr(entry.load(), _SETTINGS_MODEL, None)
+        try:
+            factory = entry.load()
+        except Exception as exc:  # a package that does not import: say so at its table
+            reason = f"the rule action {name}() ({entry.value}) cannot be loaded: {exc!r}"
+            hint = f"reinstall the package that provides {name}() or remove the table"
+            problems.append(_problem(reason, hint, (*at, name), settings))
+            continue
+        model = getattr(factory, _SETTINGS_MODEL, None)
         if not (isinstance(model, type) and issubclass(model, PluginConfig)):
             continue
         try:

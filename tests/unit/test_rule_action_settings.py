@@ -83,3 +83,21 @@ def test_a_bad_rate_limit_setting_names_file_line_key_and_fix(tmp_path: Path) ->
         f'{tmp_path / "filterd.toml"}:8: chain[0].config.actions.size.stat: unknown key "stat" '
         "(fix: did you mean state?"
     ), found[0]
+
+
+def test_a_rule_action_that_cannot_be_imported_is_a_problem_at_its_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from pydantic import ValidationError
+
+    from filterd.sdk import rule_actions
+
+    broken = EntryPoint("broken", "filterd_no_such_module:make", rule_actions.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(rule_actions, "entry_points", lambda group: [broken])
+    with pytest.raises(ValidationError) as caught:
+        rule_actions.check_action_settings({"broken": {}}, ("actions",))
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("actions", "broken")
+    assert "the rule action broken() (filterd_no_such_module:make) cannot be loaded" in error["msg"]
