@@ -15,6 +15,7 @@ Records are text ``A,B`` (two whole numbers): a sighting ``first,last`` (unix se
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["Maturing", "Sighting", "SightingWrites", "Tally", "next_sighting", "parse_pair"]
@@ -75,17 +76,21 @@ class SightingWrites:
     tally: tuple[str, float] | None = None
 
 
+# What the Redis store's Lua script reads as a number (``%s*[+-]?%d+%s*``): ASCII only, so
+# both backends read a damaged record alike (``int`` would take "1_0" or other scripts' digits).
+_WHOLE = re.compile(r"\s*([+-]?[0-9]+)\s*", re.ASCII)
+
+
 def parse_pair(raw: str | None) -> tuple[int, int] | None:
     """``A,B`` (anything after a second comma ignored) as two whole numbers; None for a missing
     or damaged record."""
     if raw is None:
         return None
     first, _, rest = raw.partition(",")
-    second = rest.partition(",")[0]
-    try:
-        return int(first), int(second)
-    except ValueError:
+    numbers = [_WHOLE.fullmatch(part) for part in (first, rest.partition(",")[0])]
+    if numbers[0] is None or numbers[1] is None:
         return None
+    return int(numbers[0][1]), int(numbers[1][1])
 
 
 def next_sighting(

@@ -350,6 +350,14 @@ async def test_a_sighting_starts_over_and_mends_what_it_finds(store: StateStore)
     assert await sight(store, "future", T0, None) == Sighting(T0)
     await store.set("old", f" {T0 - 400}, {T0 - 400},extra", 60)  # spaces, a third field
     assert await sight(store, "old", T0, tally) == Sighting(T0 - 400, counted=1)
+    # digits Python's int() would take and the Lua script would not: damaged on both
+    await store.set("underscored", f"{T0 - 400:_},{T0 - 400:_}", 60)
+    assert await sight(store, "underscored", T0, None) == Sighting(T0)
+    arabic = str(T0 - 400).translate(
+        str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    )
+    await store.set("arabic", f"{arabic},{arabic}", 60)
+    assert await sight(store, "arabic", T0, None) == Sighting(T0)
 
 
 async def test_concurrent_sightings_are_atomic(store: StateStore) -> None:
