@@ -97,6 +97,12 @@ class Generation:
         finish, the workers drain, then stop the chain and close the delivery."""
         self._retired.set()
 
+    async def wait_taking_nothing(self) -> None:
+        """Once retired: until none of its worker processes accepts a new connection (a milter
+        worker's libmilter accepts by itself until it has parked its listener)."""
+        for pool in self.pools:
+            await pool.wait_taking_nothing()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start the plugins, the delivery's background work and the worker processes (ready:
         ``task_status.started()``; a failure before is raised to the caller, and what had

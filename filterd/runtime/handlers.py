@@ -91,13 +91,15 @@ async def serve_milter_listener(
     listening: socket.socket | None = None,
     tally: SharedTally | None = None,
     drain: trio.Event | None = None,
+    parked: trio.Event | None = None,
     task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a milter listener until ``shutdown`` (or, once ``drain`` is set, until its last
-    connection has closed): libmilter binds the address itself, or, with several processes,
-    accepts from ``listening``, which every process shares (see
-    ``filterd.frontdoors.milter.service``), counting connections in ``tally``. Started, it
-    gives the bridge, where a reload puts the new chain (``milter_settings`` for its settings)."""
+    connection has closed; ``parked`` is set once it accepts nothing more): libmilter binds the
+    address itself, or, with several processes, accepts from ``listening``, which every process
+    shares (see ``filterd.frontdoors.milter.service``), counting connections in ``tally``.
+    Started, it gives the bridge, where a reload puts the new chain (``milter_settings`` for
+    its settings)."""
     # Imported here: pymilter is the optional ``milter`` extra.
     from filterd.frontdoors.milter.service import serve_milter
 
@@ -108,6 +110,7 @@ async def serve_milter_listener(
         listening=listening,
         tally=tally,
         drain=drain,
+        parked=parked,
         task_status=task_status,
     )
 

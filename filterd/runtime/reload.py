@@ -47,7 +47,7 @@ from filterd.runtime.handlers import milter_settings
 from filterd.runtime.listener_set import ListenerSet, Listening, MilterDoor
 from filterd.runtime.observing import Observing
 from filterd.runtime.startup import StartupError, check_before_serving
-from filterd.runtime.worker_pool import WorkerStartError
+from filterd.runtime.worker_pool import DRAIN_CONFIRM_TIMEOUT, WorkerStartError
 
 __all__ = [
     "ConfigurationStatus",
@@ -363,6 +363,25 @@ class Reloader:
             listen = next(each for each in new.config.listen if each.protocol == "milter")
             old.milter_chain = milter.bridge.swap(new.chain, milter_settings(listen, new.config))
         old.retire()
+        # Done only once no process of the old configuration accepts a new connection: a milter
+        # connection made after "configuration reloaded" meets the new chain, whichever
+        # process's libmilter accepts it.
+        with trio.move_on_after(DRAIN_CONFIRM_TIMEOUT) as waiting:
+            async with trio.open_nursery() as racing:  # a stop ends the wait: no reload to finish
+
+                async def until_stop() -> None:
+                    await self._shutdown.event.wait()
+                    racing.cancel_scope.cancel()
+
+                racing.start_soon(until_stop)
+                await old.wait_taking_nothing()
+                racing.cancel_scope.cancel()
+        if waiting.cancelled_caught:
+            log.warning(
+                f"a worker process of the old configuration did not confirm within "
+                f"{DRAIN_CONFIRM_TIMEOUT:g}s that it accepts nothing more; it may still take "
+                "a connection with the old chain"
+            )
 
 
 def _one_line(exc: ConfigError | StartupError) -> str:

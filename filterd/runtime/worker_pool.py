@@ -25,6 +25,7 @@ The control socket (``SOCK_SEQPACKET``: one message per send) carries short mess
 
 - worker → main: ``R`` ready (its plugins have started); ``C<n>`` it has ended n connections
   in all (a running total, so a report lost to a full socket is made good by the next one);
+  ``P`` (a milter worker told to drain) its libmilter accepts nothing more;
   end of file (it shuts the socket down as soon as it starts stopping): hand it nothing more
   (a hand-over in that instant fails, and the main process serves the connection itself);
 - main → worker: ``F`` with one descriptor attached, a connection to serve (sent without
@@ -40,7 +41,9 @@ start at all stops filterd from starting (or, started by a reload, refuses the r
 stop signal kills the workers at once.
 
 A reload starts a new pool for the new configuration and retires the old one (``retire``):
-it hands nothing more to its workers and tells each to drain; none is started again.
+it hands nothing more to its workers and tells each to drain; none is started again. The
+reload is done once every retired milter worker has said ``P`` (``wait_taking_nothing``): from
+then on each new milter connection meets the new configuration.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -65,6 +68,7 @@ __all__ = [
     "CLOSED",
     "CONNECTION",
     "DRAIN",
+    "PARKED",
     "READY",
     "SpreadConnections",
     "WorkerPool",
@@ -78,6 +82,8 @@ READY = b"R"
 CLOSED = b"C"
 CONNECTION = b"F"
 DRAIN = b"D"
+PARKED = b"P"
+DRAIN_CONFIRM_TIMEOUT = 10.0  # a retired milter worker says it accepts nothing more in this time
 START_TIMEOUT = 120.0  # a worker imports filterd and starts its plugins in this time
 RESTART_PAUSE = 1.0  # before a worker that died is started again; doubled while it fails
 RESTART_PAUSE_MAX = 60.0
@@ -108,6 +114,9 @@ class _Worker:
     handed: int = 0  # connections handed over to the current process
     closed: int = 0  # of those, reported ended (counted until the process is reaped)
     refusals: int = 0  # hand-overs it could not take (logged sparingly)
+    # Retired: this process accepts no new connection of its own (milter: it said ``P``;
+    # others are handed connections, and a retired pool hands none). Set when it is gone too.
+    taking_nothing: trio.Event = field(default_factory=trio.Event)
 
     @property
     def open(self) -> int:
@@ -183,6 +192,15 @@ class WorkerPool:
             self._retired.set()
             self._release_listening()
 
+    async def wait_taking_nothing(self) -> None:
+        """Once retired: until no worker process of this pool accepts a new connection (each
+        has confirmed its drain, or is not running)."""
+        await self._retired.wait()
+        for worker in self.workers:
+            process = worker.process
+            if process is not None and process.returncode is None:
+                await worker.taking_nothing.wait()
+
     def _release_listening(self) -> None:
         """Close the pool's copy of the listening socket (stopping or retired: no worker will
         start), as soon as no process being spawned may still inherit it."""
@@ -239,6 +257,7 @@ class WorkerPool:
     async def _run_once(self, worker: _Worker, ready: Callable[[], None]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel = trio.socket.from_stdlib_socket(ours)  # shares ``ours`` (non-blocking now)
+        worker.taking_nothing = trio.Event()  # of this process
         try:
             process = await self._spawn(worker, theirs)
         except BaseException:
@@ -271,6 +290,7 @@ class WorkerPool:
                 following.cancel_scope.cancel()
         finally:
             worker.control = None
+            worker.taking_nothing.set()  # gone (or going): it accepts nothing
             with trio.CancelScope(shield=True):
                 channel.close()  # end of file for the worker: it stops gracefully
                 if not started and process.returncode is None:
@@ -292,6 +312,8 @@ class WorkerPool:
             await channel.send(DRAIN)
         except OSError:
             return  # gone already
+        if self.listening is None:  # not a milter worker: it accepts nothing by itself
+            worker.taking_nothing.set()
         log.plain(f"{name} replaced: it finishes its connections, then exits")
 
     async def _spawn(self, worker: _Worker, control: socket.socket) -> trio.Process:
@@ -351,6 +373,8 @@ class WorkerPool:
                 return
             if message.startswith(CLOSED) and message[1:].isdigit():
                 worker.closed = min(worker.handed, int(message[1:]))
+            elif message == PARKED:
+                worker.taking_nothing.set()
 
     async def _reap(self, worker: _Worker, process: trio.Process) -> None:
         """Wait for the worker to exit; kill it after ``shutdown_grace`` + 10 s, or at once on

@@ -62,7 +62,7 @@ from filterd.runtime.handlers import (  # noqa: E402
 )
 from filterd.runtime.recording import record_into, stop_recording  # noqa: E402
 from filterd.runtime.tally import SharedTally  # noqa: E402
-from filterd.runtime.worker_pool import CLOSED, CONNECTION, DRAIN, READY  # noqa: E402
+from filterd.runtime.worker_pool import CLOSED, CONNECTION, DRAIN, PARKED, READY  # noqa: E402
 
 log = MailLog("main")
 
@@ -222,9 +222,10 @@ class Worker:
         listening, self.listening = self.listening, None  # libmilter's from here on
         assert listening is not None, "a milter worker is given the listening socket"
         drain = trio.Event()
+        parked = trio.Event()  # libmilter accepts nothing more
         served = trio.Event()  # the service has ended
         async with trio.open_nursery() as service:
-            await service.start(self._run_milter, listening, drain, served)
+            await service.start(self._run_milter, listening, drain, parked, served)
             if await self._ready(channel):
                 with trio.CancelScope() as waiting:
                     service.start_soon(_cancel_on_stop, self.shutdown, waiting)
@@ -236,6 +237,7 @@ class Worker:
                         if message == DRAIN and not drain.is_set():
                             log.plain(f"{self.name} draining: its connections go on to their end")
                             drain.set()
+                            service.start_soon(_confirm_parked, channel, parked)
                         if not message:
                             break
             self.shutdown.begin()
@@ -245,6 +247,7 @@ class Worker:
         self,
         listening: socket.socket,
         drain: trio.Event,
+        parked: trio.Event,
         served: trio.Event,
         *,
         task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
@@ -258,6 +261,7 @@ class Worker:
                 listening=listening,
                 tally=self.tally,
                 drain=drain,
+                parked=parked,
                 task_status=task_status,
             )
         finally:
@@ -332,6 +336,16 @@ async def _next_message(channel: trio.socket.SocketType) -> tuple[bytes, list[in
     except OSError:
         return b"", []
     return message, _descriptors(ancillary)
+
+
+async def _confirm_parked(channel: trio.socket.SocketType, parked: trio.Event) -> None:
+    """Tell the main process once libmilter accepts nothing more (``PARKED``): its reload
+    is done only then."""
+    await parked.wait()
+    try:
+        await channel.send(PARKED)
+    except OSError:
+        pass  # the main process is gone: nothing waits for it
 
 
 async def _receive_connections(

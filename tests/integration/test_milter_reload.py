@@ -63,6 +63,12 @@ def test_sighup_gives_every_process_the_new_chain(tmp_path: Path, processes: int
         old_workers = worker_pids(filterd.output_text(), "milter")
         tagged(address, "one", 2 * processes)
         reload(filterd, milter_config(address, processes, "two"), "configuration reloaded", 1)
+        # Done only once every old worker's libmilter accepts nothing more: a connection made
+        # after the reload cannot meet the old chain in an old worker.
+        text = filterd.output_text()
+        done = text.index("configuration reloaded")
+        for pid in old_workers:
+            assert text.index(f"filterd/milter[{pid}]: milter: no new connections") < done
         tagged(address, "two", 4 * processes)
         wait_for("the old workers to exit", lambda: all(map(gone, old_workers)), filterd)
         moved = milter_config(f"127.0.0.1:{free_port()}", processes, "three")

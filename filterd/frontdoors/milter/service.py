@@ -265,6 +265,7 @@ async def serve_milter(
     listening: socket.socket | None = None,
     tally: ConnectionTally | None = None,
     drain: trio.Event | None = None,
+    parked: trio.Event | None = None,
     task_status: trio.TaskStatus[MilterBridge] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Postfix's milter client on ``settings.socket`` until ``shutdown`` begins (forever
@@ -274,8 +275,8 @@ async def serve_milter(
     over: closed once libmilter has its own copy) and ``tally`` their shared connection count.
 
     ``drain`` (a worker process replaced by a reload, with ``listening``): once set, libmilter
-    takes no new connection (``_Parking``), and the service ends when its last connection has
-    closed, however long that takes; a stop meanwhile ends it as usual."""
+    takes no new connection (``_Parking``; then ``parked`` is set), and the service ends when its
+    last connection has closed, however long that takes; a stop meanwhile ends it as usual."""
     shutdown = shutdown or Shutdown()
     token = trio.lowlevel.current_trio_token()
     bridge = MilterBridge(chain, settings, shutdown, token, tally)
@@ -324,6 +325,8 @@ async def serve_milter(
                 assert polled is not None, "only a process of several drains"
                 await drain.wait()
                 parking = _Parking(polled, settings.address)
+                if parked is not None:
+                    parked.set()
                 log.plain("milter: no new connections; those open go on to their end")
                 # A connection libmilter accepted has no callback yet until the MTA's first
                 # command: count the accepted sockets too, not only the connections attached.
