@@ -82,15 +82,14 @@ class Context:
     def __init__(self) -> None:
         self.macros: dict[str, str] = {}
         self.priv: object = None
+        # a C call, as pymilter's (smfi_getsymval): no Python frame of the harness per macro
+        self.getsymval = self.macros.get
 
     def setpriv(self, priv: object) -> None:
         self.priv = priv
 
     def getpriv(self) -> object:
         return self.priv
-
-    def getsymval(self, name: str) -> str | None:
-        return self.macros.get(name)
 
     def setreply(self, rcode: str, xcode: str, *lines: str) -> None:
         pass

@@ -133,6 +133,22 @@ class FilterdMilter(MilterConnection):
         self.session_disposition = self.session_disposition or disposition_of(outcome.verdict)
         return self._answer_step("HELO", outcome.verdict)
 
+    def envfrom_bytes(self, mailfrom: bytes, *params: bytes) -> int:
+        """What pymilter calls at MAIL (``Milter.Base.envfrom_bytes`` does the same, through a
+        look-up of a decoding strategy and a list per call): UTF-8, bad bytes kept as
+        surrogates."""
+        return self.envfrom(
+            mailfrom.decode("utf-8", "surrogateescape"),
+            *[param.decode("utf-8", "surrogateescape") for param in params],
+        )
+
+    def envrcpt_bytes(self, to: bytes, *params: bytes) -> int:
+        """What pymilter calls at RCPT: as ``envfrom_bytes``."""
+        return self.envrcpt(
+            to.decode("utf-8", "surrogateescape"),
+            *[param.decode("utf-8", "surrogateescape") for param in params],
+        )
+
     @guarded("MAIL", quiet=SMFIP_NR_MAIL)
     def envfrom(self, mailfrom: str, *params: str) -> int:
         session = self.session

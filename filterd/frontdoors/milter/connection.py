@@ -60,20 +60,33 @@ def guarded(
     (a new SMTP session on the same milter connection, SMFIC_QUIT_NC: ``_protocol`` is 0)."""
 
     def decorate(callback: Callable[Concatenate[C, P], int]) -> Callable[Concatenate[C, P], int]:
+        # One wrapper per kind of step, each as short as it can be: it runs on every callback.
+        if not quiet:
+
+            @functools.wraps(callback)
+            def answering(self: C, /, *args: P.args, **kwargs: P.kwargs) -> int:
+                try:
+                    return callback(self, *args, **kwargs)
+                except Exception:
+                    log.exception(f"internal error in {stage}: tempfail")
+                    return self._refuse(FILTER_FAILED)
+
+            return answering
+
         @functools.wraps(callback)
         def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> int:
-            deferring = self.view.protocol & quiet
+            if not self.view.protocol & quiet:  # the step has a reply with this chain
+                try:
+                    return callback(self, *args, **kwargs)
+                except Exception:
+                    log.exception(f"internal error in {stage}: tempfail")
+                    return self._refuse(FILTER_FAILED)
             try:
                 code = callback(self, *args, **kwargs)
             except Exception:
-                if not deferring:
-                    log.exception(f"internal error in {stage}: tempfail")
-                    return self._refuse(FILTER_FAILED)
                 log.exception(f"internal error in {stage}: tempfail at the next reply")
                 self._fail_quietly()
                 code = CONTINUE
-            if not deferring:
-                return code
             if code != CONTINUE:  # a bug: this step must not refuse
                 log.error(f"{stage} answered {code} without a reply: tempfail at the next reply")
                 self._fail_quietly()

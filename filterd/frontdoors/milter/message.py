@@ -61,9 +61,10 @@ class MilterMessage:
     refusal: Reply | None = None
     _spool: Spool | None = None
     _in_body: bool = False  # the blank line after the headers is spooled
-    # Headers not yet in the spool: written with the blank line after them in one write (a
-    # spool write per header cost more than the header), or once they pass HEADER_BATCH.
-    _headers: list[bytes] = field(default_factory=list)
+    # Headers not yet in the spool, as libmilter gave them (name, raw value): turned into
+    # lines and written with the blank line after them in one write (a spool write, even a
+    # line built, per header cost more than the header), or once they pass HEADER_BATCH.
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
     _headers_size: int = 0
 
     def spool(self) -> Spool:
@@ -72,21 +73,22 @@ class MilterMessage:
         return self._spool
 
     def write_header(self, name: str, value: bytes) -> None:
-        """One header as libmilter gives it (LF line ends inside folded values) → CRLF."""
-        field_name = name.encode("utf-8", "surrogateescape")
-        line = b"".join((field_name, b": ", value.replace(b"\n", b"\r\n"), b"\r\n"))
+        """One header as libmilter gives it (LF line ends inside folded values; CRLF in the
+        spool)."""
         if self._in_body:  # libmilter sends none after the body; kept in order if it did
-            self.spool().write(line)
+            self.spool().write(_header_line(name, value))
             return
-        self.spool()
-        self._headers.append(line)
-        self._headers_size += len(line)
+        if self._spool is None:
+            self._spool = Spool(self.spool_memory, self.spool_dir)
+        self._headers.append((name, value))
+        self._headers_size += len(name) + len(value)
         if self._headers_size >= HEADER_BATCH:
             self._write_headers()
 
     def _write_headers(self, *after: bytes) -> None:
         spool = self.spool()
-        spool.write(b"".join((*self._headers, *after)))
+        lines = [_header_line(name, value) for name, value in self._headers]
+        spool.write(b"".join((*lines, *after)))
         self._headers.clear()
         self._headers_size = 0
 
@@ -103,6 +105,12 @@ class MilterMessage:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+
+
+def _header_line(name: str, value: bytes) -> bytes:
+    """``Name: value`` CRLF, libmilter's LF line ends inside the value made CRLF."""
+    field_name = name.encode("utf-8", "surrogateescape")
+    return b"".join((field_name, b": ", value.replace(b"\n", b"\r\n"), b"\r\n"))
 
 
 class Modifier(Protocol):
