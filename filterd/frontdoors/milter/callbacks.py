@@ -48,6 +48,8 @@ from filterd.protocols.milter_map import (
     SMFIP_NR_HELO,
     SMFIP_NR_MAIL,
     SMFIP_NR_RCPT,
+    EomPlan,
+    Response,
     apply_helo,
     plan_eom,
     recipient_from_rcpt,
@@ -62,6 +64,7 @@ __all__ = ["FilterdMilter"]
 log = MailLog("milter")
 
 _MACROS_AT_MAIL = frozenset({"on_mail_from", "on_close"})  # stages that need them all at MAIL
+_GO_ON = EomPlan((), Response(CONTINUE))  # end of message: nothing to change, nothing to say
 
 
 class FilterdMilter(MilterConnection):
@@ -177,7 +180,10 @@ class FilterdMilter(MilterConnection):
             self._end_message()
             return self._refuse(refusal)
         message.counted = True  # _end_message balances the count
-        chain = self.view.chain
+        if "on_mail_from" not in view.stages:  # what NOTHING would give, without the steps
+            message.disposition = self.session_disposition
+            return CONTINUE
+        chain = view.chain
         outcome = self._consult("on_mail_from", lambda: chain.mail_from(t), t.queue_id)
         message.edits.extend(outcome.edits)
         message.disposition = self.session_disposition or disposition_of(outcome.verdict)
@@ -198,11 +204,15 @@ class FilterdMilter(MilterConnection):
         if message.refusal is not None:  # answered at DATA
             return CONTINUE
         t = message.t
-        if "on_rcpt" in self.view.stages:
-            # Else the end of message reads them: libmilter keeps the last RCPT's macros.
-            update_macros(t.session, self._macros())
         rcpt = recipient_from_rcpt(to, params)
-        chain = self.view.chain
+        view = self.view
+        if "on_rcpt" not in view.stages:  # what NOTHING would give, without the steps
+            rcpt.reply = replies.RCPT_OK
+            t.recipients.append(rcpt)
+            return CONTINUE
+        # Else the end of message reads them: libmilter keeps the last RCPT's macros.
+        update_macros(t.session, self._macros())
+        chain = view.chain
         outcome = self._consult("on_rcpt", lambda: chain.rcpt(t, rcpt), t.queue_id)
         verdict = outcome.verdict
         # ours, if not a refusal: Postfix or a later milter may still refuse it
@@ -287,13 +297,16 @@ class FilterdMilter(MilterConnection):
             else:  # edits from MAIL/RCPT may still name headers
                 outcome = NOTHING
                 names = [h.name for h in MessageView(spool).headers] if message.edits else []
-            plan = plan_eom(
-                outcome,
-                names,
-                earlier_edits=message.edits,
-                disposition=message.disposition,
-                recipients=[r.address for r in t.accepted],
-            )
+            if outcome is NOTHING and not message.edits and message.disposition is None:
+                plan = _GO_ON  # what plan_eom gives for it, without the steps
+            else:
+                plan = plan_eom(
+                    outcome,
+                    names,
+                    earlier_edits=message.edits,
+                    disposition=message.disposition,
+                    recipients=[r.address for r in t.accepted],
+                )
             perform(plan, self)
             metrics.recorder.message("milter", outcome_of(plan))
             if log.enabled_for_info():

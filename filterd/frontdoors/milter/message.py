@@ -22,6 +22,7 @@ from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.verdict import Discard, Disposition, Verdict
 from filterd.protocols.milter_map import (
+    CONTINUE,
     DISCARD,
     REJECT,
     TEMPFAIL,
@@ -158,7 +159,7 @@ _OUTCOMES: dict[int, metrics.Outcome] = {
 
 def outcome_of(plan: EomPlan) -> metrics.Outcome:
     """What became of the message, for the metrics: quarantined (held), or by the answer."""
-    if any(isinstance(a, QuarantineAction) for a in plan.actions):
+    if plan.actions and any(isinstance(a, QuarantineAction) for a in plan.actions):
         return "quarantine"
     return _OUTCOMES.get(plan.response.code, "tempfail")
 
@@ -170,6 +171,9 @@ def log_result(t: Transaction, plan: EomPlan, verdict: Verdict) -> None:
     keeps the message on hold), ``END-OF-MESSAGE from host[addr]: reply or reason; from=<>
     to=<> proto= helo=<>``. ``verdict``: the final one, for a discard's reason."""
     response = plan.response
+    if response.code == CONTINUE and not plan.actions:  # most messages
+        log.line(envelope_line(t.sender, t.size, len(t.accepted)))
+        return
     hold = next((a.reason for a in plan.actions if isinstance(a, QuarantineAction)), None)
     answer: object
     if hold is not None:
