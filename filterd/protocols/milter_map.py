@@ -474,52 +474,53 @@ class EomPlan:
     response: Response
 
 
-@dataclass(slots=True)
-class _Field:
-    name: str
-    top: bool  # added at the top by an edit: stays above everything, not counted by edits
-
-
-def _same(a: str, b: str) -> bool:
-    return a.lower() == b.lower()
+# A header in the simulated list: (name, name in lower case, added at the top by an edit: it
+# stays above everything and edits do not count it). Tuples, not objects: this runs per message.
+_Field = tuple[str, str, bool]
 
 
 def _per_name_index(fields: list[_Field], position: int) -> int:
     """Postfix's 1-based index of ``fields[position]`` among the fields with its name."""
-    name = fields[position].name
-    return sum(1 for f in fields[: position + 1] if _same(f.name, name))
+    key = fields[position][1]
+    return [f[1] for f in fields[: position + 1]].count(key)
+
+
+def _targets(fields: list[_Field], name: str) -> list[int]:
+    """The positions of the fields called ``name`` that edits count (not added at the top)."""
+    key = name.lower()
+    return [i for i, (_, lower, top) in enumerate(fields) if lower == key and not top]
 
 
 def header_actions(header_names: Sequence[str], edits: Sequence[Edit]) -> list[MilterAction]:
     """Header edits → modifications, simulating the header list as Postfix changes it."""
-    fields = [_Field(name, top=False) for name in header_names]
+    fields: list[_Field] = [(name, name.lower(), False) for name in header_names]
     tops = 0
     actions: list[MilterAction] = []
     for edit in edits:
         match edit:
             case AddHeader(name=name, value=value, at_top=True):
-                fields.insert(0, _Field(name, top=True))
+                fields.insert(0, (name, name.lower(), True))
                 tops += 1
                 actions.append(InsertHeaderAction(0, name, value))
             case AddHeader(name=name, value=value):
-                fields.append(_Field(name, top=False))
+                fields.append((name, name.lower(), False))
                 actions.append(AddHeaderAction(name, value))
             case InsertHeader(index=index, name=name, value=value):
                 position = tops + max(0, min(index, len(fields) - tops))
-                fields.insert(position, _Field(name, top=False))
+                fields.insert(position, (name, name.lower(), False))
                 actions.append(InsertHeaderAction(position, name, value))
             case ChangeHeader(name=name, value=value, occurrence=n):
-                targets = [i for i, f in enumerate(fields) if not f.top and _same(f.name, name)]
+                targets = _targets(fields, name)
                 if len(targets) >= n:
                     position = targets[n - 1]
                     index = _per_name_index(fields, position)
-                    actions.append(ChangeHeaderAction(fields[position].name, index, value))
+                    actions.append(ChangeHeaderAction(fields[position][0], index, value))
             case RemoveHeader(name=name, occurrence=n):
-                targets = [i for i, f in enumerate(fields) if not f.top and _same(f.name, name)]
+                targets = _targets(fields, name)
                 doomed = targets if n == 0 else targets[n - 1 : n]
                 for position in reversed(doomed):
                     index = _per_name_index(fields, position)
-                    actions.append(ChangeHeaderAction(fields[position].name, index, ""))
+                    actions.append(ChangeHeaderAction(fields[position][0], index, ""))
                     del fields[position]
             case _:
                 pass
