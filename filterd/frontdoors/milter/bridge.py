@@ -49,6 +49,8 @@ from filterd.protocols.milter_map import (
     FILTER_FAILED,
     FILTER_STOPPING,
     FILTER_TIMEOUT,
+    MACRO_NAMES,
+    MAIL_MACRO_NAMES,
     libmilter_socket,
     protocol_flags,
 )
@@ -140,6 +142,10 @@ class MilterChain:
     stages: frozenset[str] = field(init=False)
     protocol: int = field(init=False)
     inline: frozenset[str] = field(init=False)  # stages run on libmilter's thread (@inline)
+    # The macros read at MAIL: without a plugin at MAIL (or at close, which may follow an
+    # unfinished message) only what the transaction needs; the end of message (or RCPT with
+    # a plugin) reads every macro, and libmilter keeps the MAIL ones till then.
+    mail_macros: tuple[str, ...] = field(init=False)
     connections: int = 0  # open connections that run this chain
     retired: bool = False  # a reload replaced it: no new connection takes it
     drained: trio.Event = field(default_factory=trio.Event)  # retired and no connection left
@@ -148,6 +154,8 @@ class MilterChain:
         self.stages = frozenset(stage for stage in STAGES if self.chain.has_stage(stage))
         self.protocol = protocol_flags(self.stages)
         self.inline = frozenset(s for s in self.stages if self.chain.runs_inline(s))
+        none_at_mail = self.stages.isdisjoint(("on_mail_from", "on_close"))
+        self.mail_macros = MAIL_MACRO_NAMES if none_at_mail else MACRO_NAMES
 
 
 class MilterBridge:

@@ -25,10 +25,9 @@ from filterd.frontdoors.milter.connection import MilterConnection, guarded
 from filterd.frontdoors.milter.message import MilterMessage, log_result, outcome_of, perform
 from filterd.maillog import MailLog, queue_id_var, smtpd_line
 from filterd.model import metrics, replies
-from filterd.model.envelope import Transaction, new_queue_id
+from filterd.model.envelope import new_queue_id
 from filterd.model.message import MessageView
 from filterd.model.reply import Reply
-from filterd.model.spool import Spool
 from filterd.model.verdict import (
     TempFail,
     Verdict,
@@ -40,8 +39,6 @@ from filterd.protocols.milter_map import (
     ACCEPT,
     CONTINUE,
     FILTER_FAILED,
-    MACRO_NAMES,
-    MAIL_MACRO_NAMES,
     SMFIP_NR_BODY,
     SMFIP_NR_EOH,
     SMFIP_NR_HDR,
@@ -63,7 +60,6 @@ __all__ = ["FilterdMilter"]
 
 log = MailLog("milter")
 
-_MACROS_AT_MAIL = frozenset({"on_mail_from", "on_close"})  # stages that need them all at MAIL
 _GO_ON = EomPlan((), Response(CONTINUE))  # end of message: nothing to change, nothing to say
 
 
@@ -156,7 +152,8 @@ class FilterdMilter(MilterConnection):
     def envfrom(self, mailfrom: str, *params: str) -> int:
         session = self.session
         assert session is not None
-        self._end_message()
+        if self.message is not None:
+            self._end_message()
         quiet = bool(self.view.protocol & SMFIP_NR_MAIL)  # never refuse here (guarded)
         if self.broken:
             if quiet:
@@ -164,11 +161,7 @@ class FilterdMilter(MilterConnection):
             log.warning("an earlier step failed: tempfail at MAIL")
             return self._refuse(FILTER_FAILED)
         view = self.view
-        # Without a plugin at MAIL (or at close, which may follow an unfinished message), only
-        # what the transaction needs: the end of message (or RCPT with a plugin) reads every
-        # macro, and libmilter keeps the MAIL ones till then.
-        names = MAIL_MACRO_NAMES if view.stages.isdisjoint(_MACROS_AT_MAIL) else MACRO_NAMES
-        t = transaction_from_mail(session, mailfrom, params, self._macros(names))
+        t = transaction_from_mail(session, mailfrom, params, self._macros(view.mail_macros))
         queue_id_var.set(t.queue_id)
         settings = view.settings
         self.message = message = MilterMessage(t, settings.spool_memory, settings.spool_dir)
@@ -281,22 +274,27 @@ class FilterdMilter(MilterConnection):
             queue_id_var.set(t.queue_id)
             spool = message.end_headers()
             t.size = spool.size
+            view: MessageView | None = None
             if "on_message" in self.view.stages:
+                view = MessageView(spool)
                 budget = self.view.settings.content_budget
                 try:
-                    outcome, names = self.bridge.consult(
+                    outcome = self.bridge.consult(
                         self.view,
                         "on_message",
-                        lambda: self._check_message(t, spool),
+                        lambda: self.view.chain.message(t, view),
                         budget,
                         t.queue_id,
                     )
                 except HopFailed as failed:
                     metrics.recorder.message("milter", metrics.outcome_of_reply(failed.reply))
                     return self._refuse(failed.reply)
-            else:  # edits from MAIL/RCPT may still name headers
+            else:
                 outcome = NOTHING
-                names = [h.name for h in MessageView(spool).headers] if message.edits else []
+            # The header names as the chain saw them: parsed only for an edit (else a chain
+            # that never looks at the headers would cost the message a parse for nothing).
+            edits = message.edits or outcome.edits
+            names = [h.name for h in (view or MessageView(spool)).headers] if edits else []
             if outcome is NOTHING and not message.edits and message.disposition is None:
                 plan = _GO_ON  # what plan_eom gives for it, without the steps
             else:
@@ -314,11 +312,6 @@ class FilterdMilter(MilterConnection):
             return self._answer(plan.response)
         finally:
             self._end_message()
-
-    async def _check_message(self, t: Transaction, spool: Spool) -> tuple[Outcome, list[str]]:
-        view = MessageView(spool)
-        outcome = await self.view.chain.message(t, view)
-        return outcome, [h.name for h in view.headers]
 
     @guarded("ABORT")
     def abort(self) -> int:

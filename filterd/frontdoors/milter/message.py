@@ -22,7 +22,6 @@ from filterd.model.reply import Reply
 from filterd.model.spool import Spool
 from filterd.model.verdict import Discard, Disposition, Verdict
 from filterd.protocols.milter_map import (
-    CONTINUE,
     DISCARD,
     REJECT,
     TEMPFAIL,
@@ -159,9 +158,16 @@ _OUTCOMES: dict[int, metrics.Outcome] = {
 
 def outcome_of(plan: EomPlan) -> metrics.Outcome:
     """What became of the message, for the metrics: quarantined (held), or by the answer."""
-    if plan.actions and any(isinstance(a, QuarantineAction) for a in plan.actions):
+    if _held(plan) is not None:
         return "quarantine"
     return _OUTCOMES.get(plan.response.code, "tempfail")
+
+
+def _held(plan: EomPlan) -> str | None:
+    """The reason of the plan's quarantine (Postfix's hold queue), if it has one."""
+    if not plan.actions:  # most messages
+        return None
+    return next((a.reason for a in plan.actions if isinstance(a, QuarantineAction)), None)
 
 
 def log_result(t: Transaction, plan: EomPlan, verdict: Verdict) -> None:
@@ -171,10 +177,7 @@ def log_result(t: Transaction, plan: EomPlan, verdict: Verdict) -> None:
     keeps the message on hold), ``END-OF-MESSAGE from host[addr]: reply or reason; from=<>
     to=<> proto= helo=<>``. ``verdict``: the final one, for a discard's reason."""
     response = plan.response
-    if response.code == CONTINUE and not plan.actions:  # most messages
-        log.line(envelope_line(t.sender, t.size, len(t.accepted)))
-        return
-    hold = next((a.reason for a in plan.actions if isinstance(a, QuarantineAction)), None)
+    hold = _held(plan)
     answer: object
     if hold is not None:
         what, answer = "hold", hold
