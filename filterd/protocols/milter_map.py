@@ -384,6 +384,12 @@ class Response:
     reply: SetReply | None = None
 
 
+# The answers without a reply, made once (frozen: shared by every message).
+_ACCEPT_RESPONSE = Response(ACCEPT)
+_CONTINUE_RESPONSE = Response(CONTINUE)
+_DISCARD_RESPONSE = Response(DISCARD)
+
+
 def escape_percent(text: str) -> str:
     """libmilter formats reply text with ``%``: every ``%`` must be doubled."""
     return text.replace("%", "%%")
@@ -404,9 +410,9 @@ def render_stage(verdict: Verdict, *, may_accept: bool = False) -> Response:
         case TempFail(reply=reply):
             return render_refusal(TEMPFAIL, reply)
         case Accept(final=True) if may_accept:
-            return Response(ACCEPT)
+            return _ACCEPT_RESPONSE
         case _:  # Continue, Accept, and Discard/Quarantine (answered at end of message)
-            return Response(CONTINUE)
+            return _CONTINUE_RESPONSE
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,11 +581,11 @@ def plan_eom(
         case TempFail(reply=reply):
             return EomPlan((), render_refusal(TEMPFAIL, reply))
         case Discard():
-            return EomPlan((), Response(DISCARD))
+            return EomPlan((), _DISCARD_RESPONSE)
         case Quarantine(reason=reason):
             actions = [*edit_actions(header_names, edits), QuarantineAction(reason)]
-            return EomPlan(tuple(actions), Response(ACCEPT))
+            return EomPlan(tuple(actions), _ACCEPT_RESPONSE)
         case Accept():
-            return EomPlan(tuple(edit_actions(header_names, edits)), Response(ACCEPT))
+            return EomPlan(tuple(edit_actions(header_names, edits)), _ACCEPT_RESPONSE)
         case Continue():
-            return EomPlan(tuple(edit_actions(header_names, edits)), Response(CONTINUE))
+            return EomPlan(tuple(edit_actions(header_names, edits)), _CONTINUE_RESPONSE)
