@@ -42,8 +42,9 @@ __all__ = ["MilterMessage", "Modifier", "log_result", "outcome_of", "perform"]
 log = MailLog("milter")
 
 HEADER_BATCH = 64 * 1024
-"""Bytes of headers kept back before they go to the spool (they go at the end of the header
-section, or once this many wait: a message's headers are never held whole in memory)."""
+"""Bytes of headers (names and values as libmilter gives them) kept back before they go to the
+spool (they go at the end of the header section, or once this many wait: a message's headers
+are never held whole in memory)."""
 
 
 @dataclass(slots=True)
