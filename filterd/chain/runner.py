@@ -352,8 +352,9 @@ def _result(
 ) -> PluginResult:
     """A plugin call's result, recorded (its time, and how it failed if it did)."""
     seconds = time.monotonic() - started
-    metrics.recorder.plugin_call(entry.label, stage, seconds, failure)
-    return PluginResult(entry.label, stage, verdict, seconds, error)
+    label = entry.label
+    metrics.recorder.plugin_call(label, stage, seconds, failure)
+    return PluginResult(label, stage, verdict, seconds, error)
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)
