@@ -104,9 +104,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_redis() -> Iterator[RedisInstance]:
+def running_redis(port: int | None = None) -> Iterator[RedisInstance]:
+    """``port``: a port of a server this test stopped (a restart), else a free one."""
     workdir = Path(tempfile.mkdtemp(prefix="filterd-redis-"))
-    port = _free_port()
+    port = port or _free_port()
     argv = [
         REDIS_SERVER,
         "--bind", "127.0.0.1",
