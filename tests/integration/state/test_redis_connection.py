@@ -7,12 +7,15 @@ redis-py's blocking client is the independent witness of what reached the server
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 import redis
 import trio
+import trustme
 
 from filterd.sdk.state import Maturing, StateSettings, StateStore, StoreFailure, Tally, open_store
 from tests.support.redis import RedisInstance, redis_installed, running_redis
@@ -175,3 +178,35 @@ async def test_a_server_that_does_not_speak_resp_is_a_store_failure() -> None:
             await store.get("a")
         await store.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tls_server_with_its_certificate_checked(tmp_path: Path) -> None:
+    """``rediss://``: the server's certificate checked against ``ssl_ca_certs`` (and its
+    address); not without it (the system's authorities do not know it) unless told."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    for name, pem in (("ca.pem", ca.cert_pem), ("key.pem", cert.private_key_pem)):
+        pem.write_to_path(str(tmp_path / name))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        tls_port = probe.getsockname()[1]
+    options = ["--tls-port", str(tls_port), "--tls-auth-clients", "no",
+               "--tls-cert-file", str(tmp_path / "cert.pem"),
+               "--tls-key-file", str(tmp_path / "key.pem"),
+               "--tls-ca-cert-file", str(tmp_path / "ca.pem")]  # fmt: skip
+    with running_redis(extra_args=options) as server:
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        store = await store_on(f"{url}?ssl_ca_certs={tmp_path / 'ca.pem'}", prefix="tls:")
+        with trio.fail_after(30):
+            await store.set("k", "over TLS", 60)
+            assert await store.increment("n", 3, 60) == 3
+        assert witness(server).get("tls:k") == "over TLS"
+        unknown = await store_on(url, prefix="tls:")
+        with trio.fail_after(30), pytest.raises(StoreFailure, match="certificate verify failed"):
+            await unknown.get("k")
+        told = await store_on(f"{url}?ssl_cert_reqs=none", prefix="tls:")
+        with trio.fail_after(30):
+            assert await told.get("k") == "over TLS"
+        for opened in (store, unknown, told):
+            await opened.aclose()
