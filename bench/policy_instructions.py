@@ -2,6 +2,7 @@
 with the machine's load, for comparing two versions of the policy path.
 
     .venv/bin/python bench/policy_instructions.py [--chain spf|greylist|empty]
+                                                  [--state sqlite|redis]
                                                   [--requests 1000] [--domains 100]
 
 ``--chain spf`` (the default):
@@ -17,8 +18,9 @@ number. The kernel's work (sockets, epoll) is not counted, nor time spent waitin
 temporary directory, ``delay = 1s``) and its requests (a triplet of its own each). 300 warm-up
 triplets go through all three phases, then ``--requests`` other triplets are counted phase by
 phase, each phase a figure of its own: ``new`` (greylisted), after the delay ``passing`` (the
-first pass) and ``known`` (DUNNO). ``--chain empty``: the same requests to a policy door with no
-plugin (every answer DUNNO): the door's own floor.
+first pass) and ``known`` (DUNNO). ``--state redis``: the greylist plugin's state in a private
+redis-server (tests/support/redis.py, no persistence) instead. ``--chain empty``: the same
+requests to a policy door with no plugin (every answer DUNNO): the door's own floor.
 
 Under callgrind filterd runs ~50 times slower: 1,000 requests take about half a minute. Every
 process runs in its own process group and is stopped by its id, also on failure.
@@ -27,6 +29,7 @@ process runs in its own process group and is stopped by its id, also on failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
@@ -45,6 +48,9 @@ from filterd_bench.greylist_support import (
     PASSED,
     classify,
     make_request,
+    redis_installed,
+    redis_state,
+    running_redis,
     sqlite_state,
 )
 from filterd_bench.policy_support import (
@@ -62,6 +68,7 @@ WARMUP = 300
 START_TIMEOUT = 120.0  # filterd starts slowly under callgrind
 GREYLIST_DELAY = 1  # seconds
 CHAINS = ("spf", "greylist", "empty")
+STATES = ("sqlite", "redis")
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
@@ -71,6 +78,9 @@ Phase = tuple[str, list[Request], str]  # name, requests, expected tag ("" for S
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--chain", choices=CHAINS, default="spf", help="the chain measured")
+    parser.add_argument(
+        "--state", choices=STATES, default="sqlite", help="the greylist chain's state store"
+    )
     parser.add_argument("--requests", type=int, default=1000, help="requests counted (1..20000)")
     parser.add_argument("--domains", type=int, default=100, help="sender domains (2..1000)")
     parser.add_argument(
@@ -86,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if args.state == "redis" and not redis_installed():
+        print("policy_instructions: redis-server is missing (deploy/install-system-packages.sh)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="filterd-policy-instructions-"))
     procs = Processes()
     dns: DnsChild | None = None
+    stack = contextlib.ExitStack()
     try:
         if args.chain == "spf":
             dns = DnsChild(build_zone(args.domains), workdir, ttl=3600)
@@ -97,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             counted_spf = requests_over_domains(args.domains, WARMUP + args.requests)[WARMUP:]
             phases: list[Phase] = [("warm", counted_spf, "")]  # checks not seen
         else:
-            config = greylist_config(workdir, empty=args.chain == "empty")
+            if args.state == "redis":
+                redis = stack.enter_context(running_redis())
+                state = redis_state(redis, prefix="instructions:")
+            else:
+                state = sqlite_state(workdir / "greylist.sqlite")
+            config = greylist_config(workdir, state, empty=args.chain == "empty")
             warm = greylist_phases(0, WARMUP, empty=args.chain == "empty")
             phases = greylist_phases(WARMUP, args.requests, empty=args.chain == "empty")
         figures = measure(procs, workdir, config, warm, phases)
@@ -108,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         if dns is not None:
             dns.stop()
+        stack.close()  # redis-server, by its PID
     if args.keep:
         print(f"callgrind dumps (one per phase) kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     for name, per_request in figures:
         print(
-            f"{args.chain} {name}: {per_request:,.0f} instructions per request "
+            f"{args.chain} ({args.state}) {name}: {per_request:,.0f} instructions per request "
             f"({args.requests} requests)"
         )
     return 0
@@ -131,7 +152,7 @@ def spf_config(workdir: Path, dns: str) -> tuple[Path, int]:
     return config, port
 
 
-def greylist_config(workdir: Path, *, empty: bool) -> tuple[Path, int]:
+def greylist_config(workdir: Path, state: str, *, empty: bool) -> tuple[Path, int]:
     port = free_port()
     config = workdir / "filterd.toml"
     text = FILTERD_GREYLIST.substitute(
@@ -140,7 +161,7 @@ def greylist_config(workdir: Path, *, empty: bool) -> tuple[Path, int]:
         maildir=workdir / "maildir",
         delay=GREYLIST_DELAY,
         hostname=HOSTNAME,
-        state=sqlite_state(workdir / "greylist.sqlite"),
+        state=state,
     )
     if empty:
         text = text[: text.index("[[chain]]")]

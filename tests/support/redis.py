@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +104,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_redis() -> Iterator[RedisInstance]:
+def running_redis(
+    port: int | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[RedisInstance]:
+    """``port``: a port of a server this test stopped (a restart), else a free one;
+    ``extra_args``: more options for redis-server (``--tls-port``...)."""
     workdir = Path(tempfile.mkdtemp(prefix="filterd-redis-"))
-    port = _free_port()
+    port = port or _free_port()
     argv = [
         REDIS_SERVER,
         "--bind", "127.0.0.1",
@@ -119,6 +123,7 @@ def running_redis() -> Iterator[RedisInstance]:
         "--daemonize", "no",
         "--logfile", str(workdir / "redis.log"),
         "--protected-mode", "yes",
+        *extra_args,
     ]  # fmt: skip
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
     instance = RedisInstance(process, workdir, port)

@@ -1,16 +1,24 @@
-"""The shared store: Redis, through redis-py's blocking client in worker threads (its asyncio
-client does not run under trio). TTLs are Redis's own (``PX``); compare-and-set, increment and
-a sighting are Lua scripts (``EVALSHA``), so each is one atomic step on the server, and one
-round trip, whatever the number of filterd hosts.
+"""The shared store: Redis, on trio itself (``filterd.sdk.state.redis_connection``: a bounded
+pool of connections, redis-py's serializer, hiredis's reader; no worker thread). TTLs are
+Redis's own (``PX``); compare-and-set, increment and a sighting are Lua scripts (``EVALSHA``,
+``EVAL`` when the server does not have the script yet, as after a restart), so each is one
+atomic step on the server, and one round trip, whatever the number of filterd hosts.
+
+Every call answers within the store's timeout or raises StoreFailure: the server down, slow,
+or answering an error. The store needs no server to open: calls fail until it is up.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import hashlib
+from collections.abc import Sequence
+from typing import Any
 
-import redis
+import hiredis
+import trio
 
-from filterd.sdk.state.base import StateStore
+from filterd.sdk.state.base import StateStore, StoreFailure, _checked
+from filterd.sdk.state.redis_connection import ConnectionPool, RedisError, pack, parse_redis_url
 from filterd.sdk.state.sighting import Maturing, Sighting, Tally
 
 # KEYS[1]; ARGV: has-expected ("1"/"0"), expected, value, ttl in ms
@@ -89,63 +97,80 @@ def _ms(ttl: float) -> int:
     return max(1, round(ttl * 1000))
 
 
+class _Script:
+    """A Lua script and its SHA1 (``EVALSHA``'s name for it)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_CAS_SCRIPT = _Script(_COMPARE_AND_SET)
+_INCREMENT_SCRIPT = _Script(_INCREMENT)
+_SIGHTING_SCRIPT = _Script(_SIGHTING)
+
+
 class RedisStore(StateStore):
+    """The store's calls are coroutines of their own here; the blocking backend methods the
+    worker-thread stores implement are not used (they raise)."""
+
     def __init__(self, url: str, *, prefix: str, timeout: float, concurrency: int) -> None:
         super().__init__(f"redis:{_safe(url)}", timeout=timeout, concurrency=concurrency)
         self.prefix = prefix
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            max_connections=concurrency,
-            decode_responses=True,
-        )
-        self._cas = self._client.register_script(_COMPARE_AND_SET)
-        self._incr = self._client.register_script(_INCREMENT)
-        self._sighting = self._client.register_script(_SIGHTING)
+        try:
+            endpoint = parse_redis_url(url)
+        except ValueError as exc:
+            raise StoreFailure(self.description, str(exc)) from exc
+        self._pool = ConnectionPool(endpoint, size=concurrency)
 
-    def ping(self) -> None:
-        self._client.ping()
+    # ------------------------------------------------------------------ the calls
+    async def ping(self) -> None:
+        await self._ask("ping", ("PING",))
 
-    def _key(self, key: str) -> str:
-        return self.prefix + key
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self._ask("get", ("GET", self.prefix + key))
+        return value
 
-    def _get(self, key: str) -> str | None:
-        return cast(str | None, self._client.get(self._key(key)))
-
-    def _get_many(self, keys: list[str]) -> list[str | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
-        return cast(list[str | None], self._client.mget([self._key(key) for key in keys]))
+        values: list[str | None] = await self._ask(
+            "get", ("MGET", *[self.prefix + key for key in keys])
+        )
+        return values
 
-    def _set(self, key: str, value: str, ttl: float) -> None:
-        self._client.set(self._key(key), value, px=_ms(ttl))
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self._ask("set", ("SET", self.prefix + key, value, "PX", _ms(_checked(ttl))))
 
-    def _delete(self, key: str) -> None:
-        self._client.delete(self._key(key))
+    async def delete(self, key: str) -> None:
+        await self._ask("delete", ("DEL", self.prefix + key))
 
-    def _compare_and_set(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
-        args: list[Any] = ["0" if expected is None else "1", expected or "", value, _ms(ttl)]
-        return bool(self._cas(keys=[self._key(key)], args=args))
+    async def compare_and_set(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        args = ("0" if expected is None else "1", expected or "", value, _ms(_checked(ttl)))
+        done = await self._script("compare-and-set", _CAS_SCRIPT, (self.prefix + key,), args)
+        return bool(done)
 
-    def _increment(self, key: str, amount: int, ttl: float) -> int:
-        return int(cast(int, self._incr(keys=[self._key(key)], args=[amount, _ms(ttl)])))
+    async def increment(self, key: str, amount: int, ttl: float) -> int:
+        args = (amount, _ms(_checked(ttl)))
+        return int(await self._script("increment", _INCREMENT_SCRIPT, (self.prefix + key,), args))
 
-    def _record_sighting(
-        self, key: str, now: int, maturing: Maturing, tally: Tally | None
+    async def record_sighting(
+        self, key: str, now: int, maturing: Maturing, tally: Tally | None = None
     ) -> Sighting:
-        keys = [self._key(key)]
-        args: list[Any] = [
+        keys: tuple[str, ...] = (self.prefix + key,)
+        args: tuple[str | int, ...] = (
             now,
             maturing.wait,
             repr(float(maturing.restart_after)),
             _ms(maturing.keep),
             _ms(min(maturing.restart_after, maturing.keep)),
-        ]
+        )
         if tally is not None:
-            keys.append(self._key(tally.key))
-            args += [tally.trusted_at, tally.every, _ms(tally.keep)]
-        first, matured, trusted, counted = cast(list[int], self._sighting(keys=keys, args=args))
+            keys += (self.prefix + tally.key,)
+            args += (tally.trusted_at, tally.every, _ms(tally.keep))
+        first, matured, trusted, counted = await self._script(
+            "sighting", _SIGHTING_SCRIPT, keys, args
+        )
         return Sighting(
             int(first),
             matured_before=bool(matured),
@@ -153,8 +178,64 @@ class RedisStore(StateStore):
             counted=None if int(counted) < 0 else int(counted),
         )
 
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    # ------------------------------------------------------------------ the wire
+    async def _script(
+        self, what: str, script: _Script, keys: Sequence[str], args: Sequence[str | int]
+    ) -> Any:
+        """``EVALSHA``, or ``EVAL`` (which loads the script) when the server answers that it
+        does not know it: within the one timeout of the call."""
+        return await self._ask(what, ("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    async def _ask(
+        self, what: str, command: tuple[str | int, ...], script: _Script | None = None
+    ) -> Any:
+        """The server's reply to ``command``, within the timeout; StoreFailure otherwise."""
+        with trio.move_on_after(self.timeout):
+            try:
+                (reply,) = await self._pool.request(pack(*command))
+                if script is not None and _no_script(reply):
+                    (reply,) = await self._pool.request(pack("EVAL", script.source, *command[2:]))
+            except RedisError as exc:
+                raise StoreFailure(self.description, f"{what}: {exc}") from exc
+            if isinstance(reply, hiredis.ReplyError):
+                raise StoreFailure(self.description, f"{what}: the server answered {reply}")
+            return reply
+        raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
+
+    # ------------------------------------------- the worker-thread backend: not used here
+    def _get(self, key: str) -> str | None:
+        raise _not_blocking()
+
+    def _set(self, key: str, value: str, ttl: float) -> None:
+        raise _not_blocking()
+
+    def _delete(self, key: str) -> None:
+        raise _not_blocking()
+
+    def _compare_and_set(self, key: str, expected: str | None, value: str, ttl: float) -> bool:
+        raise _not_blocking()
+
+    def _increment(self, key: str, amount: int, ttl: float) -> int:
+        raise _not_blocking()
+
+    def _record_sighting(
+        self, key: str, now: int, maturing: Maturing, tally: Tally | None
+    ) -> Sighting:
+        raise _not_blocking()
+
     def _close(self) -> None:
-        self._client.close()
+        raise _not_blocking()
+
+
+def _no_script(reply: object) -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def _not_blocking() -> TypeError:
+    return TypeError("the Redis store has no blocking calls: it runs on trio (await its methods)")
 
 
 def _safe(url: str) -> str:

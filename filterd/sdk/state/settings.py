@@ -6,7 +6,7 @@ path = "/var/lib/filterd/greylist.sqlite"   # sqlite: the database file
 url = "redis://127.0.0.1:6379/0"            # redis: redis://, rediss:// or unix:// URL
 prefix = "filterd:greylist:"                # redis: key prefix (several plugins, one server)
 timeout = "2s"                              # per call; past it the store counts as down
-concurrency = 8                             # worker threads at once
+concurrency = 8                             # calls at once (redis: connections)
 on_store_failure = "dunno"                  # or "tempfail" (451 4.3.0)
 """
 
@@ -24,6 +24,7 @@ from filterd.model.reply import Reply
 from filterd.model.verdict import Continue, TempFail, Verdict
 from filterd.sdk.plugin import PluginConfig
 from filterd.sdk.state.base import StoreFailure
+from filterd.sdk.state.redis_connection import parse_redis_url
 
 DEFAULT_SQLITE_PATH = Path("/var/lib/filterd/state.sqlite")
 
@@ -54,7 +55,10 @@ class StateSettings(PluginConfig):
         description="Longest wait for one store call; past it the store counts as down.",
     )
     concurrency: int = Field(
-        default=8, ge=1, le=256, description="Store calls running at once (worker threads)."
+        default=8,
+        ge=1,
+        le=256,
+        description="Store calls running at once (sqlite: worker threads; redis: connections).",
     )
     on_store_failure: Literal["dunno", "tempfail"] = Field(
         default="dunno",
@@ -64,13 +68,8 @@ class StateSettings(PluginConfig):
 
     @model_validator(mode="after")
     def _url_scheme(self) -> StateSettings:
-        if self.backend == "redis" and not self.url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ValueError(
-                f'url = "{self.url}" is not a Redis URL: write "redis://host:port/db", '
-                '"rediss://host:port/db" or "unix:///path/to/redis.sock"'
-            )
+        if self.backend == "redis":
+            parse_redis_url(self.url)  # ValueError: what is wrong with it
         return self
 
     def failure_verdict(self, failure: StoreFailure, log: MailLog, finding: str) -> Verdict:
