@@ -156,6 +156,8 @@ class RateAction:
         self.env = env
         self._store: StateStore | None = None
         self._limits: dict[str, Limit | str] = {}
+        # rate(): one per request; no bucket keeps more than the limit (window.take)
+        self._bucket_most_is_limit = self.counted == "rate"
 
     async def start(self) -> None:
         self._store = await acquire_store(self.settings.state, self.env.clock)
@@ -205,7 +207,13 @@ class RateAction:
         key = f"rules:{self.counted}:{limit.item}={value}:{rule}+{limit.max}_{limit.seconds}"
         try:
             usage = await take(
-                self._store, key, amount, limit=limit.max, window=limit.seconds, now=now
+                self._store,
+                key,
+                amount,
+                limit=limit.max,
+                window=limit.seconds,
+                now=now,
+                bucket_most=limit.max if self._bucket_most_is_limit else None,
             )
             if not usage.exceeded:
                 return None
