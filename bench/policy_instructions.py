@@ -1,7 +1,7 @@
 """Instructions per warm policy request, counted by callgrind: a figure that does not move
 with the machine's load, for comparing two versions of the policy path.
 
-    .venv/bin/python bench/policy_instructions.py [--chain spf|greylist|empty]
+    .venv/bin/python bench/policy_instructions.py [--chain spf|greylist|empty|rules|rules-rate]
                                                   [--state sqlite|redis]
                                                   [--requests 1000] [--domains 100]
 
@@ -21,6 +21,12 @@ phase, each phase a figure of its own: ``new`` (greylisted), after the delay ``p
 first pass) and ``known`` (DUNNO). ``--state redis``: the greylist plugin's state in a private
 redis-server (tests/support/redis.py, no persistence) instead. ``--chain empty``: the same
 requests to a policy door with no plugin (every answer DUNNO): the door's own floor.
+
+``--chain rules``: bench/greylist_bench.py's filterd-rules (the rules plugin, three rules, every
+answer DUNNO) and the greylisting requests; ``--chain rules-rate``: its filterd-rules-rate (a
+``rate(client_address/1000/3600/...)`` rule before them, the counters in SQLite in the temporary
+directory). Two phases: ``first`` (a client of its own each: every rate counter created) and
+``again`` (the same clients once more: every counter counted up).
 
 Under callgrind filterd runs ~50 times slower: 1,000 requests take about half a minute. Every
 process runs in its own process group and is stopped by its id, also on failure.
@@ -47,6 +53,7 @@ from filterd_bench.greylist_support import (
     MAX_REQUESTS,
     PASSED,
     classify,
+    filterd_rules_config,
     make_request,
     redis_installed,
     redis_state,
@@ -67,7 +74,7 @@ from filterd_bench.servers import filterd_binary
 WARMUP = 300
 START_TIMEOUT = 120.0  # filterd starts slowly under callgrind
 GREYLIST_DELAY = 1  # seconds
-CHAINS = ("spf", "greylist", "empty")
+CHAINS = ("spf", "greylist", "empty", "rules", "rules-rate")
 STATES = ("sqlite", "redis")
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -111,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             warm = [("warm-up", requests_over_domains(args.domains, WARMUP), "")]
             counted_spf = requests_over_domains(args.domains, WARMUP + args.requests)[WARMUP:]
             phases: list[Phase] = [("warm", counted_spf, "")]  # checks not seen
+        elif args.chain in ("rules", "rules-rate"):
+            config = rules_config(workdir, rate=args.chain == "rules-rate")
+            warm = rules_phases(0, WARMUP)
+            phases = rules_phases(WARMUP, args.requests)
         else:
             if args.state == "redis":
                 redis = stack.enter_context(running_redis())
@@ -167,6 +178,27 @@ def greylist_config(workdir: Path, state: str, *, empty: bool) -> tuple[Path, in
         text = text[: text.index("[[chain]]")]
     config.write_text(text)
     return config, port
+
+
+def rules_config(workdir: Path, *, rate: bool) -> tuple[Path, int]:
+    port = free_port()
+    config = workdir / "filterd.toml"
+    rates = workdir / "rates.sqlite" if rate else None
+    config.write_text(
+        filterd_rules_config(port, processes=1, maildir=workdir / "maildir", rates=rates)
+    )
+    return config, port
+
+
+def rules_phases(first: int, count: int) -> list[Phase]:
+    """Two passes over clients ``first`` .. ``first + count - 1``: every answer DUNNO."""
+    phases: list[Phase] = []
+    for number, name in enumerate(("first", "again")):
+        serial = number * MAX_REQUESTS + first
+        jobs = [Request(make_request(i, serial + i - first).text, KNOWN)
+                for i in range(first, first + count)]  # fmt: skip
+        phases.append((name, jobs, KNOWN))
+    return phases
 
 
 def greylist_phases(first: int, count: int, *, empty: bool) -> list[Phase]:

@@ -209,6 +209,19 @@ action = "rate(client_address/1000/3600/450 4.7.1 too many messages)"
 )
 
 
+def filterd_rules_config(port: int, *, processes: int, maildir: Path, rates: Path | None) -> str:
+    """The configuration of filterd's policy door with the rules plugin and the three rules
+    above (``rates``: the rate() rule before them, its counters in that SQLite file)."""
+    head = FILTERD_GREYLIST.template.split("[[chain]]")[0]
+    text = Template(head).substitute(port=port, processes=processes, maildir=maildir)
+    rules = FILTERD_RULES
+    if rates is not None:
+        first = rules.index("\n[[chain.config.rules]]")
+        rate_rule = FILTERD_RATE_RULE.substitute(path=rates)
+        rules = rules[:first] + rate_rule + rules[first:]
+    return text + rules
+
+
 def start_filterd_rules(
     procs: Processes, workdir: Path, *, name: str, processes: int, rate: bool = False
 ) -> Server:
@@ -216,14 +229,10 @@ def start_filterd_rules(
     rate() rule before them, its counters in a SQLite file in ``workdir``)."""
     port = free_port()
     config = workdir / f"{name}.toml"
-    head = FILTERD_GREYLIST.template.split("[[chain]]")[0]
-    text = Template(head).substitute(port=port, processes=processes, maildir=workdir / "maildir")
-    rules = FILTERD_RULES
-    if rate:
-        first = rules.index("\n[[chain.config.rules]]")
-        rate_rule = FILTERD_RATE_RULE.substitute(path=workdir / f"{name}-rates.sqlite")
-        rules = rules[:first] + rate_rule + rules[first:]
-    config.write_text(text + rules)
+    rates = workdir / f"{name}-rates.sqlite" if rate else None
+    config.write_text(
+        filterd_rules_config(port, processes=processes, maildir=workdir / "maildir", rates=rates)
+    )
     argv = [str(filterd_binary()), "run", "-c", str(config)]
     child = procs.start(name, argv, log=workdir / f"{name}.log")
     wait_for_listener(child, port, 30.0)
@@ -298,6 +307,7 @@ __all__ = [
     "PASSED",
     "POSTGREY",
     "classify",
+    "filterd_rules_config",
     "postfwd",
     "postfwd_available",
     "postgrey",

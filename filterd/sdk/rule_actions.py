@@ -36,6 +36,11 @@ returning a problem (with its fix) or None. The rules plugin asks it at start-up
 naming the action (:func:`argument_problem`), and refuses to start on a problem, naming the
 rule.
 
+An action that keeps its state per rule (postfwd's ``rate()``: a counter per rule, so two
+rules with the same limit count apart) sets the attribute ``per_rule = True``
+(:func:`takes_rule`): the rules plugin then awaits it with the keyword ``rule``, the id of the
+rule that matched (its ``id``, or postfwd's ``R-<index>`` for a rule without one).
+
 A failure the action cannot decide around (its state store is down and its policy is to
 tempfail) is an answer too: ``"451 4.3.0 ..."``. An exception is a bug: the chain's
 ``on_error`` handles it.
@@ -46,7 +51,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeGuard, TypeVar
 
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -55,6 +60,7 @@ from filterd.sdk.plugin import PluginConfig, PluginEnv
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PerRuleAction",
     "RuleAction",
     "RuleActionFactory",
     "argument_problem",
@@ -62,6 +68,7 @@ __all__ = [
     "installed_rule_actions",
     "load_rule_action",
     "settings_model",
+    "takes_rule",
     "validated_settings",
 ]
 
@@ -80,6 +87,17 @@ class RuleAction(Protocol):
     async def __call__(self, argument: str, request: Mapping[str, str], now: float) -> str | None:
         """An access(5) action that ends the rule list, or None to go on with the next rule.
         ``now`` is the rules' clock (Unix seconds), for tests that set the time."""
+
+
+class PerRuleAction(RuleAction, Protocol):
+    """An action with ``per_rule = True``: awaited with the matching rule's id."""
+
+    per_rule: bool
+
+    async def __call__(
+        self, argument: str, request: Mapping[str, str], now: float, *, rule: str = ""
+    ) -> str | None:
+        """As :meth:`RuleAction.__call__`; ``rule``: the id of the rule that matched."""
 
 
 RuleActionFactory = Callable[[Mapping[str, object], PluginEnv], RuleAction]
@@ -123,6 +141,11 @@ def argument_problem(action: RuleAction, argument: str) -> str | None:
         return None
     problem: str | None = check(argument)
     return problem
+
+
+def takes_rule(action: RuleAction) -> TypeGuard[PerRuleAction]:
+    """Whether the action wants the matching rule's id (``per_rule = True``; module text)."""
+    return getattr(action, "per_rule", False) is True
 
 
 def installed_rule_actions() -> dict[str, str]:

@@ -63,7 +63,7 @@ def test_settings_of_an_action_not_installed_say_what_is(tmp_path: Path) -> None
     assert found == (
         f"{tmp_path / 'filterd.toml'}:7: chain[0].config.actions.greylst: no rule action "
         "greylst() is installed (fix: did you mean greylist? installed rule actions: greylist, "
-        "rate, rcpt, size; "
+        "rate, rate5321, rcpt, rcpt5321, size, size5321; "
         "install the package that provides greylst() (e.g. filterd-greylst) or remove the table)"
     )
 

@@ -50,6 +50,7 @@ _WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri
 _NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 _IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z", re.ASCII)
 _NETWORK = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)/(\d+)\Z", re.ASCII)
+_BITS = re.compile(r"/\d{1,2}\Z")
 
 
 def perl_number(text: str) -> float:
@@ -167,23 +168,33 @@ def _cidr(op: str, value: str, item: str) -> bool:
         if not result:
             if _IPV4.match(item) is None:
                 return _default(op, value, item)
-            network = value if re.search(r"/\d{1,2}\Z", value) else f"{value}/32"
+            network = value if _BITS.search(value) else f"{value}/32"
             result = _in_network(network, item)
     return not result if op == "!=" else result
 
 
 def _in_network(network: str, address: str) -> bool:
-    parsed = _NETWORK.match(network)
-    if parsed is None:
+    found = _masked_network(network)
+    if found is None:
         return False
-    *octets, bits = (int(part) for part in parsed.groups())
-    if any(octet > 255 for octet in octets) or bits > 32:
-        return False
-    mask = ~((1 << (32 - bits)) - 1) & 0xFFFFFFFF
-    net = (octets[0] << 24) + (octets[1] << 16) + (octets[2] << 8) + octets[3]
+    mask, net = found
     a = [int(part) for part in address.split(".")]
     addr = (a[0] << 24) + (a[1] << 16) + (a[2] << 8) + a[3]
-    return (addr & mask) == (net & mask)
+    return (addr & mask) == net
+
+
+@lru_cache(maxsize=4096)  # the rules' own networks (or $$ expansions): parsed once
+def _masked_network(network: str) -> tuple[int, int] | None:
+    """``A.B.C.D/BITS`` as (mask, network & mask); None when it is no network."""
+    parsed = _NETWORK.match(network)
+    if parsed is None:
+        return None
+    *octets, bits = (int(part) for part in parsed.groups())
+    if any(octet > 255 for octet in octets) or bits > 32:
+        return None
+    mask = ~((1 << (32 - bits)) - 1) & 0xFFFFFFFF
+    net = (octets[0] << 24) + (octets[1] << 16) + (octets[2] << 8) + octets[3]
+    return mask, net & mask
 
 
 def _range(value: str) -> tuple[str, str, bool]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from filterd.sdk.rule_actions import RuleAction
+from filterd.sdk.rule_actions import PerRuleAction, RuleAction, takes_rule
 from filterd.sdk.tables import Table
 
 from .compare import LocalTime, compare, local_time, perl_number
@@ -83,9 +83,11 @@ class Engine:
     scores: Mapping[str, str] = field(default_factory=dict)  # threshold text -> action
     zone: tzinfo | None = None  # None: the system's local time
     _ids: dict[str, int] = field(init=False)
+    _per_rule: dict[str, PerRuleAction] = field(init=False)  # awaited with rule=ID
 
     def __post_init__(self) -> None:
         self._ids = {rule.id: index for index, rule in enumerate(self.rules)}
+        self._per_rule = {name: act for name, act in self.actions.items() if takes_rule(act)}
 
     async def decide(self, request: dict[str, str], now: float) -> Decision:
         """Run the rules over ``request`` (changed in place: derived items, ``set()``)."""
@@ -124,7 +126,11 @@ class Engine:
             elif name == "score":
                 action, stop = self._score(argument, request)
             elif name in self.actions:
-                answer = await self.actions[name](argument, dict(request), now)
+                per_rule = self._per_rule.get(name)  # postfwd's rate(): a counter per rule
+                if per_rule is not None:
+                    answer = await per_rule(argument, dict(request), now, rule=rule.id)
+                else:
+                    answer = await self.actions[name](argument, dict(request), now)
                 if answer is not None:
                     action, stop = answer, True
             action = substitute(action, request)[0]

@@ -6,6 +6,10 @@ END-OF-MESSAGE), sent to Debian's postfwd 1.35 and to filterd's policy door (the
 reading that file, the counters in SQLite): the same actions, compared as Postfix applies them
 (test_rules_postfwd.canonical).
 
+``test_counters_are_per_rule``: two rules with the very same limit (postfwd keeps a counter
+per rule: ``ID+MAX_SECONDS``), a rule without an id (``R-<index>``), and the ``5321`` kinds
+(an address's local part compared as it is).
+
 Within one window only: postfwd's window starts at the request that creates a limit and runs on
 the real clock, filterd's slides over buckets of the window's length (filterd_ratelimit.window);
 matching them across windows would need the test to wait out real windows on a loaded machine.
@@ -158,3 +162,69 @@ def test_rate_limits_answer_as_postfwd_does(
     for part in ("max 3 requests [4]", "too many bytes from", "too many recipients"):
         assert part in texts, seen
     assert "never" not in texts, seen
+
+
+def per_rule_file(w: int) -> str:
+    return f"""\
+id=A; client_address==192.0.2.5; protocol_state==RCPT; \
+action=rate(sender/2/{w}/450 4.7.1 rule A [$$ratecount])
+protocol_state==RCPT; action=rate5321(sender/3/{w}/450 4.7.1 strict [$$ratecount])
+id=B; protocol_state==RCPT; action=rate(sender/2/{w}/450 4.7.1 rule B [$$ratecount])
+protocol_state==END-OF-MESSAGE; action=size5321(sender/9000/{w}/552 5.3.4 bytes $$ratecount)
+protocol_state==DATA; action=rcpt5321(sender/4/{w}/452 4.5.3 rcpts $$ratecount)
+id=PASSED1; protocol_state==END-OF-MESSAGE; action=DISCARD passed (no PREPEND at END-OF-MESSAGE)
+id=PASSED; action=PREPEND X-Passed: $$sender
+"""
+
+
+def per_rule_requests(count: int, seed: int) -> Iterator[dict[str, str]]:
+    rng = random.Random(seed)
+    senders = ["Bob@Example.ORG", "bob@example.org", "Bob@example.org", "carol@example.net"]
+    for _ in range(count):
+        state = rng.choice(["RCPT"] * 6 + ["DATA"] * 2 + ["END-OF-MESSAGE"] * 2)
+        yield {
+            "protocol_state": state,
+            "protocol_name": "ESMTP",
+            "client_address": rng.choice(["192.0.2.5", "198.51.100.8"]),
+            "client_name": "unknown",
+            "sender": rng.choice(senders),
+            "recipient": "r1@example.org",
+            "recipient_count": "0" if state == "RCPT" else str(rng.choice([1, 2])),
+            "size": str(rng.choice([0, 800, 3000])),
+            "queue_id": "",
+            "instance": "",
+        }
+
+
+def test_counters_are_per_rule(tmp_path: Path, filterd_factory: FilterdFactory) -> None:
+    """Rules A and B have the same limit: a request from 192.0.2.5 below A's limit counts for
+    both, each in its own counter (one shared counter would count it twice)."""
+    w = window_seconds(time.time())
+    cf = tmp_path / "postfwd.cf"
+    cf.write_text(per_rule_file(w))
+    port = free_port()
+    state = f'state = {{ path = "{tmp_path / "rates.sqlite"}" }}'
+    chain = (
+        f"actions = {{ rate = {{ {state} }}, rate5321 = {{ {state} }}, "
+        f"size5321 = {{ {state} }}, rcpt5321 = {{ {state} }} }}\n"
+        f'[[chain.config.rules]]\npostfwd_file = "{cf}"\n'
+    )
+    filterd_factory(filterd_config(port, chain))
+    with postfwd_server(tmp_path, cf.read_text(), env={"TZ": ZONE}) as postfwd_port:
+        postfwd = PolicyClient(postfwd_port)
+        filterd = PolicyClient(port)
+        try:
+            seen: dict[tuple[str, ...], int] = {}
+            disagreements = []
+            for number, request in enumerate(per_rule_requests(160, seed=23)):
+                expected, got = postfwd.ask(request), filterd.ask(request)
+                seen[canonical(expected)] = seen.get(canonical(expected), 0) + 1
+                if canonical(got) != canonical(expected):
+                    disagreements.append((number, request, expected, got))
+        finally:
+            postfwd.close()
+            filterd.close()
+    assert disagreements == [], "\n".join(map(str, disagreements[:20]))
+    texts = " ".join(" ".join(answer) for answer in seen)
+    for part in ("rule A [3]", "rule B [3]", "strict [4]", "bytes", "rcpts"):
+        assert part in texts, seen
