@@ -91,15 +91,10 @@ class SqliteStore(StateStore):
         due, in a worker thread."""
         if self._inline_db is None:  # not opened (or closed): as any store
             return await super()._run(what, call)
-        with trio.move_on_after(self.timeout) as waited:
-            while self._in_workers:  # its lock would send this call to a worker thread too
-                if self._workers_done is None:
-                    self._workers_done = trio.Event()
-                await self._workers_done.wait()
-        if waited.cancelled_caught:
-            raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
-        if not self._open_inline():  # closed while it waited: as any store
-            return await super()._run(what, call)
+        if self._in_workers:  # its lock would send this call to a worker thread too
+            await self._wait_for_workers(what)
+            if not self._open_inline():  # closed while it waited: as any store
+                return await super()._run(what, call)
         self._local.inline = True
         try:
             result = call()
@@ -122,6 +117,17 @@ class SqliteStore(StateStore):
             except StoreFailure:  # the call itself is done: tried again when next due
                 pass
         return result
+
+    async def _wait_for_workers(self, what: str) -> None:
+        """Until none of this store's calls runs in a worker thread, within the timeout (a
+        cancel scope costs more than the statement: entered only when there is a wait)."""
+        with trio.move_on_after(self.timeout) as waited:
+            while self._in_workers:
+                if self._workers_done is None:
+                    self._workers_done = trio.Event()
+                await self._workers_done.wait()
+        if waited.cancelled_caught:
+            raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
 
     def _open_inline(self) -> bool:
         """Whether the loop thread's connection is open (``aclose`` may run during a wait)."""
