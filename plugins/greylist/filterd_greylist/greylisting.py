@@ -19,6 +19,7 @@ filterd processes or hosts sharing a Redis store answer as one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .whitelists import ClientWhitelist, RecipientWhitelist, load_whitelists
 __all__ = ["Decision", "Greylisting", "StoreFailure"]
 
 COUNT_EVERY = 3600  # postgrey counts a client's passes at most once an hour
+CLIENTS_KEPT = 4096  # clients whose whitelisting and keys are kept (a pure function of both)
 
 try:
     VERSION = version("filterd-greylist")
@@ -59,6 +61,16 @@ class Decision:
     waited: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """What greylisting needs of a client (its address and name), worked out once: whether a
+    client whitelist lists it, its auto-whitelist record and its part of the triplet."""
+
+    whitelisted: bool
+    awl_key: str
+    network: str
+
+
 class Greylisting:
     """The decision over a state store and the whitelist files: ``start`` opens them,
     ``decide`` answers (raising :class:`StoreFailure` when the store fails), ``stop`` closes."""
@@ -70,12 +82,15 @@ class Greylisting:
         self._whitelists: tuple[ClientWhitelist, RecipientWhitelist] | None = None
         # the same for every decision: built once
         self._maturing = Maturing(int(config.delay), config.retry_window, config.max_age)
+        # the whitelist files are read once (start), so a client's answer never changes
+        self._client = functools.lru_cache(maxsize=CLIENTS_KEPT)(self._client_of)
 
     async def start(self) -> None:
         config = self.config
         self._whitelists = load_whitelists(
             config.whitelist_clients, config.whitelist_recipients, self.env.log.warning
         )
+        self._client.cache_clear()
         self._store = await open_store(config.state, clock=self.env.clock)
 
     async def stop(self) -> None:
@@ -94,41 +109,52 @@ class Greylisting:
     ) -> Decision:
         """The decision for one recipient of ``sender`` from the client, recording the attempt
         (a client without a usable address goes on: ``no-client-address``)."""
+        client = self._client(client_address, client_name)
+        if client is None:
+            return Decision("go-on", "no-client-address")
+        if client.whitelisted:
+            return Decision("go-on", "client-whitelist")
+        if self._recipients_listed(recipient):
+            return Decision("go-on", "recipient-whitelist")
+        return await self._check(client, sender, recipient, now)
+
+    def _client_of(self, client_address: str, client_name: str) -> _Client | None:
+        """``_client`` before its cache: None for a client without a usable address."""
         try:
             address = ipaddress.ip_address(client_address)
         except ValueError:
-            return Decision("go-on", "no-client-address")
+            return None
         if self._whitelists is None:
             raise RuntimeError("greylisting was not started")
-        clients, recipients = self._whitelists
-        if clients.listed(client_name, address):
-            return Decision("go-on", "client-whitelist")
-        if recipients.listed(recipient):
-            return Decision("go-on", "recipient-whitelist")
-        return await self._check(address, sender, recipient, now)
-
-    async def _check(
-        self,
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-        sender: str,
-        rcpt: str,
-        now: int,
-    ) -> Decision:
         config = self.config
-        store = self.store
-        awl_key = "greylist:client:" + client_key(address, privacy=config.privacy)
         network = client_network(
             address,
             ipv4cidr=config.ipv4cidr,
             ipv6cidr=config.ipv6cidr,
             by_host=config.lookup_by_host,
         )
-        key = "greylist:triplet:" + triplet_key(network, sender, rcpt, privacy=config.privacy)
-        maturing = self._maturing
+        return _Client(
+            self._whitelists[0].listed(client_name, address),
+            "greylist:client:" + client_key(address, privacy=config.privacy),
+            network,
+        )
+
+    def _recipients_listed(self, recipient: str) -> bool:
+        if self._whitelists is None:
+            raise RuntimeError("greylisting was not started")
+        return self._whitelists[1].listed(recipient)
+
+    async def _check(self, client: _Client, sender: str, rcpt: str, now: int) -> Decision:
+        config = self.config
+        store = self.store
+        awl_key = client.awl_key
+        key = "greylist:triplet:" + triplet_key(
+            client.network, sender, rcpt, privacy=config.privacy
+        )
         tally = None
         if config.auto_whitelist_clients:
             tally = Tally(awl_key, config.auto_whitelist_clients, COUNT_EVERY, config.max_age)
-        seen = await store.record_sighting(key, now, maturing, tally)
+        seen = await store.record_sighting(key, now, self._maturing, tally)
         if seen.trusted:
             return Decision("go-on", "client-awl")
         if seen.counted is not None and seen.counted == config.auto_whitelist_clients:

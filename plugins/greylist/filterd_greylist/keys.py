@@ -15,6 +15,8 @@ _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def ascii_lower(text: str) -> str:
     """Perl's ``lc`` on a byte string: ASCII letters only."""
+    if text.isascii():  # str.lower changes only A-Z there, and much faster than translate
+        return text.lower()
     return text.translate(_ASCII_UPPER)
 
 
