@@ -84,6 +84,8 @@ class Greylisting:
         self._maturing = Maturing(int(config.delay), config.retry_window, config.max_age)
         # the whitelist files are read once (start), so a client's answer never changes
         self._client = functools.lru_cache(maxsize=CLIENTS_KEPT)(self._client_of)
+        text = config.greylist_text
+        self._text = text if text[:1].isdigit() else "4.2.0 " + text
 
     async def start(self) -> None:
         config = self.config
@@ -171,10 +173,7 @@ class Greylisting:
         """postgrey's text after its action: ``4.2.0 Greylisted, see ...`` (``4.2.0`` prepended
         to a text not starting with a digit, as postgrey does when the request has
         ``etrn_domain``, which Postfix >= 2.3 always sends), ``%s`` and ``%r`` filled in."""
-        text = self.config.greylist_text
-        if not text[:1].isdigit():
-            text = "4.2.0 " + text
-        return text.replace("%s", str(left), 1).replace("%r", recipient_domain(rcpt), 1)
+        return self._text.replace("%s", str(left), 1).replace("%r", recipient_domain(rcpt), 1)
 
     def header(self, waited: int, now: int) -> str:
         """The ``X-Greylist: ...`` line of a first pass (``x_greylist_header`` filled in)."""
