@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS state (
 ) WITHOUT ROWID
 """
 
+# A sighting's statements: a live record, two (one statement of two primary-key lookups: one
+# call into SQLite instead of two; "key IN (?, ?)" is slower), one or two records written.
+_LIVE = "SELECT value FROM state WHERE key = ? AND expires > ?"
+_LIVE_TWO = f"SELECT ({_LIVE}), ({_LIVE})"
+_WRITE = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
+_WRITE_TWO = _WRITE + ", (?, ?, ?)"
+
 
 class SqliteStore(StateStore):
     def __init__(
@@ -281,27 +288,32 @@ class SqliteStore(StateStore):
     def _record_sighting_on(
         self, db: sqlite3.Connection, key: str, now: int, maturing: Maturing, tally: Tally | None
     ) -> Sighting:
-        """Both records read and written in one ``BEGIN IMMEDIATE`` transaction."""
+        """Both records read (one statement) and written (one) in one ``BEGIN IMMEDIATE``
+        transaction."""
         clock = self.clock()
-        live = "SELECT value FROM state WHERE key = ? AND expires > ?"
-        write = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
         db.execute("BEGIN IMMEDIATE")
         try:
-            record = db.execute(live, (key, clock)).fetchone()
-            counts = db.execute(live, (tally.key, clock)).fetchone() if tally else None
+            if tally is None:
+                row = db.execute(_LIVE, (key, clock)).fetchone()
+                record, counts = (None if row is None else row[0]), None
+            else:  # a missing record's value is NULL (never NULL in a row)
+                record, counts = db.execute(_LIVE_TWO, (key, clock, tally.key, clock)).fetchone()
             seen, writes = next_sighting(
-                None if record is None else str(record[0]),
-                None if counts is None else str(counts[0]),
+                None if record is None else str(record),
+                None if counts is None else str(counts),
                 now,
                 maturing,
                 tally,
             )
-            if writes.record is not None:
+            if writes.record is not None and writes.tally is not None and tally is not None:
+                (value, ttl), (count, keep) = writes.record, writes.tally
+                db.execute(_WRITE_TWO, (key, value, clock + ttl, tally.key, count, clock + keep))
+            elif writes.record is not None:
                 value, ttl = writes.record
-                db.execute(write, (key, value, clock + ttl))
-            if writes.tally is not None and tally is not None:
+                db.execute(_WRITE, (key, value, clock + ttl))
+            elif writes.tally is not None and tally is not None:
                 value, ttl = writes.tally
-                db.execute(write, (tally.key, value, clock + ttl))
+                db.execute(_WRITE, (tally.key, value, clock + ttl))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # not when BEGIN itself failed (a locked database)
