@@ -24,8 +24,10 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,7 +73,8 @@ class SqliteStore(StateStore):
         self._closed = False  # by aclose(): a connection still in use closes when returned
         self._lock = threading.Lock()
         self._writes = 0
-        self._local = threading.local()  # .inline: this thread runs a call in the loop's thread
+        # .inline: this thread runs a call in the loop's thread; .deadline: a worker's call's
+        self._local = threading.local()
         self._inline_db: sqlite3.Connection | None = None  # opened by open()
         self._inline_writes = 0
         self._maintenance_due = False  # purge (and checkpoint) in a worker thread
@@ -141,15 +144,25 @@ class SqliteStore(StateStore):
         return self._inline_db is not None
 
     async def _in_worker(self, what: str, call: Callable[[], T]) -> T:
-        """``StateStore._run``: the call in a worker thread, counted while it runs."""
+        """``StateStore._run``: the call in a worker thread, counted while it runs, waiting
+        for a lock no longer than the call's timeout (``_db``)."""
         self._in_workers += 1
         try:
-            return await super()._run(what, call)
+            return await super()._run(
+                what, partial(self._until, time.monotonic() + self.timeout, call)
+            )
         finally:
             self._in_workers -= 1
             if not self._in_workers and self._workers_done is not None:
                 self._workers_done.set()
                 self._workers_done = None
+
+    def _until(self, deadline: float, call: Callable[[], T]) -> T:
+        self._local.deadline = deadline
+        try:
+            return call()
+        finally:
+            self._local.deadline = None
 
     def _maintain(self) -> None:
         with self._db() as db:
@@ -173,6 +186,11 @@ class SqliteStore(StateStore):
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        # SQLite's busy handler gives up when the call does: a call abandoned past its timeout
+        # would otherwise take the lock later and write after its caller was told it failed
+        deadline = getattr(self._local, "deadline", None)
+        wait = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         try:
             yield db
         finally:
