@@ -36,7 +36,7 @@ from .whitelists import ClientWhitelist, RecipientWhitelist, load_whitelists
 __all__ = ["Decision", "Greylisting", "StoreFailure"]
 
 COUNT_EVERY = 3600  # postgrey counts a client's passes at most once an hour
-CLIENTS_KEPT = 4096  # clients whose whitelisting and keys are kept (a pure function of both)
+CLIENTS_KEPT = 16_384  # clients whose whitelisting and keys are kept (about 500 bytes each)
 
 try:
     VERSION = version("filterd-greylist")
@@ -86,6 +86,7 @@ class Greylisting:
         self._client = functools.lru_cache(maxsize=CLIENTS_KEPT)(self._client_of)
         text = config.greylist_text
         self._text = text if text[:1].isdigit() else "4.2.0 " + text
+        self._date = (-1, "")  # header(): the last second and its date
 
     async def start(self) -> None:
         config = self.config
@@ -177,7 +178,10 @@ class Greylisting:
 
     def header(self, waited: int, now: int) -> str:
         """The ``X-Greylist: ...`` line of a first pass (``x_greylist_header`` filled in)."""
-        date = time.strftime("%a, %d %b %Y %T %Z", time.localtime(now))
+        when, date = self._date
+        if when != now:  # the date of a second, made once
+            date = time.strftime("%a, %d %b %Y %T %Z", time.localtime(now))
+            self._date = (now, date)
         text = self.config.x_greylist_header
         for mark, value in (("%t", str(waited)), ("%v", VERSION), ("%d", date)):
             text = text.replace(mark, value, 1)
