@@ -69,6 +69,15 @@ class _Client:
     whitelisted: bool
     awl_key: str
     network: str
+    tally: Tally | None  # its auto-whitelisting (None: auto_whitelist_clients = 0)
+
+
+# The decisions that carry nothing of the request: made once
+NO_CLIENT_ADDRESS = Decision("go-on", "no-client-address")
+CLIENT_WHITELIST = Decision("go-on", "client-whitelist")
+RECIPIENT_WHITELIST = Decision("go-on", "recipient-whitelist")
+CLIENT_AWL = Decision("go-on", "client-awl")
+PASSED = Decision("go-on", "pass")
 
 
 class Greylisting:
@@ -114,11 +123,11 @@ class Greylisting:
         (a client without a usable address goes on: ``no-client-address``)."""
         client = self._client(client_address, client_name)
         if client is None:
-            return Decision("go-on", "no-client-address")
+            return NO_CLIENT_ADDRESS
         if client.whitelisted:
-            return Decision("go-on", "client-whitelist")
+            return CLIENT_WHITELIST
         if self._recipients_listed(recipient):
-            return Decision("go-on", "recipient-whitelist")
+            return RECIPIENT_WHITELIST
         return await self._check(client, sender, recipient, now)
 
     def _client_of(self, client_address: str, client_name: str) -> _Client | None:
@@ -136,11 +145,11 @@ class Greylisting:
             ipv6cidr=config.ipv6cidr,
             by_host=config.lookup_by_host,
         )
-        return _Client(
-            self._whitelists[0].listed(client_name, address),
-            "greylist:client:" + client_key(address, privacy=config.privacy),
-            network,
-        )
+        awl_key = "greylist:client:" + client_key(address, privacy=config.privacy)
+        tally = None
+        if config.auto_whitelist_clients:
+            tally = Tally(awl_key, config.auto_whitelist_clients, COUNT_EVERY, config.max_age)
+        return _Client(self._whitelists[0].listed(client_name, address), awl_key, network, tally)
 
     def _recipients_listed(self, recipient: str) -> bool:
         if self._whitelists is None:
@@ -150,25 +159,21 @@ class Greylisting:
     async def _check(self, client: _Client, sender: str, rcpt: str, now: int) -> Decision:
         config = self.config
         store = self.store
-        awl_key = client.awl_key
         key = "greylist:triplet:" + triplet_key(
             client.network, sender, rcpt, privacy=config.privacy
         )
-        tally = None
-        if config.auto_whitelist_clients:
-            tally = Tally(awl_key, config.auto_whitelist_clients, COUNT_EVERY, config.max_age)
-        seen = await store.record_sighting(key, now, self._maturing, tally)
+        seen = await store.record_sighting(key, now, self._maturing, client.tally)
         if seen.trusted:
-            return Decision("go-on", "client-awl")
+            return CLIENT_AWL
         if seen.counted is not None and seen.counted == config.auto_whitelist_clients:
-            self.env.log.info(f"whitelisted: {awl_key.removeprefix('greylist:client:')}")
+            self.env.log.info(f"whitelisted: {client.awl_key.removeprefix('greylist:client:')}")
         waited = now - seen.first
         left = int(config.delay) - waited
         if left > 0:
             return Decision("greylisted", "new" if waited == 0 else "early-retry", left=left)
         if not seen.matured_before:
             return Decision("first-pass", f"pass delay={waited}", waited=waited)
-        return Decision("go-on", "pass")
+        return PASSED
 
     def greylist_text(self, rcpt: str, left: int) -> str:
         """postgrey's text after its action: ``4.2.0 Greylisted, see ...`` (``4.2.0`` prepended

@@ -115,4 +115,10 @@ def _reply(code: int, text: str) -> Reply:
 
 
 def _go_on(why: str) -> Continue:
-    return Continue(findings=(Finding("greylist", why),))
+    return Continue(findings=_found(why))
+
+
+@functools.lru_cache(maxsize=64)
+def _found(why: str) -> tuple[Finding, ...]:
+    """The findings of a going on (a handful of reasons: made once)."""
+    return (Finding("greylist", why),)
