@@ -7,12 +7,14 @@ no busy timeout (a database locked by another process raises at once, before any
 written) and no automatic checkpoint (no fsync). A local statement takes microseconds, and a
 worker thread's hand-off costs more than the statement (the greylisting benchmark,
 docs/benchmarks.md). A call that finds the database locked, or that would purge expired rows,
-goes to a worker thread as before, within the store's timeout; so does the WAL checkpoint, every
-``CHECKPOINT_EVERY`` writes made in the loop's thread. While one of this store's calls runs in a
-worker thread, the next calls wait for it and then run in the loop's thread: they would
-otherwise find the database locked by it and follow it into worker threads, where each waits
-on SQLite's busy handler (sleeps of 1 to 100 ms) for the others, and one purge made every
-request wait tens of milliseconds from then on (the greylisting benchmark at 10 connections).
+goes to a worker thread as before, within the store's timeout (SQLite's busy handler there
+waits no longer than the call's deadline, not on after the call was abandoned); so does the WAL
+checkpoint, every ``CHECKPOINT_EVERY`` writes made in the loop's thread. While one of this
+store's calls runs in a worker thread, the next calls wait for it and then run in the loop's
+thread: they would otherwise find the database locked by it and follow it into worker threads,
+where each waits on SQLite's busy handler (sleeps of 1 to 100 ms) for the others, and one purge
+made every request wait tens of milliseconds from then on (the greylisting benchmark at 10
+connections).
 
 A record is ``(key, value, expires)``; ``expires`` is on the store's clock (unix seconds). An
 expired record reads as missing at once; the rows are deleted when the store opens and every
