@@ -20,7 +20,6 @@ filterd processes or hosts sharing a Redis store answer as one.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -30,7 +29,7 @@ from filterd.sdk import PluginEnv
 from filterd.sdk.state import Maturing, StateStore, StoreFailure, Tally, open_store
 
 from .config import GreylistConfig
-from .keys import client_key, client_network, recipient_domain, triplet_key
+from .keys import client_key, client_network, parse_client, recipient_domain, triplet_key
 from .whitelists import ClientWhitelist, RecipientWhitelist, load_whitelists
 
 __all__ = ["Decision", "Greylisting", "StoreFailure"]
@@ -132,9 +131,8 @@ class Greylisting:
 
     def _client_of(self, client_address: str, client_name: str) -> _Client | None:
         """``_client`` before its cache: None for a client without a usable address."""
-        try:
-            address = ipaddress.ip_address(client_address)
-        except ValueError:
+        address = parse_client(client_address)
+        if address is None:
             return None
         if self._whitelists is None:
             raise RuntimeError("greylisting was not started")
