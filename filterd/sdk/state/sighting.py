@@ -87,7 +87,11 @@ def parse_pair(raw: str | None) -> tuple[int, int] | None:
     if raw is None:
         return None
     first, _, rest = raw.partition(",")
-    numbers = [_WHOLE.fullmatch(part) for part in (first, rest.partition(",")[0])]
+    second = rest.partition(",")[0]
+    # the records this module writes: ASCII digits only (isdigit alone takes other scripts')
+    if first.isdigit() and second.isdigit() and first.isascii() and second.isascii():
+        return int(first), int(second)
+    numbers = [_WHOLE.fullmatch(part) for part in (first, second)]
     if numbers[0] is None or numbers[1] is None:
         return None
     return int(numbers[0][1]), int(numbers[1][1])
@@ -123,11 +127,12 @@ def next_sighting(
         if now - first >= maturing.wait
         else min(maturing.restart_after, maturing.keep)
     )
-    writes = SightingWrites(record=(f"{first},{now}", ttl))
-    counted = None
-    matures_now = not matured and now - first >= maturing.wait
-    counts_now = counts is None or now >= counts[1] + (tally.every if tally else 0)
-    if tally is not None and matures_now and counts_now:
-        counted = (counts[0] if counts is not None else 0) + 1
-        writes = SightingWrites(writes.record, (f"{counted},{now}", tally.keep))
-    return Sighting(first, matured, counted=counted), writes
+    record_write = (f"{first},{now}", ttl)
+    if tally is None or matured or now - first < maturing.wait:  # does not count
+        return Sighting(first, matured), SightingWrites(record_write)
+    if counts is not None and now < counts[1] + tally.every:  # counted within ``every``
+        return Sighting(first), SightingWrites(record_write)
+    counted = (counts[0] if counts is not None else 0) + 1
+    return Sighting(first, counted=counted), SightingWrites(
+        record_write, (f"{counted},{now}", tally.keep)
+    )

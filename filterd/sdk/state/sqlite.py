@@ -7,12 +7,14 @@ no busy timeout (a database locked by another process raises at once, before any
 written) and no automatic checkpoint (no fsync). A local statement takes microseconds, and a
 worker thread's hand-off costs more than the statement (the greylisting benchmark,
 docs/benchmarks.md). A call that finds the database locked, or that would purge expired rows,
-goes to a worker thread as before, within the store's timeout; so does the WAL checkpoint, every
-``CHECKPOINT_EVERY`` writes made in the loop's thread. While one of this store's calls runs in a
-worker thread, the next calls wait for it and then run in the loop's thread: they would
-otherwise find the database locked by it and follow it into worker threads, where each waits
-on SQLite's busy handler (sleeps of 1 to 100 ms) for the others, and one purge made every
-request wait tens of milliseconds from then on (the greylisting benchmark at 10 connections).
+goes to a worker thread as before, within the store's timeout (SQLite's busy handler there
+waits no longer than the call's deadline, not on after the call was abandoned); so does the WAL
+checkpoint, every ``CHECKPOINT_EVERY`` writes made in the loop's thread. While one of this
+store's calls runs in a worker thread, the next calls wait for it and then run in the loop's
+thread: they would otherwise find the database locked by it and follow it into worker threads,
+where each waits on SQLite's busy handler (sleeps of 1 to 100 ms) for the others, and one purge
+made every request wait tens of milliseconds from then on (the greylisting benchmark at 10
+connections).
 
 A record is ``(key, value, expires)``; ``expires`` is on the store's clock (unix seconds). An
 expired record reads as missing at once; the rows are deleted when the store opens and every
@@ -24,8 +26,10 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +51,13 @@ CREATE TABLE IF NOT EXISTS state (
 ) WITHOUT ROWID
 """
 
+# A sighting's statements: a live record, two (one statement of two primary-key lookups: one
+# call into SQLite instead of two; "key IN (?, ?)" is slower), one or two records written.
+_LIVE = "SELECT value FROM state WHERE key = ? AND expires > ?"
+_LIVE_TWO = f"SELECT ({_LIVE}), ({_LIVE})"
+_WRITE = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
+_WRITE_TWO = _WRITE + ", (?, ?, ?)"
+
 
 class SqliteStore(StateStore):
     def __init__(
@@ -64,7 +75,8 @@ class SqliteStore(StateStore):
         self._closed = False  # by aclose(): a connection still in use closes when returned
         self._lock = threading.Lock()
         self._writes = 0
-        self._local = threading.local()  # .inline: this thread runs a call in the loop's thread
+        # .inline: this thread runs a call in the loop's thread; .deadline: a worker's call's
+        self._local = threading.local()
         self._inline_db: sqlite3.Connection | None = None  # opened by open()
         self._inline_writes = 0
         self._maintenance_due = False  # purge (and checkpoint) in a worker thread
@@ -91,15 +103,10 @@ class SqliteStore(StateStore):
         due, in a worker thread."""
         if self._inline_db is None:  # not opened (or closed): as any store
             return await super()._run(what, call)
-        with trio.move_on_after(self.timeout) as waited:
-            while self._in_workers:  # its lock would send this call to a worker thread too
-                if self._workers_done is None:
-                    self._workers_done = trio.Event()
-                await self._workers_done.wait()
-        if waited.cancelled_caught:
-            raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
-        if not self._open_inline():  # closed while it waited: as any store
-            return await super()._run(what, call)
+        if self._in_workers:  # its lock would send this call to a worker thread too
+            await self._wait_for_workers(what)
+            if not self._open_inline():  # closed while it waited: as any store
+                return await super()._run(what, call)
         self._local.inline = True
         try:
             result = call()
@@ -123,20 +130,41 @@ class SqliteStore(StateStore):
                 pass
         return result
 
+    async def _wait_for_workers(self, what: str) -> None:
+        """Until none of this store's calls runs in a worker thread, within the timeout (a
+        cancel scope costs more than the statement: entered only when there is a wait)."""
+        with trio.move_on_after(self.timeout) as waited:
+            while self._in_workers:
+                if self._workers_done is None:
+                    self._workers_done = trio.Event()
+                await self._workers_done.wait()
+        if waited.cancelled_caught:
+            raise StoreFailure(self.description, f"{what}: no answer within {self.timeout:g}s")
+
     def _open_inline(self) -> bool:
         """Whether the loop thread's connection is open (``aclose`` may run during a wait)."""
         return self._inline_db is not None
 
     async def _in_worker(self, what: str, call: Callable[[], T]) -> T:
-        """``StateStore._run``: the call in a worker thread, counted while it runs."""
+        """``StateStore._run``: the call in a worker thread, counted while it runs, waiting
+        for a lock no longer than the call's timeout (``_db``)."""
         self._in_workers += 1
         try:
-            return await super()._run(what, call)
+            return await super()._run(
+                what, partial(self._until, time.monotonic() + self.timeout, call)
+            )
         finally:
             self._in_workers -= 1
             if not self._in_workers and self._workers_done is not None:
                 self._workers_done.set()
                 self._workers_done = None
+
+    def _until(self, deadline: float, call: Callable[[], T]) -> T:
+        self._local.deadline = deadline
+        try:
+            return call()
+        finally:
+            self._local.deadline = None
 
     def _maintain(self) -> None:
         with self._db() as db:
@@ -160,6 +188,11 @@ class SqliteStore(StateStore):
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        # SQLite's busy handler gives up when the call does: a call abandoned past its timeout
+        # would otherwise take the lock later and write after its caller was told it failed
+        deadline = getattr(self._local, "deadline", None)
+        wait = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         try:
             yield db
         finally:
@@ -275,27 +308,32 @@ class SqliteStore(StateStore):
     def _record_sighting_on(
         self, db: sqlite3.Connection, key: str, now: int, maturing: Maturing, tally: Tally | None
     ) -> Sighting:
-        """Both records read and written in one ``BEGIN IMMEDIATE`` transaction."""
+        """Both records read (one statement) and written (one) in one ``BEGIN IMMEDIATE``
+        transaction."""
         clock = self.clock()
-        live = "SELECT value FROM state WHERE key = ? AND expires > ?"
-        write = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
         db.execute("BEGIN IMMEDIATE")
         try:
-            record = db.execute(live, (key, clock)).fetchone()
-            counts = db.execute(live, (tally.key, clock)).fetchone() if tally else None
+            if tally is None:
+                row = db.execute(_LIVE, (key, clock)).fetchone()
+                record, counts = (None if row is None else row[0]), None
+            else:  # a missing record's value is NULL (never NULL in a row)
+                record, counts = db.execute(_LIVE_TWO, (key, clock, tally.key, clock)).fetchone()
             seen, writes = next_sighting(
-                None if record is None else str(record[0]),
-                None if counts is None else str(counts[0]),
+                None if record is None else str(record),
+                None if counts is None else str(counts),
                 now,
                 maturing,
                 tally,
             )
-            if writes.record is not None:
+            if writes.record is not None and writes.tally is not None and tally is not None:
+                (value, ttl), (count, keep) = writes.record, writes.tally
+                db.execute(_WRITE_TWO, (key, value, clock + ttl, tally.key, count, clock + keep))
+            elif writes.record is not None:
                 value, ttl = writes.record
-                db.execute(write, (key, value, clock + ttl))
-            if writes.tally is not None and tally is not None:
+                db.execute(_WRITE, (key, value, clock + ttl))
+            elif writes.tally is not None and tally is not None:
                 value, ttl = writes.tally
-                db.execute(write, (tally.key, value, clock + ttl))
+                db.execute(_WRITE, (tally.key, value, clock + ttl))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # not when BEGIN itself failed (a locked database)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 _BATV_TAG = re.compile(r"[0-9a-z]{10}")
 _NUMBER = re.compile(r"\b\d+\b", re.ASCII)
@@ -15,6 +15,8 @@ _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def ascii_lower(text: str) -> str:
     """Perl's ``lc`` on a byte string: ASCII letters only."""
+    if text.isascii():  # str.lower changes only A-Z there, and much faster than translate
+        return text.lower()
     return text.translate(_ASCII_UPPER)
 
 
@@ -38,6 +40,30 @@ def normalise_sender(address: str) -> str:
     return f"{user}@{domain}"
 
 
+def parse_client(text: str) -> IPv4Address | IPv6Address | None:
+    """``ipaddress.ip_address(text)``, None where it raises. A dotted quad is read here: four
+    octets of one to three ASCII digits, no leading zero, at most 255, as the module reads them
+    (its parser, a Python call per octet, was most of a new client's cost)."""
+    parts = text.split(".")
+    if len(parts) == 4:
+        number = 0
+        for part in parts:
+            if not (part.isascii() and part.isdigit()) or len(part) > 3:
+                break
+            if part[0] == "0" and len(part) > 1:
+                break
+            octet = int(part)
+            if octet > 255:
+                break
+            number = number << 8 | octet
+        else:
+            return IPv4Address(number)
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
+
+
 def client_network(
     address: IPv4Address | IPv6Address, *, ipv4cidr: int, ipv6cidr: int, by_host: bool
 ) -> str:
@@ -45,9 +71,11 @@ def client_network(
     itself with ``lookup_by_host``."""
     if by_host:
         return str(address)
-    prefix, bits = (ipv4cidr, 32) if address.version == 4 else (ipv6cidr, 128)
-    mask = ((1 << prefix) - 1) << (bits - prefix)  # the address's network, without parsing
-    return str(type(address)(int(address) & mask))
+    if address.version == 4:  # the network's address written out, as str(IPv4Address) does
+        number = int(address) & ((1 << ipv4cidr) - 1) << (32 - ipv4cidr)
+        return f"{number >> 24}.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
+    mask = ((1 << ipv6cidr) - 1) << (128 - ipv6cidr)  # the address's network, without parsing
+    return str(IPv6Address(int(address) & mask))
 
 
 def recipient_domain(recipient: str) -> str:

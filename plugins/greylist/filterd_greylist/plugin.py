@@ -13,6 +13,7 @@ The first pass of a triplet adds the ``X-Greylist`` header (once per message).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from filterd.sdk import (
@@ -43,8 +44,12 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
     Config = GreylistConfig
 
     _greylisting: Greylisting | None = None  # set by start()
+    _action: tuple[str, int] = ("DEFER_IF_PERMIT", DEFER_CODE)  # greylist_action, its code
 
     async def start(self) -> None:
+        action = self.config.greylist_action
+        code = int(action) if re.fullmatch(r"4\d\d", action) else DEFER_CODE
+        self._action = (action.upper(), code)
         greylisting = Greylisting(self.config, self.env)
         await greylisting.start()
         self._greylisting = greylisting
@@ -86,15 +91,10 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
         and DEFER_IF_REJECT are held by the chain as Postfix holds them (450 at the end of the
         stage if it permits / if a later plugin rejects); the policy door sends them to Postfix
         as postgrey does. Any other action (DEFER, 451, ...) refuses at once."""
-        status, rest = "", text
-        match = _STATUS.fullmatch(text)
-        if match is not None and match.group(1).startswith("4"):
-            status, rest = match.group(1), match.group(2)
-        action = self.config.greylist_action
+        action, code = self._action
         findings = (Finding("greylist", f"{why} ({left}s missing)"),)
-        code = int(action) if re.fullmatch(r"4\d\d", action) else DEFER_CODE
-        reply = Reply(code, status, rest)
-        match action.upper():
+        reply = _reply(code, text)
+        match action:
             case "DEFER_IF_PERMIT":
                 return Continue(findings=findings, defer_if=(DeferIf("permit", reply),))
             case "DEFER_IF_REJECT":
@@ -103,5 +103,22 @@ class Greylist(Plugin[GreylistConfig], OnRcpt):
                 return TempFail(reply, findings)
 
 
+@functools.lru_cache(maxsize=1024)
+def _reply(code: int, text: str) -> Reply:
+    """The reply with a greylisting text (the same for a recipient domain and the seconds
+    left: made once): its enhanced status code split off when it is a 4.X.X one."""
+    status, rest = "", text
+    match = _STATUS.fullmatch(text)
+    if match is not None and match.group(1).startswith("4"):
+        status, rest = match.group(1), match.group(2)
+    return Reply(code, status, rest)
+
+
 def _go_on(why: str) -> Continue:
-    return Continue(findings=(Finding("greylist", why),))
+    return Continue(findings=_found(why))
+
+
+@functools.lru_cache(maxsize=64)
+def _found(why: str) -> tuple[Finding, ...]:
+    """The findings of a going on (a handful of reasons: made once)."""
+    return (Finding("greylist", why),)

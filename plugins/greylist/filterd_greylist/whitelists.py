@@ -71,10 +71,61 @@ def _network(text: str, prefix: int | None) -> IPv4Network | IPv6Network | None:
         return None  # postgrey: NetAddr::IP gave undef, the line is skipped
 
 
+_CASELESS = re.compile("", re.IGNORECASE).flags  # a pattern's flags: IGNORECASE, nothing else
+
+
+class AnyOf:
+    """Whether any of some patterns is found in a text: one search of their alternation where
+    it reads the same as each alone (no group, so no reference to one; only ``IGNORECASE``, no
+    other flag), the others one by one."""
+
+    def __init__(self, patterns: Iterable[re.Pattern[str]] = ()) -> None:
+        self.patterns = list(patterns)
+        self._combined: re.Pattern[str] | None = None
+        self._alone: list[re.Pattern[str]] = []
+        self._built = False
+
+    def add(self, pattern: re.Pattern[str]) -> None:
+        self.patterns.append(pattern)
+        self._built = False
+
+    def search(self, text: str) -> bool:
+        if not self._built:
+            self._build()
+        combined = self._combined
+        if combined is not None and combined.search(text) is not None:
+            return True
+        return any(p.search(text) for p in self._alone)
+
+    def _build(self) -> None:
+        plain = [p for p in self.patterns if not p.groups and p.flags == _CASELESS]
+        self._alone = [p for p in self.patterns if p.groups or p.flags != _CASELESS]
+        self._combined = None
+        if plain:
+            try:
+                self._combined = re.compile(
+                    "|".join(f"(?:{p.pattern})" for p in plain), re.IGNORECASE
+                )
+            except re.error:  # an inline global flag, e.g. (?i) at its start: each alone
+                self._alone = self.patterns
+        self._built = True
+
+
 @dataclass
 class ClientWhitelist:
-    names: list[re.Pattern[str]] = field(default_factory=list)
+    """Host names are found by their suffixes in a set (an ASCII name against ASCII entries:
+    case-insensitive equality is lower-case equality there), networks by their masked address
+    per prefix length; regexes (and any name or entry not ASCII) by :class:`AnyOf`."""
+
+    names: list[re.Pattern[str]] = field(default_factory=list)  # every name entry, in order
     networks: list[IPv4Network | IPv6Network] = field(default_factory=list)
+    _hosts: set[str] = field(default_factory=set, init=False)  # ASCII host names, lower case
+    _other: AnyOf = field(default_factory=AnyOf, init=False)  # regexes, other host names
+    _all: AnyOf = field(default_factory=AnyOf, init=False)  # every name entry (name not ASCII)
+    # IP version -> netmask -> the network addresses with that mask, as integers
+    _masks: dict[int, dict[int, set[int]]] = field(
+        default_factory=lambda: {4: {}, 6: {}}, init=False
+    )
 
     def add_file(self, path: Path, warn: Warn) -> None:
         for number, line in _lines(path, warn):
@@ -83,30 +134,66 @@ class ClientWhitelist:
             if regex is not None:
                 pattern = _compile(regex.group(1), path, number, warn)
                 if pattern is not None:
-                    self.names.append(pattern)
+                    self._add_name(pattern)
                 continue
             if _IPV4.fullmatch(line) or _IPV6.fullmatch(line):
                 network = _network(line, None)
             elif _IPV4_3.fullmatch(line) or _IPV4_2.fullmatch(line):
                 network = _network(line, 24)
             elif _WORD.fullmatch(line):
-                self.names.append(re.compile(r"(?:^|\.)" + re.escape(line) + "$", re.IGNORECASE))
+                pattern = re.compile(r"(?:^|\.)" + re.escape(line) + "$", re.IGNORECASE)
+                self._add_name(pattern, host=line)
                 continue
             else:
                 warn(f"{path} line {number}: doesn't look like a hostname")
                 continue
             if network is not None:
                 self.networks.append(network)
+                mask = int(network.netmask)
+                self._masks[network.version].setdefault(mask, set()).add(
+                    int(network.network_address)
+                )
+
+    def _add_name(self, pattern: re.Pattern[str], host: str | None = None) -> None:
+        self.names.append(pattern)
+        self._all.add(pattern)
+        if host is not None and host.isascii():
+            self._hosts.add(host.lower())
+        else:
+            self._other.add(pattern)
 
     def listed(self, name: str, address: IPv4Address | IPv6Address) -> bool:
-        return any(p.search(name) for p in self.names) or any(
-            address.version == n.version and address in n for n in self.networks
-        )
+        return self._name_listed(name) or self._address_listed(address)
+
+    def _name_listed(self, name: str) -> bool:
+        if not name.isascii():
+            return self._all.search(name)
+        hosts = self._hosts
+        if hosts:
+            # "(?:^|\.)host$": the name or a name below it; "$" also before a final newline
+            text = name.lower()
+            if text.endswith("\n"):
+                text = text[:-1]
+            if text in hosts:
+                return True
+            dot = text.find(".")
+            while dot >= 0:
+                if text[dot + 1 :] in hosts:
+                    return True
+                dot = text.find(".", dot + 1)
+        return self._other.search(name)
+
+    def _address_listed(self, address: IPv4Address | IPv6Address) -> bool:
+        masks = self._masks[address.version]
+        if not masks:
+            return False
+        number = int(address)
+        return any(number & mask in networks for mask, networks in masks.items())
 
 
 @dataclass
 class RecipientWhitelist:
-    patterns: list[re.Pattern[str]] = field(default_factory=list)
+    patterns: AnyOf = field(default_factory=AnyOf)
 
     def add_file(self, path: Path, warn: Warn) -> None:
         for number, line in _lines(path, warn):
@@ -125,10 +212,10 @@ class RecipientWhitelist:
             else:  # a domain and its subdomains
                 pattern = re.compile(rf"(?:@|\.){re.escape(user)}$", re.IGNORECASE)
             if pattern is not None:
-                self.patterns.append(pattern)
+                self.patterns.add(pattern)
 
     def listed(self, recipient: str) -> bool:
-        return any(p.search(recipient) for p in self.patterns)
+        return self.patterns.search(recipient)
 
 
 def load_whitelists(

@@ -6,9 +6,9 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from filterd_greylist.keys import client_network, normalise_sender, triplet_key
+from filterd_greylist.keys import client_network, normalise_sender, parse_client, triplet_key
 from filterd_greylist.whitelists import load_whitelists
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 
@@ -58,6 +58,34 @@ def test_client_network_is_ipaddress_network(
     network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
     got = client_network(address, ipv4cidr=v4, ipv6cidr=v6, by_host=False)
     assert got == str(network.network_address)
+
+
+_ODD_OCTETS = ["", "0", "00", "01", "007", "255", "256", "1000", "+1", "-1", " 1", "1 ",
+               "\u0661", "\u00b2", "0x1", "1_0"]  # fmt: skip
+_octets = st.one_of(st.integers(0, 300).map(str), st.sampled_from(_ODD_OCTETS))
+_client_texts = st.one_of(
+    st.lists(_octets, min_size=3, max_size=5).map(".".join),
+    st.ip_addresses().map(str),
+    st.text(alphabet="0123456789.:abcdef/%", max_size=20),
+)
+
+
+@given(_client_texts)
+@example("192.0.2.1")
+@example("192.0.2.01")
+@example("192.0.2.1/32")
+@example("::ffff:192.0.2.1")
+def test_parse_client_reads_as_ipaddress(text: str) -> None:
+    """The dotted quad read without ipaddress's parser: the same address, or None exactly
+    where ``ipaddress.ip_address`` raises."""
+    try:
+        expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    got = parse_client(text)
+    assert got == expected
+    assert type(got) is type(expected)
 
 
 def test_whitelist_files_read_as_postgrey_reads_them(tmp_path: Path) -> None:
