@@ -28,8 +28,10 @@ class StoreFailure(FilterdError):
 class StateStore(ABC):
     """Keys and values are text; every record has a time to live (seconds, more than zero).
 
-    Backends do their blocking work in worker threads: at most ``concurrency`` at once, each
-    call bounded by ``timeout`` (a call past it is abandoned and raises ``StoreFailure``).
+    Each call is bounded by ``timeout`` (a call past it is abandoned and raises
+    ``StoreFailure``), at most ``concurrency`` at once. This class runs a backend's blocking
+    work (``_get``, ``_put``...) in worker threads (SQLite); a backend with I/O of its own on trio
+    (Redis) overrides the async calls instead.
     """
 
     def __init__(self, description: str, *, timeout: float, concurrency: int) -> None:
