@@ -40,6 +40,7 @@ Deadlines: ``idle_timeout`` (330 s) between requests — longer than Postfix's
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -156,6 +157,7 @@ class PolicyConnection:
         self._message: Message | None = None
         self._started = 0.0  # when the request being read began
         self._scope = trio.CancelScope()  # the connection's (see _serve)
+        self._due = math.inf  # when _watch cancels the connection's scope (see _serve)
         self._idle = False  # waiting for a request (under the idle timeout)
         self._answering = False  # a whole request arrived; answering it
         self._late = False  # it arrived as the connection's scope was cancelled
@@ -183,13 +185,24 @@ class PolicyConnection:
             log.disconnect(self.peer, requests=self.codec.requests)
 
     async def _serve(self) -> None:
-        # One cancel scope for the whole connection whose deadline moves: the idle timeout
-        # while waiting for a request, the request deadline from a request's first byte to its
-        # answer (cheaper than a scope with a deadline per wait; every expiry ends the
-        # connection anyway). Shutdown cancels it while a request is awaited.
+        # One cancel scope for the whole connection, cancelled by _watch at the connection's
+        # deadline (``_due``): the idle timeout while waiting for a request, the request
+        # deadline from a request's first byte to its answer (a float stored per request: a
+        # scope deadline moved twice per request cost more than the rest of the loop); and by
+        # _watch when shutdown begins while a request is awaited.
+        failure: Exception | None = None
         with trio.CancelScope() as scope:
             self._scope = scope
-            await self._requests()
+            async with trio.open_nursery() as watching:
+                watching.start_soon(self._watch)
+                try:
+                    await self._requests()
+                except Exception as exc:  # raised as it is (not in an exception group)
+                    failure = exc
+                finally:
+                    watching.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         if scope.cancelled_caught:
             if self._idle:
                 why = "shutting down" if self.shutdown.stopping else "idle timeout"
@@ -200,6 +213,25 @@ class PolicyConnection:
                 log.info(f"shutting down: closing {self.peer} in the middle of a request")
             else:
                 log.warning(f"timeout reading a request from {self.peer}")
+
+    async def _watch(self) -> None:
+        """Cancel the connection's scope at its deadline, or when shutdown begins (or has
+        begun) while the connection waits for a request. It sleeps at most the shorter of the
+        two timeouts at a time: a deadline set while it sleeps is at least that far from when
+        it fell asleep, so it never wakes after one; it wakes once per timeout at most, not
+        per request."""
+        settings, shutdown, scope = self.settings, self.shutdown, self._scope
+        step = min(settings.request_timeout, settings.idle_timeout)
+        while True:
+            now = trio.current_time()
+            if now >= self._due or (shutdown.stopping and self._idle):
+                scope.cancel()
+                return
+            with trio.CancelScope(deadline=min(self._due, now + step)):
+                if shutdown.stopping:  # let a request in progress be answered
+                    await trio.sleep_forever()
+                else:
+                    await shutdown.event.wait()
 
     async def _requests(self) -> None:
         while True:
@@ -218,10 +250,9 @@ class PolicyConnection:
                 return
             if self.codec.in_request:  # a pipelined request began already: its deadline runs
                 self._started = trio.current_time()  # from now; let the others run first
-                self._scope.deadline = self._started + self.settings.request_timeout
+                self._due = self._started + self.settings.request_timeout
                 await trio.lowlevel.checkpoint()
-            # (else _next_event sets the idle deadline while waiting, then the request's: a
-            # deadline set here would be replaced before any wait, and each set costs)
+            # (else _next_event sets the idle deadline while waiting, then the request's)
 
     async def _send(self, answer: bytes) -> None:
         """The answer (a few hundred bytes), written straight to the socket when it takes it
@@ -260,28 +291,40 @@ class PolicyConnection:
             if not isinstance(event, NeedData):
                 return event
             if self.codec.in_request:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await self._receive()
             else:
                 data = await self._receive_idle()
                 self._started = trio.current_time()
-                self._scope.deadline = self._started + self.settings.request_timeout
-            self.codec.receive_data(bytes(data))
+                self._due = self._started + self.settings.request_timeout
+            self.codec.receive_data(data)
 
-    async def _receive_idle(self) -> bytes | bytearray:
-        """Wait for a request under the idle timeout (the connection's deadline; shutdown
-        cancels the connection's scope while it waits here)."""
-        scope = self._scope
-        scope.deadline = trio.current_time() + self.settings.idle_timeout
+    async def _receive(self) -> bytes:
+        """What has arrived, once something has (``b""``: the peer closed). From a socket
+        straight: trio's stream wraps each read in context managers that cost as much as the
+        rest of a request's handling. The wait is a checkpoint (cancellation; other tasks'
+        turn); trouble is an ``OSError`` (``run`` logs it as trio's errors)."""
+        fd = self._fd
+        if fd is None:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:  # woken, yet nothing to read after all
+                continue
+
+    async def _receive_idle(self) -> bytes:
+        """Wait for a request under the idle timeout (the connection's deadline; _watch
+        cancels the connection's scope at it, or when shutdown begins while it waits here)."""
+        self._due = trio.current_time() + self.settings.idle_timeout
         self._idle = True
-        self.shutdown.register_idle(scope)
-        try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        finally:
-            self.shutdown.unregister_idle(scope)
+        if self.shutdown.stopping:  # (as shutdown would have cancelled a waiting one)
+            self._scope.cancel()
+        data = await self._receive()
         self._idle = False  # (left set when the wait was cancelled: _serve logs why)
         # Bytes that arrived in the instant the scope was cancelled (shutdown, idle timeout):
         # cancelling is permanent, so that request is answered under a shielded scope.
-        self._late = scope.cancel_called
+        self._late = self._scope.cancel_called
         return data
 
     # -------------------------------------------------------------- requests
