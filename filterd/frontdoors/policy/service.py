@@ -72,6 +72,7 @@ from filterd.protocols.policy import (
 )
 from filterd.protocols.policy_map import (
     STAGE_ORDER,
+    PolicyAction,
     PolicyEnvelope,
     Stage,
     header_key,
@@ -92,6 +93,9 @@ __all__ = [
 ]
 
 log = MailLog("policy")
+
+_NOTHING_PLAN = PolicyAction("DUNNO")  # plan_action(NOTHING), whatever the settings
+_NOTHING_METRIC = metrics.outcome_of_verdict(NOTHING.verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,9 @@ class PolicyConnection:
         # Stages no plugin implements always end in Continue with nothing: skip their work.
         self._closes = chain.has_stage("on_close")
         self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
+        # No plugin implements a stage this door runs, decides each request or has on_close:
+        # no plugin can see a request's model, so none is built (the answer is always DUNNO).
+        self._inert = not self._live and self.per_request is None and not self._closes
         self._message: Message | None = None
         self._started = 0.0  # when the request being read began
         self._scope = trio.CancelScope()  # the connection's (see _serve)
@@ -332,6 +339,14 @@ class PolicyConnection:
         attrs = request.attributes
         state = attrs.get("protocol_state", "").upper()
         queue_id_var.set(attrs.get("queue_id") or "NOQUEUE")
+        if self._inert:  # nothing can see the model: every answer is plan_action(NOTHING)
+            if log.enabled_for_debug():
+                envelope = request_to_envelope(
+                    attrs, session_id=new_queue_id(), listener=self.settings.name
+                )
+                self._log_answer(state, envelope, _NOTHING_PLAN.action, NOTHING)
+            metrics.recorder.message("policy", _NOTHING_METRIC)
+            return _NOTHING_PLAN.action
         envelope = request_to_envelope(
             attrs, session_id=new_queue_id(), listener=self.settings.name
         )
@@ -341,13 +356,17 @@ class PolicyConnection:
         finally:
             if message.key is None and self._closes:
                 await close_chain(self.chain, message.session)
-        plan = plan_action(
-            outcome,
-            accept_as_ok=self.settings.accept_as_ok,
-            prepend=prepend_allowed(state),
-            # decided again by per-request plugins: their header, as they answer it each time
-            already_prepended=() if again else message.prepended,
-        )
+        if outcome is NOTHING:  # no plugin ran, or none had anything to say
+            plan = _NOTHING_PLAN
+        else:
+            plan = plan_action(
+                outcome,
+                accept_as_ok=self.settings.accept_as_ok,
+                prepend=prepend_allowed(state),
+                # decided again by per-request plugins: their header, as they answer it each
+                # time
+                already_prepended=() if again else message.prepended,
+            )
         if plan.header is not None:
             message.prepended.add(header_key(plan.header))
         if plan.dropped and isinstance(outcome.verdict, Continue | Accept | Quarantine):
@@ -384,7 +403,7 @@ class PolicyConnection:
         for stage in envelope.stages:
             if stage == "rcpt":
                 assert envelope.recipient is not None, "the rcpt stage needs a recipient"
-                step = await self._rcpt(message, envelope.recipient.address)
+                step = await self._rcpt(message, envelope.recipient)
             else:
                 cached = message.outcomes.get(stage)
                 if cached is not None:
@@ -397,7 +416,7 @@ class PolicyConnection:
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
-            if is_refusal(step[0].verdict):
+            if step[0] is not NOTHING and is_refusal(step[0].verdict):
                 break
         reused, fresh = steps[-1]
         if fresh or self.per_request is None or len(steps) < len(envelope.stages):
@@ -451,12 +470,14 @@ class PolicyConnection:
             case "rcpt":
                 raise AssertionError("rcpt runs per recipient")
 
-    async def _rcpt(self, message: Message, address: str) -> tuple[Outcome, bool]:
+    async def _rcpt(self, message: Message, rcpt: Recipient) -> tuple[Outcome, bool]:
+        """The recipient's outcome (``rcpt``: the request's, added to the transaction when its
+        stage runs)."""
+        address = rcpt.address
         cached = message.rcpt_outcomes.get(address)
         if cached is not None:
             return cached, False
         t = message.transaction
-        rcpt = Recipient(address)
         outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
         outcome = self._for_this_request(outcome, t)
         verdict = outcome.verdict
