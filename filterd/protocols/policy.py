@@ -164,10 +164,13 @@ class PolicyServer:
             raise
 
     def _next_event(self) -> PolicyEvent | NeedData:
-        if self._lines == 0 and len(self._buf) > self._start:
-            whole = self._take_whole_request()
-            if whole is not None:
-                return whole
+        if self._lines == 0:  # between requests
+            if len(self._buf) > self._start:
+                whole = self._take_whole_request()
+                if whole is not None:
+                    return whole
+            elif not self._eof:  # nothing of the next one yet
+                return NEED_DATA
         while True:
             line = self._take_line()
             if line is None:
