@@ -738,3 +738,21 @@ async def test_pipelined_requests_give_other_tasks_a_turn_after_every_answer() -
         trio.lowlevel.remove_instrument(counter)
     assert answers == b"action=DUNNO\n\n" * requests
     assert counter.steps >= requests
+
+
+async def test_a_chain_no_plugin_of_which_sees_policy_stages_answers_and_logs_as_any(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A chain without a policy stage builds no model per request: its answers, and its log
+    lines, are those of a chain whose plugins let every request pass."""
+    caplog.set_level("DEBUG", logger="filterd.policy")
+    lines: list[list[str]] = []
+    for chain in (ChainRunner([]), rules()[0]):
+        caplog.clear()
+        async with serving(chain) as listener:
+            client = await PolicyClient.connect(listener)
+            assert await client.ask() == "DUNNO"
+            assert await client.ask(protocol_state="MAIL", recipient="") == "DUNNO"
+        lines.append([r.getMessage() for r in caplog.records if "action" in r.getMessage()])
+    assert len(lines[0]) == 2
+    assert lines[0] == lines[1]

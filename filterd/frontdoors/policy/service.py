@@ -3,7 +3,9 @@
 Postfix (``check_policy_service inet:host:port``) keeps a connection per smtpd process and sends
 one request per check, one at a time (Postfix SMTPD_POLICY_README). For each request this shell:
 
-1. builds the model with ``policy_map.request_to_envelope``;
+1. builds the model with ``policy_map.request_to_envelope`` (none when no plugin of the
+   chain implements a stage this door runs, decides each request or has ``on_close``:
+   nothing could read it, and the answer is ``DUNNO``, logged and counted as any);
 2. runs the chain's stages for the request's ``protocol_state`` in SMTP order (connect, helo,
    mail_from, rcpt), stopping at the first ``Reject``/``TempFail``, so plugins see what the
    SMTP proxy shows them. Stages run **once per message**: requests of one message (RCPT,
