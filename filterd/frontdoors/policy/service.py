@@ -96,6 +96,7 @@ __all__ = [
 
 log = MailLog("policy")
 
+_WATCH_STEP = 0.01  # seconds: the shortest sleep of a connection's watchdog (_watch)
 _NOTHING_PLAN = PolicyAction("DUNNO")  # plan_action(NOTHING), whatever the settings
 _NOTHING_METRIC = metrics.outcome_of_verdict(NOTHING.verdict)
 
@@ -228,9 +229,10 @@ class PolicyConnection:
         begun) while the connection waits for a request. It sleeps at most the shorter of the
         two timeouts at a time: a deadline set while it sleeps is at least that far from when
         it fell asleep, so it never wakes after one; it wakes once per timeout at most, not
-        per request."""
+        per request. (At least ``_WATCH_STEP`` at a time: a timeout of 0, which the
+        configuration allows, would make it spin; such a deadline is met within that.)"""
         settings, shutdown, scope = self.settings, self.shutdown, self._scope
-        step = min(settings.request_timeout, settings.idle_timeout)
+        step = max(min(settings.request_timeout, settings.idle_timeout), _WATCH_STEP)
         while True:
             now = trio.current_time()
             if now >= self._due or (shutdown.stopping and self._idle):
