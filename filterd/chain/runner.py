@@ -37,6 +37,7 @@ from filterd.model.message import MessageView
 from filterd.model.notes import NoteKey, Notes
 from filterd.model.reply import Reply
 from filterd.model.verdict import (
+    CONTINUE,
     Accept,
     Continue,
     DeferIf,
@@ -267,7 +268,7 @@ class ChainRunner:
                 verdict, tuple(edits), tuple(findings), entry.label, tuple(results), pending
             )
         pending = if_permit or if_reject
-        return Outcome(Continue(), tuple(edits), tuple(findings), None, tuple(results), pending)
+        return Outcome(CONTINUE, tuple(edits), tuple(findings), None, tuple(results), pending)
 
     async def _call(self, entry: Entry, stage: str, call: StageCall) -> PluginResult:
         started = time.monotonic()

@@ -388,7 +388,8 @@ class PolicyConnection:
         if key is not None and current is not None and current.key == key:
             current.refresh(envelope)
             return current
-        await self._end_message()
+        if current is not None:
+            await self._end_message()
         message = Message(key, envelope.session, envelope.transaction)
         if key is not None:
             self._message = message
