@@ -314,6 +314,8 @@ def plan_action(
             return PolicyAction("OK", dropped=edits)
         case Accept() | Continue():
             pass
+    if not edits:  # the common case: nothing to prepend or to drop
+        return _DUNNO
     header: AddHeader | None = None
     if prepend:
         for edit in edits:
@@ -328,6 +330,9 @@ def plan_action(
     if header is None:
         return PolicyAction("DUNNO", dropped=dropped)
     return PolicyAction(_prepend(header), header=header, dropped=dropped)
+
+
+_DUNNO = PolicyAction("DUNNO")
 
 
 def header_key(header: AddHeader) -> tuple[str, str]:

@@ -354,7 +354,10 @@ class PolicyConnection:
         envelope = request_to_envelope(
             attrs, session_id=new_queue_id(), listener=self.settings.name
         )
-        message = await self._message_for(message_key(attrs), envelope)
+        key = message_key(attrs)
+        message = self._same_message(key, envelope)
+        if message is None:
+            message = await self._new_message(key, envelope)
         try:
             outcome, again = await self._run_stages(message, envelope)
         finally:
@@ -383,12 +386,19 @@ class PolicyConnection:
         metrics.recorder.message("policy", metrics.outcome_of_verdict(outcome.verdict))
         return plan.action
 
-    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
+    def _same_message(
+        self, key: tuple[str, ...] | None, envelope: PolicyEnvelope
+    ) -> Message | None:
+        """The open message when the request belongs to it (refreshed with what it says)."""
         current = self._message
         if key is not None and current is not None and current.key == key:
             current.refresh(envelope)
             return current
-        if current is not None:
+        return None
+
+    async def _new_message(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
+        """A message for the request (not the open one: that one ends)."""
+        if self._message is not None:
             await self._end_message()
         message = Message(key, envelope.session, envelope.transaction)
         if key is not None:
