@@ -356,8 +356,11 @@ class PolicyConnection:
         )
         key = message_key(attrs)
         message = self._same_message(key, envelope)
-        if message is None:
-            message = await self._new_message(key, envelope)
+        if message is None:  # a message of its own: the open one (if any) ends
+            if self._message is not None and self._closes:
+                await self._end_message()
+            message = Message(key, envelope.session, envelope.transaction)
+            self._message = message if key is not None else None
         try:
             outcome, again = await self._run_stages(message, envelope)
         finally:
@@ -395,15 +398,6 @@ class PolicyConnection:
             current.refresh(envelope)
             return current
         return None
-
-    async def _new_message(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
-        """A message for the request (not the open one: that one ends)."""
-        if self._message is not None:
-            await self._end_message()
-        message = Message(key, envelope.session, envelope.transaction)
-        if key is not None:
-            self._message = message
-        return message
 
     async def _end_message(self) -> None:
         message, self._message = self._message, None
