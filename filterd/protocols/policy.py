@@ -66,6 +66,27 @@ REQUEST_TYPE = "smtpd_access_policy"
 _NAME = re.compile(rb"[a-z0-9_]+")
 _PREVIEW = 40
 
+# The fast path (PolicyServer._take_whole_request): what is left of a plain request once every
+# byte but "=", LF, CR and NUL is deleted is "=\n" once per line.
+_NOT_SEPARATORS = bytes(b for b in range(256) if b not in b"=\n\r\x00")
+
+_DUNNO = b"action=DUNNO\n\n"
+_NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+_known_names: set[str] = set()
+"""Attribute names seen valid (``[a-z0-9_]+``), so that a request's names are checked by a
+set lookup each; bounded, so a peer sending ever new names cannot make it grow forever."""
+_MAX_KNOWN_NAMES = 1024
+
+
+def _learn_names(attrs: Mapping[str, str]) -> bool:
+    """Whether every name of ``attrs`` is valid; the valid ones are remembered."""
+    names = "".join(attrs)
+    if "" in attrs or not names.isascii() or names.encode().translate(None, _NAME_BYTES):
+        return False
+    if len(_known_names) < _MAX_KNOWN_NAMES:
+        _known_names.update(attrs)
+    return True
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyLimits:
@@ -103,6 +124,7 @@ class PolicyServer:
 
     def __init__(self, limits: PolicyLimits | None = None) -> None:
         self.limits = limits or PolicyLimits()
+        self._alternating = b"=\n" * self.limits.max_attributes  # see _take_whole_request
         self._buf = bytearray()
         self._start = 0  # _buf[:_start] is consumed (dropped in bulk, not line by line)
         self._scanned = 0  # _buf[_start:_scanned] is known to hold no LF
@@ -142,10 +164,13 @@ class PolicyServer:
             raise
 
     def _next_event(self) -> PolicyEvent | NeedData:
-        if self._lines == 0:
-            whole = self._take_whole_request()
-            if whole is not None:
-                return whole
+        if self._lines == 0:  # between requests
+            if len(self._buf) > self._start:
+                whole = self._take_whole_request()
+                if whole is not None:
+                    return whole
+            elif not self._eof:  # nothing of the next one yet
+                return NEED_DATA
         while True:
             line = self._take_line()
             if line is None:
@@ -160,32 +185,35 @@ class PolicyServer:
 
     def _take_whole_request(self) -> PolicyRequest | None:
         """The fast path: a complete, plain request at the start of the buffer, parsed at once
-        with string methods only (a regular expression costs more than the whole request);
-        None when there is none or it is anything but plain — the line-by-line path then
-        decides, errors included, so both paths always give the same result."""
+        by a few passes of C code over the whole block (a call per line, or a regular
+        expression, costs more than the rest of a request's handling); None when there is
+        none or it is anything but plain — the line-by-line path then decides, errors
+        included, so both paths always give the same result.
+
+        Plain: each line holds exactly one ``=`` (a value with an ``=`` in it goes line by
+        line), no CR or NUL, every name already seen valid (``_known_name``), none repeated,
+        within the limits."""
         buf = self._buf
         start = self._start
         end = buf.find(b"\n\n", start)
         if end <= start:  # none yet, or an empty line first
             return None
         limits = self.limits
-        block = bytes(buf[start : end + 1])  # the attribute lines, each with its LF
-        if len(block) + 1 > limits.max_request_size or b"\r" in block or b"\x00" in block:
+        block = buf[start : end + 1]  # the attribute lines, each with its LF
+        if len(block) + 1 > limits.max_request_size:
+            return None
+        # The separators in order must be "=\n" once per line (and no CR or NUL among them).
+        separators = block.translate(None, _NOT_SEPARATORS)
+        if not self._alternating.startswith(separators):  # (longer: too many attributes)
             return None
         if len(block) >= limits.max_line and max(map(len, block.split(b"\n"))) >= limits.max_line:
             return None
-        lines = block.decode("utf-8", "surrogateescape").split("\n")
-        lines.pop()  # after the last LF
-        if len(lines) > limits.max_attributes:
+        pieces = iter(block.decode("utf-8", "surrogateescape").replace("=", "\n").split("\n"))
+        # (the empty piece after the last LF is left over)
+        attrs = dict(zip(pieces, pieces, strict=False))
+        if len(attrs) != len(separators) >> 1:  # a repeated attribute
             return None
-        try:
-            attrs = dict([line.split("=", 1) for line in lines])
-        except ValueError:  # a line without "="
-            return None
-        if len(attrs) != len(lines) or "" in attrs:  # a repeated attribute, an empty name
-            return None
-        names = "".join(attrs)
-        if not (names.isascii() and names.replace("_", "").isalnum() and names == names.lower()):
+        if not attrs.keys() <= _known_names and not _learn_names(attrs):
             return None
         self._start = end + 2
         if self._start * 2 > len(buf):
@@ -263,9 +291,12 @@ class PolicyServer:
         """
         if not self._owed:
             raise LocalProtocolError("no request to answer")
+        if action == "DUNNO":  # the common answer
+            self._owed = False
+            return _DUNNO
         if not action:
             raise LocalProtocolError("empty action")
-        if any(c in action for c in "\r\n\x00"):
+        if "\r" in action or "\n" in action or "\x00" in action:
             raise LocalProtocolError(f"action contains CR, LF or NUL: {action!r}")
         self._owed = False
         line = f"action={action}\n\n"

@@ -136,14 +136,25 @@ class PolicyEnvelope(NamedTuple):
     def stages(self) -> tuple[Stage, ...]:
         """The stages to run, in order: every stage up to ``stage`` (``helo`` only after a
         HELO/EHLO; ``rcpt`` only with a recipient)."""
-        last = STAGE_ORDER.index(self.stage)
-        no_helo = self.session.peer.helo is None
-        stages: list[Stage] = [
-            s for s in STAGE_ORDER[: last + 1] if s != "rcpt" and not (s == "helo" and no_helo)
-        ]
-        if self.recipient is not None:
-            stages.append("rcpt")
-        return tuple(stages)
+        return _STAGES[self.stage, self.session.peer.helo is None, self.recipient is not None]
+
+
+def _stages(deepest: Stage, no_helo: bool, recipient: bool) -> tuple[Stage, ...]:
+    last = STAGE_ORDER.index(deepest)
+    stages: list[Stage] = [
+        s for s in STAGE_ORDER[: last + 1] if s != "rcpt" and not (s == "helo" and no_helo)
+    ]
+    if recipient:
+        stages.append("rcpt")
+    return tuple(stages)
+
+
+_STAGES = {
+    (deepest, no_helo, recipient): _stages(deepest, no_helo, recipient)
+    for deepest in STAGE_ORDER
+    for no_helo in (False, True)
+    for recipient in (False, True)
+}
 
 
 def _number(text: str) -> int | None:
@@ -303,6 +314,8 @@ def plan_action(
             return PolicyAction("OK", dropped=edits)
         case Accept() | Continue():
             pass
+    if not edits:  # the common case: nothing to prepend or to drop
+        return _DUNNO
     header: AddHeader | None = None
     if prepend:
         for edit in edits:
@@ -317,6 +330,9 @@ def plan_action(
     if header is None:
         return PolicyAction("DUNNO", dropped=dropped)
     return PolicyAction(_prepend(header), header=header, dropped=dropped)
+
+
+_DUNNO = PolicyAction("DUNNO")
 
 
 def header_key(header: AddHeader) -> tuple[str, str]:

@@ -738,3 +738,46 @@ async def test_pipelined_requests_give_other_tasks_a_turn_after_every_answer() -
         trio.lowlevel.remove_instrument(counter)
     assert answers == b"action=DUNNO\n\n" * requests
     assert counter.steps >= requests
+
+
+async def test_a_chain_no_plugin_of_which_sees_policy_stages_answers_and_logs_as_any(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A chain without a policy stage builds no model per request: its answers, and its log
+    lines, are those of a chain whose plugins let every request pass."""
+    caplog.set_level("DEBUG", logger="filterd.policy")
+    lines: list[list[str]] = []
+    for chain in (ChainRunner([]), rules()[0]):
+        caplog.clear()
+        async with serving(chain) as listener:
+            client = await PolicyClient.connect(listener)
+            assert await client.ask() == "DUNNO"
+            assert await client.ask(protocol_state="MAIL", recipient="") == "DUNNO"
+        lines.append([r.getMessage() for r in caplog.records if "action" in r.getMessage()])
+    assert len(lines[0]) == 2
+    assert lines[0] == lines[1]
+
+
+async def test_a_request_timeout_of_zero_does_not_make_the_connection_spin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The configuration allows 0s: the connection's watchdog still sleeps between its checks
+    (at least 10 ms: without that floor it wakes hundreds of times per 10 ms), and the request
+    is refused for its deadline."""
+    chain, _ = rules(hang_rcpt="slow")
+    counter = _StepCounter("_watch")
+    with trio.fail_after(30):
+        async with serving(chain, policy_settings(limits={"policy_request_timeout": 0})) as lst:
+            client = await PolicyClient.connect(lst)
+            await trio.sleep(0.05)
+            trio.lowlevel.add_instrument(counter)
+            try:
+                started = trio.current_time()
+                await trio.sleep(0.2)  # idle: the watchdog sleeps, it does not spin
+                elapsed = trio.current_time() - started
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            await client.send(policy_request(recipient="slow@example.org"))
+            assert await client.closed_without_answer()
+    assert counter.steps <= 2 * elapsed / 0.01 + 10
+    assert "not answered within 0s; closing without an answer" in caplog.text

@@ -56,9 +56,11 @@ def combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
     results: list[PluginResult] = []
     disposition: Outcome | None = None  # the first Discard/Quarantine
     standing: Outcome | None = None  # the refusal, else the first Accept
+    said = False  # some step is not NOTHING
     for outcome, fresh in steps:
         if outcome is NOTHING:  # a stage no plugin implements: it adds nothing
             continue
+        said = True
         if fresh:
             edits.extend(outcome.edits)
             findings.extend(outcome.findings)
@@ -71,6 +73,8 @@ def combine(steps: list[tuple[Outcome, bool]]) -> Outcome:
             disposition = outcome
         elif standing is None and isinstance(verdict, Accept):
             standing = outcome
+    if not said:
+        return NOTHING  # (what the rest makes of nothing: Continue, nothing else)
     earlier = disposition_of(disposition.verdict) if disposition is not None else None
     verdict = final_verdict(standing.verdict if standing is not None else CONTINUE, earlier)
     decider = disposition if verdict is earlier else standing

@@ -3,7 +3,9 @@
 Postfix (``check_policy_service inet:host:port``) keeps a connection per smtpd process and sends
 one request per check, one at a time (Postfix SMTPD_POLICY_README). For each request this shell:
 
-1. builds the model with ``policy_map.request_to_envelope``;
+1. builds the model with ``policy_map.request_to_envelope`` (none when no plugin of the
+   chain implements a stage this door runs, decides each request or has ``on_close``:
+   nothing could read it, and the answer is ``DUNNO``, logged and counted as any);
 2. runs the chain's stages for the request's ``protocol_state`` in SMTP order (connect, helo,
    mail_from, rcpt), stopping at the first ``Reject``/``TempFail``, so plugins see what the
    SMTP proxy shows them. Stages run **once per message**: requests of one message (RCPT,
@@ -40,6 +42,7 @@ Deadlines: ``idle_timeout`` (330 s) between requests — longer than Postfix's
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -71,6 +74,7 @@ from filterd.protocols.policy import (
 )
 from filterd.protocols.policy_map import (
     STAGE_ORDER,
+    PolicyAction,
     PolicyEnvelope,
     Stage,
     header_key,
@@ -91,6 +95,10 @@ __all__ = [
 ]
 
 log = MailLog("policy")
+
+_WATCH_STEP = 0.01  # seconds: the shortest sleep of a connection's watchdog (_watch)
+_NOTHING_PLAN = PolicyAction("DUNNO")  # plan_action(NOTHING), whatever the settings
+_NOTHING_METRIC = metrics.outcome_of_verdict(NOTHING.verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +161,13 @@ class PolicyConnection:
         # Stages no plugin implements always end in Continue with nothing: skip their work.
         self._closes = chain.has_stage("on_close")
         self._live = frozenset(s for s in STAGE_ORDER if chain.has_stage(f"on_{s}"))
+        # No plugin implements a stage this door runs, decides each request or has on_close:
+        # no plugin can see a request's model, so none is built (the answer is always DUNNO).
+        self._inert = not self._live and self.per_request is None and not self._closes
         self._message: Message | None = None
         self._started = 0.0  # when the request being read began
         self._scope = trio.CancelScope()  # the connection's (see _serve)
+        self._due = math.inf  # when _watch cancels the connection's scope (see _serve)
         self._idle = False  # waiting for a request (under the idle timeout)
         self._answering = False  # a whole request arrived; answering it
         self._late = False  # it arrived as the connection's scope was cancelled
@@ -183,13 +195,24 @@ class PolicyConnection:
             log.disconnect(self.peer, requests=self.codec.requests)
 
     async def _serve(self) -> None:
-        # One cancel scope for the whole connection whose deadline moves: the idle timeout
-        # while waiting for a request, the request deadline from a request's first byte to its
-        # answer (cheaper than a scope with a deadline per wait; every expiry ends the
-        # connection anyway). Shutdown cancels it while a request is awaited.
+        # One cancel scope for the whole connection, cancelled by _watch at the connection's
+        # deadline (``_due``): the idle timeout while waiting for a request, the request
+        # deadline from a request's first byte to its answer (a float stored per request: a
+        # scope deadline moved twice per request cost more than the rest of the loop); and by
+        # _watch when shutdown begins while a request is awaited.
+        failure: Exception | None = None
         with trio.CancelScope() as scope:
             self._scope = scope
-            await self._requests()
+            async with trio.open_nursery() as watching:
+                watching.start_soon(self._watch)
+                try:
+                    await self._requests()
+                except Exception as exc:  # raised as it is (not in an exception group)
+                    failure = exc
+                finally:
+                    watching.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         if scope.cancelled_caught:
             if self._idle:
                 why = "shutting down" if self.shutdown.stopping else "idle timeout"
@@ -200,6 +223,26 @@ class PolicyConnection:
                 log.info(f"shutting down: closing {self.peer} in the middle of a request")
             else:
                 log.warning(f"timeout reading a request from {self.peer}")
+
+    async def _watch(self) -> None:
+        """Cancel the connection's scope at its deadline, or when shutdown begins (or has
+        begun) while the connection waits for a request. It sleeps at most the shorter of the
+        two timeouts at a time: a deadline set while it sleeps is at least that far from when
+        it fell asleep, so it never wakes after one; it wakes once per timeout at most, not
+        per request. (At least ``_WATCH_STEP`` at a time: a timeout of 0, which the
+        configuration allows, would make it spin; such a deadline is met within that.)"""
+        settings, shutdown, scope = self.settings, self.shutdown, self._scope
+        step = max(min(settings.request_timeout, settings.idle_timeout), _WATCH_STEP)
+        while True:
+            now = trio.current_time()
+            if now >= self._due or (shutdown.stopping and self._idle):
+                scope.cancel()
+                return
+            with trio.CancelScope(deadline=min(self._due, now + step)):
+                if shutdown.stopping:  # let a request in progress be answered
+                    await trio.sleep_forever()
+                else:
+                    await shutdown.event.wait()
 
     async def _requests(self) -> None:
         while True:
@@ -218,10 +261,9 @@ class PolicyConnection:
                 return
             if self.codec.in_request:  # a pipelined request began already: its deadline runs
                 self._started = trio.current_time()  # from now; let the others run first
-                self._scope.deadline = self._started + self.settings.request_timeout
+                self._due = self._started + self.settings.request_timeout
                 await trio.lowlevel.checkpoint()
-            # (else _next_event sets the idle deadline while waiting, then the request's: a
-            # deadline set here would be replaced before any wait, and each set costs)
+            # (else _next_event sets the idle deadline while waiting, then the request's)
 
     async def _send(self, answer: bytes) -> None:
         """The answer (a few hundred bytes), written straight to the socket when it takes it
@@ -260,28 +302,40 @@ class PolicyConnection:
             if not isinstance(event, NeedData):
                 return event
             if self.codec.in_request:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                data = await self._receive()
             else:
                 data = await self._receive_idle()
                 self._started = trio.current_time()
-                self._scope.deadline = self._started + self.settings.request_timeout
-            self.codec.receive_data(bytes(data))
+                self._due = self._started + self.settings.request_timeout
+            self.codec.receive_data(data)
 
-    async def _receive_idle(self) -> bytes | bytearray:
-        """Wait for a request under the idle timeout (the connection's deadline; shutdown
-        cancels the connection's scope while it waits here)."""
-        scope = self._scope
-        scope.deadline = trio.current_time() + self.settings.idle_timeout
+    async def _receive(self) -> bytes:
+        """What has arrived, once something has (``b""``: the peer closed). From a socket
+        straight: trio's stream wraps each read in context managers that cost as much as the
+        rest of a request's handling. The wait is a checkpoint (cancellation; other tasks'
+        turn); trouble is an ``OSError`` (``run`` logs it as trio's errors)."""
+        fd = self._fd
+        if fd is None:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:  # woken, yet nothing to read after all
+                continue
+
+    async def _receive_idle(self) -> bytes:
+        """Wait for a request under the idle timeout (the connection's deadline; _watch
+        cancels the connection's scope at it, or when shutdown begins while it waits here)."""
+        self._due = trio.current_time() + self.settings.idle_timeout
         self._idle = True
-        self.shutdown.register_idle(scope)
-        try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        finally:
-            self.shutdown.unregister_idle(scope)
+        if self.shutdown.stopping:  # (as shutdown would have cancelled a waiting one)
+            self._scope.cancel()
+        data = await self._receive()
         self._idle = False  # (left set when the wait was cancelled: _serve logs why)
         # Bytes that arrived in the instant the scope was cancelled (shutdown, idle timeout):
         # cancelling is permanent, so that request is answered under a shielded scope.
-        self._late = scope.cancel_called
+        self._late = self._scope.cancel_called
         return data
 
     # -------------------------------------------------------------- requests
@@ -289,22 +343,40 @@ class PolicyConnection:
         attrs = request.attributes
         state = attrs.get("protocol_state", "").upper()
         queue_id_var.set(attrs.get("queue_id") or "NOQUEUE")
+        if self._inert:  # nothing can see the model: every answer is plan_action(NOTHING)
+            if log.enabled_for_debug():
+                envelope = request_to_envelope(
+                    attrs, session_id=new_queue_id(), listener=self.settings.name
+                )
+                self._log_answer(state, envelope, _NOTHING_PLAN.action, NOTHING)
+            metrics.recorder.message("policy", _NOTHING_METRIC)
+            return _NOTHING_PLAN.action
         envelope = request_to_envelope(
             attrs, session_id=new_queue_id(), listener=self.settings.name
         )
-        message = await self._message_for(message_key(attrs), envelope)
+        key = message_key(attrs)
+        message = self._same_message(key, envelope)
+        if message is None:  # a message of its own: the open one (if any) ends
+            if self._message is not None and self._closes:
+                await self._end_message()
+            message = Message(key, envelope.session, envelope.transaction)
+            self._message = message if key is not None else None
         try:
             outcome, again = await self._run_stages(message, envelope)
         finally:
             if message.key is None and self._closes:
                 await close_chain(self.chain, message.session)
-        plan = plan_action(
-            outcome,
-            accept_as_ok=self.settings.accept_as_ok,
-            prepend=prepend_allowed(state),
-            # decided again by per-request plugins: their header, as they answer it each time
-            already_prepended=() if again else message.prepended,
-        )
+        if outcome is NOTHING:  # no plugin ran, or none had anything to say
+            plan = _NOTHING_PLAN
+        else:
+            plan = plan_action(
+                outcome,
+                accept_as_ok=self.settings.accept_as_ok,
+                prepend=prepend_allowed(state),
+                # decided again by per-request plugins: their header, as they answer it each
+                # time
+                already_prepended=() if again else message.prepended,
+            )
         if plan.header is not None:
             message.prepended.add(header_key(plan.header))
         if plan.dropped and isinstance(outcome.verdict, Continue | Accept | Quarantine):
@@ -317,16 +389,15 @@ class PolicyConnection:
         metrics.recorder.message("policy", metrics.outcome_of_verdict(outcome.verdict))
         return plan.action
 
-    async def _message_for(self, key: tuple[str, ...] | None, envelope: PolicyEnvelope) -> Message:
+    def _same_message(
+        self, key: tuple[str, ...] | None, envelope: PolicyEnvelope
+    ) -> Message | None:
+        """The open message when the request belongs to it (refreshed with what it says)."""
         current = self._message
         if key is not None and current is not None and current.key == key:
             current.refresh(envelope)
             return current
-        await self._end_message()
-        message = Message(key, envelope.session, envelope.transaction)
-        if key is not None:
-            self._message = message
-        return message
+        return None
 
     async def _end_message(self) -> None:
         message, self._message = self._message, None
@@ -341,7 +412,7 @@ class PolicyConnection:
         for stage in envelope.stages:
             if stage == "rcpt":
                 assert envelope.recipient is not None, "the rcpt stage needs a recipient"
-                step = await self._rcpt(message, envelope.recipient.address)
+                step = await self._rcpt(message, envelope.recipient)
             else:
                 cached = message.outcomes.get(stage)
                 if cached is not None:
@@ -354,7 +425,7 @@ class PolicyConnection:
                     message.outcomes[stage] = outcome
                     step = (outcome, True)
             steps.append(step)
-            if is_refusal(step[0].verdict):
+            if step[0] is not NOTHING and is_refusal(step[0].verdict):
                 break
         reused, fresh = steps[-1]
         if fresh or self.per_request is None or len(steps) < len(envelope.stages):
@@ -408,12 +479,14 @@ class PolicyConnection:
             case "rcpt":
                 raise AssertionError("rcpt runs per recipient")
 
-    async def _rcpt(self, message: Message, address: str) -> tuple[Outcome, bool]:
+    async def _rcpt(self, message: Message, rcpt: Recipient) -> tuple[Outcome, bool]:
+        """The recipient's outcome (``rcpt``: the request's, added to the transaction when its
+        stage runs)."""
+        address = rcpt.address
         cached = message.rcpt_outcomes.get(address)
         if cached is not None:
             return cached, False
         t = message.transaction
-        rcpt = Recipient(address)
         outcome = await self.chain.rcpt(t, rcpt) if "rcpt" in self._live else NOTHING
         outcome = self._for_this_request(outcome, t)
         verdict = outcome.verdict

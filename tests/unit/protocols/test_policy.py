@@ -635,3 +635,36 @@ def test_a_redirect_is_the_action_redirect() -> None:
     refusal = Reply(554, "5.7.1", "no")
     assert render_action(Outcome(Reject(refusal), edits=(moved,))) == "554 5.7.1 no"
     assert render_action(Outcome(Quarantine("look"), edits=(moved,))) == "HOLD look"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"a=b=c", b"d"],  # as many "=" as lines, but not one per line
+        [b"d", b"a=b=c"],
+        [b"sender=x=recipient", b"size"],  # the misaligned pieces would be known names
+    ],
+)
+def test_a_line_without_equals_is_an_error_whatever_the_other_lines_hold(
+    lines: list[bytes],
+) -> None:
+    """The one-pass path counts on one "=" per line: two on one line and none on another must
+    not pair the wrong pieces."""
+    data = b"".join(line + b"\n" for line in [b"request=smtpd_access_policy", *lines, b""])
+    for server in (PolicyServer(), LineByLine()):
+        server.receive_data(data)
+        with pytest.raises(RemoteProtocolError, match="without '='"):
+            server.next_event()
+
+
+def test_only_valid_names_are_remembered_and_a_bad_one_is_refused_each_time() -> None:
+    for _ in range(2):
+        server = PolicyServer()
+        server.receive_data(b"request=smtpd_access_policy\nx_new_9=1\nBad_name=2\n\n")
+        with pytest.raises(RemoteProtocolError, match="bad attribute name"):
+            server.next_event()
+    server = PolicyServer()
+    server.receive_data(b"request=smtpd_access_policy\nx_new_9=1\n\n")
+    event = server.next_event()
+    assert isinstance(event, PolicyRequest)
+    assert dict(event.attributes) == {"request": "smtpd_access_policy", "x_new_9": "1"}
