@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.postfix import PostfixFactory, free_port, policy_main_cf, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -25,12 +25,6 @@ pytestmark = [
 
 MESSAGE = b"From: alice@example.com\r\nSubject: hello\r\n\r\nHi.\r\n"
 RECIPIENTS = ("bob@example.org", "carol@example.org")
-
-
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
 
 
 def test_greylist_rule_through_the_policy_door(

@@ -6,25 +6,18 @@ own permit_mynetworks permits."""
 
 from __future__ import annotations
 
-import re
 import smtplib
 
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.postfix import PostfixFactory, free_port, policy_main_cf, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
     pytest.mark.timeout(120),
 ]
-
-
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
 
 
 def test_rules_through_the_policy_door(

@@ -11,10 +11,10 @@ import pytest
 from tests.support.dns_server import DnsServer
 from tests.support.filterd_proc import FilterdFactory
 from tests.support.postfix import (
-    DEPLOY_DIR,
     PostfixFactory,
     PostfixInstance,
     free_port,
+    policy_main_cf,
     postfix_available,
 )
 
@@ -29,12 +29,6 @@ ZONE = {
     "pass.example": [{"TXT": "v=spf1 ip4:127.0.0.1 -all"}],
     "forged.example": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}],
 }
-
-
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
 
 
 def start(
