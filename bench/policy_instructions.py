@@ -37,30 +37,31 @@ from pathlib import Path
 
 from filterd_bench.dns_child import DnsChild
 from filterd_bench.greylist_support import (
-    FILTERD_GREYLIST,
     GREYLISTED,
-    HOSTNAME,
     KNOWN,
     MAX_REQUESTS,
     PASSED,
     classify,
+    greylist_chain,
     make_request,
     sqlite_state,
 )
 from filterd_bench.policy_support import (
-    FILTERD_POLICY,
+    SPF_CHAIN,
     PolicyTcpSession,
     Request,
     build_zone,
     requests_over_domains,
     wait_for_listener,
+    write_policy_door_config,
 )
-from filterd_bench.procs import BenchError, Processes, free_port
+from filterd_bench.procs import BenchError, Processes
 from filterd_bench.servers import filterd_binary
 
 WARMUP = 300
 START_TIMEOUT = 120.0  # filterd starts slowly under callgrind
 GREYLIST_DELAY = 1  # seconds
+GENERATOR = "bench/policy_instructions.py"
 CHAINS = ("spf", "greylist", "empty")
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -121,31 +122,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def spf_config(workdir: Path, dns: str) -> tuple[Path, int]:
-    port = free_port()
     config = workdir / "filterd.toml"
-    config.write_text(
-        FILTERD_POLICY.substitute(
-            port=port, log_level="warning", maildir=workdir / "maildir", dns=dns, processes=1
-        )
-    )
-    return config, port
+    chain = SPF_CHAIN.substitute(dns=dns)
+    return config, write_policy_door_config(config, chain, generator=GENERATOR, plugin="spf")
 
 
 def greylist_config(workdir: Path, *, empty: bool) -> tuple[Path, int]:
-    port = free_port()
     config = workdir / "filterd.toml"
-    text = FILTERD_GREYLIST.substitute(
-        port=port,
-        processes=1,
-        maildir=workdir / "maildir",
-        delay=GREYLIST_DELAY,
-        hostname=HOSTNAME,
-        state=sqlite_state(workdir / "greylist.sqlite"),
-    )
     if empty:
-        text = text[: text.index("[[chain]]")]
-    config.write_text(text)
-    return config, port
+        return config, write_policy_door_config(config, "", generator=GENERATOR)
+    chain = greylist_chain(sqlite_state(workdir / "greylist.sqlite"), GREYLIST_DELAY)
+    return config, write_policy_door_config(config, chain, generator=GENERATOR, plugin="greylist")
 
 
 def greylist_phases(first: int, count: int, *, empty: bool) -> list[Phase]:
