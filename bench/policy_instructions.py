@@ -52,10 +52,9 @@ from filterd_bench.policy_support import (
     Request,
     build_zone,
     requests_over_domains,
-    wait_for_listener,
     write_policy_door_config,
 )
-from filterd_bench.procs import BenchError, Processes
+from filterd_bench.procs import BenchError, Processes, wait_for_listener
 from filterd_bench.servers import filterd_binary
 
 WARMUP = 300

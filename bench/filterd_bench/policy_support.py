@@ -32,12 +32,11 @@ from string import Template
 
 from filterd_bench.loadgen import CpuMeter, PassResult
 from filterd_bench.procs import (
-    BenchError,
-    Child,
     Processes,
     free_port,
     process_stats,
-    stop_group,
+    stop_piped,
+    wait_for_listener,
 )
 from filterd_bench.servers import START_TIMEOUT, Server, filterd_binary
 
@@ -298,28 +297,6 @@ def child_pids(parent: int) -> list[int]:
     return sorted(pid for pid, fields in process_stats() if int(fields[1]) == parent)
 
 
-def wait_for_listener(child: Child, port: int, timeout: float) -> None:
-    """Wait until 127.0.0.1:port accepts a connection (a policy server says nothing first)."""
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise BenchError(
-                f"{child.name} exited with status {child.popen.returncode} while starting; "
-                f"its log ({child.log}) ends with:\n{child.log_tail()}"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2.0):
-                return
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise BenchError(
-        f"{child.name} did not listen on 127.0.0.1:{port} within {timeout:.0f} s ({last}); "
-        f"its log ({child.log}) ends with:\n{child.log_tail()}"
-    )
-
-
 class PolicyTcpSession:
     """One persistent connection to filterd's policy listener, request → answer, one at a time
     (as Postfix's smtpd uses its policy connection)."""
@@ -409,18 +386,7 @@ class PolicydSpfSession:
         return check(job, self.ask(job))
 
     def close(self) -> None:
-        if self.popen.stdin is not None:
-            try:
-                self.popen.stdin.close()  # end of input: policyd-spf's loop ends
-            except OSError:
-                pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        stop_group(self.popen, 5.0)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        stop_piped(self.popen, 5.0)  # end of input: policyd-spf's loop ends
 
 
 # ------------------------------------------------------------- one-thread load generator
