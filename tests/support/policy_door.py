@@ -21,6 +21,14 @@ def policy_door_config(port: int, chain: str, *, listen: str = "") -> str:
     )
 
 
+def filterd_policy_door(filterd_factory: FilterdFactory, chain: str, *, listen: str = "") -> int:
+    """A filterd running ``chain`` behind a policy door (`policy_door_config`) on a free
+    loopback port, started (and stopped by the factory); the port."""
+    port = free_port()
+    filterd_factory(policy_door_config(port, chain, listen=listen))
+    return port
+
+
 def postfix_asking_filterd(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, chain: str
 ) -> PostfixInstance:

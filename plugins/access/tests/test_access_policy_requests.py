@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.policy_door import ask_on_one_connection, policy_door_config, policy_request
-from tests.support.postfix import free_port
+from tests.support.policy_door import ask_on_one_connection, filterd_policy_door, policy_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -24,18 +23,15 @@ def test_a_check_at_data_answers_on_the_connection_of_the_rcpt_request(
     senders.write_text("alice@example.com PREPEND X-Sender-Checked: yes\n")
     recipients = tmp_path / "recipients"
     recipients.write_text("held@example.org HOLD kept for review\n")
-    port = free_port()
-    filterd_factory(
-        policy_door_config(
-            port,
-            f"""
+    port = filterd_policy_door(
+        filterd_factory,
+        f"""
 [[chain]]
 plugin = "access"
 [chain.config]
 sender = ["texthash:{senders}"]
 recipient = ["texthash:{recipients}"]
 """,
-        )
     )
     one = {"recipient": "bob@example.org", "recipient_count": "1"}
     held = {"recipient": "held@example.org", "recipient_count": "1"}

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.policy_door import policy_door_config
+from tests.support.policy_door import filterd_policy_door
 from tests.support.postfix import free_port
 from tests.support.postgrey import PolicyClient
 from tests.support.redis import redis_installed, running_redis
@@ -151,11 +151,9 @@ def request(state: str, **more: str) -> dict[str, str]:
 
 
 def test_policy_door(filterd_factory: FilterdFactory, tmp_path: Path) -> None:
-    port = free_port()
-    filterd_factory(
-        policy_door_config(
-            port,
-            f"""
+    port = filterd_policy_door(
+        filterd_factory,
+        f"""
 [[chain]]
 plugin = "ratelimit"
 [chain.config]
@@ -174,7 +172,6 @@ count = "bytes"
 limit = "1kB"
 window = "1d"
 """,
-        )
     )
     rcpt_client = PolicyClient(("127.0.0.1", port))  # smtpd_recipient_restrictions
     eom_client = PolicyClient(("127.0.0.1", port))  # smtpd_end_of_data_restrictions
@@ -219,11 +216,9 @@ def test_policy_door_counts_a_message_once_beside_plugins_deciding_every_request
     """The rules plugin decides every request, also a message's DATA and END-OF-MESSAGE on the
     connection of its RCPT requests; ratelimit still counts the message once, at its first
     request (the policy door reruns a reused stage for such plugins only)."""
-    port = free_port()
-    filterd_factory(
-        policy_door_config(
-            port,
-            f"""
+    port = filterd_policy_door(
+        filterd_factory,
+        f"""
 [[chain]]
 plugin = "rules"
 [[chain.config.rules]]
@@ -240,7 +235,6 @@ count = "messages"
 limit = 1
 window = "1h"
 """,
-        )
     )
     client = PolicyClient(("127.0.0.1", port))  # one connection for every restriction class
     try:

@@ -13,8 +13,7 @@ import pytest
 from test_rules_postfwd_rates import window_seconds
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.policy_door import ask_on_one_connection, policy_door_config, policy_request
-from tests.support.postfix import free_port
+from tests.support.policy_door import ask_on_one_connection, filterd_policy_door, policy_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -38,11 +37,9 @@ def test_data_and_end_of_message_rules_decide_on_the_connection_of_the_rcpt_requ
     tmp_path: Path, filterd_factory: FilterdFactory
 ) -> None:
     w = window_seconds(time.time())  # every count in one window (see test_rules_postfwd_rates)
-    port = free_port()
-    filterd_factory(
-        policy_door_config(
-            port,
-            f"""
+    port = filterd_policy_door(
+        filterd_factory,
+        f"""
 [[chain]]
 plugin = "rules"
 [chain.config.actions]
@@ -76,8 +73,7 @@ id = "BYTES"
 protocol_state = "== END-OF-MESSAGE"
 action = "size(sender/5000/{w}/552 5.3.4 too many bytes [$$ratecount])"
 """,
-            listen="accept_as_ok = true\n",
-        )
+        listen="accept_as_ok = true\n",
     )
     asked = [
         policy_request("RCPT", "m0", recipient="friend@example.org"),
