@@ -72,11 +72,11 @@ from filterd_bench.procs import stop_group  # noqa: E402
 
 from tests.support.filterd_proc import FilterdProcess  # noqa: E402
 from tests.support.postfix import (  # noqa: E402
-    DEPLOY_DIR,
     SMTP_SOURCE,
     PostfixInstance,
     free_port,
     make_base_dir,
+    milter_main_cf,
 )
 
 SENDER = "bench@example.net"
@@ -132,13 +132,6 @@ class Run:
         """CPU milliseconds of the whole machine (all CPUs) per message."""
         cpus = os.cpu_count() or 1
         return 1000 * self.busy * cpus * self.total_seconds / self.count
-
-
-def milter_main_cf(port: int) -> dict[str, str]:
-    """The deploy snippet's settings with its port 10029 replaced."""
-    text = (DEPLOY_DIR / "main.cf.milter.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {name: value.replace("10029", str(port)) for name, value in settings.items()}
 
 
 def filterd_milter_config(port: int) -> str:

@@ -46,34 +46,34 @@ from pathlib import Path
 
 from filterd_bench.dns_child import DnsChild
 from filterd_bench.greylist_support import (
-    FILTERD_GREYLIST,
     GREYLISTED,
-    HOSTNAME,
     KNOWN,
     MAX_REQUESTS,
     PASSED,
     classify,
-    filterd_rules_config,
+    greylist_chain,
     make_request,
     redis_installed,
     redis_state,
+    rules_chain,
     running_redis,
     sqlite_state,
 )
 from filterd_bench.policy_support import (
-    FILTERD_POLICY,
+    SPF_CHAIN,
     PolicyTcpSession,
     Request,
     build_zone,
     requests_over_domains,
-    wait_for_listener,
+    write_policy_door_config,
 )
-from filterd_bench.procs import BenchError, Processes, free_port
+from filterd_bench.procs import BenchError, Processes, wait_for_listener
 from filterd_bench.servers import filterd_binary
 
 WARMUP = 300
 START_TIMEOUT = 120.0  # filterd starts slowly under callgrind
 GREYLIST_DELAY = 1  # seconds
+GENERATOR = "bench/policy_instructions.py"
 CHAINS = ("spf", "greylist", "empty", "rules", "rules-rate")
 STATES = ("sqlite", "redis")
 _TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -153,41 +153,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def spf_config(workdir: Path, dns: str) -> tuple[Path, int]:
-    port = free_port()
     config = workdir / "filterd.toml"
-    config.write_text(
-        FILTERD_POLICY.substitute(
-            port=port, log_level="warning", maildir=workdir / "maildir", dns=dns, processes=1
-        )
-    )
-    return config, port
+    chain = SPF_CHAIN.substitute(dns=dns)
+    return config, write_policy_door_config(config, chain, generator=GENERATOR, plugin="spf")
 
 
 def greylist_config(workdir: Path, state: str, *, empty: bool) -> tuple[Path, int]:
-    port = free_port()
     config = workdir / "filterd.toml"
-    text = FILTERD_GREYLIST.substitute(
-        port=port,
-        processes=1,
-        maildir=workdir / "maildir",
-        delay=GREYLIST_DELAY,
-        hostname=HOSTNAME,
-        state=state,
-    )
     if empty:
-        text = text[: text.index("[[chain]]")]
-    config.write_text(text)
-    return config, port
+        return config, write_policy_door_config(config, "", generator=GENERATOR)
+    chain = greylist_chain(state, GREYLIST_DELAY)
+    return config, write_policy_door_config(config, chain, generator=GENERATOR, plugin="greylist")
 
 
 def rules_config(workdir: Path, *, rate: bool) -> tuple[Path, int]:
-    port = free_port()
     config = workdir / "filterd.toml"
-    rates = workdir / "rates.sqlite" if rate else None
-    config.write_text(
-        filterd_rules_config(port, processes=1, maildir=workdir / "maildir", rates=rates)
-    )
-    return config, port
+    chain = rules_chain(workdir / "rates.sqlite" if rate else None)
+    return config, write_policy_door_config(config, chain, generator=GENERATOR, plugin="rules")
 
 
 def rules_phases(first: int, count: int) -> list[Phase]:

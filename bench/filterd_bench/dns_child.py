@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from filterd_bench.procs import BenchError, stop_group
+from filterd_bench.procs import BenchError, stop_piped
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
@@ -107,18 +107,7 @@ class DnsChild:
         return int(words[1]), words[2] if len(words) > 2 else ""
 
     def stop(self) -> None:
-        if self.popen.stdin is not None:
-            try:
-                self.popen.stdin.close()  # end of stdin: the child stops its server and exits
-            except OSError:
-                pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        stop_group(self.popen, 5.0)  # whatever is left of its group
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        stop_piped(self.popen, 5.0)  # end of stdin: the child stops its server and exits
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +108,25 @@ def free_port() -> int:
 
 def wait_for_smtp(child: Child, port: int, timeout: float) -> None:
     """Wait until ``127.0.0.1:port`` answers with a 220 greeting (bounded by ``timeout``)."""
+
+    def greets(sock: socket.socket) -> str:
+        greeting = sock.recv(512)
+        sock.sendall(b"QUIT\r\n")
+        return "" if greeting.startswith(b"220") else f"greeting {greeting[:80]!r}"
+
+    _wait_until(child, port, timeout, greets, "greet")
+
+
+def wait_for_listener(child: Child, port: int, timeout: float) -> None:
+    """Wait until 127.0.0.1:port accepts a connection (a policy server says nothing first)."""
+    _wait_until(child, port, timeout, lambda _sock: "", "listen")
+
+
+def _wait_until(
+    child: Child, port: int, timeout: float, probe: Callable[[socket.socket], str], doing: str
+) -> None:
+    """Connect to 127.0.0.1:port until ``probe`` on the connection says nothing is wrong (an
+    empty string), bounded by ``timeout``; BenchError if ``child`` exits first."""
     deadline = time.monotonic() + timeout
     last = "no attempt"
     while time.monotonic() < deadline:
@@ -118,18 +137,35 @@ def wait_for_smtp(child: Child, port: int, timeout: float) -> None:
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
-                greeting = sock.recv(512)
-                sock.sendall(b"QUIT\r\n")
-            if greeting.startswith(b"220"):
+                wrong = probe(sock)
+            if not wrong:
                 return
-            last = f"greeting {greeting[:80]!r}"
+            last = wrong
         except OSError as exc:
             last = str(exc)
         time.sleep(0.1)
     raise BenchError(
-        f"{child.name} did not greet on 127.0.0.1:{port} within {timeout:.0f} s ({last}); "
+        f"{child.name} did not {doing} on 127.0.0.1:{port} within {timeout:.0f} s ({last}); "
         f"its log ({child.log}) ends with:\n{child.log_tail()}"
     )
+
+
+def stop_piped(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a child that serves on its stdin and stdout: close its stdin (its end of input:
+    it stops by itself), up to ``grace`` seconds to exit, then `stop_group` for whatever is
+    left of its group; its stdout closed."""
+    if popen.stdin is not None:
+        try:
+            popen.stdin.close()
+        except OSError:
+            pass
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    stop_group(popen, grace)
+    if popen.stdout is not None:
+        popen.stdout.close()
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -20,7 +20,6 @@ stopping or stopped filterd every time; every wait is on an observable condition
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -32,10 +31,10 @@ import pytest
 
 from tests.support.filterd_proc import FilterdFactory, FilterdProcess
 from tests.support.postfix import (
-    DEPLOY_DIR,
     PostfixFactory,
     PostfixInstance,
     free_port,
+    milter_main_cf,
     postfix_available,
 )
 
@@ -57,13 +56,10 @@ STOP_TIMEOUT = 30.0  # shutdown_grace (10 s) + slack
 DELIVERY_TIMEOUT = 90.0
 
 
-def milter_main_cf(port: int) -> dict[str, str]:
+def milter_and_sendmail_main_cf(port: int) -> dict[str, str]:
     """The snippet's settings with 10029 replaced, plus filterd for sendmail(1) mail too."""
-    text = (DEPLOY_DIR / "main.cf.milter.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    assert settings["smtpd_milters"] == "inet:127.0.0.1:10029"
+    settings = milter_main_cf(port)
     assert settings["milter_default_action"] == "tempfail"
-    settings = {k: v.replace("10029", str(port)) for k, v in settings.items()}
     # This chain refuses no recipient, so filterd may also serve non-SMTP mail (§3.1).
     settings["non_smtpd_milters"] = settings["smtpd_milters"]
     return settings
@@ -167,7 +163,7 @@ def test_sigterm_during_burst_loses_nothing_and_passes_nothing_unfiltered(
 ) -> None:
     port = free_port()
     first: FilterdProcess = filterd_factory(filterd_config(port))
-    postfix = postfix_factory(main_cf_extra=milter_main_cf(port))
+    postfix = postfix_factory(main_cf_extra=milter_and_sendmail_main_cf(port))
     injector = Injector(postfix)
     injector.start()
     try:

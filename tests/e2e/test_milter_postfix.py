@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.postfix import PostfixFactory, free_port, milter_main_cf, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -19,14 +19,6 @@ pytestmark = [
 ]
 
 pytest.importorskip("Milter", reason="pymilter (the milter extra) is not installed")
-
-
-def milter_main_cf(port: int) -> dict[str, str]:
-    """The snippet's settings, with 10029 replaced."""
-    text = (DEPLOY_DIR / "main.cf.milter.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    assert settings["smtpd_milters"] == "inet:127.0.0.1:10029"
-    return {k: v.replace("10029", str(port)) for k, v in settings.items()}
 
 
 def filterd_milter_config(port: int) -> str:

@@ -133,6 +133,33 @@ def _queue_ids(instance: PostfixInstance, since: int, subject: str) -> str:
     return match.group(1)
 
 
+def _send(instance: PostfixInstance, subject: str, recipient: str, outcome: str) -> tuple[str, int]:
+    """Submit a message with ``subject`` to ``recipient`` and wait for pipe(8)'s line for it,
+    which ends with ``outcome`` (a regex: its dsn and status); its queue id and the log offset
+    before it was sent."""
+    since = instance.log_offset()
+    instance.send_smtp(_message(subject), SENDER, [recipient])
+    queue_id = _queue_ids(instance, since, subject)
+    instance.wait_for_log(
+        rf"{queue_id}: to=<{recipient}>, relay=filterd, .*{outcome}", since=since, timeout=TIMEOUT
+    )
+    return queue_id, since
+
+
+def _tempfail_is_deferred(instance: PostfixInstance) -> str:
+    """A temporary refusal: deferred with filterd's code and reason, kept, not delivered; the
+    message's queue id."""
+    later, _ = _send(
+        instance,
+        "call me later",
+        "carol@example.org",
+        r"dsn=4\.7\.1, status=deferred \(Busy here, try again later",
+    )
+    _assert_still_queued(instance, later, "Busy here, try again later")
+    assert instance.delivered_messages("carol@example.org") == []
+    return later
+
+
 def _assert_still_queued(instance: PostfixInstance, queue_id: str, reason: str) -> None:
     """The message is still in Postfix's queue: deferred with ``reason``, or already moved
     back for a retry (1 s backoff), where postqueue shows no delay reason (the log line that
@@ -165,14 +192,11 @@ def test_accepted_rejected_and_deferred_then_delivered_once(
     _assert_still_queued(instance, first, "Error: message check failed, try again later")
 
     # a refused word: the chain rejects, pipe(8) bounces with filterd's code and reason
-    since = instance.log_offset()
-    instance.send_smtp(_message("forbidden offer"), SENDER, ["carol@example.org"])
-    refused = _queue_ids(instance, since, "forbidden offer")
-    instance.wait_for_log(
-        rf"{refused}: to=<carol@example.org>, relay=filterd, .*dsn=5\.7\.1, status=bounced "
-        r"\(Message refused by example_tagger",
-        since=since,
-        timeout=TIMEOUT,
+    _send(
+        instance,
+        "forbidden offer",
+        "carol@example.org",
+        r"dsn=5\.7\.1, status=bounced \(Message refused by example_tagger",
     )
     bounce = instance.wait_for_delivered(1, SENDER, timeout=TIMEOUT)[0]
     assert b"Message refused by example_tagger" in bounce
@@ -196,14 +220,7 @@ def test_accepted_rejected_and_deferred_then_delivered_once(
         assert copy.count(b"Return-Path: ") == 1
 
         # a plain accepted message, straight through
-        since = instance.log_offset()
-        instance.send_smtp(_message("second message"), SENDER, ["dave@example.org"])
-        second = _queue_ids(instance, since, "second message")
-        instance.wait_for_log(
-            rf"{second}: to=<dave@example.org>, relay=filterd, .*dsn=2\.0\.0, status=sent",
-            since=since,
-            timeout=TIMEOUT,
-        )
+        _send(instance, "second message", "dave@example.org", r"dsn=2\.0\.0, status=sent")
         assert len(instance.wait_for_delivered(1, "dave@example.org", timeout=TIMEOUT)) == 1
     instance.wait_for_empty_queue(timeout=TIMEOUT)
     assert len(instance.delivered_messages("bob@example.org")) == 1
@@ -211,13 +228,8 @@ def test_accepted_rejected_and_deferred_then_delivered_once(
 
 def test_sendmail_reinjects_accepted_mail_once_and_tempfail_is_deferred() -> None:
     with _postfix(lambda instance: SENDMAIL_CONFIG) as instance:
-        since = instance.log_offset()
-        instance.send_smtp(_message("plain message"), SENDER, ["bob@example.org"])
-        first = _queue_ids(instance, since, "plain message")
-        instance.wait_for_log(
-            rf"{first}: to=<bob@example.org>, relay=filterd, .*dsn=2\.0\.0, status=sent",
-            since=since,
-            timeout=TIMEOUT,
+        first, since = _send(
+            instance, "plain message", "bob@example.org", r"dsn=2\.0\.0, status=sent"
         )
         # back through sendmail(1): postdrop's maildrop file, picked up, from pipe(8)'s user
         picked = instance.wait_for_log(
@@ -240,19 +252,8 @@ def test_sendmail_reinjects_accepted_mail_once_and_tempfail_is_deferred() -> Non
         log = instance.log_text()[since:]
         assert len(re.findall(r"relay=filterd,", log)) == 1  # pickup does not filter again
 
-        # a temporary refusal: deferred with filterd's code and reason, kept, not delivered
-        since = instance.log_offset()
-        instance.send_smtp(_message("call me later"), SENDER, ["carol@example.org"])
-        later = _queue_ids(instance, since, "call me later")
-        instance.wait_for_log(
-            rf"{later}: to=<carol@example.org>, relay=filterd, .*dsn=4\.7\.1, "
-            r"status=deferred \(Busy here, try again later",
-            since=since,
-            timeout=TIMEOUT,
-        )
+        later = _tempfail_is_deferred(instance)
         assert [entry["queue_id"] for entry in instance.queue_json()] == [later]
-        _assert_still_queued(instance, later, "Busy here, try again later")
-        assert instance.delivered_messages("carol@example.org") == []
         assert len(instance.delivered_messages("bob@example.org")) == 1
 
 
@@ -284,30 +285,13 @@ def test_via_hands_mail_to_a_running_filterd_and_tempfail_is_deferred(
     try:
         filterd_factory(_via_config(listen_port, instance.reinject_port))
         instance.start()
-        since = instance.log_offset()
-        instance.send_smtp(_message("via message"), SENDER, ["bob@example.org"])
-        first = _queue_ids(instance, since, "via message")
-        instance.wait_for_log(
-            rf"{first}: to=<bob@example.org>, relay=filterd, .*dsn=2\.0\.0, status=sent",
-            since=since,
-            timeout=TIMEOUT,
-        )
+        _send(instance, "via message", "bob@example.org", r"dsn=2\.0\.0, status=sent")
         instance.wait_for_empty_queue(timeout=TIMEOUT)
         copy = instance.wait_for_delivered(1, "bob@example.org", timeout=TIMEOUT)[0]
         assert b"\nX-Example-Tag: tagged\n" in copy
         assert b"Subject: via message\n" in copy
 
-        since = instance.log_offset()
-        instance.send_smtp(_message("call me later"), SENDER, ["carol@example.org"])
-        later = _queue_ids(instance, since, "call me later")
-        instance.wait_for_log(
-            rf"{later}: to=<carol@example.org>, relay=filterd, .*dsn=4\.7\.1, "
-            r"status=deferred \(Busy here, try again later",
-            since=since,
-            timeout=TIMEOUT,
-        )
-        _assert_still_queued(instance, later, "Busy here, try again later")
-        assert instance.delivered_messages("carol@example.org") == []
+        _tempfail_is_deferred(instance)
         assert len(instance.delivered_messages("bob@example.org")) == 1
     finally:
         instance.stop()

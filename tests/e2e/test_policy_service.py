@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.policy_door import postfix_asking_filterd
+from tests.support.postfix import PostfixFactory, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -17,29 +17,17 @@ pytestmark = [
 ]
 
 
-def policy_main_cf(port: int) -> dict[str, str]:
-    """The snippet's settings, with 10040 replaced."""
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
-
-
 def test_policy_refusal_reaches_the_smtp_client_at_rcpt(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
 ) -> None:
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
-        f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
+        """
 [[chain]]
 plugin = "example_tagger"
-config = {{ refuse_prefix = "forged" }}
-"""
+config = { refuse_prefix = "forged" }
+""",
     )
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
         client.ehlo("client.example.net")

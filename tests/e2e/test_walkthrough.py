@@ -46,13 +46,13 @@ from filterd.cli.main import main
 from tests.support.dns_server import DnsServer
 from tests.support.filterd_proc import FilterdFactory, FilterdProcess
 from tests.support.postfix import (
-    DEPLOY_DIR,
     REPO_ROOT,
     PostfixFactory,
     PostfixInstance,
     free_port,
     make_base_dir,
     postfix_available,
+    snippet_settings,
 )
 from tests.support.spamd import GTUBE, running_spamd, spamd_installed
 from tests.support.walkthrough import (
@@ -534,8 +534,7 @@ def _postconf_settings(block: Block) -> dict[str, str]:
     ],
 )
 def test_the_documents_postconf_sets_the_snippets_settings(step: str, snippet: str) -> None:
-    text = (DEPLOY_DIR / snippet).read_text()
-    expected = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+    expected = snippet_settings(snippet)
     (block,) = [b for b in walkthrough_blocks()[step] if b.lang == "sh"]
     assert _postconf_settings(block) == expected
 

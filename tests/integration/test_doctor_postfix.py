@@ -28,6 +28,7 @@ from tests.support.postfix import (
     free_port,
     make_base_dir,
     render_snippet,
+    snippet_settings,
 )
 from tests.support.spamd import running_spamd, spamd_installed
 
@@ -58,12 +59,6 @@ def readme_toml(protocol: str) -> str:
     blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
     (block,) = [b for b in blocks if f'protocol = "{protocol}"' in b]
     return block
-
-
-def snippet_settings(name: str) -> dict[str, str]:
-    """The ``name = value`` lines of a main.cf snippet."""
-    text = (DEPLOY_DIR / name).read_text()
-    return dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
 
 
 CHAIN = """

@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_child
+
 DOVECOT = "/usr/sbin/dovecot"
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -139,12 +141,6 @@ def _stop(instance: DovecotInstance) -> None:
     """SIGTERM the master (it stops its children), SIGKILL it if it lingers, then whatever is
     left of its process group."""
     process = instance.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+    stop_child(process, STOP_TIMEOUT)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)

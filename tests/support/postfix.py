@@ -130,6 +130,25 @@ def render_snippet(name: str, ports: Mapping[int, int]) -> str:
     return re.sub(rf"(?<![0-9])({pattern})(?![0-9])", lambda m: str(ports[int(m[1])]), text)
 
 
+def snippet_settings(name: str, ports: Mapping[int, int] | None = None) -> dict[str, str]:
+    """The ``name = value`` lines of the main.cf snippet deploy/postfix/<name>, with
+    well-known ports replaced as `render_snippet` does (none without ``ports``)."""
+    text = render_snippet(name, ports) if ports else (DEPLOY_DIR / name).read_text()
+    return dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
+
+
+def policy_main_cf(port: int) -> dict[str, str]:
+    """The policy snippet's settings (check_policy_service), with 10040 -> ``port``."""
+    return snippet_settings("main.cf.policy.snippet", {10040: port})
+
+
+def milter_main_cf(port: int) -> dict[str, str]:
+    """The milter snippet's settings (smtpd_milters), with 10029 -> ``port``."""
+    settings = snippet_settings("main.cf.milter.snippet", {10029: port})
+    assert settings["smtpd_milters"] == f"inet:127.0.0.1:{port}", settings
+    return settings
+
+
 def override_master_option(master_text: str, name: str, value: str) -> str:
     """Replace the value of every `-o name=...` line in a master.cf text (must exist)."""
     pattern = re.compile(rf"^(\s+-o {re.escape(name)}=).*$", re.MULTILINE)

@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import stop_child
+
 POSTGREY = "/usr/sbin/postgrey"
 USER = "postgrey"
 STARTUP_TIMEOUT = 30.0
@@ -156,11 +158,4 @@ def _wait_ready(instance: PostgreyInstance) -> None:
 
 
 def _stop(instance: PostgreyInstance) -> None:
-    process = instance.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+    stop_child(instance.process, STOP_TIMEOUT)

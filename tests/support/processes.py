@@ -1,12 +1,14 @@
 """Which process is which: filterd's workers from its log, whether a process has exited, and which
-process holds one end of a TCP connection (read from /proc)."""
+process holds one end of a TCP connection (read from /proc); and stopping a child by its PID."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 _READY = r"filterd/main\[\d+\]: {protocol} worker \d+ of \S+ \(pid (\d+)\) ready"
 
@@ -23,6 +25,19 @@ def gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state == "Z"
+
+
+def stop_child(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop a child by its PID: SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL (and
+    as long again to be reaped). Nothing if it has exited already."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def _inodes(local_port: int, remote_port: int) -> set[str]:

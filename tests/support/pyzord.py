@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +24,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.processes import stop_child
 
 PYZORD = "/usr/bin/pyzord"
 PYZOR = "/usr/bin/pyzor"
@@ -150,15 +151,7 @@ def _wait_ready(instance: PyzordInstance) -> bool:
 
 
 def _stop(instance: PyzordInstance) -> None:
-    process = instance.process
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
+    stop_child(instance.process, STOP_TIMEOUT)
 
 
 def _free_udp_port() -> int:

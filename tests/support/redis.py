@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_child
+
 REDIS_SERVER = "/usr/bin/redis-server"
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -149,11 +151,4 @@ def _wait_ready(instance: RedisInstance) -> None:
 
 
 def _stop(instance: RedisInstance) -> None:
-    process = instance.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+    stop_child(instance.process, STOP_TIMEOUT)

@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_child
+
 SPAMD = "/usr/sbin/spamd"
 SPAMC = "/usr/bin/spamc"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -198,13 +200,7 @@ def _stop(instance: SpamdInstance) -> None:
     """SIGTERM spamd, SIGKILL it if it lingers, then make sure its children are gone."""
     process = instance.process
     group = process.pid  # start_new_session: spamd leads its own process group
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+    stop_child(process, STOP_TIMEOUT)
     # spamd sent its children SIGINT and exited without waiting for them.
     deadline = time.monotonic() + STOP_TIMEOUT
     while (members := _group_members(group)) and time.monotonic() < deadline:

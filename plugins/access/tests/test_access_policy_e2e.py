@@ -8,26 +8,20 @@ client reads the reply Postfix's own access table would give.
 
 from __future__ import annotations
 
-import re
 import smtplib
 from pathlib import Path
 
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.policy_door import postfix_asking_filterd
+from tests.support.postfix import PostfixFactory, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not postfix_available(), reason="Postfix (master) is not installed"),
     pytest.mark.timeout(120),
 ]
-
-
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
 
 
 def test_access_through_the_policy_door(
@@ -42,21 +36,16 @@ def test_access_through_the_policy_door(
         "dir@example.org DEFER_IF_REJECT maybe\n"
         "bye@example.org 421 4.7.0 closing\n"
     )
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "access"
 [chain.config]
 sender = ["texthash:{senders}"]
 recipient = ["texthash:{recipients}"]
-"""
+""",
     )
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
         client.ehlo("client.example")
@@ -96,20 +85,15 @@ def test_redirect_through_the_policy_door(
     that address instead of all its recipients."""
     recipients = tmp_path / "recipients"
     recipients.write_text("moved@example.org REDIRECT new@example.net\n")
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "access"
 [chain.config]
 recipient = ["texthash:{recipients}"]
-"""
+""",
     )
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
         client.ehlo("client.example")

@@ -11,29 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import free_port
-from tests.support.postfwd import PolicyClient
+from tests.support.policy_door import ask_on_one_connection, filterd_policy_door, policy_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def request(state: str, instance: str, **more: str) -> dict[str, str]:
-    return {
-        "protocol_state": state,
-        "protocol_name": "ESMTP",
-        "client_address": "192.0.2.10",
-        "client_name": "client.example",
-        "reverse_client_name": "client.example",
-        "client_port": "40000",
-        "helo_name": "client.example",
-        "sender": "alice@example.com",
-        "recipient": "",
-        "recipient_count": "0",
-        "queue_id": "",
-        "instance": instance,
-        "size": "0",
-        **more,
-    }
 
 
 def test_a_check_at_data_answers_on_the_connection_of_the_rcpt_request(
@@ -43,37 +23,28 @@ def test_a_check_at_data_answers_on_the_connection_of_the_rcpt_request(
     senders.write_text("alice@example.com PREPEND X-Sender-Checked: yes\n")
     recipients = tmp_path / "recipients"
     recipients.write_text("held@example.org HOLD kept for review\n")
-    port = free_port()
-    filterd_factory(
+    port = filterd_policy_door(
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "access"
 [chain.config]
 sender = ["texthash:{senders}"]
 recipient = ["texthash:{recipients}"]
-"""
+""",
     )
     one = {"recipient": "bob@example.org", "recipient_count": "1"}
     held = {"recipient": "held@example.org", "recipient_count": "1"}
     asked = [
-        request("RCPT", "m1", recipient="bob@example.org"),
-        request("RCPT", "m1", recipient="carol@example.org"),  # same header: not sent again
-        request("RCPT", "m2", recipient="bob@example.org"),
-        request("DATA", "m2", **one),
-        request("END-OF-MESSAGE", "m2", queue_id="4F2A81", size="300", **one),
-        request("RCPT", "m3", recipient="held@example.org"),
-        request("DATA", "m3", **held),
+        policy_request("RCPT", "m1", recipient="bob@example.org"),
+        policy_request("RCPT", "m1", recipient="carol@example.org"),  # same header: not sent again
+        policy_request("RCPT", "m2", recipient="bob@example.org"),
+        policy_request("DATA", "m2", **one),
+        policy_request("END-OF-MESSAGE", "m2", queue_id="4F2A81", size="300", **one),
+        policy_request("RCPT", "m3", recipient="held@example.org"),
+        policy_request("DATA", "m3", **held),
     ]
-    client = PolicyClient(port)  # one connection, as Postfix keeps it
-    try:
-        answers = [client.ask(r) for r in asked]
-    finally:
-        client.close()
+    answers = ask_on_one_connection(port, asked)
     assert answers == [
         "PREPEND X-Sender-Checked: yes",
         "DUNNO",

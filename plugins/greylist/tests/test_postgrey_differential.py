@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory, FilterdProcess
+from tests.support.policy_door import policy_door_config
 from tests.support.postfix import free_port
 from tests.support.postgrey import PolicyClient, postgrey_installed, running_postgrey
 from tests.support.redis import redis_installed, running_redis
@@ -113,12 +114,9 @@ def normalised(action: str) -> str:
 
 
 def filterd_config(port: int, state: str, files: Path, awl: int) -> str:
-    return f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
+    return policy_door_config(
+        port,
+        f"""
 [[chain]]
 plugin = "greylist"
 [chain.config]
@@ -128,7 +126,8 @@ hostname = "mx.test"
 whitelist_clients = ["{files / "clients"}", "{files / "clients.local"}"]
 whitelist_recipients = ["{files / "recipients"}"]
 state = {state}
-"""
+""",
+    )
 
 
 class Target:

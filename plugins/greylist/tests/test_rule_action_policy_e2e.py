@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.policy_door import postfix_asking_filterd
+from tests.support.postfix import PostfixFactory, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,24 +28,13 @@ MESSAGE = b"From: alice@example.com\r\nSubject: hello\r\n\r\nHi.\r\n"
 RECIPIENTS = ("bob@example.org", "carol@example.org")
 
 
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
-
-
 def test_greylist_rule_through_the_policy_door(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, tmp_path: Path
 ) -> None:
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "rules"
 [chain.config.actions.greylist]
@@ -56,7 +46,7 @@ state = {{ path = "{tmp_path / "greylist.sqlite"}" }}
 [[chain.config.rules]]
 recipient_domain = "== example.org"
 action = "greylist()"
-"""
+""",
     )
 
     def send() -> tuple[list[tuple[int, bytes]], int | None]:

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.filterd_proc import FilterdFactory
+from tests.support.policy_door import filterd_policy_door
 from tests.support.postfix import free_port
 from tests.support.postgrey import PolicyClient
 from tests.support.redis import redis_installed, running_redis
@@ -150,14 +151,9 @@ def request(state: str, **more: str) -> dict[str, str]:
 
 
 def test_policy_door(filterd_factory: FilterdFactory, tmp_path: Path) -> None:
-    port = free_port()
-    filterd_factory(
+    port = filterd_policy_door(
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "ratelimit"
 [chain.config]
@@ -175,7 +171,7 @@ key = "sender"
 count = "bytes"
 limit = "1kB"
 window = "1d"
-"""
+""",
     )
     rcpt_client = PolicyClient(("127.0.0.1", port))  # smtpd_recipient_restrictions
     eom_client = PolicyClient(("127.0.0.1", port))  # smtpd_end_of_data_restrictions
@@ -220,14 +216,9 @@ def test_policy_door_counts_a_message_once_beside_plugins_deciding_every_request
     """The rules plugin decides every request, also a message's DATA and END-OF-MESSAGE on the
     connection of its RCPT requests; ratelimit still counts the message once, at its first
     request (the policy door reruns a reused stage for such plugins only)."""
-    port = free_port()
-    filterd_factory(
+    port = filterd_policy_door(
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "rules"
 [[chain.config.rules]]
@@ -243,7 +234,7 @@ key = "client"
 count = "messages"
 limit = 1
 window = "1h"
-"""
+""",
     )
     client = PolicyClient(("127.0.0.1", port))  # one connection for every restriction class
     try:

@@ -6,13 +6,13 @@ own permit_mynetworks permits."""
 
 from __future__ import annotations
 
-import re
 import smtplib
 
 import pytest
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import DEPLOY_DIR, PostfixFactory, free_port, postfix_available
+from tests.support.policy_door import postfix_asking_filterd
+from tests.support.postfix import PostfixFactory, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -21,24 +21,13 @@ pytestmark = [
 ]
 
 
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
-
-
 def test_rules_through_the_policy_door(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory
 ) -> None:
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
-        f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
+        """
 [[chain]]
 plugin = "rules"
 [[chain.config.rules]]
@@ -50,7 +39,7 @@ action = "DEFER_IF_PERMIT try later"
 [[chain.config.rules]]
 sender = "=~ ^bad@"
 action = "550 5.7.1 no mail from $$sender"
-"""
+""",
     )
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
         client.ehlo("client.example")
@@ -77,21 +66,16 @@ def test_a_redirect_rule_through_the_policy_door(
 ) -> None:
     """A rule's REDIRECT reaches Postfix as the policy action REDIRECT: the message goes to
     that address instead of all its recipients."""
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
-        f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
+    postfix = postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
+        """
 [[chain]]
 plugin = "rules"
 [[chain.config.rules]]
 sender = "== lawyer@example.com"
 action = "REDIRECT legal@example.net"
-"""
+""",
     )
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
         client.ehlo("client.example")

@@ -13,29 +13,9 @@ import pytest
 from test_rules_postfwd_rates import window_seconds
 
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import free_port
-from tests.support.postfwd import PolicyClient
+from tests.support.policy_door import ask_on_one_connection, filterd_policy_door, policy_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def request(state: str, instance: str, **more: str) -> dict[str, str]:
-    return {
-        "protocol_state": state,
-        "protocol_name": "ESMTP",
-        "client_address": "192.0.2.10",
-        "client_name": "client.example",
-        "reverse_client_name": "client.example",
-        "client_port": "40000",
-        "helo_name": "client.example",
-        "sender": "alice@example.com",
-        "recipient": "",
-        "recipient_count": "0",
-        "queue_id": "",
-        "instance": instance,
-        "size": "0",
-        **more,
-    }
 
 
 def message(instance: str, recipients: list[str], size: int, **more: str) -> list[dict[str, str]]:
@@ -47,9 +27,9 @@ def message(instance: str, recipients: list[str], size: int, **more: str) -> lis
         **more,
     }
     return [
-        *(request("RCPT", instance, recipient=r, **more) for r in recipients),
-        request("DATA", instance, **later),
-        request("END-OF-MESSAGE", instance, queue_id="4F2A81", size=str(size), **later),
+        *(policy_request("RCPT", instance, recipient=r, **more) for r in recipients),
+        policy_request("DATA", instance, **later),
+        policy_request("END-OF-MESSAGE", instance, queue_id="4F2A81", size=str(size), **later),
     ]
 
 
@@ -57,15 +37,9 @@ def test_data_and_end_of_message_rules_decide_on_the_connection_of_the_rcpt_requ
     tmp_path: Path, filterd_factory: FilterdFactory
 ) -> None:
     w = window_seconds(time.time())  # every count in one window (see test_rules_postfwd_rates)
-    port = free_port()
-    filterd_factory(
+    port = filterd_policy_door(
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-accept_as_ok = true
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "rules"
 [chain.config.actions]
@@ -98,22 +72,19 @@ action = "rcpt(sender/3/{w}/452 4.5.3 too many recipients [$$ratecount])"
 id = "BYTES"
 protocol_state = "== END-OF-MESSAGE"
 action = "size(sender/5000/{w}/552 5.3.4 too many bytes [$$ratecount])"
-"""
+""",
+        listen="accept_as_ok = true\n",
     )
     asked = [
-        request("RCPT", "m0", recipient="friend@example.org"),
-        request("RCPT", "m0", recipient="closed@example.org"),
+        policy_request("RCPT", "m0", recipient="friend@example.org"),
+        policy_request("RCPT", "m0", recipient="closed@example.org"),
         *message("m1", ["friend@example.org", "r2@example.org"], 2_000_000),
         *message("m2", ["r1@example.org"], 3000),
         *message("m3", ["r1@example.org"], 3000),
         *message("m4", ["friend@example.org"], 100, sender="bob@example.com"),
         *message("m5", ["r1@example.org"], 100, sender="late@example.com"),
     ]
-    client = PolicyClient(port)  # one connection, as Postfix keeps it
-    try:
-        answers = [client.ask(r) for r in asked]
-    finally:
-        client.close()
+    answers = ask_on_one_connection(port, asked)
     assert answers == [
         # m0: an OK ends the checks of its request only, not of the message's other recipients
         "OK",

@@ -34,6 +34,7 @@ import pytest
 from filterd.sdk.access_actions import AccessKind, parse_access_action
 from filterd.sdk.action_text import dsn_split
 from tests.support.filterd_proc import FilterdFactory
+from tests.support.policy_door import policy_door_config
 from tests.support.postfix import free_port
 from tests.support.postfwd import PolicyClient, postfwd_available, postfwd_server
 
@@ -363,20 +364,18 @@ def canonical(action: str) -> tuple[str, ...]:
 
 
 def filterd_config(port: int, chain_config: str) -> str:
-    return f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-accept_as_ok = true
-[delivery]
-method = "maildir"
+    return policy_door_config(
+        port,
+        f"""
 [[chain]]
 plugin = "rules"
 [chain.config]
 time_zone = "{ZONE}"
 scores = {{ "5.0" = "{SCORE_ACTION}" }}
 {chain_config}
-"""
+""",
+        listen="accept_as_ok = true\n",
+    )
 
 
 @pytest.mark.parametrize("sequence", ["requests", "messages"])

@@ -10,13 +10,8 @@ import pytest
 
 from tests.support.dns_server import DnsServer
 from tests.support.filterd_proc import FilterdFactory
-from tests.support.postfix import (
-    DEPLOY_DIR,
-    PostfixFactory,
-    PostfixInstance,
-    free_port,
-    postfix_available,
-)
+from tests.support.policy_door import postfix_asking_filterd
+from tests.support.postfix import PostfixFactory, PostfixInstance, postfix_available
 
 pytestmark = [
     pytest.mark.e2e,
@@ -31,24 +26,13 @@ ZONE = {
 }
 
 
-def policy_main_cf(port: int) -> dict[str, str]:
-    text = (DEPLOY_DIR / "main.cf.policy.snippet").read_text()
-    settings = dict(re.findall(r"^([a-z_]+) = (.*)$", text, re.MULTILINE))
-    return {k: v.replace("10040", str(port)) for k, v in settings.items()}
-
-
 def start(
     postfix_factory: PostfixFactory, filterd_factory: FilterdFactory, dns_address: str
 ) -> PostfixInstance:
-    port = free_port()
-    postfix = postfix_factory(main_cf_extra=policy_main_cf(port))
-    filterd_factory(
+    return postfix_asking_filterd(
+        postfix_factory,
+        filterd_factory,
         f"""
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "policy"
-[delivery]
-method = "maildir"
 [[chain]]
 plugin = "spf"
 timeout = "10s"
@@ -57,9 +41,8 @@ skip_networks = []
 authserv_id = "mx.postfix.test"
 headers = ["received-spf"]
 resolver = {{ nameservers = ["{dns_address}"], timeout = "500ms", lifetime = "1s" }}
-"""
+""",
     )
-    return postfix
 
 
 def test_forged_sender_refused_pass_tagged_dns_down_deferred(
