@@ -148,11 +148,12 @@ def delivery_line(
 ) -> str:
     """The delivery agent's line for one recipient, e.g. ``to=<b@example.org>,
     relay=mx[192.0.2.7]:25, delay=0.21, delays=0.2/0/0/0.01, dsn=2.0.0, status=sent (250
-    2.0.0 Ok)``. ``timing``: ``Timing.text()`` (the same for every recipient of a delivery);
+    2.0.0 Ok)``. ``relay``: the next hop's name as ``nexthop.relay_name`` makes it, escaped
+    already, or a word of filterd's own (``maildir``); ``timing``: ``Timing.text()`` (the
+    same for every recipient of a delivery);
     ``said``: the command the next hop refused, for Postfix's ``(host X said: 550 ... (in
     reply to RCPT TO command))``; ``conn_use``: the how-manieth transaction on a reused
     connection (``conn_use=2``...; 0 or 1 leave it out)."""
-    relay = sanitize(relay)
     reuse = f", conn_use={conn_use}" if conn_use > 1 else ""
     reply = sanitize(answer)  # the next hop's text
     detail = f"host {relay} said: {reply} (in reply to {said})" if said is not None else reply
