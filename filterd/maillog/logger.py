@@ -225,7 +225,7 @@ class MailLog:
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""
-        if not self._logger.isEnabledFor(logging.INFO):
+        if not self.enabled_for_info():
             return
         if fields:
             message += _fields(fields)
@@ -239,12 +239,12 @@ class MailLog:
 
     def connect(self, peer: str) -> None:
         """``connect from <peer>``: a client connected (no queue id, as Postfix logs it)."""
-        if self._logger.isEnabledFor(logging.INFO):
+        if self.enabled_for_info():
             self._emit(logging.INFO, f"connect from {sanitize(peer)}")
 
     def disconnect(self, peer: str, **fields: object) -> None:
         """``disconnect from <peer>``: the connection ended (``fields``: what it did)."""
-        if self._logger.isEnabledFor(logging.INFO):
+        if self.enabled_for_info():
             line = f"disconnect from {sanitize(peer)}"
             self._emit(logging.INFO, line + _fields(fields) if fields else line)
 

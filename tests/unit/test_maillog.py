@@ -275,3 +275,33 @@ def test_the_next_hops_name_is_escaped_once_per_connection() -> None:
     assert relay_name(Endpoint("tcp", "mx.example", 25), NoSocket()) == (  # type: ignore[arg-type]
         "mx.example[mx.example]:25"
     )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_level_check_follows_every_change_of_level() -> None:
+    """``enabled_for_info`` reads the logger's cache of ``isEnabledFor``'s answers: a new
+    level, ``logging.disable`` and a disabled logger each change its answer at once."""
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    log = MailLog("levels")
+    component = logging.getLogger("filterd.levels")
+    assert log.enabled_for_info()
+    logging.getLogger("filterd").setLevel(logging.WARNING)
+    assert not log.enabled_for_info()
+    log.line("not written")
+    logging.getLogger("filterd").setLevel(logging.INFO)
+    assert log.enabled_for_info()
+    logging.disable(logging.INFO)
+    try:
+        assert not log.enabled_for_info()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert log.enabled_for_info()
+    component.disabled = True
+    try:
+        assert not log.enabled_for_info()
+        log.line("not written either")
+    finally:
+        component.disabled = False
+    log.line("written")
+    assert written(stream) == [f"filterd/levels[{os.getpid()}]: NOQUEUE: written"]
