@@ -204,11 +204,13 @@ class MailLog:
         handler = _handler
         if (
             handler is not None
-            and not (logger.handlers or logger.filters)
+            and not logger.handlers
+            and not logger.filters
             and logger.propagate
             and (parent := logger.parent) is not None
             and not parent.filters
-            and parent.handlers == [handler]
+            and len(parent.handlers) == 1
+            and parent.handlers[0] is handler
         ):
             try:  # LineHandler.write, without a call of its own (one per line)
                 handler.destination.write(self._component, level, line)
