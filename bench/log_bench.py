@@ -12,6 +12,10 @@ message; at ``warning`` the same calls write nothing. A microbenchmark: it tells
 path's own cost, which bench/run.py's f-p1 / f-p1-warn comparison shows as a share of a whole
 message when the machine is quiet. Everything it makes is in a temporary directory, removed at
 the end, and its receiver is stopped by its pid.
+
+``--instructions``: user-space instructions per message under callgrind instead, to a file, at
+``info`` and ``warning``, for the five lines and for the three of a message on a persistent
+connection (``client=``, ``from=``, ``to=``): a count the machine's load does not move.
 """
 
 from __future__ import annotations
@@ -43,14 +47,16 @@ while True:
 """
 
 
-def one_message() -> Callable[[], None]:
-    """The log calls of one relayed message, as the SMTP listener and the relay make them."""
+def one_message(connection: bool = True) -> Callable[[], None]:
+    """The log calls of one relayed message, as the SMTP listener and the relay make them;
+    ``connection`` False: without connect and disconnect (a message on a persistent
+    connection, as Postfix's content_filter and bench/log_cpu.py send them)."""
     smtpd, smtp = MailLog("smtpd"), MailLog("smtp")
     reply = Reply(250, "2.0.0", "Ok: queued as 4F2A81B3C")
     peer = "unknown[127.0.0.1]"
 
     def run() -> None:
-        if smtpd.enabled_for_info():
+        if connection and smtpd.enabled_for_info():
             smtpd.connect(peer)
         queue_id_var.set("CFDE4BD9BE")
         if smtpd.enabled_for_info():
@@ -62,7 +68,7 @@ def one_message() -> Callable[[], None]:
             line = delivery_line("b@example.org", "127.0.0.1[127.0.0.1]:10026", times, reply)
             smtp.line(line)
         queue_id_var.set("NOQUEUE")
-        if smtpd.enabled_for_info():
+        if connection and smtpd.enabled_for_info():
             smtpd.disconnect(peer)
 
     return run
@@ -99,25 +105,39 @@ def receiver(path: Path) -> Iterator[None]:
 _TOTAL = re.compile(r"^summary: (\d+)", re.MULTILINE)
 
 
+SHAPES = {"per-message": True, "persistent": False}
+"""The lines of a message: with connect and disconnect (a connection per message), without."""
+
+
 def count_instructions(messages: int) -> None:
     """Print the user-space instructions a message's log calls cost at each level, counted
     by callgrind: the difference between a run of ``3 * messages`` messages and one of
     ``messages``, so that the start-up cancels out. The same code gives the same count
-    (within a few dozen instructions) on a loaded machine, unlike the CPU time."""
+    (within a few dozen instructions) on a loaded machine, unlike the CPU time. Both shapes:
+    five lines per message (a connection per message) and three (a persistent connection)."""
     with tempfile.TemporaryDirectory(prefix="logbench-") as work:
-        for level in ("info", "warning"):
-            totals = []
-            for count in (messages, 3 * messages):
-                out = Path(work) / f"callgrind-{level}-{count}.out"
-                argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-                argv += [sys.executable, __file__, "--run", level, str(count)]
-                subprocess.run(argv, check=True, capture_output=True, timeout=900)
-                found = _TOTAL.search(out.read_text())
-                if found is None:
-                    raise RuntimeError(f"callgrind wrote no total into {out}")
-                totals.append(int(found[1]))
-            per_message = (totals[1] - totals[0]) / (2 * messages)
-            print(f"{level:8s} {per_message:9,.0f} instructions/message", flush=True)
+        for shape, connection in SHAPES.items():
+            figures = {}
+            for level in ("info", "warning"):
+                totals = []
+                for count in (messages, 3 * messages):
+                    out = Path(work) / f"callgrind-{shape}-{level}-{count}.out"
+                    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+                    argv += [sys.executable, __file__, "--run", level, str(count)]
+                    argv += ["--shape", shape]
+                    subprocess.run(argv, check=True, capture_output=True, timeout=900)
+                    found = _TOTAL.search(out.read_text())
+                    if found is None:
+                        raise RuntimeError(f"callgrind wrote no total into {out}")
+                    totals.append(int(found[1]))
+                figures[level] = (totals[1] - totals[0]) / (2 * messages)
+                lines = 5 if connection else 3
+                print(
+                    f"{shape:11s} ({lines} lines) {level:8s} {figures[level]:9,.0f}"
+                    " instructions/message",
+                    flush=True,
+                )
+            print(f"{shape:11s} info - warning {figures['info'] - figures['warning']:13,.0f}")
 
 
 def main() -> int:
@@ -127,11 +147,12 @@ def main() -> int:
         "--instructions", action="store_true", help="count instructions under callgrind"
     )
     parser.add_argument("--run", nargs=2, metavar=("LEVEL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--shape", choices=SHAPES, default="per-message", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run is not None:  # the process callgrind counts
         with open(os.devnull, "w") as out:
             setup_logging(args.run[0], out)
-            run = one_message()
+            run = one_message(SHAPES[args.shape])
             for _ in range(int(args.run[1])):
                 run()
         return 0

@@ -23,6 +23,9 @@ the same rounds: before and after a change, measured under the same disturbance.
 instructions per message over ``--messages`` persistent-connection messages after a warm-up: a
 count that other work on the machine does not move, but that leaves out the kernel's side (the
 write system calls). Under callgrind filterd runs ~50 times slower: use ``--messages 1000``.
+Each round runs every filterd once (``--baseline`` too), the order alternating; the cost is the
+median of the rounds' differences: a run's count still moves by some ±20 k instructions per
+message with how many sessions' commands a turn of the event loop handles, so take several.
 
 Every process runs in its own process group and is stopped by its id, also on failure; the
 temporary directory is removed at the end unless ``--keep``.
@@ -94,18 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     try:
         if args.instructions:
-            return count_instructions(procs, workdir, args.messages, args.sessions)
-        figures = measure(
-            procs, workdir, shapes, args.rounds, args.messages, args.sessions, args.baseline
-        )
+            counted = count_instructions(
+                procs, workdir, args.rounds, args.messages, args.sessions, args.baseline
+            )
+        else:
+            figures = measure(
+                procs, workdir, shapes, args.rounds, args.messages, args.sessions, args.baseline
+            )
     except BenchError as exc:
         print(f"log_cpu: {exc} (files kept in {workdir})", file=sys.stderr)
         return 1
     finally:
         procs.stop_all()
-    report(figures)
+    if args.instructions:
+        report_instructions(counted)
+    else:
+        report(figures)
     if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        saved = counted if args.instructions else figures
+        args.json.write_text(json.dumps(saved, indent=2) + "\n")
     if args.keep:
         print(f"files kept in {workdir}")
     else:
@@ -183,38 +193,84 @@ def _start(procs: Processes, workdir: Path, sink_port: int, variant: Variant) ->
     return Server(child, port)
 
 
-def count_instructions(procs: Processes, workdir: Path, messages: int, sessions: int) -> int:
-    """Print filterd's user-space instructions per message at each level (callgrind)."""
+def count_instructions(
+    procs: Processes,
+    workdir: Path,
+    rounds: int,
+    messages: int,
+    sessions: int,
+    baseline: Path | None = None,
+) -> dict[str, list[float]]:
+    """filterd's user-space instructions per message (callgrind), by variant, one figure per
+    round; the rounds alternate the order of the variants."""
     sink = start_sink(procs, workdir)
-    for level in LEVELS:
-        port = free_port()
-        config = workdir / f"filterd-{level}.toml"
-        config.write_text(filterd_config(port, sink.port, FilterdSettings(level, "seed")))
-        out = workdir / f"callgrind-{level}.out"
-        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-        argv += [f"--callgrind-out-file={out}", sys.executable, str(filterd_binary())]
-        child = procs.start(
-            f"filterd-{level}",
-            [*argv, "run", "-c", str(config)],
-            log=workdir / f"filterd-{level}.log",
+    variants = [Variant(level) for level in LEVELS]
+    if baseline is not None:
+        variants += [Variant(level, baseline) for level in LEVELS]
+    figures: dict[str, list[float]] = {v.name: [] for v in variants}
+    for number in range(rounds):
+        for variant in variants if number % 2 == 0 else variants[::-1]:
+            figure = _instructions(procs, workdir, sink.port, variant, messages, sessions)
+            figures[variant.name].append(figure)
+        line = ", ".join(f"{name} {values[-1]:,.0f}" for name, values in figures.items())
+        print(f"round {number + 1}: instructions/msg {line}", flush=True)
+    return figures
+
+
+def _instructions(
+    procs: Processes, workdir: Path, sink_port: int, variant: Variant, messages: int, sessions: int
+) -> float:
+    """One filterd under callgrind: its instructions per message over ``messages``
+    persistent-connection messages after a warm-up."""
+    port = free_port()
+    name = f"filterd-{variant.name.replace(' ', '-')}"
+    config = workdir / f"{name}.toml"
+    config.write_text(filterd_config(port, sink_port, FilterdSettings(variant.level, "seed")))
+    out = workdir / f"callgrind-{name}.out"
+    for old in workdir.glob(f"{out.name}*"):
+        old.unlink()
+    env = None if variant.tree is None else dict(os.environ, PYTHONPATH=str(variant.tree))
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    argv += [f"--callgrind-out-file={out}", sys.executable, str(filterd_binary())]
+    child = procs.start(
+        name, [*argv, "run", "-c", str(config)], log=workdir / f"{name}.log", env=env
+    )
+    wait_for_smtp(child, port, CALLGRIND_START_TIMEOUT)
+    server = Server(child, port)
+    _send(server, WARMUP, sessions, persistent=True)
+    _callgrind_control(child.pid, "-i", "on")
+    _send(server, messages, sessions, persistent=True)
+    _callgrind_control(child.pid, "-i", "off")
+    _callgrind_control(child.pid, "-d")
+    procs.stop(child, grace=30.0)
+    totals = [  # the dump (-d) and the file written at exit
+        int(n)
+        for dump in workdir.glob(f"{out.name}*")
+        for n in _TOTALS.findall(dump.read_text(errors="replace"))
+    ]
+    if not totals:
+        raise BenchError(f"callgrind wrote no instruction count into {out}")
+    return sum(totals) / messages
+
+
+def report_instructions(figures: dict[str, list[float]]) -> None:
+    print("\nfilterd instructions per message (callgrind; median of the rounds, [min-max]):")
+    for prefix in ("", "baseline "):
+        info_name, warning_name = f"{prefix}info", f"{prefix}warning"
+        if info_name not in figures:
+            continue
+        info, warning = figures[info_name], figures[warning_name]
+        differences = [i - w for i, w in zip(info, warning, strict=True)]
+        shares = [(i - w) / i * 100 for i, w in zip(info, warning, strict=True)]
+        print(
+            f"  {prefix or 'this ':9} info {statistics.median(info):,.0f}"
+            f" [{min(info):,.0f}-{max(info):,.0f}]"
+            f"  warning {statistics.median(warning):,.0f}"
+            f" [{min(warning):,.0f}-{max(warning):,.0f}]"
+            f"  info costs (median of the rounds' differences) "
+            f"{statistics.median(differences):,.0f} = {statistics.median(shares):.1f} %"
+            f" [{min(shares):.1f}-{max(shares):.1f} %]"
         )
-        wait_for_smtp(child, port, CALLGRIND_START_TIMEOUT)
-        server = Server(child, port)
-        _send(server, WARMUP, sessions, persistent=True)
-        _callgrind_control(child.pid, "-i", "on")
-        _send(server, messages, sessions, persistent=True)
-        _callgrind_control(child.pid, "-i", "off")
-        _callgrind_control(child.pid, "-d")
-        procs.stop(child, grace=30.0)
-        totals = [  # the dump (-d) and the file written at exit
-            int(n)
-            for dump in workdir.glob(f"{out.name}*")
-            for n in _TOTALS.findall(dump.read_text(errors="replace"))
-        ]
-        if not totals:
-            raise BenchError(f"callgrind wrote no instruction count into {out}")
-        print(f"{level}: {sum(totals) / messages:,.0f} instructions per message", flush=True)
-    return 0
 
 
 def _callgrind_control(pid: int, *options: str) -> None:

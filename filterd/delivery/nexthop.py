@@ -16,6 +16,7 @@ import trio
 from filterd.config.schema import RelayDelivery
 from filterd.config.types import Endpoint
 from filterd.delivery.socket_io import SocketIO
+from filterd.maillog import sanitize
 from filterd.model import replies
 from filterd.model.reply import Reply
 from filterd.protocols.smtp.client import SmtpClient
@@ -212,15 +213,16 @@ class NextHopConnection:
 
 def relay_name(endpoint: Endpoint, stream: trio.abc.Stream) -> str:
     """The next hop as Postfix's delivery agents name it: ``host[address]:port``, the address
-    the connection reached; ``myhostname[/path]`` for a unix socket."""
+    the connection reached; ``myhostname[/path]`` for a unix socket. Escaped for the log
+    (``sanitize``) once per connection, not in every ``to=`` line."""
     if endpoint.kind == "unix":
-        return f"{_HOSTNAME}[{endpoint.path}]"
+        return sanitize(f"{_HOSTNAME}[{endpoint.path}]")
     sock = getattr(stream, "socket", None)
     try:
         address = str(sock.getpeername()[0]) if sock is not None else endpoint.host
     except OSError:
         address = endpoint.host
-    return f"{endpoint.host}[{address}]:{endpoint.port}"
+    return sanitize(f"{endpoint.host}[{address}]:{endpoint.port}")
 
 
 async def _connect(endpoint: Endpoint) -> trio.abc.Stream:

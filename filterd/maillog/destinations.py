@@ -21,6 +21,7 @@ a second, and everything else in a line's head once per component and level.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import select
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TextIO, TypeVar
+from typing import Generic, Protocol, TextIO, TypeVar
 
 FACILITIES = {
     "kern": 0,
@@ -86,8 +87,9 @@ class StreamDestination:
         self.name = name
         self.hostname = hostname or short_hostname()
         self._fd = _fileno(stream)
+        self._file = _file_of(stream)
         self._lock = threading.Lock()
-        self._second = -1
+        self._start = self._end = 0  # the second the stamp is for, in ns since the epoch
         self._stamp = ""
         self._zone = ""
         self._heads: dict[str, str] = {}  # component -> " host filterd/component[pid]: "
@@ -104,37 +106,45 @@ class StreamDestination:
 
     def write(self, component: str, level: int, text: str) -> None:
         del level  # a stream's line says its level in its text ("warning: ...")
-        now = time.time_ns() // 1000  # microseconds: integers, no float to format
-        second = now // 1_000_000
-        if second != self._second:
-            local = time.localtime(second)
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", local)
-            zone = _zone(local.tm_gmtoff)
-            if zone != self._zone:  # the heads begin with it
-                self._zone = zone
-                self._heads.clear()
-            self._second = second
-        head = self._heads.get(component)
-        if head is None:
+        now = time.time_ns()
+        if not self._start <= now < self._end:  # a new second (or the clock went back)
+            self._new_second(now)
+        micro = (now - self._start) // 1000  # a small integer: its digits from a table
+        try:
+            head = self._heads[component]
+        except KeyError:
             head = self._heads[component] = (
                 f"{self._zone} {self.hostname} {self.name}/{component}[{self._pid}]: "
             )
-        # the microseconds: the last six digits of the time in microseconds (no format spec)
-        line = f"{self._stamp}{str(now)[-6:]}{head}{text}\n"
-        if self._fd is not None:
-            if self.stream.closed:  # its descriptor's number may be another file's by now
+        line = f"{self._stamp}{_DIGITS[micro // 1000]}{_DIGITS[micro % 1000]}{head}{text}\n"
+        fd = self._fd
+        if fd is not None:
+            if self._file.closed:  # its descriptor's number may be another file's by now
                 raise ValueError("I/O operation on closed file")
             try:
                 data = line.encode()
             except UnicodeEncodeError:
                 data = _encode(line)
-            written = os.write(self._fd, data)
+            written = os.write(fd, data)
             if written < len(data):  # a short write (a signal, a full pipe): the rest
-                _write_all(self._fd, data[written:])
+                _write_all(fd, data[written:])
         else:
             with self._lock:
                 self.stream.write(line)
                 self.stream.flush()
+
+    def _new_second(self, now: int) -> None:
+        """The stamp of the second ``now`` (ns) is in, up to its fraction, and the heads when
+        the time zone's offset changed (they begin with it)."""
+        second = now // 1_000_000_000
+        local = time.localtime(second)
+        self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", local)
+        zone = _zone(local.tm_gmtoff)
+        if zone != self._zone:
+            self._zone = zone
+            self._heads.clear()
+        self._start = second * 1_000_000_000
+        self._end = self._start + 1_000_000_000
 
     def close(self) -> None:
         return None  # stderr stays open
@@ -356,6 +366,22 @@ def _zone(offset: int) -> str:
     sign = "+" if offset >= 0 else "-"
     hours, minutes = divmod(abs(offset) // 60, 60)
     return f"{sign}{hours:02d}:{minutes:02d}"
+
+
+_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+"""Three digits of a stamp's microseconds: two lookups instead of formatting an integer."""
+
+
+def _file_of(stream: TextIO) -> _Closable:
+    """What to ask whether ``stream`` is closed: a text file's ``closed`` asks its buffer,
+    which asks the raw file; the raw file is closed with them, so ask it directly."""
+    raw = getattr(getattr(stream, "buffer", None), "raw", None)
+    return raw if isinstance(raw, io.FileIO) else stream
+
+
+class _Closable(Protocol):
+    @property
+    def closed(self) -> bool: ...
 
 
 def _fileno(stream: TextIO) -> int | None:

@@ -8,7 +8,8 @@ log tools written for Postfix (pflogsumm, grep habits) read filterd's log alike:
 - the delivery agent's ``to=<rcpt>, relay=host[addr]:port, delay=S, delays=a/b/c/d,
   dsn=X.Y.Z, status=sent (reply)`` per recipient (``timing``, ``delivery_line``).
 
-Peer-supplied text is escaped (``sanitize``): nothing a client sends starts a line of its own.
+Peer-supplied text is escaped (``sanitize``), each peer-supplied part on its own (filterd's own
+text needs no escaping): nothing a client or next hop sends starts a line of its own.
 """
 
 from __future__ import annotations
@@ -76,17 +77,17 @@ def client_line(
     """smtpd's first line of a transaction: ``client=host[addr]``, and what XFORWARD said of
     the message's origin: ``, orig_queue_id=ID, orig_client=host[addr]`` (Postfix's queue id
     for this message: the key from Postfix's log to filterd's)."""
-    line = f"client={client}"
+    line = f"client={sanitize(client)}"
     if orig_queue_id:
-        line += f", orig_queue_id={orig_queue_id}"
+        line += f", orig_queue_id={sanitize(orig_queue_id)}"
     if orig_client:
-        line += f", orig_client={orig_client}"
-    return sanitize(line)
+        line += f", orig_client={sanitize(orig_client)}"
+    return line
 
 
 def envelope_line(sender: str, size: int, nrcpt: int) -> str:
     """qmgr's line for a message handed on: ``from=<sender>, size=N, nrcpt=N``."""
-    return sanitize(f"from=<{sender}>, size={size}, nrcpt={nrcpt}")
+    return f"from=<{sanitize(sender)}>, size={size}, nrcpt={nrcpt}"
 
 
 def format_delay(seconds: float) -> str:
@@ -147,13 +148,16 @@ def delivery_line(
 ) -> str:
     """The delivery agent's line for one recipient, e.g. ``to=<b@example.org>,
     relay=mx[192.0.2.7]:25, delay=0.21, delays=0.2/0/0/0.01, dsn=2.0.0, status=sent (250
-    2.0.0 Ok)``. ``timing``: ``Timing.text()`` (the same for every recipient of a delivery);
+    2.0.0 Ok)``. ``relay``: the next hop's name as ``nexthop.relay_name`` makes it, escaped
+    already, or a word of filterd's own (``maildir``); ``timing``: ``Timing.text()`` (the
+    same for every recipient of a delivery);
     ``said``: the command the next hop refused, for Postfix's ``(host X said: 550 ... (in
     reply to RCPT TO command))``; ``conn_use``: the how-manieth transaction on a reused
     connection (``conn_use=2``...; 0 or 1 leave it out)."""
     reuse = f", conn_use={conn_use}" if conn_use > 1 else ""
-    detail = f"host {relay} said: {answer} (in reply to {said})" if said is not None else answer
-    return sanitize(
-        f"to=<{rcpt}>, relay={relay}{reuse}, {timing}, dsn={dsn(answer)}, "
+    reply = sanitize(answer)  # the next hop's text
+    detail = f"host {relay} said: {reply} (in reply to {said})" if said is not None else reply
+    return (
+        f"to=<{sanitize(rcpt)}>, relay={relay}{reuse}, {timing}, dsn={dsn(answer)}, "
         f"status={status(answer)} ({detail})"
     )

@@ -173,9 +173,18 @@ class MailLog:
         self._logger = logging.getLogger(f"filterd.{component}")
         self._component = component
         self._extra = {"component": component}
+        # The logger's answers of isEnabledFor by level: the logging module fills this dict
+        # and empties it (in place) whenever a level changes (setLevel, logging.disable).
+        # Read here, the check that runs a few times per message costs no call of its own;
+        # without it (another Python) every check asks isEnabledFor.
+        self._enabled: dict[int, bool] = getattr(self._logger, "_cache", {})
 
     def enabled_for_info(self) -> bool:
-        return self._logger.isEnabledFor(_INFO)
+        """``isEnabledFor(INFO)``, from the logger's cache of its answers when it has one."""
+        try:
+            return self._enabled[_INFO] and not self._logger.disabled
+        except KeyError:
+            return self._logger.isEnabledFor(_INFO)
 
     def enabled_for_debug(self) -> bool:
         return self._logger.isEnabledFor(logging.DEBUG)
@@ -213,12 +222,12 @@ class MailLog:
     def line(self, message: str) -> None:
         """An info line with the queue id, its text finished by the caller (the per-message
         lines: no fields to format)."""
-        if self._logger.isEnabledFor(_INFO):
+        if self.enabled_for_info():
             self._emit(_INFO, f"{queue_id_var.get()}: {message}")
 
     def plain(self, message: str, **fields: object) -> None:
         """A line without the queue id prefix (connect/disconnect, start-up)."""
-        if not self._logger.isEnabledFor(logging.INFO):
+        if not self.enabled_for_info():
             return
         if fields:
             message += _fields(fields)
@@ -232,12 +241,12 @@ class MailLog:
 
     def connect(self, peer: str) -> None:
         """``connect from <peer>``: a client connected (no queue id, as Postfix logs it)."""
-        if self._logger.isEnabledFor(logging.INFO):
+        if self.enabled_for_info():
             self._emit(logging.INFO, f"connect from {sanitize(peer)}")
 
     def disconnect(self, peer: str, **fields: object) -> None:
         """``disconnect from <peer>``: the connection ended (``fields``: what it did)."""
-        if self._logger.isEnabledFor(logging.INFO):
+        if self.enabled_for_info():
             line = f"disconnect from {sanitize(peer)}"
             self._emit(logging.INFO, line + _fields(fields) if fields else line)
 

@@ -243,3 +243,65 @@ def test_client_and_envelope_lines() -> None:
         lines.envelope_line("a\r\nb@example.net", 1, 1)
         == "from=<a\\x0d\\x0ab@example.net>, size=1, nrcpt=1"
     )
+
+
+def test_every_peer_supplied_part_of_a_line_is_escaped() -> None:
+    """Each part a client or next hop supplies is escaped on its own (filterd's own text around
+    them needs none): the recipient, the next hop's reply, XFORWARD's values, the client."""
+    sly = Reply(550, "5.1.1", "no\x1b[2J such user\nsecond line")
+    line = lines.delivery_line(
+        "c\r\n@example.org", "mx[192.0.2.7]:25", "delay=0, delays=0/0/0/0", sly, said="RCPT TO"
+    )
+    assert line == (
+        "to=<c\\x0d\\x0a@example.org>, relay=mx[192.0.2.7]:25, delay=0, delays=0/0/0/0, "
+        "dsn=5.1.1, status=bounced (host mx[192.0.2.7]:25 said: 550 5.1.1 no\\x1b[2J such "
+        "user (in reply to RCPT TO))"
+    )
+    assert lines.client_line("x\n[192.0.2.1]", "ID\x00", "y\t[192.0.2.9]") == (
+        "client=x\\x0a[192.0.2.1], orig_queue_id=ID\\x00, orig_client=y\\x09[192.0.2.9]"
+    )
+
+
+def test_the_next_hops_name_is_escaped_once_per_connection() -> None:
+    """``to=`` lines take the relay's name as ``relay_name`` made it: escaped there."""
+    from filterd.config.endpoint import Endpoint
+    from filterd.delivery.nexthop import relay_name
+
+    class NoSocket:
+        socket = None
+
+    name = relay_name(Endpoint("unix", path="/run/odd\nname"), NoSocket())  # type: ignore[arg-type]
+    assert name.endswith("[/run/odd\\x0aname]")
+    assert relay_name(Endpoint("tcp", "mx.example", 25), NoSocket()) == (  # type: ignore[arg-type]
+        "mx.example[mx.example]:25"
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_level_check_follows_every_change_of_level() -> None:
+    """``enabled_for_info`` reads the logger's cache of ``isEnabledFor``'s answers: a new
+    level, ``logging.disable`` and a disabled logger each change its answer at once."""
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    log = MailLog("levels")
+    component = logging.getLogger("filterd.levels")
+    assert log.enabled_for_info()
+    logging.getLogger("filterd").setLevel(logging.WARNING)
+    assert not log.enabled_for_info()
+    log.line("not written")
+    logging.getLogger("filterd").setLevel(logging.INFO)
+    assert log.enabled_for_info()
+    logging.disable(logging.INFO)
+    try:
+        assert not log.enabled_for_info()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert log.enabled_for_info()
+    component.disabled = True
+    try:
+        assert not log.enabled_for_info()
+        log.line("not written either")
+    finally:
+        component.disabled = False
+    log.line("written")
+    assert written(stream) == [f"filterd/levels[{os.getpid()}]: NOQUEUE: written"]
