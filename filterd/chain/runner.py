@@ -248,7 +248,7 @@ class ChainRunner:
             _log(result, t)
             edits.extend(_edits(verdict))
             findings.extend(verdict.findings)
-            if isinstance(verdict, Continue | Accept):
+            if isinstance(verdict, _PASSING):
                 for deferral in verdict.defer_if:
                     if deferral.when == "permit":
                         if_permit = if_permit or deferral
@@ -358,6 +358,9 @@ def _result(
 
 
 _VERDICTS = (Continue, Accept, Reject, TempFail, Discard, Quarantine)
+# (tuples, not ``A | B``: a union is built anew at every evaluation)
+_PASSING = (Continue, Accept)
+_EDITING = (Continue, Accept, Quarantine)
 
 
 def _on_error(policy: str, reply: Reply) -> Verdict:
@@ -371,7 +374,7 @@ def _on_error(policy: str, reply: Reply) -> Verdict:
 
 
 def _edits(verdict: Verdict) -> tuple[Edit, ...]:
-    if isinstance(verdict, Continue | Accept | Quarantine):
+    if isinstance(verdict, _EDITING):
         return verdict.edits
     return ()
 

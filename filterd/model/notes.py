@@ -4,7 +4,7 @@ that carries the value's type (instead of Haraka's untyped bags)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -24,7 +24,7 @@ class Notes:
         self._values[key.name] = value
 
     def get(self, key: NoteKey[T], default: T | None = None) -> T | None:
-        return cast("T | None", self._values.get(key.name, default))
+        return self._values.get(key.name, default)  # type: ignore[return-value]  # (no cast call)
 
     def __contains__(self, key: NoteKey[object]) -> bool:
         return key.name in self._values

@@ -101,14 +101,19 @@ Disposition = Discard | Quarantine
 carried out at the end of the message."""
 
 
+# (tuples, not ``A | B``: a union is built anew at every evaluation)
+_REFUSALS = (Reject, TempFail)
+_DISPOSITIONS = (Discard, Quarantine)
+
+
 def is_refusal(verdict: Verdict) -> TypeGuard[Reject | TempFail]:
     """True for ``Reject`` and ``TempFail``: the client is told no (its ``reply``)."""
-    return isinstance(verdict, Reject | TempFail)
+    return isinstance(verdict, _REFUSALS)
 
 
 def disposition_of(verdict: Verdict) -> Disposition | None:
     """The verdict itself when it is a ``Discard`` or ``Quarantine``, else None."""
-    return verdict if isinstance(verdict, Discard | Quarantine) else None
+    return verdict if isinstance(verdict, _DISPOSITIONS) else None
 
 
 def final_verdict(verdict: Verdict, earlier: Disposition | None) -> Verdict:
